@@ -1,0 +1,115 @@
+//! The audit trail: exactly one event per connection, emitted when it ends, on the tracing
+//! target `audit` (so operators can route or filter it, e.g. `RUST_LOG=audit=info`).
+
+use crate::identity::Identity;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// How a connection ended, as operators filter on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Tunnelled and closed normally.
+    Ok,
+    /// Verified, but no rule allows this identity to reach the backend (or no such backend).
+    Denied,
+    /// The client certificate, or one in its chain, is revoked.
+    Revoked,
+    /// TLS failed: wrong CA, expired certificate, garbage, protocol mismatch...
+    HandshakeFailed,
+    /// The backend refused or could not be reached.
+    BackendUnreachable,
+    /// Handshake, backend connect or idle timeout.
+    Timeout,
+    /// Gateway at `max_connections`.
+    Overloaded,
+    /// An I/O error after the tunnel was set up.
+    Error,
+}
+
+impl Outcome {
+    /// The word logged as `result`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::Revoked => "revoked",
+            Outcome::HandshakeFailed => "handshake_failed",
+            Outcome::BackendUnreachable => "backend_unreachable",
+            Outcome::Timeout => "timeout",
+            Outcome::Overloaded => "overloaded",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The record built up while a connection lives.
+#[derive(Debug)]
+pub struct AuditRecord {
+    started: Instant,
+    /// Where the connection came from.
+    pub peer: SocketAddr,
+    /// The verified identity, once known.
+    pub identity: Option<Identity>,
+    /// The SNI the client sent.
+    pub sni: Option<String>,
+    /// The backend chosen.
+    pub backend: Option<String>,
+    /// Bytes from the client to the backend.
+    pub bytes_up: u64,
+    /// Bytes from the backend to the client.
+    pub bytes_down: u64,
+    /// Extra detail (error text, rule that allowed).
+    pub reason: String,
+    /// Whether the TLS session was resumed.
+    pub resumed: bool,
+}
+
+impl AuditRecord {
+    /// Starts a record for a connection from `peer`.
+    pub fn new(peer: SocketAddr) -> AuditRecord {
+        AuditRecord {
+            started: Instant::now(),
+            peer,
+            identity: None,
+            sni: None,
+            backend: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            reason: String::new(),
+            resumed: false,
+        }
+    }
+
+    /// Emits the one audit event for this connection.
+    pub fn finish(self, outcome: Outcome) {
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        let (subject, sans) = match &self.identity {
+            Some(id) => (id.subject.clone(), id.sans()),
+            None => (String::new(), String::new()),
+        };
+        let backend = self.backend.as_deref().unwrap_or("");
+        let sni = self.sni.as_deref().unwrap_or("");
+        let result = outcome.as_str();
+        match outcome {
+            Outcome::Ok => tracing::info!(
+                target: "audit",
+                peer = %self.peer, subject = %subject, sans = %sans, sni = %sni, backend = %backend,
+                result, bytes_up = self.bytes_up, bytes_down = self.bytes_down, duration_ms,
+                resumed = self.resumed, reason = %self.reason, "connection closed"
+            ),
+            _ => tracing::warn!(
+                target: "audit",
+                peer = %self.peer, subject = %subject, sans = %sans, sni = %sni, backend = %backend,
+                result, bytes_up = self.bytes_up, bytes_down = self.bytes_down, duration_ms,
+                resumed = self.resumed, reason = %self.reason, "connection closed"
+            ),
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The client agent's configuration file (`tunnel-client --config client.toml`).
+
+use super::server::{parse_log_format, valid_host_port};
+use super::{
+    check_readable, load_raw, load_raw_str, parse_duration, parse_tls_version, resolve_path,
+    ConfigError, LogFormat, TlsVersion,
+};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Prefix of environment variables that override client keys, e.g. `TUNNEL_CLIENT_SERVER`.
+pub const CLIENT_ENV_PREFIX: &str = "TUNNEL_CLIENT";
+
+/// Default time to connect to the gateway and finish the handshake.
+pub const DEFAULT_CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default idle timeout of a tunnelled connection.
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default grace period for open connections at shutdown.
+pub const DEFAULT_CLIENT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default cap on concurrent local connections.
+pub const DEFAULT_CLIENT_MAX_CONNECTIONS: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    server: Option<String>,
+    server_name: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    ca: Option<String>,
+    connect_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    shutdown_timeout: Option<String>,
+    max_connections: Option<i64>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    tls_min_version: Option<String>,
+    #[serde(default)]
+    tunnel: Vec<RawTunnel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTunnel {
+    listen: Option<String>,
+    backend: Option<String>,
+}
+
+/// One local listener and the backend it reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// Local address to accept plain TCP on.
+    pub listen: SocketAddr,
+    /// Backend name sent to the gateway as SNI.
+    pub backend: String,
+}
+
+/// The validated client agent configuration.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The file it was read from (or `<command line>`).
+    pub file: PathBuf,
+    /// Gateway `host:port`.
+    pub server: String,
+    /// Name verified in the gateway's certificate.
+    pub server_name: String,
+    /// Client certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Client private key (PEM).
+    pub key: PathBuf,
+    /// CA bundle that issued the gateway's certificate.
+    pub ca: PathBuf,
+    /// Deadline for TCP connect plus TLS handshake to the gateway.
+    pub connect_timeout: Duration,
+    /// Close a tunnel after this long without bytes.
+    pub idle_timeout: Duration,
+    /// Grace period for open connections at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Cap on concurrent local connections.
+    pub max_connections: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Default log filter when `RUST_LOG` is unset.
+    pub log_level: Option<String>,
+    /// Lowest TLS version offered.
+    pub tls_min_version: TlsVersion,
+    /// The tunnels.
+    pub tunnels: Vec<TunnelConfig>,
+}
+
+/// Settings given on the command line instead of in a file (one-off tunnels and `stdio`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientFlags {
+    /// Gateway `host:port`.
+    pub server: Option<String>,
+    /// Name verified in the gateway's certificate.
+    pub server_name: Option<String>,
+    /// Client certificate.
+    pub cert: Option<String>,
+    /// Client key.
+    pub key: Option<String>,
+    /// CA bundle.
+    pub ca: Option<String>,
+    /// Local listen address (one-off tunnel).
+    pub listen: Option<String>,
+    /// Backend name (one-off tunnel or stdio).
+    pub backend: Option<String>,
+}
+
+impl ClientConfig {
+    /// Reads and validates `path`, with overrides from `TUNNEL_CLIENT_*` environment variables.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, false)
+    }
+
+    /// Like [`ClientConfig::load`]; with `stdio`, a file without `[[tunnel]]` is accepted
+    /// (`tunnel-client stdio` needs only the gateway and the credentials).
+    pub fn load_with(path: &Path, stdio: bool) -> Result<Self, ConfigError> {
+        let raw: RawClient = load_raw(path, CLIENT_ENV_PREFIX)?;
+        Self::validate(path, raw, stdio)
+    }
+
+    /// Parses and validates TOML text as if read from `path`.
+    pub fn from_toml(
+        path: &Path,
+        text: &str,
+        env: HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawClient = load_raw_str(path, text, CLIENT_ENV_PREFIX, Some(env))?;
+        Self::validate(path, raw, false)
+    }
+
+    /// Builds a configuration from command-line flags alone. With `stdio`, no `listen` is
+    /// needed and no tunnel is created.
+    pub fn from_flags(flags: ClientFlags, stdio: bool) -> Result<Self, ConfigError> {
+        let file = Path::new("<command line>");
+        let mut tunnel = Vec::new();
+        if !stdio {
+            tunnel.push(RawTunnel {
+                listen: flags.listen,
+                backend: flags.backend,
+            });
+        }
+        let raw = RawClient {
+            server: flags.server,
+            server_name: flags.server_name,
+            cert: flags.cert,
+            key: flags.key,
+            ca: flags.ca,
+            connect_timeout: None,
+            idle_timeout: None,
+            shutdown_timeout: None,
+            max_connections: None,
+            log_format: None,
+            log_level: None,
+            tls_min_version: None,
+            tunnel,
+        };
+        Self::validate(file, raw, stdio)
+    }
+
+    fn validate(file: &Path, raw: RawClient, stdio: bool) -> Result<Self, ConfigError> {
+        let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
+        let server = raw
+            .server
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                err(
+                    "server",
+                    "missing; the gateway's host:port, e.g. \"gateway.example.com:8443\"".into(),
+                )
+            })?;
+        if !valid_host_port(&server) {
+            return Err(err("server", format!("{server:?} is not host:port")));
+        }
+        let server_name = match raw.server_name {
+            Some(n) if !n.trim().is_empty() => n.trim().to_string(),
+            Some(_) => return Err(err("server_name", "is empty".into())),
+            None => host_of(&server).to_string(),
+        };
+        let required = |key: &str, v: Option<String>| -> Result<PathBuf, ConfigError> {
+            let v = v.ok_or_else(|| err(key, "missing; give the path of a PEM file".into()))?;
+            let p = resolve_path(file, &v);
+            check_readable(file, key, &p)?;
+            Ok(p)
+        };
+        let cert = required("cert", raw.cert)?;
+        let key = required("key", raw.key)?;
+        let ca = required("ca", raw.ca)?;
+        let dur = |key: &str, v: Option<String>, d: Duration| match v {
+            None => Ok(d),
+            Some(s) => parse_duration(file, key, &s),
+        };
+        let connect_timeout = dur(
+            "connect_timeout",
+            raw.connect_timeout,
+            DEFAULT_CLIENT_CONNECT_TIMEOUT,
+        )?;
+        let idle_timeout = dur(
+            "idle_timeout",
+            raw.idle_timeout,
+            DEFAULT_CLIENT_IDLE_TIMEOUT,
+        )?;
+        let shutdown_timeout = dur(
+            "shutdown_timeout",
+            raw.shutdown_timeout,
+            DEFAULT_CLIENT_SHUTDOWN_TIMEOUT,
+        )?;
+        let max_connections = match raw.max_connections {
+            None => DEFAULT_CLIENT_MAX_CONNECTIONS,
+            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(err(
+                    "max_connections",
+                    format!("{n} is out of range 1..=1000000"),
+                ))
+            }
+        };
+        let log_format = parse_log_format(file, raw.log_format.as_deref())?;
+        let tls_min_version =
+            parse_tls_version(file, "tls_min_version", raw.tls_min_version.as_deref())?;
+
+        if raw.tunnel.is_empty() && !stdio {
+            return Err(err(
+                "tunnel",
+                "no [[tunnel]] is configured; add one with listen and backend".into(),
+            ));
+        }
+        let mut tunnels: Vec<TunnelConfig> = Vec::new();
+        for (i, t) in raw.tunnel.into_iter().enumerate() {
+            let listen_s = t.listen.ok_or_else(|| {
+                err(
+                    &format!("tunnel[{i}].listen"),
+                    "missing; e.g. \"127.0.0.1:15432\"".into(),
+                )
+            })?;
+            let listen: SocketAddr = listen_s.trim().parse().map_err(|_| {
+                err(
+                    &format!("tunnel[{i}].listen"),
+                    format!("{listen_s:?} is not an IP:port address"),
+                )
+            })?;
+            if tunnels
+                .iter()
+                .any(|x| x.listen == listen && listen.port() != 0)
+            {
+                return Err(err(
+                    &format!("tunnel[{i}].listen"),
+                    format!("{listen} is used by another tunnel"),
+                ));
+            }
+            let backend = t
+                .backend
+                .map(|b| b.trim().to_ascii_lowercase())
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| {
+                    err(
+                        &format!("tunnel[{i}].backend"),
+                        "missing; the backend name the gateway knows".into(),
+                    )
+                })?;
+            tunnels.push(TunnelConfig { listen, backend });
+        }
+        Ok(ClientConfig {
+            file: file.to_path_buf(),
+            server,
+            server_name,
+            cert,
+            key,
+            ca,
+            connect_timeout,
+            idle_timeout,
+            shutdown_timeout,
+            max_connections,
+            log_format,
+            log_level: raw.log_level,
+            tls_min_version,
+            tunnels,
+        })
+    }
+}
+
+/// The host part of `host:port` (without IPv6 brackets).
+fn host_of(server: &str) -> &str {
+    let host = server.rsplit_once(':').map(|(h, _)| h).unwrap_or(server);
+    host.trim_start_matches('[').trim_end_matches(']')
+}

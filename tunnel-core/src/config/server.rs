@@ -1,0 +1,396 @@
+//! The gateway's configuration file (`tunnel-server --config server.toml`).
+
+use super::{
+    check_readable, load_raw, load_raw_str, parse_duration, parse_tls_version, resolve_path,
+    ConfigError, OneOrMany, TlsVersion,
+};
+use crate::policy::{Policy, RawRule};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Prefix of environment variables that override server keys: `TUNNEL_SERVER_MAX_CONNECTIONS=100`,
+/// `TUNNEL_SERVER_LISTEN=127.0.0.1:8443,[::1]:8443`. Nested keys use `__`.
+pub const SERVER_ENV_PREFIX: &str = "TUNNEL_SERVER";
+
+/// Default cap on concurrent connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default time a client has to finish its TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time to establish the TCP connection to a backend.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a tunnel may carry no bytes in either direction before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default grace period for open connections on SIGTERM.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default maximum certificate chain depth accepted from clients.
+pub const DEFAULT_VERIFY_DEPTH: u32 = 4;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<OneOrMany>,
+    cert: Option<String>,
+    key: Option<String>,
+    client_ca: Option<String>,
+    #[serde(default)]
+    crl: OneOrMany,
+    default_backend: Option<String>,
+    metrics: Option<String>,
+    max_connections: Option<i64>,
+    handshake_timeout: Option<String>,
+    connect_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    shutdown_timeout: Option<String>,
+    user: Option<String>,
+    group: Option<String>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    tls_min_version: Option<String>,
+    verify_depth: Option<i64>,
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    backend: Vec<RawBackend>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    name: Option<String>,
+    address: Option<String>,
+    #[serde(default)]
+    allow: Vec<RawRule>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+pub(crate) fn parse_log_format(file: &Path, v: Option<&str>) -> Result<LogFormat, ConfigError> {
+    match v {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(ConfigError::new(
+            file,
+            "log_format",
+            format!("{other:?} is not a log format; use \"text\" or \"json\""),
+        )),
+    }
+}
+
+/// One backend the gateway forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// The SNI name clients send to reach it (lower case).
+    pub name: String,
+    /// `host:port` to dial.
+    pub address: String,
+}
+
+/// The validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain of the gateway.
+    pub cert: PathBuf,
+    /// PEM private key of the gateway.
+    pub key: PathBuf,
+    /// PEM bundle of CAs that issue client certificates.
+    pub client_ca: PathBuf,
+    /// PEM CRL files.
+    pub crl: Vec<PathBuf>,
+    /// Metrics listener address.
+    pub metrics: Option<SocketAddr>,
+    /// Cap on concurrent connections.
+    pub max_connections: usize,
+    /// Deadline for a client's TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Deadline for dialling a backend.
+    pub connect_timeout: Duration,
+    /// Close a tunnel after this long without bytes.
+    pub idle_timeout: Duration,
+    /// Grace period for open connections at shutdown.
+    pub shutdown_timeout: Duration,
+    /// User to switch to after binding.
+    pub user: Option<String>,
+    /// Group to switch to after binding.
+    pub group: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Default log filter when `RUST_LOG` is unset.
+    pub log_level: Option<String>,
+    /// Lowest TLS version accepted.
+    pub tls_min_version: TlsVersion,
+    /// Maximum client chain depth.
+    pub verify_depth: u32,
+    /// Backends, in file order.
+    pub backends: Vec<BackendConfig>,
+    /// Authorization rules compiled from `[groups]` and every backend's `allow`.
+    pub policy: Policy,
+}
+
+impl ServerConfig {
+    /// Reads and validates `path`, with overrides from `TUNNEL_SERVER_*` environment variables.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawServer = load_raw(path, SERVER_ENV_PREFIX)?;
+        Self::validate(path, raw)
+    }
+
+    /// Parses and validates TOML text as if read from `path`, with the given environment
+    /// overrides instead of the process environment.
+    pub fn from_toml(
+        path: &Path,
+        text: &str,
+        env: HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawServer = load_raw_str(path, text, SERVER_ENV_PREFIX, Some(env))?;
+        Self::validate(path, raw)
+    }
+
+    fn validate(file: &Path, raw: RawServer) -> Result<Self, ConfigError> {
+        let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
+        let listen_raw = raw
+            .listen
+            .ok_or_else(|| err("listen", "missing; e.g. listen = \"0.0.0.0:8443\"".into()))?
+            .into_vec();
+        if listen_raw.is_empty() {
+            return Err(err("listen", "needs at least one address".into()));
+        }
+        let mut listen = Vec::new();
+        for (i, a) in listen_raw.iter().enumerate() {
+            let addr: SocketAddr = a.trim().parse().map_err(|_| {
+                err(
+                    &format!("listen[{i}]"),
+                    format!(
+                        "{a:?} is not an IP:port address, e.g. \"0.0.0.0:8443\" or \"[::]:8443\""
+                    ),
+                )
+            })?;
+            if listen.contains(&addr) {
+                return Err(err(
+                    &format!("listen[{i}]"),
+                    format!("{addr} is listed twice"),
+                ));
+            }
+            listen.push(addr);
+        }
+
+        let required = |key: &str, v: Option<String>| -> Result<PathBuf, ConfigError> {
+            let v = v.ok_or_else(|| err(key, "missing; give the path of a PEM file".into()))?;
+            let p = resolve_path(file, &v);
+            check_readable(file, key, &p)?;
+            Ok(p)
+        };
+        let cert = required("cert", raw.cert)?;
+        let key = required("key", raw.key)?;
+        let client_ca = required("client_ca", raw.client_ca)?;
+        let mut crl = Vec::new();
+        for (i, c) in raw.crl.into_vec().into_iter().enumerate() {
+            let p = resolve_path(file, &c);
+            check_readable(file, &format!("crl[{i}]"), &p)?;
+            crl.push(p);
+        }
+
+        let metrics = match raw.metrics {
+            None => None,
+            Some(m) => Some(m.trim().parse::<SocketAddr>().map_err(|_| {
+                err(
+                    "metrics",
+                    format!("{m:?} is not an IP:port address, e.g. \"127.0.0.1:9750\""),
+                )
+            })?),
+        };
+        let max_connections = match raw.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(err(
+                    "max_connections",
+                    format!("{n} is out of range 1..=1000000"),
+                ))
+            }
+        };
+        let verify_depth = match raw.verify_depth {
+            None => DEFAULT_VERIFY_DEPTH,
+            Some(n) if (1..=16).contains(&n) => n as u32,
+            Some(n) => return Err(err("verify_depth", format!("{n} is out of range 1..=16"))),
+        };
+        let dur = |key: &str, v: Option<String>, d: Duration| match v {
+            None => Ok(d),
+            Some(s) => parse_duration(file, key, &s),
+        };
+        let handshake_timeout = dur(
+            "handshake_timeout",
+            raw.handshake_timeout,
+            DEFAULT_HANDSHAKE_TIMEOUT,
+        )?;
+        let connect_timeout = dur(
+            "connect_timeout",
+            raw.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        )?;
+        let idle_timeout = dur("idle_timeout", raw.idle_timeout, DEFAULT_IDLE_TIMEOUT)?;
+        let shutdown_timeout = dur(
+            "shutdown_timeout",
+            raw.shutdown_timeout,
+            DEFAULT_SHUTDOWN_TIMEOUT,
+        )?;
+        let log_format = parse_log_format(file, raw.log_format.as_deref())?;
+        let tls_min_version =
+            parse_tls_version(file, "tls_min_version", raw.tls_min_version.as_deref())?;
+        if let Some(u) = &raw.user {
+            if u.trim().is_empty() {
+                return Err(err(
+                    "user",
+                    "is empty; name a system user or remove the key".into(),
+                ));
+            }
+        }
+        if let Some(g) = &raw.group {
+            if g.trim().is_empty() {
+                return Err(err(
+                    "group",
+                    "is empty; name a system group or remove the key".into(),
+                ));
+            }
+        }
+
+        if raw.backend.is_empty() {
+            return Err(err(
+                "backend",
+                "no [[backend]] is configured; add one with name, address and allow".into(),
+            ));
+        }
+        let mut backends = Vec::new();
+        let mut rules = Vec::new();
+        for (i, b) in raw.backend.into_iter().enumerate() {
+            let name = b
+                .name
+                .map(|n| n.trim().to_ascii_lowercase())
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    err(
+                        &format!("backend[{i}].name"),
+                        "missing; it is the SNI name clients send".into(),
+                    )
+                })?;
+            if !valid_backend_name(&name) {
+                return Err(err(
+                    &format!("backend[{i}].name"),
+                    format!(
+                        "{name:?} is not a valid SNI host name (letters, digits, '-', '.', '_')"
+                    ),
+                ));
+            }
+            if backends.iter().any(|x: &BackendConfig| x.name == name) {
+                return Err(err(
+                    &format!("backend[{i}].name"),
+                    format!("duplicate backend name {name:?}"),
+                ));
+            }
+            let address = b
+                .address
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| {
+                    err(
+                        &format!("backend[{i}].address"),
+                        "missing; e.g. \"127.0.0.1:5432\"".into(),
+                    )
+                })?;
+            if !valid_host_port(&address) {
+                return Err(err(
+                    &format!("backend[{i}].address"),
+                    format!("{address:?} is not host:port, e.g. \"10.0.0.5:5432\" or \"db.internal:5432\""),
+                ));
+            }
+            if b.allow.is_empty() {
+                return Err(err(
+                    &format!("backend[{i}].allow"),
+                    format!("backend {name:?} has no rule, so no client can reach it; add e.g. allow = [\"cn=alice\"] or allow = [\"any\"]"),
+                ));
+            }
+            rules.push((name.clone(), format!("backend[{i}].allow"), b.allow));
+            backends.push(BackendConfig { name, address });
+        }
+        let default_backend = match raw.default_backend {
+            None => None,
+            Some(d) => {
+                let d = d.trim().to_ascii_lowercase();
+                if !backends.iter().any(|b| b.name == d) {
+                    return Err(err(
+                        "default_backend",
+                        format!("{d:?} is not the name of any [[backend]]"),
+                    ));
+                }
+                Some(d)
+            }
+        };
+        let policy = Policy::compile(&raw.groups, rules, default_backend)
+            .map_err(|(key, msg)| err(&key, msg))?;
+
+        Ok(ServerConfig {
+            file: file.to_path_buf(),
+            listen,
+            cert,
+            key,
+            client_ca,
+            crl,
+            metrics,
+            max_connections,
+            handshake_timeout,
+            connect_timeout,
+            idle_timeout,
+            shutdown_timeout,
+            user: raw.user,
+            group: raw.group,
+            log_format,
+            log_level: raw.log_level,
+            tls_min_version,
+            verify_depth,
+            backends,
+            policy,
+        })
+    }
+
+    /// The backend named `name`.
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+fn valid_backend_name(n: &str) -> bool {
+    n.len() <= 253
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
+}
+
+/// `host:port` or `[v6]:port` with a numeric port.
+pub(crate) fn valid_host_port(a: &str) -> bool {
+    if a.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match a.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(':')
+                && port.parse::<u16>().map(|p| p != 0).unwrap_or(false)
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,26 @@
+//! Core of the mTLS tunnel: everything but argument parsing.
+//!
+//! The gateway ([`server`]) verifies client certificates ([`tls`]), extracts an
+//! [`identity::Identity`], decides with [`policy`] which backend the client may reach, and
+//! forwards bytes ([`proxy`]); the client agent ([`client`]) wraps local TCP ports in mTLS.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod check;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod identity;
+pub mod logging;
+pub mod pki;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod signals;
+pub mod tls;
+
+/// Exit code for bad usage or configuration (BSD `EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
+/// Exit code for a runtime failure such as a port already in use.
+pub const EXIT_RUNTIME: i32 = 1;

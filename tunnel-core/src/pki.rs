@@ -1,0 +1,463 @@
+//! A small certificate authority: CA, server and client certificates and CRLs, built with
+//! the openssl crate. Used by the demo, by the tests (no keys are checked in) and by
+//! `tunnel-server pki`.
+
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    SubjectKeyIdentifier,
+};
+use openssl::x509::{
+    X509Builder, X509Crl, X509CrlBuilder, X509NameBuilder, X509RevokedBuilder, X509,
+};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// Key algorithm of a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyType {
+    /// ECDSA on P-256 (the default).
+    #[default]
+    EcP256,
+    /// RSA 2048.
+    Rsa2048,
+    /// Ed25519.
+    Ed25519,
+}
+
+impl std::str::FromStr for KeyType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ecdsa-p256" | "p256" | "ec" => Ok(KeyType::EcP256),
+            "rsa2048" | "rsa" => Ok(KeyType::Rsa2048),
+            "ed25519" => Ok(KeyType::Ed25519),
+            _ => Err(format!(
+                "{s:?} is not a key type; use ecdsa-p256, rsa2048 or ed25519"
+            )),
+        }
+    }
+}
+
+/// A certificate and its private key.
+#[derive(Clone)]
+pub struct Issued {
+    /// The certificate.
+    pub cert: X509,
+    /// Its private key.
+    pub key: PKey<Private>,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("Issued")
+            .field(
+                "subject",
+                &crate::identity::one_line_name(self.cert.subject_name()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// What kind of leaf certificate to issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// TLS server (EKU serverAuth).
+    Server,
+    /// TLS client (EKU clientAuth).
+    Client,
+    /// Intermediate CA (can sign).
+    Ca,
+}
+
+/// Attributes of a certificate to issue.
+#[derive(Debug, Clone)]
+pub struct CertSpec {
+    /// Subject common name.
+    pub cn: String,
+    /// Subject organizations.
+    pub o: Vec<String>,
+    /// Subject organizational units.
+    pub ou: Vec<String>,
+    /// SAN DNS names.
+    pub dns: Vec<String>,
+    /// SAN URIs.
+    pub uri: Vec<String>,
+    /// SAN emails.
+    pub email: Vec<String>,
+    /// SAN IPs.
+    pub ip: Vec<IpAddr>,
+    /// Validity starts this many days from now (negative: in the past).
+    pub start_days: i64,
+    /// Validity length in days from the start.
+    pub days: u32,
+    /// Server, client or CA.
+    pub usage: Usage,
+    /// Key algorithm.
+    pub key_type: KeyType,
+}
+
+impl CertSpec {
+    /// A client certificate for `cn`, valid for a year from yesterday.
+    pub fn client(cn: &str) -> CertSpec {
+        CertSpec {
+            cn: cn.to_string(),
+            o: vec![],
+            ou: vec![],
+            dns: vec![],
+            uri: vec![],
+            email: vec![],
+            ip: vec![],
+            start_days: -1,
+            days: 366,
+            usage: Usage::Client,
+            key_type: KeyType::EcP256,
+        }
+    }
+
+    /// A server certificate for DNS name `name` (also its CN), valid for a year.
+    pub fn server(name: &str) -> CertSpec {
+        let mut s = CertSpec::client(name);
+        s.usage = Usage::Server;
+        match name.parse::<IpAddr>() {
+            Ok(ip) => s.ip.push(ip),
+            Err(_) => s.dns.push(name.to_string()),
+        }
+        s
+    }
+}
+
+/// Generates a key of the given type.
+pub fn new_key(kt: KeyType) -> Result<PKey<Private>, ErrorStack> {
+    match kt {
+        KeyType::EcP256 => {
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+            PKey::from_ec_key(EcKey::generate(&group)?)
+        }
+        KeyType::Rsa2048 => PKey::from_rsa(Rsa::generate(2048)?),
+        KeyType::Ed25519 => PKey::generate_ed25519(),
+    }
+}
+
+fn digest_for(key: &PKey<Private>) -> MessageDigest {
+    // Ed25519 signs without a separate digest.
+    if key.id() == openssl::pkey::Id::ED25519 {
+        MessageDigest::null()
+    } else {
+        MessageDigest::sha256()
+    }
+}
+
+/// A random positive 128-bit serial.
+pub fn random_serial() -> Result<Asn1Integer, ErrorStack> {
+    let mut bn = BigNum::new()?;
+    bn.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    bn.add_word(1)?;
+    bn.to_asn1_integer()
+}
+
+fn days_from_now(days: i64) -> Result<Asn1Time, ErrorStack> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Asn1Time::from_unix(now + days * 86_400)
+}
+
+/// A new self-signed CA (ECDSA P-256) named `name`, valid for `days` days.
+pub fn new_ca(name: &str, days: u32) -> Result<Issued, ErrorStack> {
+    new_ca_with(name, days, KeyType::EcP256)
+}
+
+/// A new self-signed CA with the given key type.
+pub fn new_ca_with(name: &str, days: u32, kt: KeyType) -> Result<Issued, ErrorStack> {
+    let key = new_key(kt)?;
+    let mut nb = X509NameBuilder::new()?;
+    nb.append_entry_by_nid(Nid::COMMONNAME, name)?;
+    let subject = nb.build();
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let serial = random_serial()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&subject)?;
+    b.set_issuer_name(&subject)?;
+    b.set_pubkey(&key)?;
+    let (nb, na) = (days_from_now(-1)?, days_from_now(days as i64)?);
+    b.set_not_before(&nb)?;
+    b.set_not_after(&na)?;
+    b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
+    b.append_extension(ski)?;
+    b.sign(&key, digest_for(&key))?;
+    Ok(Issued {
+        cert: b.build(),
+        key,
+    })
+}
+
+/// Issues a certificate signed by `ca`.
+pub fn issue(ca: &Issued, spec: &CertSpec) -> Result<Issued, ErrorStack> {
+    let key = new_key(spec.key_type)?;
+    let mut nb = X509NameBuilder::new()?;
+    for o in &spec.o {
+        nb.append_entry_by_nid(Nid::ORGANIZATIONNAME, o)?;
+    }
+    for ou in &spec.ou {
+        nb.append_entry_by_nid(Nid::ORGANIZATIONALUNITNAME, ou)?;
+    }
+    nb.append_entry_by_nid(Nid::COMMONNAME, &spec.cn)?;
+    let subject = nb.build();
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let serial = random_serial()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&subject)?;
+    b.set_issuer_name(ca.cert.subject_name())?;
+    b.set_pubkey(&key)?;
+    let nb = days_from_now(spec.start_days)?;
+    let na = days_from_now(spec.start_days + spec.days as i64)?;
+    b.set_not_before(&nb)?;
+    b.set_not_after(&na)?;
+    match spec.usage {
+        Usage::Ca => {
+            b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+            b.append_extension(
+                KeyUsage::new()
+                    .critical()
+                    .key_cert_sign()
+                    .crl_sign()
+                    .build()?,
+            )?;
+        }
+        Usage::Server | Usage::Client => {
+            b.append_extension(BasicConstraints::new().critical().build()?)?;
+            let mut ku = KeyUsage::new();
+            ku.critical().digital_signature();
+            if spec.key_type == KeyType::Rsa2048 {
+                ku.key_encipherment();
+            }
+            b.append_extension(ku.build()?)?;
+            let mut eku = ExtendedKeyUsage::new();
+            if spec.usage == Usage::Server {
+                eku.server_auth();
+            } else {
+                eku.client_auth();
+            }
+            b.append_extension(eku.build()?)?;
+        }
+    }
+    let has_san = !(spec.dns.is_empty()
+        && spec.uri.is_empty()
+        && spec.email.is_empty()
+        && spec.ip.is_empty());
+    if has_san {
+        let mut san = SubjectAlternativeName::new();
+        for d in &spec.dns {
+            san.dns(d);
+        }
+        for u in &spec.uri {
+            san.uri(u);
+        }
+        for e in &spec.email {
+            san.email(e);
+        }
+        for ip in &spec.ip {
+            san.ip(&ip.to_string());
+        }
+        let ext = san.build(&b.x509v3_context(Some(&ca.cert), None))?;
+        b.append_extension(ext)?;
+    }
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&ca.cert), None))?;
+    b.append_extension(ski)?;
+    let aki = AuthorityKeyIdentifier::new()
+        .keyid(false)
+        .build(&b.x509v3_context(Some(&ca.cert), None))?;
+    b.append_extension(aki)?;
+    b.sign(&ca.key, digest_for(&ca.key))?;
+    Ok(Issued {
+        cert: b.build(),
+        key,
+    })
+}
+
+/// A CRL signed by `ca` listing `revoked` certificates, valid from `start_days` (relative to
+/// now) for `days` days.
+pub fn make_crl(
+    ca: &Issued,
+    revoked: &[&X509],
+    start_days: i64,
+    days: u32,
+) -> Result<X509Crl, ErrorStack> {
+    let serials: Vec<Asn1Integer> = revoked
+        .iter()
+        .map(|c| c.serial_number().to_bn().and_then(|b| b.to_asn1_integer()))
+        .collect::<Result<_, _>>()?;
+    make_crl_serials(ca, &serials, start_days, days)
+}
+
+/// Like [`make_crl`], from serial numbers.
+pub fn make_crl_serials(
+    ca: &Issued,
+    serials: &[Asn1Integer],
+    start_days: i64,
+    days: u32,
+) -> Result<X509Crl, ErrorStack> {
+    let mut b = X509CrlBuilder::new()?;
+    b.set_issuer_name(ca.cert.subject_name())?;
+    let last = days_from_now(start_days)?;
+    let next = days_from_now(start_days + days as i64)?;
+    b.set_last_update(&last)?;
+    b.set_next_update(&next)?;
+    // RFC 5280 wants both extensions, and rust-openssl refuses a CRL without them.
+    b.append_extension(crl_aki(ca)?)?;
+    b.append_extension(crl_number_ext()?)?;
+    let when = days_from_now(start_days.min(0))?;
+    for s in serials {
+        let mut r = X509RevokedBuilder::new()?;
+        r.set_serial_number(s)?;
+        r.set_revocation_date(&when)?;
+        b.add_revoked(r.build())?;
+    }
+    b.sign(&ca.key, digest_for(&ca.key))?;
+    b.build()
+}
+
+/// Authority Key Identifier extension for a CRL, from the CA's subject key identifier.
+fn crl_aki(ca: &Issued) -> Result<openssl::x509::X509Extension, ErrorStack> {
+    let keyid: Vec<u8> = match ca.cert.subject_key_id() {
+        Some(k) => k.as_slice().to_vec(),
+        None => openssl::sha::sha1(&ca.cert.public_key()?.public_key_to_der()?).to_vec(),
+    };
+    // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING }
+    let mut inner = vec![0x80, keyid.len() as u8];
+    inner.extend_from_slice(&keyid);
+    let mut der = vec![0x30, inner.len() as u8];
+    der.extend_from_slice(&inner);
+    der_extension("2.5.29.35", &der)
+}
+
+/// CRL Number extension: the current time in milliseconds, so later CRLs have larger numbers.
+fn crl_number_ext() -> Result<openssl::x509::X509Extension, ErrorStack> {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let mut bytes = ms.to_be_bytes().to_vec();
+    while bytes.len() > 1 && bytes[0] == 0 && bytes[1] & 0x80 == 0 {
+        bytes.remove(0);
+    }
+    if bytes[0] & 0x80 != 0 {
+        bytes.insert(0, 0);
+    }
+    let mut der = vec![0x02, bytes.len() as u8];
+    der.extend_from_slice(&bytes);
+    der_extension("2.5.29.20", &der)
+}
+
+fn der_extension(oid: &str, der: &[u8]) -> Result<openssl::x509::X509Extension, ErrorStack> {
+    let obj = openssl::asn1::Asn1Object::from_str(oid)?;
+    let value = openssl::asn1::Asn1OctetString::new_from_bytes(der)?;
+    openssl::x509::X509Extension::new_from_der(&obj, false, &value)
+}
+
+/// Writes `data` to `path` with mode 0600 (for keys), replacing any existing file.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Writes a certificate (PEM) to `cert_path` and its key (PEM, mode 0600) to `key_path`.
+pub fn write_issued(issued: &Issued, cert_path: &Path, key_path: &Path) -> std::io::Result<()> {
+    let pem = issued.cert.to_pem().map_err(std::io::Error::other)?;
+    std::fs::write(cert_path, pem)?;
+    let key = issued
+        .key
+        .private_key_to_pem_pkcs8()
+        .map_err(std::io::Error::other)?;
+    write_private(key_path, &key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::x509::store::X509StoreBuilder;
+    use openssl::x509::X509StoreContext;
+
+    fn verifies(ca: &Issued, leaf: &X509) -> bool {
+        let mut sb = X509StoreBuilder::new().unwrap();
+        sb.add_cert(ca.cert.clone()).unwrap();
+        let store = sb.build();
+        let chain = openssl::stack::Stack::new().unwrap();
+        let mut ctx = X509StoreContext::new().unwrap();
+        ctx.init(&store, leaf, &chain, |c| c.verify_cert()).unwrap()
+    }
+
+    #[test]
+    fn issued_certs_verify_for_every_key_type() {
+        for kt in [KeyType::EcP256, KeyType::Rsa2048, KeyType::Ed25519] {
+            let ca = new_ca_with("CA", 10, kt).unwrap();
+            let mut spec = CertSpec::server("gw.example");
+            spec.key_type = kt;
+            let leaf = issue(&ca, &spec).unwrap();
+            assert!(verifies(&ca, &leaf.cert), "{kt:?}");
+            let other = new_ca("Other", 10).unwrap();
+            assert!(
+                !verifies(&other, &leaf.cert),
+                "{kt:?} verified under the wrong CA"
+            );
+        }
+    }
+
+    #[test]
+    fn crl_lists_revoked_serial_only() {
+        let ca = new_ca("CA", 10).unwrap();
+        let a = issue(&ca, &CertSpec::client("a")).unwrap();
+        let b = issue(&ca, &CertSpec::client("b")).unwrap();
+        let crl = make_crl(&ca, &[&a.cert], 0, 7).unwrap();
+        assert!(crl.verify(&ca.key).unwrap());
+        assert!(matches!(
+            crl.get_by_cert(&a.cert),
+            openssl::x509::CrlStatus::Revoked(_)
+        ));
+        assert!(matches!(
+            crl.get_by_cert(&b.cert),
+            openssl::x509::CrlStatus::NotRevoked
+        ));
+    }
+
+    #[test]
+    fn private_files_are_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = new_ca("CA", 10).unwrap();
+        write_issued(&ca, &dir.path().join("ca.crt"), &dir.path().join("ca.key")).unwrap();
+        let mode = std::fs::metadata(dir.path().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,446 @@
+//! Authorization: which identity may reach which backend.
+//!
+//! Rules are written `kind=pattern` (`cn=alice`, `uri=spiffe://example.org/*`), `group=NAME`,
+//! `any`, or an inline table whose attributes must all match (`{ ou = "web", o = "Example" }`).
+//! A client may reach a backend when any one rule of the backend's `allow` matches. Deny by
+//! default: an unknown backend, or no matching rule, is refused.
+
+use crate::identity::Identity;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+
+/// A rule as written in the file: a string or an inline table.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum RawRule {
+    /// `"cn=alice"`, `"group=dba"`, `"any"`.
+    Text(String),
+    /// `{ ou = "web", o = "Example" }`: every attribute must match.
+    Table(BTreeMap<String, String>),
+}
+
+/// The identity attribute a matcher looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attr {
+    /// Subject common name.
+    Cn,
+    /// Subject organization.
+    O,
+    /// Subject organizational unit.
+    Ou,
+    /// SAN DNS name (case-insensitive).
+    Dns,
+    /// SAN URI.
+    Uri,
+    /// SAN or subject email (case-insensitive).
+    Email,
+    /// SAN IP address: exact, CIDR (`10.0.0.0/8`) or wildcard text.
+    Ip,
+    /// SHA-256 fingerprint of the DER certificate (hex, colons optional).
+    Sha256,
+}
+
+impl Attr {
+    fn parse(s: &str) -> Option<Attr> {
+        Some(match s {
+            "cn" => Attr::Cn,
+            "o" => Attr::O,
+            "ou" => Attr::Ou,
+            "dns" => Attr::Dns,
+            "uri" => Attr::Uri,
+            "email" => Attr::Email,
+            "ip" => Attr::Ip,
+            "sha256" => Attr::Sha256,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Attr::Cn => "cn",
+            Attr::O => "o",
+            Attr::Ou => "ou",
+            Attr::Dns => "dns",
+            Attr::Uri => "uri",
+            Attr::Email => "email",
+            Attr::Ip => "ip",
+            Attr::Sha256 => "sha256",
+        }
+    }
+}
+
+/// One `attr=pattern` test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matcher {
+    attr: Attr,
+    pattern: String,
+    cidr: Option<(IpAddr, u8)>,
+}
+
+impl Matcher {
+    fn new(attr: Attr, pattern: &str) -> Result<Matcher, String> {
+        let pattern = pattern.trim();
+        if pattern.is_empty() {
+            return Err(format!("{}= needs a value", attr.name()));
+        }
+        let mut m = Matcher {
+            attr,
+            pattern: pattern.to_string(),
+            cidr: None,
+        };
+        match attr {
+            Attr::Dns | Attr::Email => m.pattern = pattern.to_ascii_lowercase(),
+            Attr::Sha256 => {
+                let p: String = pattern.chars().filter(|c| *c != ':').collect();
+                let p = p.to_ascii_lowercase();
+                if p != "*" && (p.len() != 64 || !p.bytes().all(|c| c.is_ascii_hexdigit())) {
+                    return Err(format!(
+                        "sha256={pattern:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed); get one with `openssl x509 -noout -fingerprint -sha256 -in CERT`"
+                    ));
+                }
+                m.pattern = p;
+            }
+            Attr::Ip => {
+                if let Some((addr, len)) = pattern.split_once('/') {
+                    let addr: IpAddr = addr
+                        .parse()
+                        .map_err(|_| format!("ip={pattern:?}: {addr:?} is not an IP address"))?;
+                    let max = if addr.is_ipv4() { 32 } else { 128 };
+                    let len: u8 = len.parse().ok().filter(|l| *l <= max).ok_or_else(|| {
+                        format!("ip={pattern:?}: prefix length must be 0..={max}")
+                    })?;
+                    m.cidr = Some((addr, len));
+                } else if !pattern.contains('*') && pattern.parse::<IpAddr>().is_err() {
+                    return Err(format!(
+                        "ip={pattern:?} is not an IP address, CIDR (10.0.0.0/8) or wildcard"
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(m)
+    }
+
+    /// Whether any value of the attribute in `id` matches.
+    pub fn matches(&self, id: &Identity) -> bool {
+        let any = |vals: &[String], fold: bool| {
+            vals.iter().any(|v| {
+                if fold {
+                    glob(&self.pattern, &v.to_ascii_lowercase())
+                } else {
+                    glob(&self.pattern, v)
+                }
+            })
+        };
+        match self.attr {
+            Attr::Cn => any(&id.cn, false),
+            Attr::O => any(&id.o, false),
+            Attr::Ou => any(&id.ou, false),
+            Attr::Dns => any(&id.dns, true),
+            Attr::Uri => any(&id.uri, false),
+            Attr::Email => any(&id.email, true),
+            Attr::Sha256 => !id.sha256.is_empty() && glob(&self.pattern, &id.sha256),
+            Attr::Ip => id.ip.iter().any(|ip| match self.cidr {
+                Some((net, len)) => in_cidr(*ip, net, len),
+                None => match self.pattern.parse::<IpAddr>() {
+                    Ok(want) => want == *ip,
+                    Err(_) => glob(&self.pattern, &ip.to_string()),
+                },
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.attr.name(), self.pattern)
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// Every verified client.
+    Any,
+    /// One attribute test.
+    Attr(Matcher),
+    /// Membership of a `[groups]` entry.
+    Group(String),
+    /// Every part must match (an inline table).
+    All(Vec<Rule>),
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Any => f.write_str("any"),
+            Rule::Attr(m) => write!(f, "{m}"),
+            Rule::Group(g) => write!(f, "group={g}"),
+            Rule::All(parts) => {
+                f.write_str("{ ")?;
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{p}")?;
+                }
+                f.write_str(" }")
+            }
+        }
+    }
+}
+
+/// Parses one textual rule. `in_group` forbids `group=` (groups do not nest).
+fn parse_text_rule(s: &str, in_group: bool) -> Result<Rule, String> {
+    let s = s.trim();
+    if s == "any" {
+        return Ok(Rule::Any);
+    }
+    let (k, v) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?} is not a rule; write kind=value with kind one of cn, o, ou, dns, uri, email, ip, sha256, group, or \"any\"")
+    })?;
+    let k = k.trim().to_ascii_lowercase();
+    parse_pair(&k, v, in_group)
+}
+
+fn parse_pair(k: &str, v: &str, in_group: bool) -> Result<Rule, String> {
+    if k == "group" {
+        if in_group {
+            return Err("groups cannot contain group= rules".into());
+        }
+        let v = v.trim();
+        if v.is_empty() {
+            return Err("group= needs a group name".into());
+        }
+        return Ok(Rule::Group(v.to_string()));
+    }
+    let attr = Attr::parse(k).ok_or_else(|| {
+        format!("unknown attribute {k:?}; use one of cn, o, ou, dns, uri, email, ip, sha256, group")
+    })?;
+    Ok(Rule::Attr(Matcher::new(attr, v)?))
+}
+
+fn parse_rule(raw: &RawRule, in_group: bool) -> Result<Rule, String> {
+    match raw {
+        RawRule::Text(s) => parse_text_rule(s, in_group),
+        RawRule::Table(t) => {
+            if t.is_empty() {
+                return Err(
+                    "an empty table matches nothing; write \"any\" to allow every client".into(),
+                );
+            }
+            let mut parts = Vec::new();
+            for (k, v) in t {
+                parts.push(parse_pair(&k.trim().to_ascii_lowercase(), v, in_group)?);
+            }
+            Ok(Rule::All(parts))
+        }
+    }
+}
+
+/// The outcome of an authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed to `backend` by `rule`.
+    Allow {
+        /// Backend name.
+        backend: String,
+        /// The rule that matched, as text.
+        rule: String,
+    },
+    /// The backend exists but no rule matches.
+    Deny {
+        /// Backend name.
+        backend: String,
+    },
+    /// No SNI and no default backend, or an SNI that names no backend.
+    UnknownBackend {
+        /// The SNI sent, if any.
+        sni: Option<String>,
+    },
+}
+
+/// Compiled rules for every backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    groups: HashMap<String, Vec<Rule>>,
+    backends: Vec<(String, Vec<Rule>)>,
+    default_backend: Option<String>,
+}
+
+impl Policy {
+    /// Compiles groups and per-backend rules. `rules` holds (backend name, key for errors,
+    /// rules). Errors are (key, message).
+    pub fn compile(
+        groups: &BTreeMap<String, Vec<String>>,
+        rules: Vec<(String, String, Vec<RawRule>)>,
+        default_backend: Option<String>,
+    ) -> Result<Policy, (String, String)> {
+        let mut compiled_groups = HashMap::new();
+        for (name, members) in groups {
+            if members.is_empty() {
+                return Err((
+                    format!("groups.{name}"),
+                    "an empty group matches nobody".into(),
+                ));
+            }
+            let mut rs = Vec::new();
+            for (i, m) in members.iter().enumerate() {
+                rs.push(parse_text_rule(m, true).map_err(|e| (format!("groups.{name}[{i}]"), e))?);
+            }
+            compiled_groups.insert(name.clone(), rs);
+        }
+        let mut backends = Vec::new();
+        for (backend, key, raws) in rules {
+            let mut rs = Vec::new();
+            for (i, raw) in raws.iter().enumerate() {
+                let r = parse_rule(raw, false).map_err(|e| (format!("{key}[{i}]"), e))?;
+                let check = |g: &str| {
+                    if compiled_groups.contains_key(g) {
+                        Ok(())
+                    } else {
+                        Err((
+                            format!("{key}[{i}]"),
+                            format!("group {g:?} is not defined under [groups]"),
+                        ))
+                    }
+                };
+                match &r {
+                    Rule::Group(g) => check(g)?,
+                    Rule::All(parts) => {
+                        for p in parts {
+                            if let Rule::Group(g) = p {
+                                check(g)?;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                rs.push(r);
+            }
+            backends.push((backend, rs));
+        }
+        Ok(Policy {
+            groups: compiled_groups,
+            backends,
+            default_backend,
+        })
+    }
+
+    fn rule_matches(&self, rule: &Rule, id: &Identity) -> bool {
+        match rule {
+            Rule::Any => true,
+            Rule::Attr(m) => m.matches(id),
+            Rule::Group(g) => self
+                .groups
+                .get(g)
+                .is_some_and(|members| members.iter().any(|r| self.rule_matches(r, id))),
+            Rule::All(parts) => parts.iter().all(|p| self.rule_matches(p, id)),
+        }
+    }
+
+    /// The backend a connection with this SNI targets: the SNI itself (case-insensitive) or,
+    /// without SNI, the default backend.
+    pub fn target(&self, sni: Option<&str>) -> Option<String> {
+        match sni {
+            Some(s) => {
+                let s = s.to_ascii_lowercase();
+                self.backends
+                    .iter()
+                    .find(|(b, _)| *b == s)
+                    .map(|(b, _)| b.clone())
+            }
+            None => self.default_backend.clone(),
+        }
+    }
+
+    /// Decides whether `id` may reach the backend selected by `sni`.
+    pub fn authorize(&self, sni: Option<&str>, id: &Identity) -> Decision {
+        let Some(backend) = self.target(sni) else {
+            return Decision::UnknownBackend {
+                sni: sni.map(str::to_string),
+            };
+        };
+        let rules = &self
+            .backends
+            .iter()
+            .find(|(b, _)| *b == backend)
+            .expect("target() returned a known backend")
+            .1;
+        match rules.iter().find(|r| self.rule_matches(r, id)) {
+            Some(r) => Decision::Allow {
+                backend,
+                rule: r.to_string(),
+            },
+            None => Decision::Deny { backend },
+        }
+    }
+
+    /// Every backend `id` may reach, with the first rule that allows it.
+    pub fn explain(&self, id: &Identity) -> Vec<(String, String)> {
+        self.backends
+            .iter()
+            .filter_map(|(b, rules)| {
+                rules
+                    .iter()
+                    .find(|r| self.rule_matches(r, id))
+                    .map(|r| (b.clone(), r.to_string()))
+            })
+            .collect()
+    }
+
+    /// The default backend, if configured.
+    pub fn default_backend(&self) -> Option<&str> {
+        self.default_backend.as_deref()
+    }
+}
+
+/// Glob match where `*` matches any run of characters (including none).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            (u32::from(a) & mask) == (u32::from(n) & mask)
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            (u128::from(a) & mask) == (u128::from(n) & mask)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

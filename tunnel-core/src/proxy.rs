@@ -1,0 +1,228 @@
+//! Byte copying between the two sides of a tunnel: both directions at once, half-close (FIN
+//! or TLS close_notify) propagated, bytes counted as they move (so counts survive an abort),
+//! and an idle timeout.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Size of each direction's copy buffer: one full TLS record.
+pub const COPY_BUFFER: usize = 16 * 1024;
+
+/// Byte counters and last-activity time shared by both directions of one tunnel.
+#[derive(Debug)]
+pub struct Counters {
+    start: Instant,
+    /// Bytes read from side A (and written to B).
+    pub a_to_b: AtomicU64,
+    /// Bytes read from side B (and written to A).
+    pub b_to_a: AtomicU64,
+    last_ms: AtomicU64,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        Counters {
+            start: Instant::now(),
+            a_to_b: AtomicU64::new(0),
+            b_to_a: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A stream that counts the bytes read from it into one counter.
+struct Metered<'a, S> {
+    inner: S,
+    counters: &'a Counters,
+    read_counter: &'a AtomicU64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let n = (buf.filled().len() - before) as u64;
+            if n > 0 {
+                self.read_counter.fetch_add(n, Ordering::Relaxed);
+                self.counters.touch();
+            }
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// How a tunnel ended.
+#[derive(Debug)]
+pub enum End {
+    /// Both sides finished (EOF each way).
+    Closed,
+    /// No byte moved for the idle timeout.
+    Idle,
+    /// Cut short by shutdown.
+    Cancelled,
+    /// An I/O error on either side (reset, TLS error, ...).
+    Error(io::Error),
+}
+
+/// The result of [`pipe`].
+#[derive(Debug)]
+pub struct Piped {
+    /// Bytes from A to B.
+    pub a_to_b: u64,
+    /// Bytes from B to A.
+    pub b_to_a: u64,
+    /// Why it ended.
+    pub end: End,
+}
+
+/// Copies between `a` and `b` until both directions reach EOF, an error occurs, nothing moves
+/// for `idle`, or `cancel` completes.
+pub async fn pipe<A, B, C>(a: A, b: B, idle: Duration, cancel: C) -> Piped
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: std::future::Future<Output = ()>,
+{
+    let counters = Arc::new(Counters::new());
+    let mut ma = Metered {
+        inner: a,
+        counters: &counters,
+        read_counter: &counters.a_to_b,
+    };
+    let mut mb = Metered {
+        inner: b,
+        counters: &counters,
+        read_counter: &counters.b_to_a,
+    };
+    let idle_watch = async {
+        loop {
+            let quiet = counters.idle_for();
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    };
+    let end = tokio::select! {
+        r = tokio::io::copy_bidirectional_with_sizes(&mut ma, &mut mb, COPY_BUFFER, COPY_BUFFER) => match r {
+            Ok(_) => End::Closed,
+            Err(e) => End::Error(e),
+        },
+        _ = idle_watch => End::Idle,
+        _ = cancel => End::Cancelled,
+    };
+    Piped {
+        a_to_b: counters.a_to_b.load(Ordering::Relaxed),
+        b_to_a: counters.b_to_a.load(Ordering::Relaxed),
+        end,
+    }
+}
+
+/// Whether an I/O error is an ordinary disconnect (logged at debug, not warn).
+pub fn is_disconnect(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn copies_both_ways_with_half_close() {
+        let (a_near, mut a_far) = tokio::io::duplex(1024);
+        let (b_near, mut b_far) = tokio::io::duplex(1024);
+        let task = tokio::spawn(pipe(
+            a_near,
+            b_near,
+            Duration::from_secs(5),
+            std::future::pending(),
+        ));
+        a_far.write_all(b"hello").await.unwrap();
+        a_far.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        b_far.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hello");
+        // B can still answer after A half-closed.
+        b_far.write_all(b"world!").await.unwrap();
+        b_far.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        a_far.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"world!");
+        let p = task.await.unwrap();
+        assert!(matches!(p.end, End::Closed), "{:?}", p.end);
+        assert_eq!((p.a_to_b, p.b_to_a), (5, 6));
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_ends_and_keeps_counts() {
+        let (a_near, mut a_far) = tokio::io::duplex(1024);
+        let (b_near, mut b_far) = tokio::io::duplex(1024);
+        let task = tokio::spawn(pipe(
+            a_near,
+            b_near,
+            Duration::from_millis(200),
+            std::future::pending(),
+        ));
+        a_far.write_all(b"abc").await.unwrap();
+        let mut buf = [0u8; 3];
+        b_far.read_exact(&mut buf).await.unwrap();
+        let p = task.await.unwrap();
+        assert!(matches!(p.end, End::Idle), "{:?}", p.end);
+        assert_eq!(p.a_to_b, 3);
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_pipe() {
+        let (a_near, _a_far) = tokio::io::duplex(1024);
+        let (b_near, _b_far) = tokio::io::duplex(1024);
+        let p = pipe(
+            a_near,
+            b_near,
+            Duration::from_secs(60),
+            tokio::time::sleep(Duration::from_millis(50)),
+        )
+        .await;
+        assert!(matches!(p.end, End::Cancelled));
+    }
+}

@@ -1,0 +1,442 @@
+//! OpenSSL contexts: the gateway's acceptor (client certificate required, verified against
+//! `client_ca` and the CRLs, backend chosen by SNI) and the client agent's connector
+//! (gateway verified against `ca` and `server_name`, backend sent as SNI).
+
+use crate::config::{ClientConfig, ConfigError, ServerConfig, TlsVersion};
+use crate::identity::{asn1_text, Identity};
+use crate::policy::{Decision, Policy};
+use openssl::error::ErrorStack;
+use openssl::nid::Nid;
+use openssl::ssl::{
+    NameType, SniError, Ssl, SslAcceptor, SslAlert, SslConnector, SslFiletype, SslMethod, SslMode,
+    SslOptions, SslRef, SslVerifyMode, SslVersion,
+};
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::{
+    CrlStatus, X509Crl, X509Ref, X509StoreContext, X509StoreContextRef, X509VerifyResult, X509,
+};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Why the gateway refused a client during the handshake, recorded by the callbacks so the
+/// audit event can say more than "handshake failed".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The SNI names no backend (or no SNI and no default backend).
+    UnknownBackend(Option<String>),
+    /// A certificate in the chain is on a CRL.
+    Revoked(Identity),
+    /// The identity may not reach the backend.
+    Denied {
+        /// Who.
+        identity: Identity,
+        /// Which backend.
+        backend: String,
+    },
+}
+
+/// Per-connection state shared with the OpenSSL callbacks.
+#[derive(Debug, Default)]
+pub struct HandshakeNotes {
+    refusal: Mutex<Option<Refusal>>,
+}
+
+impl HandshakeNotes {
+    fn set(&self, r: Refusal) {
+        if let Ok(mut g) = self.refusal.lock() {
+            g.get_or_insert(r);
+        }
+    }
+
+    /// The refusal recorded during the handshake, if any.
+    pub fn take(&self) -> Option<Refusal> {
+        self.refusal.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+fn notes_index() -> openssl::ex_data::Index<Ssl, Arc<HandshakeNotes>> {
+    static IDX: OnceLock<openssl::ex_data::Index<Ssl, Arc<HandshakeNotes>>> = OnceLock::new();
+    *IDX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
+}
+
+/// Revocation lists, each verified against the CA bundle when loaded.
+#[derive(Default)]
+pub struct CrlSet {
+    crls: Vec<X509Crl>,
+}
+
+impl std::fmt::Debug for CrlSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CrlSet({} lists)", self.crls.len())
+    }
+}
+
+impl CrlSet {
+    /// Loads PEM CRLs from `paths`; each must be signed by one of `cas`.
+    pub fn load(
+        file: &Path,
+        paths: &[std::path::PathBuf],
+        cas: &[X509],
+    ) -> Result<CrlSet, ConfigError> {
+        let mut crls = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            let key = format!("crl[{i}]");
+            let pem = std::fs::read(p).map_err(|e| {
+                ConfigError::new(file, &key, format!("cannot read {}: {e}", p.display()))
+            })?;
+            let list = parse_crls(&pem).map_err(|e| {
+                ConfigError::new(file, &key, format!("{} is not a PEM CRL: {e}", p.display()))
+            })?;
+            if list.is_empty() {
+                return Err(ConfigError::new(
+                    file,
+                    &key,
+                    format!("{} holds no CRL", p.display()),
+                ));
+            }
+            for crl in list {
+                let signed = cas.iter().any(|ca| {
+                    names_equal(ca.subject_name(), crl.issuer_name())
+                        && ca
+                            .public_key()
+                            .ok()
+                            .and_then(|k| crl.verify(&k).ok())
+                            .unwrap_or(false)
+                });
+                if !signed {
+                    return Err(ConfigError::new(
+                        file,
+                        &key,
+                        format!(
+                            "{}: CRL issued by {} is not signed by any CA in client_ca",
+                            p.display(),
+                            crate::identity::one_line_name(crl.issuer_name())
+                        ),
+                    ));
+                }
+                crls.push(crl);
+            }
+        }
+        Ok(CrlSet { crls })
+    }
+
+    /// Whether `cert` is listed as revoked by a CRL of its issuer.
+    pub fn is_revoked(&self, cert: &X509Ref) -> bool {
+        if self.crls.is_empty() {
+            return false;
+        }
+        let owned = cert.to_owned();
+        self.crls.iter().any(|crl| {
+            names_equal(crl.issuer_name(), cert.issuer_name())
+                && matches!(crl.get_by_cert(&owned), CrlStatus::Revoked(_))
+        })
+    }
+
+    /// Number of lists loaded.
+    pub fn len(&self) -> usize {
+        self.crls.len()
+    }
+
+    /// Whether no list is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.crls.is_empty()
+    }
+}
+
+fn parse_crls(pem: &[u8]) -> Result<Vec<X509Crl>, ErrorStack> {
+    // X509Crl has no stack parser: split the PEM blocks ourselves.
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let begin = "-----BEGIN X509 CRL-----";
+    let end = "-----END X509 CRL-----";
+    let mut rest = &text[..];
+    while let Some(b) = rest.find(begin) {
+        let after = &rest[b..];
+        let Some(e) = after.find(end) else { break };
+        let block = &after[..e + end.len()];
+        out.push(X509Crl::from_pem(block.as_bytes())?);
+        rest = &after[e + end.len()..];
+    }
+    if out.is_empty() {
+        // Give OpenSSL's own error for a file with no PEM block.
+        out.push(X509Crl::from_pem(pem)?);
+    }
+    Ok(out)
+}
+
+fn names_equal(a: &openssl::x509::X509NameRef, b: &openssl::x509::X509NameRef) -> bool {
+    a.try_cmp(b)
+        .map(|o| o == std::cmp::Ordering::Equal)
+        .unwrap_or(false)
+}
+
+/// Reads a PEM bundle of certificates.
+pub fn read_certs(file: &Path, key: &str, path: &Path) -> Result<Vec<X509>, ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::new(file, key, format!("cannot read {}: {e}", path.display())))?;
+    let certs = X509::stack_from_pem(&pem).map_err(|e| {
+        ConfigError::new(
+            file,
+            key,
+            format!("{} is not a PEM certificate file: {e}", path.display()),
+        )
+    })?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(
+            file,
+            key,
+            format!("{} holds no certificate", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+fn proto(v: TlsVersion) -> SslVersion {
+    match v {
+        TlsVersion::Tls12 => SslVersion::TLS1_2,
+        TlsVersion::Tls13 => SslVersion::TLS1_3,
+    }
+}
+
+fn load_cert_and_key(
+    builder: &mut openssl::ssl::SslContextBuilder,
+    file: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), ConfigError> {
+    // Parse first so that errors name the right key.
+    read_certs(file, "cert", cert)?;
+    builder
+        .set_certificate_chain_file(cert)
+        .map_err(|e| ConfigError::new(file, "cert", format!("{}: {e}", cert.display())))?;
+    builder
+        .set_private_key_file(key, SslFiletype::PEM)
+        .map_err(|e| {
+            ConfigError::new(
+                file,
+                "key",
+                format!(
+                    "{} is not a readable unencrypted PEM private key: {e}",
+                    key.display()
+                ),
+            )
+        })?;
+    builder.check_private_key().map_err(|_| {
+        ConfigError::new(
+            file,
+            "key",
+            format!(
+                "{} does not match the certificate in {}",
+                key.display(),
+                cert.display()
+            ),
+        )
+    })
+}
+
+/// Everything the gateway needs to accept connections under one configuration.
+pub struct ServerTls {
+    acceptor: SslAcceptor,
+    /// Revocation lists in force.
+    pub crls: Arc<CrlSet>,
+    /// The gateway's own leaf certificate.
+    pub cert: X509,
+    /// The client CA bundle.
+    pub cas: Vec<X509>,
+}
+
+impl ServerTls {
+    /// Builds the acceptor for `cfg`; `policy` is consulted during full handshakes so that a
+    /// refused client gets a TLS alert rather than a silent close.
+    pub fn new(cfg: &ServerConfig, policy: Arc<Policy>) -> Result<ServerTls, ConfigError> {
+        let file = cfg.file.as_path();
+        let tls_err = |e: ErrorStack| ConfigError::new(file, "", format!("OpenSSL: {e}"));
+        let mut b =
+            SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(tls_err)?;
+        b.set_min_proto_version(Some(proto(cfg.tls_min_version)))
+            .map_err(tls_err)?;
+        b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE);
+        b.set_mode(SslMode::RELEASE_BUFFERS);
+        load_cert_and_key(&mut b, file, &cfg.cert, &cfg.key)?;
+        let own = read_certs(file, "cert", &cfg.cert)?.remove(0);
+
+        let cas = read_certs(file, "client_ca", &cfg.client_ca)?;
+        let mut store = X509StoreBuilder::new().map_err(tls_err)?;
+        let mut names = openssl::stack::Stack::new().map_err(tls_err)?;
+        for ca in &cas {
+            store.add_cert(ca.clone()).map_err(|e| {
+                ConfigError::new(
+                    file,
+                    "client_ca",
+                    format!("{}: {e}", cfg.client_ca.display()),
+                )
+            })?;
+            names
+                .push(ca.subject_name().to_owned().map_err(tls_err)?)
+                .map_err(tls_err)?;
+        }
+        b.set_verify_cert_store(store.build()).map_err(tls_err)?;
+        b.set_client_ca_list(names);
+        b.set_verify_depth(cfg.verify_depth);
+        // Sessions resume only within this product; authorization is re-checked after every
+        // handshake anyway (see server.rs).
+        b.set_session_id_context(b"mtls-tunnel-gateway")
+            .map_err(tls_err)?;
+
+        let crls = Arc::new(CrlSet::load(file, &cfg.crl, &cas)?);
+
+        let sni_policy = policy.clone();
+        b.set_servername_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
+            let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
+            if sni_policy.target(sni.as_deref()).is_some() {
+                return Ok(());
+            }
+            if let Some(n) = ssl.ex_data(notes_index()) {
+                n.set(Refusal::UnknownBackend(sni));
+            }
+            *alert = SslAlert::UNRECOGNIZED_NAME;
+            Err(SniError::ALERT_FATAL)
+        });
+
+        let vcrls = crls.clone();
+        b.set_verify_callback(
+            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+            move |ok, ctx| verify_client(ok, ctx, &policy, &vcrls),
+        );
+        Ok(ServerTls {
+            acceptor: b.build(),
+            crls,
+            cert: own,
+            cas,
+        })
+    }
+
+    /// A new server-side `Ssl` for one connection, with its notes attached.
+    pub fn new_ssl(&self) -> Result<(Ssl, Arc<HandshakeNotes>), ErrorStack> {
+        let mut ssl = Ssl::new(self.acceptor.context())?;
+        let notes = Arc::new(HandshakeNotes::default());
+        ssl.set_ex_data(notes_index(), notes.clone());
+        Ok((ssl, notes))
+    }
+
+    /// The underlying context.
+    pub fn context(&self) -> &openssl::ssl::SslContextRef {
+        self.acceptor.context()
+    }
+}
+
+/// OpenSSL's per-certificate verify callback: chain verification result, then revocation of
+/// every certificate, then (for the leaf) authorization against the SNI's backend.
+fn verify_client(ok: bool, ctx: &mut X509StoreContextRef, policy: &Policy, crls: &CrlSet) -> bool {
+    if !ok {
+        return false;
+    }
+    let Some(cert) = ctx.current_cert().map(|c| c.to_owned()) else {
+        return false;
+    };
+    let depth = ctx.error_depth();
+    let ssl = X509StoreContext::ssl_idx()
+        .ok()
+        .and_then(|idx| ctx.ex_data(idx));
+    let notes = ssl.and_then(|s| s.ex_data(notes_index())).cloned();
+    let leaf_identity = || {
+        ctx.chain()
+            .and_then(|c| c.iter().next().map(Identity::from_cert))
+            .unwrap_or_else(|| Identity::from_cert(&cert))
+    };
+    if crls.is_revoked(&cert) {
+        if let Some(n) = &notes {
+            n.set(Refusal::Revoked(leaf_identity()));
+        }
+        ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+        return false;
+    }
+    if depth == 0 {
+        let sni = ssl
+            .and_then(|s| s.servername(NameType::HOST_NAME))
+            .map(str::to_string);
+        let id = Identity::from_cert(&cert);
+        match policy.authorize(sni.as_deref(), &id) {
+            Decision::Allow { .. } => {}
+            Decision::Deny { backend } => {
+                if let Some(n) = &notes {
+                    n.set(Refusal::Denied {
+                        identity: id,
+                        backend,
+                    });
+                }
+                ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+                return false;
+            }
+            Decision::UnknownBackend { sni } => {
+                if let Some(n) = &notes {
+                    n.set(Refusal::UnknownBackend(sni));
+                }
+                ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The client agent's connector.
+pub struct ClientTls {
+    connector: SslConnector,
+    /// The agent's own certificate.
+    pub cert: X509,
+    server_name: String,
+}
+
+impl ClientTls {
+    /// Builds the connector for `cfg`.
+    pub fn new(cfg: &ClientConfig) -> Result<ClientTls, ConfigError> {
+        let file = cfg.file.as_path();
+        let tls_err = |e: ErrorStack| ConfigError::new(file, "", format!("OpenSSL: {e}"));
+        let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(tls_err)?;
+        b.set_min_proto_version(Some(proto(cfg.tls_min_version)))
+            .map_err(tls_err)?;
+        b.set_options(SslOptions::NO_RENEGOTIATION);
+        b.set_mode(SslMode::RELEASE_BUFFERS);
+        load_cert_and_key(&mut b, file, &cfg.cert, &cfg.key)?;
+        let own = read_certs(file, "cert", &cfg.cert)?.remove(0);
+        let cas = read_certs(file, "ca", &cfg.ca)?;
+        let mut store = X509StoreBuilder::new().map_err(tls_err)?;
+        for ca in cas {
+            store
+                .add_cert(ca)
+                .map_err(|e| ConfigError::new(file, "ca", format!("{}: {e}", cfg.ca.display())))?;
+        }
+        b.set_verify_cert_store(store.build()).map_err(tls_err)?;
+        b.set_verify(SslVerifyMode::PEER);
+        Ok(ClientTls {
+            connector: b.build(),
+            cert: own,
+            server_name: cfg.server_name.clone(),
+        })
+    }
+
+    /// A client `Ssl` that sends `backend` as SNI and verifies the gateway as `server_name`.
+    pub fn new_ssl(&self, backend: &str) -> Result<Ssl, ErrorStack> {
+        let mut cfg = self.connector.configure()?;
+        cfg.set_use_server_name_indication(false);
+        cfg.set_verify_hostname(false);
+        let mut ssl = cfg.into_ssl(&self.server_name)?;
+        ssl.set_hostname(backend)?;
+        let param = ssl.param_mut();
+        match self.server_name.parse::<std::net::IpAddr>() {
+            Ok(ip) => param.set_ip(ip)?,
+            Err(_) => param.set_host(&self.server_name)?,
+        }
+        Ok(ssl)
+    }
+}
+
+/// The first common name of a certificate, for logs.
+pub fn common_name(cert: &X509Ref) -> String {
+    cert.subject_name()
+        .entries_by_nid(Nid::COMMONNAME)
+        .next()
+        .map(|e| asn1_text(e.data()))
+        .unwrap_or_default()
+}
