@@ -5,9 +5,11 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tunnel_core::client::{self, ClientAgent};
 use tunnel_core::config::{ClientConfig, ClientFlags};
-use tunnel_core::{logging, signals, EXIT_CONFIG, EXIT_RUNTIME};
+use tunnel_core::metrics::Metrics;
+use tunnel_core::{logging, privileges, reload, systemd, EXIT_CONFIG, EXIT_RUNTIME};
 
 #[derive(Parser)]
 #[command(
@@ -93,51 +95,139 @@ fn main() -> ExitCode {
     };
     // Logs go to stderr, so stdio mode keeps stdout for the tunnel.
     logging::init(cfg.log_format, cfg.log_level.as_deref());
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    if stdio {
+        let Some(backend) = f
+            .backend
+            .map(|b| b.trim().to_ascii_lowercase())
+            .filter(|b| !b.is_empty())
+        else {
+            eprintln!("tunnel-client stdio: --backend NAME is required");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        };
+        return match runtime() {
+            Ok(rt) => rt.block_on(run_stdio(cfg, backend)),
+            Err(code) => code,
+        };
+    }
+    let nofile = privileges::raise_nofile();
+    // Sockets passed by systemd must be taken before any thread starts.
+    let activated = match systemd::take_activated() {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_RUNTIME, format!("socket activation: {e}")),
+    };
+    match runtime() {
+        Ok(rt) => rt.block_on(run(cfg, activated, nofile)),
+        Err(code) => code,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME as u8);
-        }
+            ExitCode::from(EXIT_RUNTIME as u8)
+        })
+}
+
+fn fail(code: i32, msg: impl std::fmt::Display) -> ExitCode {
+    tracing::error!("{msg}");
+    eprintln!("{msg}");
+    ExitCode::from(code as u8)
+}
+
+async fn run_stdio(cfg: ClientConfig, backend: String) -> ExitCode {
+    let agent = match ClientAgent::new(cfg, Arc::new(Metrics::new())) {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_CONFIG, e),
     };
-    rt.block_on(async move {
-        if stdio {
-            let Some(backend) = f.backend.map(|b| b.trim().to_ascii_lowercase()).filter(|b| !b.is_empty()) else {
-                eprintln!("tunnel-client stdio: --backend NAME is required");
-                return ExitCode::from(EXIT_CONFIG as u8);
-            };
-            let agent = match ClientAgent::new(cfg) {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EXIT_CONFIG as u8);
-                }
-            };
-            let local = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-            let ok = agent.forward(local, &backend, std::future::pending()).await;
-            return if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME as u8) };
-        }
-        let agent = match ClientAgent::new(cfg.clone()) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(EXIT_CONFIG as u8);
-            }
-        };
+    let local = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    if agent.forward(local, &backend, std::future::pending()).await {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME as u8)
+    }
+}
+
+async fn run(cfg: ClientConfig, activated: systemd::Activated, nofile: Option<u64>) -> ExitCode {
+    let metrics = Arc::new(Metrics::new());
+    let agent = match ClientAgent::new(cfg.clone(), metrics.clone()) {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    privileges::check_key_mode(&cfg.key);
+    if activated.listeners.is_empty() {
         let listeners = match client::bind_all(&cfg).await {
             Ok(l) => l,
-            Err(e) => {
-                eprintln!("{}: {e}", cfg.file.display());
-                return ExitCode::from(EXIT_RUNTIME as u8);
-            }
+            Err(e) => return fail(EXIT_RUNTIME, format!("{}: {e}", cfg.file.display())),
         };
-        for (addr, t) in client::local_addrs(&listeners).iter().zip(&cfg.tunnels) {
-            tracing::info!(listen = %addr, backend = %t.backend, gateway = %cfg.server, "tunnel listening");
+        for (l, t) in listeners.into_iter().zip(&cfg.tunnels) {
+            agent.add_listener(l, &t.backend);
         }
-        agent.serve(listeners, signals::terminate()).await;
-        ExitCode::SUCCESS
-    })
+    } else {
+        // A socket named like a tunnel's backend serves that tunnel; others go in order.
+        agent.set_socket_activated();
+        let mut unnamed = cfg.tunnels.iter();
+        for (name, l) in activated.listeners {
+            let backend = match cfg.tunnels.iter().find(|t| t.backend == name) {
+                Some(t) => t.backend.clone(),
+                None => match unnamed.next() {
+                    Some(t) => t.backend.clone(),
+                    None => {
+                        return fail(
+                            EXIT_CONFIG,
+                            format!(
+                            "{}: systemd passed socket {name:?} but no [[tunnel]] is left for it",
+                            cfg.file.display()
+                        ),
+                        )
+                    }
+                },
+            };
+            match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => agent.add_listener(l, &backend),
+                Err(e) => return fail(EXIT_RUNTIME, format!("socket activation: {e}")),
+            }
+        }
+    }
+    let metrics_listener = match cfg.metrics {
+        Some(a) => match tunnel_core::metrics::bind(a).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                return fail(
+                    EXIT_RUNTIME,
+                    format!("{}: metrics: {e}", cfg.file.display()),
+                )
+            }
+        },
+        None => None,
+    };
+    let control = match reload::start_service(
+        metrics_listener,
+        metrics,
+        agent.watch_list(),
+        cfg.reload_interval,
+    ) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_RUNTIME, format!("cannot install signal handlers: {e}")),
+    };
+    for (addr, backend) in agent.tunnel_addrs() {
+        tracing::info!(listen = %addr, backend = %backend, gateway = %cfg.server, "tunnel listening");
+    }
+    tracing::info!(
+        gateway = %cfg.server,
+        server_name = %cfg.server_name,
+        cert = %tunnel_core::identity::one_line_name(agent.snapshot().tls.cert.subject_name()),
+        cert_expires = %agent.snapshot().tls.cert.not_after(),
+        nofile = nofile.unwrap_or(0),
+        "client agent started"
+    );
+    systemd::ready(&format!(
+        "{} tunnel(s) to {}",
+        cfg.tunnels.len(),
+        cfg.server
+    ));
+    agent.run(control).await;
+    ExitCode::SUCCESS
 }

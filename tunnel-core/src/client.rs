@@ -2,26 +2,60 @@
 //! mTLS connection to the gateway with the tunnel's backend as SNI, and copies bytes.
 
 use crate::config::{ClientConfig, ConfigError};
+use crate::listeners::{self, Limit};
+use crate::metrics::{Health, Metrics};
 use crate::proxy::{self, End};
+use crate::reload::{Control, WatchList};
 use crate::tls::ClientTls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tokio_openssl::SslStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
+
+/// The backend a listener tunnels to; a reload may change it in place.
+type BackendSlot = Arc<RwLock<Arc<str>>>;
+
+/// One configuration in force: new connections take the current snapshot.
+pub struct ClientSnapshot {
+    /// The configuration.
+    pub cfg: Arc<ClientConfig>,
+    /// TLS built from it.
+    pub tls: ClientTls,
+}
+
+impl ClientSnapshot {
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        let c = &self.cfg;
+        vec![c.file.clone(), c.cert.clone(), c.key.clone(), c.ca.clone()]
+    }
+
+    fn expiries(&self) -> Vec<(String, i64)> {
+        crate::tls::unix_time(self.tls.cert.not_after())
+            .map(|t| vec![("cert".to_string(), t)])
+            .unwrap_or_default()
+    }
+}
 
 /// A running client agent's shared state.
 pub struct ClientAgent {
-    cfg: Arc<ClientConfig>,
-    tls: ClientTls,
-    limit: Arc<Semaphore>,
+    current: RwLock<Arc<ClientSnapshot>>,
+    limit: Arc<Limit>,
+    metrics: Arc<Metrics>,
+    tracker: TaskTracker,
+    abort: CancellationToken,
+    /// Listening address, its stop token, and the backend it tunnels to (changeable by reload).
+    listeners: Mutex<Vec<(SocketAddr, CancellationToken, BackendSlot)>>,
+    socket_activated: AtomicBool,
+    watch: WatchList,
 }
 
 /// Why a connection to the gateway could not be made.
@@ -50,24 +84,253 @@ pub enum DialError {
 
 impl ClientAgent {
     /// Loads the certificate, key and CA of `cfg`.
-    pub fn new(cfg: ClientConfig) -> Result<Arc<ClientAgent>, ConfigError> {
+    pub fn new(cfg: ClientConfig, metrics: Arc<Metrics>) -> Result<Arc<ClientAgent>, ConfigError> {
         let tls = ClientTls::new(&cfg)?;
-        let limit = Arc::new(Semaphore::new(cfg.max_connections));
-        Ok(Arc::new(ClientAgent {
+        let limit = Arc::new(Limit::new(cfg.max_connections));
+        let snap = ClientSnapshot {
             cfg: Arc::new(cfg),
             tls,
+        };
+        metrics.set_expiries(snap.expiries());
+        metrics.reload(true);
+        let watch = Arc::new(Mutex::new(snap.files()));
+        Ok(Arc::new(ClientAgent {
+            current: RwLock::new(Arc::new(snap)),
             limit,
+            metrics,
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+            listeners: Mutex::new(Vec::new()),
+            socket_activated: AtomicBool::new(false),
+            watch,
         }))
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ClientConfig {
-        &self.cfg
+    /// The configuration in force.
+    pub fn snapshot(&self) -> Arc<ClientSnapshot> {
+        self.current
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The metrics of this agent.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The files to watch for changes.
+    pub fn watch_list(&self) -> WatchList {
+        self.watch.clone()
+    }
+
+    /// Marks the listeners as passed by systemd (tunnel addresses are then not rebound on reload).
+    pub fn set_socket_activated(&self) {
+        self.socket_activated.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts accepting on `listener`, tunnelling to `backend`.
+    pub fn add_listener(self: &Arc<Self>, listener: TcpListener, backend: &str) {
+        let Ok(addr) = listener.local_addr() else {
+            return;
+        };
+        let stop = CancellationToken::new();
+        let target: BackendSlot = Arc::new(RwLock::new(backend.into()));
+        if let Ok(mut l) = self.listeners.lock() {
+            l.push((addr, stop.clone(), target.clone()));
+        }
+        let agent = self.clone();
+        tokio::spawn(listeners::accept_loop(
+            listener,
+            self.limit.clone(),
+            stop,
+            move |sock, peer, permit| {
+                let Some(permit) = permit else {
+                    debug!(%peer, "max_connections reached; refusing local connection");
+                    agent.metrics.connection("", "overloaded");
+                    drop(sock);
+                    return;
+                };
+                let backend = target
+                    .read()
+                    .map(|b| b.clone())
+                    .unwrap_or_else(|p| p.into_inner().clone());
+                let a = agent.clone();
+                let abort = agent.abort.clone();
+                let span = tracing::info_span!("tunnel", %peer, backend = %backend);
+                agent.tracker.spawn(
+                    async move {
+                        a.forward(sock, &backend, abort.cancelled_owned()).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            },
+        ));
+    }
+
+    /// Each listening address and the backend it tunnels to.
+    pub fn tunnel_addrs(&self) -> Vec<(SocketAddr, String)> {
+        self.listeners
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .map(|(a, _, b)| (*a, b.read().map(|b| b.to_string()).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Re-reads the configuration file: new certificate, key and CA for new connections,
+    /// tunnels added, removed or re-pointed. On failure the old configuration keeps serving.
+    pub async fn reload(self: &Arc<Self>) -> Result<(), String> {
+        crate::systemd::reloading();
+        let file = self.snapshot().cfg.file.clone();
+        let result = self.try_reload(&file).await;
+        match &result {
+            Ok(()) => {
+                self.metrics.reload(true);
+                info!(config = %file.display(), "configuration reloaded");
+                crate::systemd::ready("serving (configuration reloaded)");
+            }
+            Err(e) => {
+                self.metrics.reload(false);
+                error!(config = %file.display(), error = %e, "reload refused; the previous configuration keeps serving");
+                crate::systemd::ready(&format!("serving; last reload failed: {e}"));
+            }
+        }
+        result
+    }
+
+    async fn try_reload(self: &Arc<Self>, file: &std::path::Path) -> Result<(), String> {
+        let cfg = ClientConfig::load(file).map_err(|e| e.to_string())?;
+        let tls = ClientTls::new(&cfg).map_err(|e| e.to_string())?;
+        let snap = ClientSnapshot {
+            cfg: Arc::new(cfg),
+            tls,
+        };
+        let activated = self.socket_activated.load(Ordering::Relaxed);
+        let current: Vec<SocketAddr> = self
+            .listeners
+            .lock()
+            .map(|l| l.iter().map(|(a, _, _)| *a).collect())
+            .unwrap_or_default();
+        let mut new_listeners = Vec::new();
+        if !activated {
+            for t in &snap.cfg.tunnels {
+                if !current.contains(&t.listen) && t.listen.port() != 0 {
+                    let l = TcpListener::bind(t.listen).await.map_err(|e| {
+                        format!(
+                            "{}: tunnel listen: cannot listen on {}: {e}",
+                            file.display(),
+                            t.listen
+                        )
+                    })?;
+                    new_listeners.push((l, t.backend.clone()));
+                }
+            }
+        }
+        self.limit.resize(snap.cfg.max_connections);
+        self.metrics.set_expiries(snap.expiries());
+        if let Ok(mut w) = self.watch.lock() {
+            *w = snap.files();
+        }
+        let tunnels = snap.cfg.tunnels.clone();
+        match self.current.write() {
+            Ok(mut g) => *g = Arc::new(snap),
+            Err(p) => *p.into_inner() = Arc::new(snap),
+        }
+        if !activated {
+            if let Ok(mut ls) = self.listeners.lock() {
+                ls.retain(|(addr, stop, target)| match tunnels.iter().find(|t| t.listen == *addr) {
+                    Some(t) => {
+                        if let Ok(mut b) = target.write() {
+                            if **b != *t.backend {
+                                info!(listen = %addr, backend = %t.backend, "tunnel now reaches another backend");
+                                *b = t.backend.as_str().into();
+                            }
+                        }
+                        true
+                    }
+                    None if tunnels.iter().any(|t| t.listen.port() == 0) => true,
+                    None => {
+                        info!(listen = %addr, "tunnel removed");
+                        stop.cancel();
+                        false
+                    }
+                });
+            }
+        }
+        for (l, backend) in new_listeners {
+            if let Ok(a) = l.local_addr() {
+                info!(listen = %a, backend = %backend, "tunnel listening");
+            }
+            self.add_listener(l, &backend);
+        }
+        Ok(())
+    }
+
+    /// Runs until [`Control::Shutdown`], reloading on [`Control::Reload`], then drains.
+    pub async fn run(self: Arc<Self>, mut control: mpsc::Receiver<Control>) {
+        self.metrics.set_health(Health::Serving);
+        while let Some(c) = control.recv().await {
+            match c {
+                Control::Reload(why) => {
+                    debug!(trigger = %why, "reload requested");
+                    let _ = self.reload().await;
+                }
+                Control::Shutdown => break,
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Serves each tunnel on its listener (same order as the configured tunnels) until
+    /// `shutdown` completes, then drains.
+    pub async fn serve<F>(self: Arc<Self>, listeners: Vec<TcpListener>, shutdown: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let tunnels = self.snapshot().cfg.tunnels.clone();
+        for (l, t) in listeners.into_iter().zip(tunnels) {
+            self.add_listener(l, &t.backend);
+        }
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(Control::Shutdown).await;
+        });
+        self.run(rx).await;
+    }
+
+    async fn drain(&self) {
+        self.metrics.set_health(Health::Draining);
+        crate::systemd::stopping("draining connections");
+        if let Ok(ls) = self.listeners.lock() {
+            for (_, stop, _) in ls.iter() {
+                stop.cancel();
+            }
+        }
+        self.tracker.close();
+        let grace = self.snapshot().cfg.shutdown_timeout;
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.tracker.len(),
+                "shutdown_timeout reached; closing remaining connections"
+            );
+            self.abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        }
+        info!("client agent stopped");
     }
 
     /// Opens a verified mTLS connection to the gateway for `backend`.
     pub async fn dial(&self, backend: &str) -> Result<SslStream<TcpStream>, DialError> {
-        let addr = self.cfg.server.clone();
+        let snap = self.snapshot();
+        let addr = snap.cfg.server.clone();
         let fut = async {
             let tcp = TcpStream::connect(&addr)
                 .await
@@ -76,7 +339,7 @@ impl ClientAgent {
                     source: e,
                 })?;
             let _ = tcp.set_nodelay(true);
-            let ssl = self
+            let ssl = snap
                 .tls
                 .new_ssl(backend)
                 .map_err(|e| DialError::Handshake {
@@ -107,86 +370,9 @@ impl ClientAgent {
             }
             Ok(s)
         };
-        match tokio::time::timeout(self.cfg.connect_timeout, fut).await {
+        match tokio::time::timeout(snap.cfg.connect_timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(DialError::Timeout(addr)),
-        }
-    }
-
-    /// Serves each tunnel on its listener (same order as `cfg.tunnels`) until `shutdown`.
-    pub async fn serve<F>(self: Arc<Self>, listeners: Vec<TcpListener>, shutdown: F)
-    where
-        F: Future<Output = ()>,
-    {
-        let tracker = TaskTracker::new();
-        let stop = CancellationToken::new();
-        let abort = CancellationToken::new();
-        for (l, t) in listeners.into_iter().zip(self.cfg.tunnels.clone()) {
-            let agent = self.clone();
-            let tracker2 = tracker.clone();
-            let stop2 = stop.clone();
-            let abort2 = abort.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = agent.accept_loop(l, t.backend, tracker2, abort2) => {}
-                    _ = stop2.cancelled() => {}
-                }
-            });
-        }
-        shutdown.await;
-        stop.cancel();
-        tracker.close();
-        let grace = self.cfg.shutdown_timeout;
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            warn!(
-                open = tracker.len(),
-                "shutdown_timeout reached; closing remaining connections"
-            );
-            abort.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-        }
-        info!("client agent stopped");
-    }
-
-    async fn accept_loop(
-        self: Arc<Self>,
-        listener: TcpListener,
-        backend: String,
-        tracker: TaskTracker,
-        abort: CancellationToken,
-    ) {
-        let mut backoff = Duration::from_millis(10);
-        let backend: Arc<str> = backend.into();
-        loop {
-            let (sock, peer) = match listener.accept().await {
-                Ok(x) => {
-                    backoff = Duration::from_millis(10);
-                    x
-                }
-                Err(e) => {
-                    warn!(error = %e, "accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                debug!(%peer, "max_connections reached; refusing local connection");
-                drop(sock);
-                continue;
-            };
-            let agent = self.clone();
-            let backend = backend.clone();
-            let abort = abort.clone();
-            let span = tracing::info_span!("tunnel", %peer, backend = %backend);
-            tracker.spawn(
-                async move {
-                    let _ = sock.set_nodelay(true);
-                    agent.forward(sock, &backend, abort.cancelled_owned()).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            );
         }
     }
 
@@ -203,10 +389,15 @@ impl ClientAgent {
             Err(e) => {
                 // The local connection is dropped (closed) right away.
                 warn!(error = %e, "gateway refused or unreachable; closing local connection");
+                self.metrics.connection(backend, "gateway_unreachable");
                 return false;
             }
         };
-        let piped = proxy::pipe(local, remote, self.cfg.idle_timeout, cancel).await;
+        self.metrics.handshake(started.elapsed());
+        let _active = self.metrics.active_guard(backend);
+        let meters = self.metrics.byte_counters(backend);
+        let idle = self.snapshot().cfg.idle_timeout;
+        let piped = proxy::pipe(local, remote, idle, cancel, Some(meters)).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let (up, down) = (piped.a_to_b, piped.b_to_a);
         match piped.end {

@@ -57,7 +57,7 @@ allow = ["cn=admin"]
     let scfg = ServerConfig::load(&server_path)?;
     let listeners = server::bind_all(&scfg).await?;
     let gw_addr = listeners[0].local_addr()?;
-    let gateway = Gateway::new(scfg)?;
+    let gateway = Gateway::new(scfg, std::sync::Arc::new(crate::metrics::Metrics::new()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut rx1 = stop_rx.clone();
     let gw_task = tokio::spawn(gateway.serve(listeners, async move {
@@ -85,7 +85,7 @@ backend = "admin-only"
     let ccfg = ClientConfig::load(&client_path)?;
     let clisteners = client::bind_all(&ccfg).await?;
     let addrs = client::local_addrs(&clisteners);
-    let agent = ClientAgent::new(ccfg)?;
+    let agent = ClientAgent::new(ccfg, std::sync::Arc::new(crate::metrics::Metrics::new()))?;
     let mut rx2 = stop_rx.clone();
     let cl_task = tokio::spawn(agent.serve(clisteners, async move {
         let _ = rx2.changed().await;

@@ -12,12 +12,17 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod identity;
+pub mod listeners;
 pub mod logging;
+pub mod metrics;
 pub mod pki;
 pub mod policy;
+pub mod privileges;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod signals;
+pub mod systemd;
 pub mod tls;
 
 /// Exit code for bad usage or configuration (BSD `EX_USAGE`).

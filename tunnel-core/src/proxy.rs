@@ -2,6 +2,7 @@
 //! or TLS close_notify) propagated, bytes counted as they move (so counts survive an abort),
 //! and an idle timeout.
 
+use prometheus_client::metrics::counter::Counter;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +51,7 @@ struct Metered<'a, S> {
     inner: S,
     counters: &'a Counters,
     read_counter: &'a AtomicU64,
+    meter: Option<Counter>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
@@ -65,6 +67,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
             if n > 0 {
                 self.read_counter.fetch_add(n, Ordering::Relaxed);
                 self.counters.touch();
+                if let Some(m) = &self.meter {
+                    m.inc_by(n);
+                }
             }
         }
         r
@@ -112,23 +117,36 @@ pub struct Piped {
 }
 
 /// Copies between `a` and `b` until both directions reach EOF, an error occurs, nothing moves
-/// for `idle`, or `cancel` completes.
-pub async fn pipe<A, B, C>(a: A, b: B, idle: Duration, cancel: C) -> Piped
+/// for `idle`, or `cancel` completes. `meters` (A→B, B→A), when given, are bumped as bytes
+/// move so that metrics show long-lived tunnels too.
+pub async fn pipe<A, B, C>(
+    a: A,
+    b: B,
+    idle: Duration,
+    cancel: C,
+    meters: Option<(Counter, Counter)>,
+) -> Piped
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
     C: std::future::Future<Output = ()>,
 {
     let counters = Arc::new(Counters::new());
+    let (meter_ab, meter_ba) = match meters {
+        Some((x, y)) => (Some(x), Some(y)),
+        None => (None, None),
+    };
     let mut ma = Metered {
         inner: a,
         counters: &counters,
         read_counter: &counters.a_to_b,
+        meter: meter_ab,
     };
     let mut mb = Metered {
         inner: b,
         counters: &counters,
         read_counter: &counters.b_to_a,
+        meter: meter_ba,
     };
     let idle_watch = async {
         loop {
@@ -177,6 +195,7 @@ mod tests {
             b_near,
             Duration::from_secs(5),
             std::future::pending(),
+            None,
         ));
         a_far.write_all(b"hello").await.unwrap();
         a_far.shutdown().await.unwrap();
@@ -203,6 +222,7 @@ mod tests {
             b_near,
             Duration::from_millis(200),
             std::future::pending(),
+            None,
         ));
         a_far.write_all(b"abc").await.unwrap();
         let mut buf = [0u8; 3];
@@ -221,6 +241,7 @@ mod tests {
             b_near,
             Duration::from_secs(60),
             tokio::time::sleep(Duration::from_millis(50)),
+            None,
         )
         .await;
         assert!(matches!(p.end, End::Cancelled));

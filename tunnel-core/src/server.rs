@@ -9,22 +9,25 @@
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::{ConfigError, ServerConfig};
 use crate::identity::Identity;
+use crate::listeners::{self, Limit};
+use crate::metrics::{Health, Metrics};
 use crate::policy::Decision;
 use crate::proxy::{self, End};
+use crate::reload::{Control, WatchList};
 use crate::tls::{Refusal, ServerTls};
 use openssl::ssl::NameType;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tokio_openssl::SslStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 /// One immutable configuration in force: new connections take the current snapshot.
 pub struct Snapshot {
@@ -44,23 +47,72 @@ impl Snapshot {
             tls,
         })
     }
+
+    /// Every file this configuration reads (for change detection).
+    pub fn files(&self) -> Vec<std::path::PathBuf> {
+        let c = &self.cfg;
+        let mut v = vec![
+            c.file.clone(),
+            c.cert.clone(),
+            c.key.clone(),
+            c.client_ca.clone(),
+        ];
+        v.extend(c.crl.iter().cloned());
+        v
+    }
+
+    /// Expiry times for the metrics: own certificate, earliest CA, earliest CRL nextUpdate.
+    pub fn expiries(&self) -> Vec<(String, i64)> {
+        let mut v = Vec::new();
+        if let Some(t) = crate::tls::unix_time(self.tls.cert.not_after()) {
+            v.push(("cert".to_string(), t));
+        }
+        if let Some(t) = self
+            .tls
+            .cas
+            .iter()
+            .filter_map(|c| crate::tls::unix_time(c.not_after()))
+            .min()
+        {
+            v.push(("ca".to_string(), t));
+        }
+        if let Some(t) = self.tls.crls.earliest_next_update() {
+            v.push(("crl".to_string(), t));
+        }
+        v
+    }
 }
 
 /// A running gateway's shared state.
 pub struct Gateway {
     current: RwLock<Arc<Snapshot>>,
-    limit: Arc<Semaphore>,
+    limit: Arc<Limit>,
+    metrics: Arc<Metrics>,
+    tracker: TaskTracker,
+    abort: CancellationToken,
+    listeners: Mutex<Vec<(SocketAddr, CancellationToken)>>,
+    socket_activated: AtomicBool,
+    watch: WatchList,
     last_overload_log: AtomicU64,
 }
 
 impl Gateway {
     /// Builds a gateway for `cfg` (loads certificates, CA, CRLs).
-    pub fn new(cfg: ServerConfig) -> Result<Arc<Gateway>, ConfigError> {
+    pub fn new(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Arc<Gateway>, ConfigError> {
         let max = cfg.max_connections;
         let snap = Snapshot::new(cfg)?;
+        metrics.set_expiries(snap.expiries());
+        metrics.reload(true);
+        let watch = Arc::new(Mutex::new(snap.files()));
         Ok(Arc::new(Gateway {
             current: RwLock::new(Arc::new(snap)),
-            limit: Arc::new(Semaphore::new(max)),
+            limit: Arc::new(Limit::new(max)),
+            metrics,
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+            listeners: Mutex::new(Vec::new()),
+            socket_activated: AtomicBool::new(false),
+            watch,
             last_overload_log: AtomicU64::new(0),
         }))
     }
@@ -73,8 +125,17 @@ impl Gateway {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Replaces the configuration for new connections; established ones keep theirs.
-    pub fn swap(&self, snap: Snapshot) {
+    /// The metrics of this gateway.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The files to watch for changes.
+    pub fn watch_list(&self) -> WatchList {
+        self.watch.clone()
+    }
+
+    fn swap(&self, snap: Snapshot) {
         let snap = Arc::new(snap);
         match self.current.write() {
             Ok(mut g) => *g = snap,
@@ -82,105 +143,206 @@ impl Gateway {
         }
     }
 
-    /// Serves `listeners` until `shutdown` completes, then stops accepting, lets open
-    /// connections finish for up to `shutdown_timeout`, and closes the rest.
+    /// Marks the listeners as passed by systemd: `listen` changes in the file are then not
+    /// applied on reload (the socket units own the addresses).
+    pub fn set_socket_activated(&self) {
+        self.socket_activated.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts accepting on `listener`.
+    pub fn add_listener(self: &Arc<Self>, listener: TcpListener) {
+        let Ok(addr) = listener.local_addr() else {
+            return;
+        };
+        let stop = CancellationToken::new();
+        if let Ok(mut l) = self.listeners.lock() {
+            l.push((addr, stop.clone()));
+        }
+        let gw = self.clone();
+        tokio::spawn(listeners::accept_loop(
+            listener,
+            self.limit.clone(),
+            stop,
+            move |sock, peer, permit| {
+                let Some(permit) = permit else {
+                    gw.refuse_overloaded(peer);
+                    drop(sock);
+                    return;
+                };
+                let snap = gw.snapshot();
+                let abort = gw.abort.clone();
+                let metrics = gw.metrics.clone();
+                let span = tracing::info_span!("conn", %peer, identity = tracing::field::Empty, backend = tracing::field::Empty);
+                gw.tracker.spawn(
+                    async move {
+                        handle(sock, peer, snap, abort, metrics).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            },
+        ));
+    }
+
+    /// Addresses currently accepted on.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .lock()
+            .map(|l| l.iter().map(|(a, _)| *a).collect())
+            .unwrap_or_default()
+    }
+
+    /// Re-reads the configuration file and everything it points at. On success new
+    /// connections use it (open ones keep theirs) and listeners follow `listen`; on failure
+    /// the old configuration keeps serving and the error is returned.
+    pub async fn reload(self: &Arc<Self>) -> Result<(), String> {
+        crate::systemd::reloading();
+        let file = self.snapshot().cfg.file.clone();
+        let result = self.try_reload(&file).await;
+        match &result {
+            Ok(()) => {
+                self.metrics.reload(true);
+                info!(config = %file.display(), "configuration reloaded");
+                crate::systemd::ready("serving (configuration reloaded)");
+            }
+            Err(e) => {
+                self.metrics.reload(false);
+                error!(config = %file.display(), error = %e, "reload refused; the previous configuration keeps serving");
+                crate::systemd::ready(&format!("serving; last reload failed: {e}"));
+            }
+        }
+        result
+    }
+
+    async fn try_reload(self: &Arc<Self>, file: &std::path::Path) -> Result<(), String> {
+        let cfg = ServerConfig::load(file).map_err(|e| e.to_string())?;
+        let snap = Snapshot::new(cfg).map_err(|e| e.to_string())?;
+        // Bind new addresses before committing, so a bind failure leaves everything as it was.
+        let mut new_listeners = Vec::new();
+        let current = self.listen_addrs();
+        let activated = self.socket_activated.load(Ordering::Relaxed);
+        if !activated {
+            for addr in &snap.cfg.listen {
+                if !current.contains(addr) && addr.port() != 0 {
+                    let l = TcpListener::bind(addr).await.map_err(|e| {
+                        format!("{}: listen: cannot listen on {addr}: {e}", file.display())
+                    })?;
+                    new_listeners.push(l);
+                }
+            }
+        }
+        self.limit.resize(snap.cfg.max_connections);
+        self.metrics.set_expiries(snap.expiries());
+        if let Ok(mut w) = self.watch.lock() {
+            *w = snap.files();
+        }
+        let wanted = snap.cfg.listen.clone();
+        self.swap(snap);
+        for l in new_listeners {
+            if let Ok(a) = l.local_addr() {
+                info!(listen = %a, "listening on new address");
+            }
+            self.add_listener(l);
+        }
+        if !activated {
+            if let Ok(mut ls) = self.listeners.lock() {
+                ls.retain(|(addr, stop)| {
+                    let keep = wanted.contains(addr)
+                        || wanted.iter().any(|w| w.port() == 0 && w.ip() == addr.ip());
+                    if !keep {
+                        info!(listen = %addr, "no longer listening (removed from listen)");
+                        stop.cancel();
+                    }
+                    keep
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until [`Control::Shutdown`]: reloads on [`Control::Reload`]; then stops accepting,
+    /// lets open connections finish for up to `shutdown_timeout`, and closes the rest.
+    pub async fn run(self: Arc<Self>, mut control: mpsc::Receiver<Control>) {
+        self.metrics.set_health(Health::Serving);
+        while let Some(c) = control.recv().await {
+            match c {
+                Control::Reload(why) => {
+                    debug!(trigger = %why, "reload requested");
+                    let _ = self.reload().await;
+                }
+                Control::Shutdown => break,
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Serves `listeners` until `shutdown` completes, then drains (for embedding and tests).
     pub async fn serve<F>(self: Arc<Self>, listeners: Vec<TcpListener>, shutdown: F)
     where
-        F: Future<Output = ()>,
+        F: Future<Output = ()> + Send + 'static,
     {
-        let tracker = TaskTracker::new();
-        let stop_accepting = CancellationToken::new();
-        let abort_conns = CancellationToken::new();
         for l in listeners {
-            let gw = self.clone();
-            let tracker2 = tracker.clone();
-            let stop = stop_accepting.clone();
-            let abort = abort_conns.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = gw.accept_loop(l, tracker2, abort) => {}
-                    _ = stop.cancelled() => {}
-                }
-            });
+            self.add_listener(l);
         }
-        shutdown.await;
-        stop_accepting.cancel();
-        tracker.close();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(Control::Shutdown).await;
+        });
+        self.run(rx).await;
+    }
+
+    async fn drain(&self) {
+        self.metrics.set_health(Health::Draining);
+        crate::systemd::stopping("draining connections");
+        if let Ok(ls) = self.listeners.lock() {
+            for (_, stop) in ls.iter() {
+                stop.cancel();
+            }
+        }
+        self.tracker.close();
         let grace = self.snapshot().cfg.shutdown_timeout;
-        let open = tracker.len();
+        let open = self.tracker.len();
         if open > 0 {
             info!(open, grace = ?grace, "draining open connections");
         }
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             warn!(
-                open = tracker.len(),
+                open = self.tracker.len(),
                 "shutdown_timeout reached; closing remaining connections"
             );
-            abort_conns.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+            self.abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
         }
         info!("gateway stopped");
     }
 
-    async fn accept_loop(
-        self: Arc<Self>,
-        listener: TcpListener,
-        tracker: TaskTracker,
-        abort: CancellationToken,
-    ) {
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let (sock, peer) = match listener.accept().await {
-                Ok(x) => {
-                    backoff = Duration::from_millis(10);
-                    x
-                }
-                Err(e) => {
-                    // EMFILE and friends: wait rather than spin.
-                    warn!(error = %e, "accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            let permit = match self.limit.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    self.log_overload(peer);
-                    drop(sock);
-                    continue;
-                }
-            };
-            let snap = self.snapshot();
-            let abort = abort.clone();
-            let span = tracing::info_span!("conn", %peer, identity = tracing::field::Empty, backend = tracing::field::Empty);
-            tracker.spawn(
-                async move {
-                    handle(sock, peer, snap, abort).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            );
-        }
-    }
-
-    fn log_overload(&self, peer: SocketAddr) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+    fn refuse_overloaded(&self, peer: SocketAddr) {
+        self.metrics.connection("", Outcome::Overloaded.as_str());
+        let now = crate::metrics::unix_now() as u64;
+        // One audit line per second at most: a flood must not flood the log.
         if self.last_overload_log.swap(now, Ordering::Relaxed) != now {
             let mut rec = AuditRecord::new(peer);
-            rec.reason = "max_connections reached; connection refused".into();
+            rec.reason = "max_connections reached; connection refused (further refusals this second not logged)".into();
             rec.finish(Outcome::Overloaded);
         }
     }
 }
 
 /// One connection, from TCP accept to the audit event.
-async fn handle(sock: TcpStream, peer: SocketAddr, snap: Arc<Snapshot>, abort: CancellationToken) {
+async fn handle(
+    sock: TcpStream,
+    peer: SocketAddr,
+    snap: Arc<Snapshot>,
+    abort: CancellationToken,
+    metrics: Arc<Metrics>,
+) {
     let mut rec = AuditRecord::new(peer);
-    let outcome = tunnel(sock, &snap, &mut rec, abort).await;
+    let outcome = tunnel(sock, &snap, &mut rec, abort, &metrics).await;
+    metrics.connection(rec.backend.as_deref().unwrap_or(""), outcome.as_str());
     rec.finish(outcome);
 }
 
@@ -189,9 +351,9 @@ async fn tunnel(
     snap: &Snapshot,
     rec: &mut AuditRecord,
     abort: CancellationToken,
+    metrics: &Arc<Metrics>,
 ) -> Outcome {
     let cfg = &snap.cfg;
-    let _ = sock.set_nodelay(true);
     let (ssl, notes) = match snap.tls.new_ssl() {
         Ok(x) => x,
         Err(e) => {
@@ -206,51 +368,83 @@ async fn tunnel(
             return Outcome::Error;
         }
     };
+    let hs_start = std::time::Instant::now();
     let hs = tokio::time::timeout(cfg.handshake_timeout, Pin::new(&mut tls).accept()).await;
     rec.sni = tls
         .ssl()
         .servername(NameType::HOST_NAME)
         .map(str::to_string);
-    match hs {
+    if let Some(failed) = handshake_outcome(hs, &tls, &notes, rec, cfg) {
+        metrics.handshake_failure(match failed {
+            Outcome::Timeout => "timeout",
+            Outcome::Revoked => "revoked",
+            Outcome::Denied if rec.backend.is_none() => "unknown_backend",
+            Outcome::Denied => "denied",
+            _ => "handshake_failed",
+        });
+        return failed;
+    }
+    metrics.handshake(hs_start.elapsed());
+    rec.resumed = tls.ssl().session_reused();
+    finish_tunnel(tls, snap, rec, abort, metrics).await
+}
+
+/// The outcome of a failed handshake, or `None` when it succeeded.
+fn handshake_outcome(
+    hs: Result<Result<(), openssl::ssl::Error>, tokio::time::error::Elapsed>,
+    tls: &SslStream<TcpStream>,
+    notes: &crate::tls::HandshakeNotes,
+    rec: &mut AuditRecord,
+    cfg: &ServerConfig,
+) -> Option<Outcome> {
+    let e = match hs {
+        Ok(Ok(())) => return None,
         Err(_) => {
             rec.reason = format!(
                 "no TLS handshake within handshake_timeout ({:?})",
                 cfg.handshake_timeout
             );
-            return Outcome::Timeout;
+            return Some(Outcome::Timeout);
         }
-        Ok(Err(e)) => {
-            return match notes.take() {
-                Some(Refusal::UnknownBackend(sni)) => {
-                    rec.reason = unknown_backend_reason(sni.as_deref());
-                    Outcome::Denied
-                }
-                Some(Refusal::Revoked(id)) => {
-                    rec.identity = Some(id);
-                    rec.reason = "certificate revoked by CRL".into();
-                    Outcome::Revoked
-                }
-                Some(Refusal::Denied { identity, backend }) => {
-                    rec.reason = format!("no allow rule of backend {backend:?} matches");
-                    rec.identity = Some(identity);
-                    rec.backend = Some(backend);
-                    Outcome::Denied
-                }
-                None => {
-                    let v = tls.ssl().verify_result();
-                    rec.reason = if v.as_raw() != 0 {
-                        format!("client certificate rejected: {}", v.error_string())
-                    } else {
-                        handshake_error_text(&e)
-                    };
-                    Outcome::HandshakeFailed
-                }
+        Ok(Err(e)) => e,
+    };
+    Some(match notes.take() {
+        Some(Refusal::UnknownBackend(sni)) => {
+            rec.reason = unknown_backend_reason(sni.as_deref());
+            Outcome::Denied
+        }
+        Some(Refusal::Revoked(id)) => {
+            rec.identity = Some(id);
+            rec.reason = "certificate revoked by CRL".into();
+            Outcome::Revoked
+        }
+        Some(Refusal::Denied { identity, backend }) => {
+            rec.reason = format!("no allow rule of backend {backend:?} matches");
+            rec.identity = Some(identity);
+            rec.backend = Some(backend);
+            Outcome::Denied
+        }
+        None => {
+            let v = tls.ssl().verify_result();
+            rec.reason = if v.as_raw() != 0 {
+                format!("client certificate rejected: {}", v.error_string())
+            } else {
+                handshake_error_text(&e)
             };
+            Outcome::HandshakeFailed
         }
-        Ok(Ok(())) => {}
-    }
-    rec.resumed = tls.ssl().session_reused();
+    })
+}
 
+/// After the handshake: authorize (again, also for resumed sessions), dial, copy.
+async fn finish_tunnel(
+    mut tls: SslStream<TcpStream>,
+    snap: &Snapshot,
+    rec: &mut AuditRecord,
+    abort: CancellationToken,
+    metrics: &Arc<Metrics>,
+) -> Outcome {
+    let cfg = &snap.cfg;
     // Authorization after every handshake, full or resumed.
     let Some(cert) = tls.ssl().peer_certificate() else {
         rec.reason = "no client certificate".into();
@@ -310,7 +504,16 @@ async fn tunnel(
     let _ = upstream.set_nodelay(true);
     debug!(backend = %backend.address, "tunnel established");
 
-    let piped = proxy::pipe(tls, upstream, cfg.idle_timeout, abort.cancelled_owned()).await;
+    let _active = metrics.active_guard(&backend_name);
+    let meters = metrics.byte_counters(&backend_name);
+    let piped = proxy::pipe(
+        tls,
+        upstream,
+        cfg.idle_timeout,
+        abort.cancelled_owned(),
+        Some(meters),
+    )
+    .await;
     rec.bytes_up = piped.a_to_b;
     rec.bytes_down = piped.b_to_a;
     match piped.end {

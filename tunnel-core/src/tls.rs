@@ -132,6 +132,14 @@ impl CrlSet {
         })
     }
 
+    /// The earliest `nextUpdate` of the loaded lists, as unix time.
+    pub fn earliest_next_update(&self) -> Option<i64> {
+        self.crls
+            .iter()
+            .filter_map(|c| c.next_update().and_then(unix_time))
+            .min()
+    }
+
     /// Number of lists loaded.
     pub fn len(&self) -> usize {
         self.crls.len()
@@ -430,6 +438,13 @@ impl ClientTls {
         }
         Ok(ssl)
     }
+}
+
+/// An ASN.1 time as unix seconds.
+pub fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let d = epoch.diff(t).ok()?;
+    Some(d.days as i64 * 86_400 + d.secs as i64)
 }
 
 /// The first common name of a certificate, for logs.

@@ -5,9 +5,11 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tunnel_core::config::{LogFormat, ServerConfig};
+use tunnel_core::metrics::Metrics;
 use tunnel_core::server::{self, Gateway};
-use tunnel_core::{logging, signals, EXIT_CONFIG, EXIT_RUNTIME};
+use tunnel_core::{logging, privileges, reload, signals, systemd, EXIT_CONFIG, EXIT_RUNTIME};
 
 #[derive(Parser)]
 #[command(
@@ -99,6 +101,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+fn fail(code: i32, msg: impl std::fmt::Display) -> ExitCode {
+    tracing::error!("{msg}");
+    eprintln!("{msg}");
+    ExitCode::from(code as u8)
+}
+
 fn run(path: PathBuf) -> ExitCode {
     let cfg = match ServerConfig::load(&path) {
         Ok(c) => c,
@@ -108,31 +116,69 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     logging::init(cfg.log_format, cfg.log_level.as_deref());
+    let nofile = privileges::raise_nofile();
+    // Sockets passed by systemd must be taken before any thread starts.
+    let activated = match systemd::take_activated() {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_RUNTIME, format!("socket activation: {e}")),
+    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     rt.block_on(async move {
-        let gateway = match Gateway::new(cfg.clone()) {
+        let metrics = Arc::new(Metrics::new());
+        let gateway = match Gateway::new(cfg.clone(), metrics.clone()) {
             Ok(g) => g,
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("{e}");
-                return ExitCode::from(EXIT_CONFIG as u8);
-            }
+            Err(e) => return fail(EXIT_CONFIG, e),
         };
-        let listeners = match server::bind_all(&cfg).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("{}: {e}", path.display());
-                return ExitCode::from(EXIT_RUNTIME as u8);
+        privileges::check_key_mode(&cfg.key);
+        let listeners = if activated.listeners.is_empty() {
+            match server::bind_all(&cfg).await {
+                Ok(l) => l,
+                Err(e) => return fail(EXIT_RUNTIME, format!("{}: listen: {e}", path.display())),
             }
+        } else {
+            gateway.set_socket_activated();
+            let mut v = Vec::new();
+            for (name, l) in activated.listeners {
+                match tokio::net::TcpListener::from_std(l) {
+                    Ok(l) => {
+                        tracing::info!(name = %name, "using socket passed by systemd");
+                        v.push(l);
+                    }
+                    Err(e) => return fail(EXIT_RUNTIME, format!("socket activation: {e}")),
+                }
+            }
+            v
+        };
+        let metrics_listener = match cfg.metrics {
+            Some(a) => match tunnel_core::metrics::bind(a).await {
+                Ok(l) => Some(l),
+                Err(e) => return fail(EXIT_RUNTIME, format!("{}: metrics: {e}", path.display())),
+            },
+            None => None,
+        };
+        // Everything privileged is done: listeners bound, keys read.
+        if let Err(e) = privileges::drop_privileges(cfg.user.as_deref(), cfg.group.as_deref()) {
+            return fail(EXIT_CONFIG, format!("{}: {e}", path.display()));
+        }
+        for l in listeners {
+            gateway.add_listener(l);
+        }
+        let control = match reload::start_service(
+            metrics_listener,
+            metrics,
+            gateway.watch_list(),
+            cfg.reload_interval,
+        ) {
+            Ok(c) => c,
+            Err(e) => return fail(EXIT_RUNTIME, format!("cannot install signal handlers: {e}")),
         };
         let snap = gateway.snapshot();
-        let addrs: Vec<String> = listeners
+        let addrs: Vec<String> = gateway
+            .listen_addrs()
             .iter()
-            .filter_map(|l| l.local_addr().ok())
             .map(|a| a.to_string())
             .collect();
         let backends: Vec<String> = cfg
@@ -146,9 +192,12 @@ fn run(path: PathBuf) -> ExitCode {
             cert = %tunnel_core::identity::one_line_name(snap.tls.cert.subject_name()),
             cert_expires = %snap.tls.cert.not_after(),
             crls = snap.tls.crls.len(),
+            metrics = %cfg.metrics.map(|m| m.to_string()).unwrap_or_default(),
+            nofile = nofile.unwrap_or(0),
             "gateway listening"
         );
-        gateway.serve(listeners, signals::terminate()).await;
+        systemd::ready(&format!("serving on {}", addrs.join(", ")));
+        gateway.run(control).await;
         ExitCode::SUCCESS
     })
 }

@@ -34,6 +34,8 @@ struct RawClient {
     connect_timeout: Option<String>,
     idle_timeout: Option<String>,
     shutdown_timeout: Option<String>,
+    reload_interval: Option<String>,
+    metrics: Option<String>,
     max_connections: Option<i64>,
     log_format: Option<String>,
     log_level: Option<String>,
@@ -79,6 +81,10 @@ pub struct ClientConfig {
     pub idle_timeout: Duration,
     /// Grace period for open connections at shutdown.
     pub shutdown_timeout: Duration,
+    /// How often files are checked for changes (besides notifications).
+    pub reload_interval: Duration,
+    /// Metrics listener address.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Cap on concurrent local connections.
     pub max_connections: usize,
     /// Log format.
@@ -153,6 +159,8 @@ impl ClientConfig {
             connect_timeout: None,
             idle_timeout: None,
             shutdown_timeout: None,
+            reload_interval: None,
+            metrics: None,
             max_connections: None,
             log_format: None,
             log_level: None,
@@ -210,6 +218,20 @@ impl ClientConfig {
             raw.shutdown_timeout,
             DEFAULT_CLIENT_SHUTDOWN_TIMEOUT,
         )?;
+        let reload_interval = dur(
+            "reload_interval",
+            raw.reload_interval,
+            super::server::DEFAULT_RELOAD_INTERVAL,
+        )?;
+        let metrics = match raw.metrics {
+            None => None,
+            Some(m) => Some(m.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+                err(
+                    "metrics",
+                    format!("{m:?} is not an IP:port address, e.g. \"127.0.0.1:9751\""),
+                )
+            })?),
+        };
         let max_connections = match raw.max_connections {
             None => DEFAULT_CLIENT_MAX_CONNECTIONS,
             Some(n) if (1..=1_000_000).contains(&n) => n as usize,
@@ -275,6 +297,8 @@ impl ClientConfig {
             connect_timeout,
             idle_timeout,
             shutdown_timeout,
+            reload_interval,
+            metrics,
             max_connections,
             log_format,
             log_level: raw.log_level,

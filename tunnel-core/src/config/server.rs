@@ -25,6 +25,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default grace period for open connections on SIGTERM.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default poll period for file changes (besides filesystem notifications).
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// Default maximum certificate chain depth accepted from clients.
 pub const DEFAULT_VERIFY_DEPTH: u32 = 4;
 
@@ -44,6 +46,7 @@ struct RawServer {
     connect_timeout: Option<String>,
     idle_timeout: Option<String>,
     shutdown_timeout: Option<String>,
+    reload_interval: Option<String>,
     user: Option<String>,
     group: Option<String>,
     log_format: Option<String>,
@@ -123,6 +126,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Grace period for open connections at shutdown.
     pub shutdown_timeout: Duration,
+    /// How often files are checked for changes (besides notifications).
+    pub reload_interval: Duration,
     /// User to switch to after binding.
     pub user: Option<String>,
     /// Group to switch to after binding.
@@ -247,6 +252,11 @@ impl ServerConfig {
             raw.shutdown_timeout,
             DEFAULT_SHUTDOWN_TIMEOUT,
         )?;
+        let reload_interval = dur(
+            "reload_interval",
+            raw.reload_interval,
+            DEFAULT_RELOAD_INTERVAL,
+        )?;
         let log_format = parse_log_format(file, raw.log_format.as_deref())?;
         let tls_min_version =
             parse_tls_version(file, "tls_min_version", raw.tls_min_version.as_deref())?;
@@ -354,6 +364,7 @@ impl ServerConfig {
             connect_timeout,
             idle_timeout,
             shutdown_timeout,
+            reload_interval,
             user: raw.user,
             group: raw.group,
             log_format,

@@ -1,0 +1,376 @@
+//! Prometheus metrics (OpenMetrics text via `prometheus-client`) and the small HTTP endpoint
+//! that serves `/metrics` and `/healthz`.
+//!
+//! Metric names (prefix `tunnel_`): `connections_total{backend,result}`,
+//! `active_connections{backend}`, `bytes_total{backend,direction}`,
+//! `handshake_duration_seconds` (histogram), `handshake_failures_total{reason}`,
+//! `reloads_total{result}`, `last_reload_success_timestamp_seconds`,
+//! `certificate_expiry_seconds{which}` (own certificate, CA) and, on the gateway,
+//! `crl_next_update_seconds`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Whether the process is ready to serve (for `/healthz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// Loading configuration, binding.
+    Starting = 0,
+    /// Accepting connections.
+    Serving = 1,
+    /// Shutting down: no new connections.
+    Draining = 2,
+}
+
+/// Every metric of one agent.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    connections: Family<Labels, Counter>,
+    active: Family<Labels, Gauge>,
+    bytes: Family<Labels, Counter>,
+    handshake_seconds: Histogram,
+    handshake_failures: Family<Labels, Counter>,
+    reloads: Family<Labels, Counter>,
+    last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
+    expiry: Family<Labels, Gauge>,
+    /// Unix times of expiry, turned into "seconds from now" at each scrape.
+    expiry_at: Mutex<Vec<(String, i64)>>,
+    health: AtomicU8,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("tunnel");
+        let connections = Family::<Labels, Counter>::default();
+        r.register(
+            "connections",
+            "Connections ended, by backend and result",
+            connections.clone(),
+        );
+        let active = Family::<Labels, Gauge>::default();
+        r.register(
+            "active_connections",
+            "Tunnels currently open, by backend",
+            active.clone(),
+        );
+        let bytes = Family::<Labels, Counter>::default();
+        r.register(
+            "bytes",
+            "Bytes tunnelled, by backend and direction (up = client to backend)",
+            bytes.clone(),
+        );
+        let handshake_seconds = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        r.register(
+            "handshake_duration_seconds",
+            "TLS handshake duration",
+            handshake_seconds.clone(),
+        );
+        let handshake_failures = Family::<Labels, Counter>::default();
+        r.register(
+            "handshake_failures",
+            "Refused or failed handshakes, by reason",
+            handshake_failures.clone(),
+        );
+        let reloads = Family::<Labels, Counter>::default();
+        r.register(
+            "reloads",
+            "Configuration reloads, by result",
+            reloads.clone(),
+        );
+        let last_reload = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        r.register(
+            "last_reload_success_timestamp_seconds",
+            "Unix time of the last successful (re)load",
+            last_reload.clone(),
+        );
+        let expiry = Family::<Labels, Gauge>::default();
+        r.register(
+            "certificate_expiry_seconds",
+            "Seconds until expiry: own certificate (which=cert), CA (which=ca), CRL nextUpdate (which=crl)",
+            expiry.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(r),
+            connections,
+            active,
+            bytes,
+            handshake_seconds,
+            handshake_failures,
+            reloads,
+            last_reload,
+            expiry,
+            expiry_at: Mutex::new(Vec::new()),
+            health: AtomicU8::new(Health::Starting as u8),
+        }
+    }
+
+    /// Counts one ended connection.
+    pub fn connection(&self, backend: &str, result: &str) {
+        self.connections
+            .get_or_create(&labels(&[("backend", backend), ("result", result)]))
+            .inc();
+    }
+
+    /// Marks one tunnel open to `backend` until the guard drops.
+    pub fn active_guard(self: &Arc<Self>, backend: &str) -> ActiveGuard {
+        let g = self
+            .active
+            .get_or_create_owned(&labels(&[("backend", backend)]));
+        g.inc();
+        ActiveGuard { gauge: g }
+    }
+
+    /// The (up, down) byte counters of `backend`, to be bumped as bytes move.
+    pub fn byte_counters(&self, backend: &str) -> (Counter, Counter) {
+        (
+            self.bytes
+                .get_or_create_owned(&labels(&[("backend", backend), ("direction", "up")])),
+            self.bytes
+                .get_or_create_owned(&labels(&[("backend", backend), ("direction", "down")])),
+        )
+    }
+
+    /// Records a handshake's duration.
+    pub fn handshake(&self, d: Duration) {
+        self.handshake_seconds.observe(d.as_secs_f64());
+    }
+
+    /// Counts a failed or refused handshake.
+    pub fn handshake_failure(&self, reason: &str) {
+        self.handshake_failures
+            .get_or_create(&labels(&[("reason", reason)]))
+            .inc();
+    }
+
+    /// Counts a (re)load.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
+        if ok {
+            self.last_reload.set(unix_now() as f64);
+        }
+    }
+
+    /// Sets the expiry times (unix seconds) reported as `certificate_expiry_seconds`.
+    pub fn set_expiries(&self, items: Vec<(String, i64)>) {
+        if let Ok(mut g) = self.expiry_at.lock() {
+            *g = items;
+        }
+    }
+
+    /// Sets the health reported by `/healthz`.
+    pub fn set_health(&self, h: Health) {
+        self.health.store(h as u8, Ordering::Relaxed);
+    }
+
+    /// The current health.
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Relaxed) {
+            1 => Health::Serving,
+            2 => Health::Draining,
+            _ => Health::Starting,
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let now = unix_now();
+        if let Ok(items) = self.expiry_at.lock() {
+            for (which, at) in items.iter() {
+                self.expiry
+                    .get_or_create(&labels(&[("which", which)]))
+                    .set(at - now);
+            }
+        }
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            let _ = encode(&mut out, &r);
+        }
+        out
+    }
+}
+
+/// Decrements the active-connections gauge when dropped.
+pub struct ActiveGuard {
+    gauge: Gauge,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Unix time now, in seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Binds the metrics endpoint.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on metrics address {addr}: {e}"),
+        )
+    })
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` forever (run it in its own task).
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let (mut sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while n < buf.len() {
+                    let m = sock.read(&mut buf[n..]).await?;
+                    if m == 0 {
+                        break;
+                    }
+                    n += m;
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
+                        || buf[..n].windows(2).any(|w| w == b"\n\n")
+                    {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                debug!(%peer, "metrics request not read");
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let mut parts = head.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let path = path.split('?').next().unwrap_or("");
+            let (status, ctype, body) = match (method, path) {
+                ("GET", "/metrics") => (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics.render(),
+                ),
+                ("GET", "/healthz") => match metrics.health() {
+                    Health::Serving => ("200 OK", "text/plain", "ok\n".to_string()),
+                    Health::Starting => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "starting\n".to_string(),
+                    ),
+                    Health::Draining => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "draining\n".to_string(),
+                    ),
+                },
+                ("GET", _) => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics or /healthz\n".to_string(),
+                ),
+                _ => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "GET only\n".to_string(),
+                ),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let m = Arc::new(Metrics::new());
+        m.connection("db", "ok");
+        m.connection("db", "ok");
+        m.connection("db", "denied");
+        let (up, down) = m.byte_counters("db");
+        up.inc_by(10);
+        down.inc_by(20);
+        {
+            let _g = m.active_guard("db");
+            assert!(m
+                .render()
+                .contains("tunnel_active_connections{backend=\"db\"} 1"));
+        }
+        m.reload(true);
+        m.set_expiries(vec![("cert".into(), unix_now() + 100)]);
+        let text = m.render();
+        for want in [
+            "tunnel_connections_total{backend=\"db\",result=\"ok\"} 2",
+            "tunnel_connections_total{backend=\"db\",result=\"denied\"} 1",
+            "tunnel_bytes_total{backend=\"db\",direction=\"up\"} 10",
+            "tunnel_bytes_total{backend=\"db\",direction=\"down\"} 20",
+            "tunnel_active_connections{backend=\"db\"} 0",
+            "tunnel_reloads_total{result=\"success\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        assert!(
+            text.contains("tunnel_certificate_expiry_seconds{which=\"cert\"} 10"),
+            "{text}"
+        );
+    }
+}
