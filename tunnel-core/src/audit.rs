@@ -15,6 +15,8 @@ pub enum Outcome {
     Denied,
     /// The client certificate, or one in its chain, is revoked.
     Revoked,
+    /// The CRL of the client's CA is past nextUpdate and `crl_expired = "deny"`.
+    CrlExpired,
     /// TLS failed: wrong CA, expired certificate, garbage, protocol mismatch...
     HandshakeFailed,
     /// The backend refused or could not be reached.
@@ -34,6 +36,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Denied => "denied",
             Outcome::Revoked => "revoked",
+            Outcome::CrlExpired => "crl_expired",
             Outcome::HandshakeFailed => "handshake_failed",
             Outcome::BackendUnreachable => "backend_unreachable",
             Outcome::Timeout => "timeout",

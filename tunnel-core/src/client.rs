@@ -39,9 +39,25 @@ impl ClientSnapshot {
     }
 
     fn expiries(&self) -> Vec<(String, i64)> {
-        crate::tls::unix_time(self.tls.cert.not_after())
-            .map(|t| vec![("cert".to_string(), t)])
-            .unwrap_or_default()
+        let mut v = Vec::new();
+        if let Some(t) = crate::tls::unix_time(self.tls.cert.not_after()) {
+            v.push(("cert".to_string(), t));
+        }
+        if let Some(t) = self
+            .tls
+            .cas
+            .iter()
+            .filter_map(|c| crate::tls::unix_time(c.not_after()))
+            .min()
+        {
+            v.push(("ca".to_string(), t));
+        }
+        v
+    }
+
+    /// Logs a warning when the own certificate or the CA expires within `expiry_warning`.
+    pub fn warn_expiry(&self) {
+        crate::metrics::warn_expiries(&self.expiries(), self.cfg.expiry_warning);
     }
 }
 
@@ -93,6 +109,7 @@ impl ClientAgent {
         };
         metrics.set_expiries(snap.expiries());
         metrics.reload(true);
+        snap.warn_expiry();
         let watch = Arc::new(Mutex::new(snap.files()));
         Ok(Arc::new(ClientAgent {
             current: RwLock::new(Arc::new(snap)),
@@ -236,6 +253,7 @@ impl ClientAgent {
             *w = snap.files();
         }
         let tunnels = snap.cfg.tunnels.clone();
+        snap.warn_expiry();
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(snap),
             Err(p) => *p.into_inner() = Arc::new(snap),
@@ -271,17 +289,16 @@ impl ClientAgent {
     }
 
     /// Runs until [`Control::Shutdown`], reloading on [`Control::Reload`], then drains.
-    pub async fn run(self: Arc<Self>, mut control: mpsc::Receiver<Control>) {
+    pub async fn run(self: Arc<Self>, control: mpsc::Receiver<Control>) {
         self.metrics.set_health(Health::Serving);
-        while let Some(c) = control.recv().await {
-            match c {
-                Control::Reload(why) => {
-                    debug!(trigger = %why, "reload requested");
-                    let _ = self.reload().await;
-                }
-                Control::Shutdown => break,
-            }
-        }
+        crate::reload::control_loop(
+            control,
+            || async {
+                let _ = self.reload().await;
+            },
+            || self.snapshot().warn_expiry(),
+        )
+        .await;
         self.drain().await;
     }
 

@@ -239,6 +239,23 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// How often a running agent re-checks expiry dates for warnings.
+pub const EXPIRY_CHECK_PERIOD: Duration = Duration::from_secs(6 * 3600);
+
+/// Logs a warning for each (what, unix expiry) within `lead` of now, an error when past.
+pub fn warn_expiries(items: &[(String, i64)], lead: Duration) {
+    let now = unix_now();
+    let lead = lead.as_secs() as i64;
+    for (which, at) in items {
+        let left = at - now;
+        if left < 0 {
+            tracing::error!(which = %which, expired_seconds_ago = -left, "{which} has expired");
+        } else if left < lead {
+            warn!(which = %which, days_left = left / 86_400, "{which} expires soon (expiry_warning)");
+        }
+    }
+}
+
 /// Unix time now, in seconds.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()

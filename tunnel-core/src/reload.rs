@@ -167,3 +167,31 @@ pub fn start_service(
     crate::systemd::spawn_watchdog();
     Ok(rx)
 }
+
+/// The control loop of an agent: reloads on [`Control::Reload`], re-checks expiry dates
+/// every [`crate::metrics::EXPIRY_CHECK_PERIOD`], and returns on [`Control::Shutdown`] (or
+/// when every sender is gone).
+pub async fn control_loop<F, Fut, W>(
+    mut control: mpsc::Receiver<Control>,
+    mut reload: F,
+    warn_expiry: W,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+    W: Fn(),
+{
+    let period = crate::metrics::EXPIRY_CHECK_PERIOD;
+    let mut expiry_check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            c = control.recv() => match c {
+                Some(Control::Reload(why)) => {
+                    debug!(trigger = %why, "reload requested");
+                    reload().await;
+                }
+                Some(Control::Shutdown) | None => return,
+            },
+            _ = expiry_check.tick() => warn_expiry(),
+        }
+    }
+}

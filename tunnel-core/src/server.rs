@@ -7,15 +7,17 @@
 //! dialled is always the one that was authorized.
 
 use crate::audit::{AuditRecord, Outcome};
-use crate::config::{ConfigError, ServerConfig};
+use crate::config::{ConfigError, CrlExpired, ServerConfig};
 use crate::identity::Identity;
 use crate::listeners::{self, Limit};
 use crate::metrics::{Health, Metrics};
 use crate::policy::Decision;
 use crate::proxy::{self, End};
 use crate::reload::{Control, WatchList};
-use crate::tls::{Refusal, ServerTls};
+use crate::tls::{CrlCheck, Refusal, ServerTls};
 use openssl::ssl::NameType;
+use openssl::x509::X509;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -61,6 +63,12 @@ impl Snapshot {
         v
     }
 
+    /// Logs a warning for the own certificate, a CA or a CRL that expires within
+    /// `expiry_warning` (an error when already expired).
+    pub fn warn_expiry(&self) {
+        crate::metrics::warn_expiries(&self.expiries(), self.cfg.expiry_warning);
+    }
+
     /// Expiry times for the metrics: own certificate, earliest CA, earliest CRL nextUpdate.
     pub fn expiries(&self) -> Vec<(String, i64)> {
         let mut v = Vec::new();
@@ -94,6 +102,57 @@ pub struct Gateway {
     socket_activated: AtomicBool,
     watch: WatchList,
     last_overload_log: AtomicU64,
+    live: LiveConns,
+}
+
+/// Open tunnels and their client certificates, so a reload can close those it revokes.
+#[derive(Default)]
+struct LiveConns {
+    next: AtomicU64,
+    map: Arc<Mutex<HashMap<u64, (X509, CancellationToken)>>>,
+}
+
+/// Removes its tunnel from [`LiveConns`] when dropped.
+struct LiveEntry {
+    id: u64,
+    token: CancellationToken,
+    map: Arc<Mutex<HashMap<u64, (X509, CancellationToken)>>>,
+}
+
+impl LiveConns {
+    fn register(&self, cert: X509) -> LiveEntry {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(id, (cert, token.clone()));
+        }
+        LiveEntry {
+            id,
+            token,
+            map: self.map.clone(),
+        }
+    }
+
+    /// Cancels every open tunnel whose certificate `crls` revokes; returns how many.
+    fn cut_revoked(&self, crls: &crate::tls::CrlSet) -> usize {
+        let Ok(m) = self.map.lock() else { return 0 };
+        let mut n = 0;
+        for (cert, token) in m.values() {
+            if crls.is_revoked(cert) && !token.is_cancelled() {
+                token.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl Drop for LiveEntry {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(&self.id);
+        }
+    }
 }
 
 impl Gateway {
@@ -103,6 +162,7 @@ impl Gateway {
         let snap = Snapshot::new(cfg)?;
         metrics.set_expiries(snap.expiries());
         metrics.reload(true);
+        snap.warn_expiry();
         let watch = Arc::new(Mutex::new(snap.files()));
         Ok(Arc::new(Gateway {
             current: RwLock::new(Arc::new(snap)),
@@ -114,6 +174,7 @@ impl Gateway {
             socket_activated: AtomicBool::new(false),
             watch,
             last_overload_log: AtomicU64::new(0),
+            live: LiveConns::default(),
         }))
     }
 
@@ -133,14 +194,6 @@ impl Gateway {
     /// The files to watch for changes.
     pub fn watch_list(&self) -> WatchList {
         self.watch.clone()
-    }
-
-    fn swap(&self, snap: Snapshot) {
-        let snap = Arc::new(snap);
-        match self.current.write() {
-            Ok(mut g) => *g = snap,
-            Err(p) => *p.into_inner() = snap,
-        }
     }
 
     /// Marks the listeners as passed by systemd: `listen` changes in the file are then not
@@ -170,12 +223,11 @@ impl Gateway {
                     return;
                 };
                 let snap = gw.snapshot();
-                let abort = gw.abort.clone();
-                let metrics = gw.metrics.clone();
+                let gw2 = gw.clone();
                 let span = tracing::info_span!("conn", %peer, identity = tracing::field::Empty, backend = tracing::field::Empty);
                 gw.tracker.spawn(
                     async move {
-                        handle(sock, peer, snap, abort, metrics).await;
+                        handle(sock, peer, snap, gw2).await;
                         drop(permit);
                     }
                     .instrument(span),
@@ -237,7 +289,22 @@ impl Gateway {
             *w = snap.files();
         }
         let wanted = snap.cfg.listen.clone();
-        self.swap(snap);
+        let revoke_established = snap.cfg.revoke_established;
+        let snap = Arc::new(snap);
+        snap.warn_expiry();
+        match self.current.write() {
+            Ok(mut g) => *g = snap.clone(),
+            Err(p) => *p.into_inner() = snap.clone(),
+        }
+        if revoke_established {
+            let cut = self.live.cut_revoked(&snap.tls.crls);
+            if cut > 0 {
+                warn!(
+                    connections = cut,
+                    "closed open connections of certificates revoked by the new CRL"
+                );
+            }
+        }
         for l in new_listeners {
             if let Ok(a) = l.local_addr() {
                 info!(listen = %a, "listening on new address");
@@ -262,17 +329,16 @@ impl Gateway {
 
     /// Runs until [`Control::Shutdown`]: reloads on [`Control::Reload`]; then stops accepting,
     /// lets open connections finish for up to `shutdown_timeout`, and closes the rest.
-    pub async fn run(self: Arc<Self>, mut control: mpsc::Receiver<Control>) {
+    pub async fn run(self: Arc<Self>, control: mpsc::Receiver<Control>) {
         self.metrics.set_health(Health::Serving);
-        while let Some(c) = control.recv().await {
-            match c {
-                Control::Reload(why) => {
-                    debug!(trigger = %why, "reload requested");
-                    let _ = self.reload().await;
-                }
-                Control::Shutdown => break,
-            }
-        }
+        crate::reload::control_loop(
+            control,
+            || async {
+                let _ = self.reload().await;
+            },
+            || self.snapshot().warn_expiry(),
+        )
+        .await;
         self.drain().await;
     }
 
@@ -333,26 +399,16 @@ impl Gateway {
 }
 
 /// One connection, from TCP accept to the audit event.
-async fn handle(
-    sock: TcpStream,
-    peer: SocketAddr,
-    snap: Arc<Snapshot>,
-    abort: CancellationToken,
-    metrics: Arc<Metrics>,
-) {
+async fn handle(sock: TcpStream, peer: SocketAddr, snap: Arc<Snapshot>, gw: Arc<Gateway>) {
     let mut rec = AuditRecord::new(peer);
-    let outcome = tunnel(sock, &snap, &mut rec, abort, &metrics).await;
-    metrics.connection(rec.backend.as_deref().unwrap_or(""), outcome.as_str());
+    let outcome = tunnel(sock, &snap, &mut rec, &gw).await;
+    gw.metrics
+        .connection(rec.backend.as_deref().unwrap_or(""), outcome.as_str());
     rec.finish(outcome);
 }
 
-async fn tunnel(
-    sock: TcpStream,
-    snap: &Snapshot,
-    rec: &mut AuditRecord,
-    abort: CancellationToken,
-    metrics: &Arc<Metrics>,
-) -> Outcome {
+async fn tunnel(sock: TcpStream, snap: &Snapshot, rec: &mut AuditRecord, gw: &Gateway) -> Outcome {
+    let metrics = &gw.metrics;
     let cfg = &snap.cfg;
     let (ssl, notes) = match snap.tls.new_ssl() {
         Ok(x) => x,
@@ -378,6 +434,7 @@ async fn tunnel(
         metrics.handshake_failure(match failed {
             Outcome::Timeout => "timeout",
             Outcome::Revoked => "revoked",
+            Outcome::CrlExpired => "crl_expired",
             Outcome::Denied if rec.backend.is_none() => "unknown_backend",
             Outcome::Denied => "denied",
             _ => "handshake_failed",
@@ -386,7 +443,7 @@ async fn tunnel(
     }
     metrics.handshake(hs_start.elapsed());
     rec.resumed = tls.ssl().session_reused();
-    finish_tunnel(tls, snap, rec, abort, metrics).await
+    finish_tunnel(tls, snap, rec, gw).await
 }
 
 /// The outcome of a failed handshake, or `None` when it succeeded.
@@ -418,6 +475,11 @@ fn handshake_outcome(
             rec.reason = "certificate revoked by CRL".into();
             Outcome::Revoked
         }
+        Some(Refusal::CrlExpired(id)) => {
+            rec.identity = Some(id);
+            rec.reason = "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\"); publish a fresh CRL".into();
+            Outcome::CrlExpired
+        }
         Some(Refusal::Denied { identity, backend }) => {
             rec.reason = format!("no allow rule of backend {backend:?} matches");
             rec.identity = Some(identity);
@@ -441,10 +503,10 @@ async fn finish_tunnel(
     mut tls: SslStream<TcpStream>,
     snap: &Snapshot,
     rec: &mut AuditRecord,
-    abort: CancellationToken,
-    metrics: &Arc<Metrics>,
+    gw: &Gateway,
 ) -> Outcome {
     let cfg = &snap.cfg;
+    let metrics = &gw.metrics;
     // Authorization after every handshake, full or resumed.
     let Some(cert) = tls.ssl().peer_certificate() else {
         rec.reason = "no client certificate".into();
@@ -454,10 +516,20 @@ async fn finish_tunnel(
     tracing::Span::current().record("identity", tracing::field::display(&id.subject));
     rec.identity = Some(id);
     let id = rec.identity.as_ref().expect("just set");
-    if snap.tls.crls.is_revoked(&cert) {
-        rec.reason = "certificate revoked by CRL".into();
-        close_tls(&mut tls).await;
-        return Outcome::Revoked;
+    match snap.tls.crls.check(&cert, crate::metrics::unix_now()) {
+        CrlCheck::Good => {}
+        CrlCheck::Revoked => {
+            rec.reason = "certificate revoked by CRL".into();
+            close_tls(&mut tls).await;
+            return Outcome::Revoked;
+        }
+        CrlCheck::Expired(_) if cfg.crl_expired == CrlExpired::Warn => {}
+        CrlCheck::Expired(_) => {
+            rec.reason =
+                "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\")".into();
+            close_tls(&mut tls).await;
+            return Outcome::CrlExpired;
+        }
     }
     let backend_name = match cfg.policy.authorize(rec.sni.as_deref(), id) {
         Decision::Allow { backend, rule } => {
@@ -506,14 +578,17 @@ async fn finish_tunnel(
 
     let _active = metrics.active_guard(&backend_name);
     let meters = metrics.byte_counters(&backend_name);
-    let piped = proxy::pipe(
-        tls,
-        upstream,
-        cfg.idle_timeout,
-        abort.cancelled_owned(),
-        Some(meters),
-    )
-    .await;
+    // Registered so that a reload with revoke_established can cut this tunnel.
+    let live = gw.live.register(cert);
+    let revoked = live.token.clone();
+    let abort = gw.abort.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = abort.cancelled() => {}
+            _ = revoked.cancelled() => {}
+        }
+    };
+    let piped = proxy::pipe(tls, upstream, cfg.idle_timeout, stop, Some(meters)).await;
     rec.bytes_up = piped.a_to_b;
     rec.bytes_down = piped.b_to_a;
     match piped.end {
@@ -521,6 +596,10 @@ async fn finish_tunnel(
         End::Idle => {
             rec.reason = format!("idle for idle_timeout ({:?})", cfg.idle_timeout);
             Outcome::Timeout
+        }
+        End::Cancelled if live.token.is_cancelled() => {
+            rec.reason = "certificate revoked while connected (revoke_established)".into();
+            Outcome::Revoked
         }
         End::Cancelled => {
             rec.reason = "closed at shutdown after shutdown_timeout".into();

@@ -26,6 +26,8 @@ pub enum Refusal {
     UnknownBackend(Option<String>),
     /// A certificate in the chain is on a CRL.
     Revoked(Identity),
+    /// The CRL of the client's CA is past its nextUpdate and `crl_expired = "deny"`.
+    CrlExpired(Identity),
     /// The identity may not reach the backend.
     Denied {
         /// Who.
@@ -57,6 +59,17 @@ impl HandshakeNotes {
 fn notes_index() -> openssl::ex_data::Index<Ssl, Arc<HandshakeNotes>> {
     static IDX: OnceLock<openssl::ex_data::Index<Ssl, Arc<HandshakeNotes>>> = OnceLock::new();
     *IDX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
+}
+
+/// The revocation status of one certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlCheck {
+    /// Not listed (or no CRL for its issuer).
+    Good,
+    /// Listed as revoked.
+    Revoked,
+    /// Not listed, but its issuer's CRL is past nextUpdate (unix time given).
+    Expired(i64),
 }
 
 /// Revocation lists, each verified against the CA bundle when loaded.
@@ -122,14 +135,44 @@ impl CrlSet {
 
     /// Whether `cert` is listed as revoked by a CRL of its issuer.
     pub fn is_revoked(&self, cert: &X509Ref) -> bool {
+        self.check(cert, crate::metrics::unix_now()) == CrlCheck::Revoked
+    }
+
+    /// Revocation status of `cert` at unix time `now`. A certificate whose issuer has no CRL
+    /// configured is [`CrlCheck::Good`].
+    pub fn check(&self, cert: &X509Ref, now: i64) -> CrlCheck {
         if self.crls.is_empty() {
-            return false;
+            return CrlCheck::Good;
         }
         let owned = cert.to_owned();
-        self.crls.iter().any(|crl| {
-            names_equal(crl.issuer_name(), cert.issuer_name())
-                && matches!(crl.get_by_cert(&owned), CrlStatus::Revoked(_))
-        })
+        let mut stale = None;
+        for crl in self
+            .crls
+            .iter()
+            .filter(|c| names_equal(c.issuer_name(), cert.issuer_name()))
+        {
+            if matches!(crl.get_by_cert(&owned), CrlStatus::Revoked(_)) {
+                return CrlCheck::Revoked;
+            }
+            if let Some(next) = crl.next_update().and_then(unix_time) {
+                if next < now {
+                    stale = Some(next);
+                }
+            }
+        }
+        match stale {
+            Some(t) => CrlCheck::Expired(t),
+            None => CrlCheck::Good,
+        }
+    }
+
+    /// The nextUpdate times (unix) of lists already past them.
+    pub fn expired(&self, now: i64) -> Vec<i64> {
+        self.crls
+            .iter()
+            .filter_map(|c| c.next_update().and_then(unix_time))
+            .filter(|t| *t < now)
+            .collect()
     }
 
     /// The earliest `nextUpdate` of the loaded lists, as unix time.
@@ -307,9 +350,10 @@ impl ServerTls {
         });
 
         let vcrls = crls.clone();
+        let crl_expired = cfg.crl_expired;
         b.set_verify_callback(
             SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
-            move |ok, ctx| verify_client(ok, ctx, &policy, &vcrls),
+            move |ok, ctx| verify_client(ok, ctx, &policy, &vcrls, crl_expired),
         );
         Ok(ServerTls {
             acceptor: b.build(),
@@ -335,7 +379,13 @@ impl ServerTls {
 
 /// OpenSSL's per-certificate verify callback: chain verification result, then revocation of
 /// every certificate, then (for the leaf) authorization against the SNI's backend.
-fn verify_client(ok: bool, ctx: &mut X509StoreContextRef, policy: &Policy, crls: &CrlSet) -> bool {
+fn verify_client(
+    ok: bool,
+    ctx: &mut X509StoreContextRef,
+    policy: &Policy,
+    crls: &CrlSet,
+    crl_expired: crate::config::CrlExpired,
+) -> bool {
     if !ok {
         return false;
     }
@@ -352,12 +402,23 @@ fn verify_client(ok: bool, ctx: &mut X509StoreContextRef, policy: &Policy, crls:
             .and_then(|c| c.iter().next().map(Identity::from_cert))
             .unwrap_or_else(|| Identity::from_cert(&cert))
     };
-    if crls.is_revoked(&cert) {
-        if let Some(n) = &notes {
-            n.set(Refusal::Revoked(leaf_identity()));
+    match crls.check(&cert, crate::metrics::unix_now()) {
+        CrlCheck::Good => {}
+        CrlCheck::Revoked => {
+            if let Some(n) = &notes {
+                n.set(Refusal::Revoked(leaf_identity()));
+            }
+            ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+            return false;
         }
-        ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
-        return false;
+        CrlCheck::Expired(_) if crl_expired == crate::config::CrlExpired::Warn => {}
+        CrlCheck::Expired(_) => {
+            if let Some(n) = &notes {
+                n.set(Refusal::CrlExpired(leaf_identity()));
+            }
+            ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+            return false;
+        }
     }
     if depth == 0 {
         let sni = ssl
@@ -393,6 +454,8 @@ pub struct ClientTls {
     connector: SslConnector,
     /// The agent's own certificate.
     pub cert: X509,
+    /// The CAs trusted for the gateway.
+    pub cas: Vec<X509>,
     server_name: String,
 }
 
@@ -410,7 +473,7 @@ impl ClientTls {
         let own = read_certs(file, "cert", &cfg.cert)?.remove(0);
         let cas = read_certs(file, "ca", &cfg.ca)?;
         let mut store = X509StoreBuilder::new().map_err(tls_err)?;
-        for ca in cas {
+        for ca in cas.iter().cloned() {
             store
                 .add_cert(ca)
                 .map_err(|e| ConfigError::new(file, "ca", format!("{}: {e}", cfg.ca.display())))?;
@@ -420,6 +483,7 @@ impl ClientTls {
         Ok(ClientTls {
             connector: b.build(),
             cert: own,
+            cas,
             server_name: cfg.server_name.clone(),
         })
     }

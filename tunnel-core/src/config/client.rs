@@ -35,6 +35,7 @@ struct RawClient {
     idle_timeout: Option<String>,
     shutdown_timeout: Option<String>,
     reload_interval: Option<String>,
+    expiry_warning: Option<String>,
     metrics: Option<String>,
     max_connections: Option<i64>,
     log_format: Option<String>,
@@ -83,6 +84,8 @@ pub struct ClientConfig {
     pub shutdown_timeout: Duration,
     /// How often files are checked for changes (besides notifications).
     pub reload_interval: Duration,
+    /// Warn this long before the own certificate or the CA expires.
+    pub expiry_warning: Duration,
     /// Metrics listener address.
     pub metrics: Option<std::net::SocketAddr>,
     /// Cap on concurrent local connections.
@@ -160,6 +163,7 @@ impl ClientConfig {
             idle_timeout: None,
             shutdown_timeout: None,
             reload_interval: None,
+            expiry_warning: None,
             metrics: None,
             max_connections: None,
             log_format: None,
@@ -222,6 +226,11 @@ impl ClientConfig {
             "reload_interval",
             raw.reload_interval,
             super::server::DEFAULT_RELOAD_INTERVAL,
+        )?;
+        let expiry_warning = dur(
+            "expiry_warning",
+            raw.expiry_warning,
+            super::server::DEFAULT_EXPIRY_WARNING,
         )?;
         let metrics = match raw.metrics {
             None => None,
@@ -298,6 +307,7 @@ impl ClientConfig {
             idle_timeout,
             shutdown_timeout,
             reload_interval,
+            expiry_warning,
             metrics,
             max_connections,
             log_format,

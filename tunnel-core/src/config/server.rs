@@ -27,6 +27,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default poll period for file changes (besides filesystem notifications).
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// Default lead time for certificate and CRL expiry warnings.
+pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 /// Default maximum certificate chain depth accepted from clients.
 pub const DEFAULT_VERIFY_DEPTH: u32 = 4;
 
@@ -39,6 +41,9 @@ struct RawServer {
     client_ca: Option<String>,
     #[serde(default)]
     crl: OneOrMany,
+    crl_expired: Option<String>,
+    revoke_established: Option<bool>,
+    expiry_warning: Option<String>,
     default_backend: Option<String>,
     metrics: Option<String>,
     max_connections: Option<i64>,
@@ -90,6 +95,16 @@ pub(crate) fn parse_log_format(file: &Path, v: Option<&str>) -> Result<LogFormat
     }
 }
 
+/// What the gateway does when a CRL is past its `nextUpdate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrlExpired {
+    /// Refuse clients of that CA (fail closed; the default).
+    #[default]
+    Deny,
+    /// Log loudly and keep using the stale list.
+    Warn,
+}
+
 /// One backend the gateway forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
@@ -114,6 +129,12 @@ pub struct ServerConfig {
     pub client_ca: PathBuf,
     /// PEM CRL files.
     pub crl: Vec<PathBuf>,
+    /// What to do when a CRL is past its nextUpdate.
+    pub crl_expired: CrlExpired,
+    /// Close open connections of a certificate that a reloaded CRL revokes.
+    pub revoke_established: bool,
+    /// Warn this long before the own certificate, a CA or a CRL expires.
+    pub expiry_warning: Duration,
     /// Metrics listener address.
     pub metrics: Option<SocketAddr>,
     /// Cap on concurrent connections.
@@ -208,6 +229,20 @@ impl ServerConfig {
             crl.push(p);
         }
 
+        let crl_expired = match raw.crl_expired.as_deref() {
+            None | Some("deny") => CrlExpired::Deny,
+            Some("warn") => CrlExpired::Warn,
+            Some(o) => {
+                return Err(err(
+                    "crl_expired",
+                    format!("{o:?} is not a choice; use \"deny\" (default) or \"warn\""),
+                ))
+            }
+        };
+        let expiry_warning = match raw.expiry_warning {
+            None => DEFAULT_EXPIRY_WARNING,
+            Some(s) => parse_duration(file, "expiry_warning", &s)?,
+        };
         let metrics = match raw.metrics {
             None => None,
             Some(m) => Some(m.trim().parse::<SocketAddr>().map_err(|_| {
@@ -358,6 +393,9 @@ impl ServerConfig {
             key,
             client_ca,
             crl,
+            crl_expired,
+            revoke_established: raw.revoke_established.unwrap_or(false),
+            expiry_warning,
             metrics,
             max_connections,
             handshake_timeout,
