@@ -15,6 +15,7 @@ pub mod identity;
 pub mod listeners;
 pub mod logging;
 pub mod metrics;
+pub mod ocsp;
 pub mod pki;
 pub mod policy;
 pub mod privileges;

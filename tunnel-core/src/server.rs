@@ -7,10 +7,11 @@
 //! dialled is always the one that was authorized.
 
 use crate::audit::{AuditRecord, Outcome};
-use crate::config::{ConfigError, CrlExpired, ServerConfig};
+use crate::config::{ConfigError, CrlExpired, ServerConfig, StapleSource};
 use crate::identity::Identity;
 use crate::listeners::{self, Limit};
 use crate::metrics::{Health, Metrics};
+use crate::ocsp::{OcspChecker, OcspMode, Staple, Verdict as OcspVerdict};
 use crate::policy::Decision;
 use crate::proxy::{self, End};
 use crate::reload::{Control, WatchList};
@@ -37,16 +38,31 @@ pub struct Snapshot {
     pub cfg: Arc<ServerConfig>,
     /// TLS built from it.
     pub tls: ServerTls,
+    /// OCSP checking of client certificates, when `ocsp` is not "off".
+    pub ocsp: Option<OcspChecker>,
 }
 
 impl Snapshot {
-    /// Validates certificates and builds TLS for `cfg`.
-    pub fn new(cfg: ServerConfig) -> Result<Snapshot, ConfigError> {
+    /// Validates certificates and builds TLS for `cfg`; `staple` holds the OCSP staple the
+    /// gateway serves (it outlives reloads).
+    pub fn new(cfg: ServerConfig, staple: Arc<Staple>) -> Result<Snapshot, ConfigError> {
         let policy = Arc::new(cfg.policy.clone());
-        let tls = ServerTls::new(&cfg, policy)?;
+        let tls = ServerTls::new(&cfg, policy, staple)?;
+        let ocsp = match cfg.ocsp {
+            OcspMode::Off => None,
+            _ => Some(
+                OcspChecker::new(
+                    tls.cas.clone(),
+                    cfg.ocsp_responder.clone(),
+                    cfg.ocsp_timeout,
+                )
+                .map_err(|e| ConfigError::new(&cfg.file, "ocsp", format!("OpenSSL: {e}")))?,
+            ),
+        };
         Ok(Snapshot {
             cfg: Arc::new(cfg),
             tls,
+            ocsp,
         })
     }
 
@@ -60,6 +76,9 @@ impl Snapshot {
             c.client_ca.clone(),
         ];
         v.extend(c.crl.iter().cloned());
+        if let Some(StapleSource::File(p)) = &c.ocsp_staple {
+            v.push(p.clone());
+        }
         v
     }
 
@@ -103,6 +122,7 @@ pub struct Gateway {
     watch: WatchList,
     last_overload_log: AtomicU64,
     live: LiveConns,
+    staple: Arc<Staple>,
 }
 
 /// Open tunnels and their client certificates, so a reload can close those it revokes.
@@ -159,7 +179,8 @@ impl Gateway {
     /// Builds a gateway for `cfg` (loads certificates, CA, CRLs).
     pub fn new(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Arc<Gateway>, ConfigError> {
         let max = cfg.max_connections;
-        let snap = Snapshot::new(cfg)?;
+        let staple = Arc::new(Staple::default());
+        let snap = Snapshot::new(cfg, staple.clone())?;
         metrics.set_expiries(snap.expiries());
         metrics.reload(true);
         snap.warn_expiry();
@@ -175,6 +196,7 @@ impl Gateway {
             watch,
             last_overload_log: AtomicU64::new(0),
             live: LiveConns::default(),
+            staple,
         }))
     }
 
@@ -268,7 +290,7 @@ impl Gateway {
 
     async fn try_reload(self: &Arc<Self>, file: &std::path::Path) -> Result<(), String> {
         let cfg = ServerConfig::load(file).map_err(|e| e.to_string())?;
-        let snap = Snapshot::new(cfg).map_err(|e| e.to_string())?;
+        let snap = Snapshot::new(cfg, self.staple.clone()).map_err(|e| e.to_string())?;
         // Bind new addresses before committing, so a bind failure leaves everything as it was.
         let mut new_listeners = Vec::new();
         let current = self.listen_addrs();
@@ -331,6 +353,9 @@ impl Gateway {
     /// lets open connections finish for up to `shutdown_timeout`, and closes the rest.
     pub async fn run(self: Arc<Self>, control: mpsc::Receiver<Control>) {
         self.metrics.set_health(Health::Serving);
+        if self.snapshot().cfg.ocsp_staple == Some(StapleSource::Fetch) {
+            tokio::spawn(refresh_staple(Arc::downgrade(&self)));
+        }
         crate::reload::control_loop(
             control,
             || async {
@@ -514,8 +539,8 @@ async fn finish_tunnel(
     };
     let id = Identity::from_cert(&cert);
     tracing::Span::current().record("identity", tracing::field::display(&id.subject));
-    rec.identity = Some(id);
-    let id = rec.identity.as_ref().expect("just set");
+    rec.identity = Some(id.clone());
+    let id = &id;
     match snap.tls.crls.check(&cert, crate::metrics::unix_now()) {
         CrlCheck::Good => {}
         CrlCheck::Revoked => {
@@ -529,6 +554,42 @@ async fn finish_tunnel(
                 "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\")".into();
             close_tls(&mut tls).await;
             return Outcome::CrlExpired;
+        }
+    }
+    if let Some(checker) = &snap.ocsp {
+        let chain: Vec<X509> = tls
+            .ssl()
+            .peer_cert_chain()
+            .map(|c| c.iter().map(|x| x.to_owned()).collect())
+            .unwrap_or_default();
+        let verdict = checker.check(&cert, &chain).await;
+        let require = cfg.ocsp == OcspMode::Require;
+        let refused = match verdict {
+            OcspVerdict::Good => None,
+            OcspVerdict::Revoked => {
+                Some(("certificate revoked (OCSP)".to_string(), Outcome::Revoked))
+            }
+            OcspVerdict::Unknown if require => Some((
+                "OCSP responder does not know this certificate (ocsp = \"require\")".to_string(),
+                Outcome::Denied,
+            )),
+            OcspVerdict::Unavailable(e) if require => Some((
+                format!("no OCSP answer and ocsp = \"require\": {e}"),
+                Outcome::Denied,
+            )),
+            OcspVerdict::Unknown => {
+                warn!("OCSP status unknown; allowed because ocsp = \"prefer\"");
+                None
+            }
+            OcspVerdict::Unavailable(e) => {
+                warn!(error = %e, "no OCSP answer; allowed because ocsp = \"prefer\"");
+                None
+            }
+        };
+        if let Some((why, outcome)) = refused {
+            rec.reason = why;
+            close_tls(&mut tls).await;
+            return outcome;
         }
     }
     let backend_name = match cfg.policy.authorize(rec.sni.as_deref(), id) {
@@ -615,6 +676,44 @@ async fn finish_tunnel(
                 Outcome::Error
             }
         }
+    }
+}
+
+/// Keeps the gateway's OCSP staple fresh: fetch, then again halfway to its nextUpdate (at
+/// most hourly), retrying every minute after a failure. Ends with the gateway.
+async fn refresh_staple(gw: std::sync::Weak<Gateway>) {
+    loop {
+        let Some(g) = gw.upgrade() else { return };
+        let snap = g.snapshot();
+        let staple = g.staple.clone();
+        drop(g);
+        let cert = snap.tls.cert.clone();
+        let issuer =
+            crate::ocsp::find_issuer(&cert, snap.tls.chain.iter().chain(snap.tls.cas.iter()));
+        let url = crate::ocsp::responder_of(&cert).or_else(|| snap.cfg.ocsp_responder.clone());
+        let wait = match (issuer, url) {
+            (Some(issuer), Some(url)) => {
+                match crate::ocsp::fetch_staple(&cert, &issuer, &url, snap.cfg.ocsp_timeout).await {
+                    Ok((der, next)) => {
+                        staple.set(Some(der));
+                        let now = crate::metrics::unix_now();
+                        let half = next.map(|n| (n - now) / 2).unwrap_or(3600).clamp(60, 3600);
+                        info!(responder = %url, refresh_in_secs = half, "OCSP staple refreshed");
+                        Duration::from_secs(half as u64)
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot fetch an OCSP staple; retrying in 60s");
+                        Duration::from_secs(60)
+                    }
+                }
+            }
+            _ => {
+                warn!("ocsp_staple = \"fetch\" needs the issuer (in cert or client_ca) and a responder (AIA or ocsp_responder)");
+                Duration::from_secs(300)
+            }
+        };
+        drop(snap);
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -292,6 +292,8 @@ pub struct ServerTls {
     pub crls: Arc<CrlSet>,
     /// The gateway's own leaf certificate.
     pub cert: X509,
+    /// The rest of the gateway's certificate file (its chain).
+    pub chain: Vec<X509>,
     /// The client CA bundle.
     pub cas: Vec<X509>,
 }
@@ -299,7 +301,11 @@ pub struct ServerTls {
 impl ServerTls {
     /// Builds the acceptor for `cfg`; `policy` is consulted during full handshakes so that a
     /// refused client gets a TLS alert rather than a silent close.
-    pub fn new(cfg: &ServerConfig, policy: Arc<Policy>) -> Result<ServerTls, ConfigError> {
+    pub fn new(
+        cfg: &ServerConfig,
+        policy: Arc<Policy>,
+        staple: Arc<crate::ocsp::Staple>,
+    ) -> Result<ServerTls, ConfigError> {
         let file = cfg.file.as_path();
         let tls_err = |e: ErrorStack| ConfigError::new(file, "", format!("OpenSSL: {e}"));
         let mut b =
@@ -309,7 +315,33 @@ impl ServerTls {
         b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE);
         b.set_mode(SslMode::RELEASE_BUFFERS);
         load_cert_and_key(&mut b, file, &cfg.cert, &cfg.key)?;
-        let own = read_certs(file, "cert", &cfg.cert)?.remove(0);
+        let mut chain = read_certs(file, "cert", &cfg.cert)?;
+        let own = chain.remove(0);
+
+        if let Some(crate::config::StapleSource::File(p)) = &cfg.ocsp_staple {
+            let der = std::fs::read(p).map_err(|e| {
+                ConfigError::new(
+                    file,
+                    "ocsp_staple",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            openssl::ocsp::OcspResponse::from_der(&der).map_err(|e| {
+                ConfigError::new(
+                    file,
+                    "ocsp_staple",
+                    format!("{} is not a DER OCSP response: {e}", p.display()),
+                )
+            })?;
+            staple.set(Some(der));
+        }
+        if cfg.ocsp_staple.is_some() {
+            b.set_status_callback(move |ssl| match staple.get() {
+                Some(der) => ssl.set_ocsp_status(&der).map(|_| true),
+                None => Ok(false),
+            })
+            .map_err(tls_err)?;
+        }
 
         let cas = read_certs(file, "client_ca", &cfg.client_ca)?;
         let mut store = X509StoreBuilder::new().map_err(tls_err)?;
@@ -359,6 +391,7 @@ impl ServerTls {
             acceptor: b.build(),
             crls,
             cert: own,
+            chain,
             cas,
         })
     }
@@ -456,6 +489,7 @@ pub struct ClientTls {
     pub cert: X509,
     /// The CAs trusted for the gateway.
     pub cas: Vec<X509>,
+    require_staple: bool,
     server_name: String,
 }
 
@@ -480,9 +514,16 @@ impl ClientTls {
         }
         b.set_verify_cert_store(store.build()).map_err(tls_err)?;
         b.set_verify(SslVerifyMode::PEER);
+        if cfg.require_staple {
+            let staple_cas = cas.clone();
+            let store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
+            b.set_status_callback(move |ssl| Ok(staple_is_good(ssl, &staple_cas, &store)))
+                .map_err(tls_err)?;
+        }
         Ok(ClientTls {
             connector: b.build(),
             cert: own,
+            require_staple: cfg.require_staple,
             cas,
             server_name: cfg.server_name.clone(),
         })
@@ -495,12 +536,46 @@ impl ClientTls {
         cfg.set_verify_hostname(false);
         let mut ssl = cfg.into_ssl(&self.server_name)?;
         ssl.set_hostname(backend)?;
+        if self.require_staple {
+            ssl.set_status_type(openssl::ssl::StatusType::OCSP)?;
+        }
         let param = ssl.param_mut();
         match self.server_name.parse::<std::net::IpAddr>() {
             Ok(ip) => param.set_ip(ip)?,
             Err(_) => param.set_host(&self.server_name)?,
         }
         Ok(ssl)
+    }
+}
+
+/// The client's check of the gateway's OCSP staple: present, signed by a trusted CA (or
+/// its delegate), current, and `good` for the gateway's certificate.
+fn staple_is_good(ssl: &mut SslRef, cas: &[X509], store: &openssl::x509::store::X509Store) -> bool {
+    let Some(der) = ssl.ocsp_status() else {
+        tracing::warn!("gateway sent no OCSP staple and require_staple = true");
+        return false;
+    };
+    let Some(leaf) = ssl.peer_certificate() else {
+        return false;
+    };
+    let chain: Vec<X509> = ssl
+        .peer_cert_chain()
+        .map(|c| c.iter().map(|x| x.to_owned()).collect())
+        .unwrap_or_default();
+    let Some(issuer) = crate::ocsp::find_issuer(&leaf, chain.iter().chain(cas.iter())) else {
+        tracing::warn!("issuer of the gateway certificate not found for the OCSP staple");
+        return false;
+    };
+    match crate::ocsp::parse_response(der, &leaf, &issuer, store, &chain) {
+        Ok((crate::ocsp::Verdict::Good, _)) => true,
+        Ok((v, _)) => {
+            tracing::warn!(status = ?v, "gateway's OCSP staple is not good");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "gateway's OCSP staple is not acceptable");
+            false
+        }
     }
 }
 

@@ -36,6 +36,7 @@ struct RawClient {
     shutdown_timeout: Option<String>,
     reload_interval: Option<String>,
     expiry_warning: Option<String>,
+    require_staple: Option<bool>,
     metrics: Option<String>,
     max_connections: Option<i64>,
     log_format: Option<String>,
@@ -86,6 +87,8 @@ pub struct ClientConfig {
     pub reload_interval: Duration,
     /// Warn this long before the own certificate or the CA expires.
     pub expiry_warning: Duration,
+    /// Refuse a gateway that does not staple a good OCSP response.
+    pub require_staple: bool,
     /// Metrics listener address.
     pub metrics: Option<std::net::SocketAddr>,
     /// Cap on concurrent local connections.
@@ -164,6 +167,7 @@ impl ClientConfig {
             shutdown_timeout: None,
             reload_interval: None,
             expiry_warning: None,
+            require_staple: None,
             metrics: None,
             max_connections: None,
             log_format: None,
@@ -308,6 +312,7 @@ impl ClientConfig {
             shutdown_timeout,
             reload_interval,
             expiry_warning,
+            require_staple: raw.require_staple.unwrap_or(false),
             metrics,
             max_connections,
             log_format,

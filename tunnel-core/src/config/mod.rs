@@ -10,7 +10,9 @@ mod client;
 mod server;
 
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};
-pub use server::{BackendConfig, CrlExpired, LogFormat, ServerConfig, SERVER_ENV_PREFIX};
+pub use server::{
+    BackendConfig, CrlExpired, LogFormat, ServerConfig, StapleSource, SERVER_ENV_PREFIX,
+};
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

@@ -42,6 +42,10 @@ struct RawServer {
     #[serde(default)]
     crl: OneOrMany,
     crl_expired: Option<String>,
+    ocsp: Option<String>,
+    ocsp_responder: Option<String>,
+    ocsp_timeout: Option<String>,
+    ocsp_staple: Option<String>,
     revoke_established: Option<bool>,
     expiry_warning: Option<String>,
     default_backend: Option<String>,
@@ -95,6 +99,19 @@ pub(crate) fn parse_log_format(file: &Path, v: Option<&str>) -> Result<LogFormat
     }
 }
 
+/// Source of the gateway's OCSP staple.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StapleSource {
+    /// A DER OCSP response file, re-read on reload.
+    File(PathBuf),
+    /// Fetched from the responder in the certificate's AIA (or `ocsp_responder`) and
+    /// refreshed before its nextUpdate.
+    Fetch,
+}
+
+/// Default deadline for one OCSP query.
+pub const DEFAULT_OCSP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the gateway does when a CRL is past its `nextUpdate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CrlExpired {
@@ -131,6 +148,14 @@ pub struct ServerConfig {
     pub crl: Vec<PathBuf>,
     /// What to do when a CRL is past its nextUpdate.
     pub crl_expired: CrlExpired,
+    /// OCSP checking of client certificates.
+    pub ocsp: crate::ocsp::OcspMode,
+    /// OCSP responder URL overriding the certificates' AIA.
+    pub ocsp_responder: Option<String>,
+    /// Deadline for one OCSP query.
+    pub ocsp_timeout: Duration,
+    /// Where the gateway's own OCSP staple comes from.
+    pub ocsp_staple: Option<StapleSource>,
     /// Close open connections of a certificate that a reloaded CRL revokes.
     pub revoke_established: bool,
     /// Warn this long before the own certificate, a CA or a CRL expires.
@@ -237,6 +262,39 @@ impl ServerConfig {
                     "crl_expired",
                     format!("{o:?} is not a choice; use \"deny\" (default) or \"warn\""),
                 ))
+            }
+        };
+        let ocsp =
+            match raw.ocsp.as_deref() {
+                None | Some("off") => crate::ocsp::OcspMode::Off,
+                Some("prefer") => crate::ocsp::OcspMode::Prefer,
+                Some("require") => crate::ocsp::OcspMode::Require,
+                Some(o) => return Err(err(
+                    "ocsp",
+                    format!(
+                        "{o:?} is not a choice; use \"off\" (default), \"prefer\" or \"require\""
+                    ),
+                )),
+            };
+        if let Some(u) = &raw.ocsp_responder {
+            if !u.starts_with("http://") {
+                return Err(err(
+                    "ocsp_responder",
+                    format!("{u:?} must be an http:// URL"),
+                ));
+            }
+        }
+        let ocsp_timeout = match raw.ocsp_timeout {
+            None => DEFAULT_OCSP_TIMEOUT,
+            Some(s) => parse_duration(file, "ocsp_timeout", &s)?,
+        };
+        let ocsp_staple = match raw.ocsp_staple.as_deref() {
+            None => None,
+            Some("fetch") => Some(StapleSource::Fetch),
+            Some(p) => {
+                let p = resolve_path(file, p);
+                check_readable(file, "ocsp_staple", &p)?;
+                Some(StapleSource::File(p))
             }
         };
         let expiry_warning = match raw.expiry_warning {
@@ -394,6 +452,10 @@ impl ServerConfig {
             client_ca,
             crl,
             crl_expired,
+            ocsp,
+            ocsp_responder: raw.ocsp_responder,
+            ocsp_timeout,
+            ocsp_staple,
             revoke_established: raw.revoke_established.unwrap_or(false),
             expiry_warning,
             metrics,

@@ -1,0 +1,384 @@
+//! OCSP: checking client certificates against a responder (cached until the response's
+//! nextUpdate, bounded by a timeout, run in the connection's task so the accept loop never
+//! waits), stapling the gateway's own status, and verifying that staple on the client.
+
+use openssl::hash::MessageDigest;
+use openssl::ocsp::{
+    OcspCertId, OcspCertStatus, OcspFlag, OcspRequest, OcspResponse, OcspResponseStatus,
+};
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::{X509Ref, X509};
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How the gateway uses OCSP for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OcspMode {
+    /// No OCSP checks (the default).
+    #[default]
+    Off,
+    /// Refuse revoked certificates; let clients through (logged) when no answer can be had.
+    Prefer,
+    /// Refuse unless the responder says the certificate is good.
+    Require,
+}
+
+/// What OCSP said about one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not revoked.
+    Good,
+    /// Revoked.
+    Revoked,
+    /// The responder does not know the certificate.
+    Unknown,
+    /// No usable answer (no responder, unreachable, bad response).
+    Unavailable(String),
+}
+
+/// Longest a response without nextUpdate is cached.
+const MAX_CACHE: i64 = 3600;
+/// How long a failure to get an answer is remembered, so a dead responder does not add its
+/// timeout to every connection.
+const NEGATIVE_CACHE: i64 = 10;
+/// Clock skew allowed when checking thisUpdate/nextUpdate.
+const SKEW_SECS: u32 = 300;
+/// Largest OCSP HTTP response read.
+const MAX_RESPONSE: usize = 256 * 1024;
+
+/// Checks client certificates with OCSP, caching answers.
+pub struct OcspChecker {
+    responder: Option<String>,
+    timeout: Duration,
+    cas: Vec<X509>,
+    store: X509Store,
+    cache: Mutex<HashMap<Vec<u8>, (Verdict, i64)>>,
+}
+
+impl std::fmt::Debug for OcspChecker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OcspChecker")
+            .field("responder", &self.responder)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A trust store of `cas`.
+pub fn store_of(cas: &[X509]) -> Result<X509Store, openssl::error::ErrorStack> {
+    let mut b = X509StoreBuilder::new()?;
+    for ca in cas {
+        b.add_cert(ca.clone())?;
+    }
+    Ok(b.build())
+}
+
+impl OcspChecker {
+    /// A checker trusting `cas` (responses must be signed by them or a responder they
+    /// delegated to); `responder` overrides the certificates' AIA URL.
+    pub fn new(
+        cas: Vec<X509>,
+        responder: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, openssl::error::ErrorStack> {
+        Ok(OcspChecker {
+            responder,
+            timeout,
+            store: store_of(&cas)?,
+            cas,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The status of `cert`; `chain` is what the client sent (to find an intermediate issuer).
+    pub async fn check(&self, cert: &X509, chain: &[X509]) -> Verdict {
+        let key = cert
+            .digest(MessageDigest::sha256())
+            .map(|d| d.to_vec())
+            .unwrap_or_default();
+        let now = crate::metrics::unix_now();
+        if let Ok(c) = self.cache.lock() {
+            if let Some((v, until)) = c.get(&key) {
+                if *until > now {
+                    return v.clone();
+                }
+            }
+        }
+        let (verdict, until) = match self.query(cert, chain).await {
+            Ok((v, next)) => (v, next.unwrap_or(now + MAX_CACHE).min(now + MAX_CACHE)),
+            Err(e) => (Verdict::Unavailable(e), now + NEGATIVE_CACHE),
+        };
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() > 100_000 {
+                c.retain(|_, (_, until)| *until > now);
+            }
+            c.insert(key, (verdict.clone(), until));
+        }
+        verdict
+    }
+
+    async fn query(&self, cert: &X509, chain: &[X509]) -> Result<(Verdict, Option<i64>), String> {
+        let issuer = find_issuer(cert, chain.iter().chain(self.cas.iter()))
+            .ok_or("issuer certificate not found for the OCSP request")?;
+        let url = match &self.responder {
+            Some(u) => u.clone(),
+            None => responder_of(cert).ok_or("no OCSP responder: the certificate has no AIA OCSP URL and ocsp_responder is not set")?,
+        };
+        let body = request_der(cert, &issuer).map_err(|e| format!("OCSP request: {e}"))?;
+        let resp = http_post(&url, &body, self.timeout).await?;
+        let mut extra: Vec<X509> = chain.to_vec();
+        extra.push(issuer.clone());
+        parse_response(&resp, cert, &issuer, &self.store, &extra)
+    }
+}
+
+/// The first OCSP URL of `cert`'s Authority Information Access.
+pub fn responder_of(cert: &X509Ref) -> Option<String> {
+    cert.ocsp_responders()
+        .ok()
+        .and_then(|s| s.iter().next().map(|u| u.to_string()))
+}
+
+/// The certificate among `candidates` that issued and signed `cert`.
+pub fn find_issuer<'a>(cert: &X509Ref, candidates: impl Iterator<Item = &'a X509>) -> Option<X509> {
+    for c in candidates {
+        let same = c
+            .subject_name()
+            .try_cmp(cert.issuer_name())
+            .map(|o| o.is_eq())
+            .unwrap_or(false);
+        if same
+            && c.public_key()
+                .ok()
+                .and_then(|k| cert.verify(&k).ok())
+                .unwrap_or(false)
+        {
+            return Some(c.clone());
+        }
+    }
+    None
+}
+
+fn request_der(cert: &X509Ref, issuer: &X509Ref) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    let id = OcspCertId::from_cert(MessageDigest::sha1(), cert, issuer)?;
+    let mut req = OcspRequest::new()?;
+    req.add_id(id)?;
+    req.to_der()
+}
+
+/// Verifies an OCSP response (signature chain to `store`, time window) and returns the
+/// status of `cert` with the response's nextUpdate.
+pub fn parse_response(
+    der: &[u8],
+    cert: &X509Ref,
+    issuer: &X509Ref,
+    store: &X509Store,
+    extra: &[X509],
+) -> Result<(Verdict, Option<i64>), String> {
+    let resp = OcspResponse::from_der(der).map_err(|e| format!("not an OCSP response: {e}"))?;
+    if resp.status() != OcspResponseStatus::SUCCESSFUL {
+        return Err(format!(
+            "OCSP responder answered status {}",
+            resp.status().as_raw()
+        ));
+    }
+    let basic = resp.basic().map_err(|e| format!("OCSP response: {e}"))?;
+    let mut certs = Stack::new().map_err(|e| e.to_string())?;
+    for c in extra {
+        certs.push(c.clone()).map_err(|e| e.to_string())?;
+    }
+    basic
+        .verify(&certs, store, OcspFlag::empty())
+        .map_err(|e| format!("OCSP response signature not trusted: {e}"))?;
+    let id =
+        OcspCertId::from_cert(MessageDigest::sha1(), cert, issuer).map_err(|e| e.to_string())?;
+    let st = basic
+        .find_status(&id)
+        .ok_or("OCSP response does not cover this certificate")?;
+    st.check_validity(SKEW_SECS, None)
+        .map_err(|e| format!("OCSP response outside its validity window: {e}"))?;
+    let next = st
+        .next_update()
+        .and_then(|t| printed_time_to_unix(&t.to_string()));
+    let v = if st.status == OcspCertStatus::GOOD {
+        Verdict::Good
+    } else if st.status == OcspCertStatus::REVOKED {
+        Verdict::Revoked
+    } else {
+        Verdict::Unknown
+    };
+    Ok((v, next))
+}
+
+/// POSTs an OCSP request over plain HTTP/1.0 (as RFC 6960 responders expect) and returns
+/// the body of a 200 answer.
+pub async fn http_post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("OCSP responder {url:?}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if authority
+        .rsplit_once(':')
+        .map(|(_, p)| p.parse::<u16>().is_ok())
+        .unwrap_or(false)
+        && !authority.ends_with(']')
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let fut = async {
+        let mut s = TcpStream::connect(&addr)
+            .await
+            .map_err(|e| format!("OCSP responder {url}: {e}"))?;
+        let head = format!(
+            "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(body).await.map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > MAX_RESPONSE {
+                return Err(format!("OCSP responder {url}: response too large"));
+            }
+        }
+        Ok::<_, String>(buf)
+    };
+    let raw = tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| format!("OCSP responder {url} did not answer within {timeout:?}"))??;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("OCSP responder {url}: malformed HTTP response"))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(format!("OCSP responder {url}: HTTP status {status}"));
+    }
+    Ok(raw[split + 4..].to_vec())
+}
+
+/// The gateway's current OCSP staple (DER), shared with the TLS status callback.
+#[derive(Debug, Default)]
+pub struct Staple {
+    der: RwLock<Option<Vec<u8>>>,
+}
+
+impl Staple {
+    /// Replaces the staple.
+    pub fn set(&self, der: Option<Vec<u8>>) {
+        if let Ok(mut g) = self.der.write() {
+            *g = der;
+        }
+    }
+
+    /// The staple, if any.
+    pub fn get(&self) -> Option<Vec<u8>> {
+        self.der.read().ok().and_then(|g| g.clone())
+    }
+}
+
+/// Fetches a fresh staple for `cert` (issued by `issuer`) from `url`, verified like any
+/// response; returns it with its nextUpdate.
+pub async fn fetch_staple(
+    cert: &X509,
+    issuer: &X509,
+    url: &str,
+    timeout: Duration,
+) -> Result<(Vec<u8>, Option<i64>), String> {
+    let body = request_der(cert, issuer).map_err(|e| e.to_string())?;
+    let der = http_post(url, &body, timeout).await?;
+    let store = store_of(std::slice::from_ref(issuer)).map_err(|e| e.to_string())?;
+    let (v, next) = parse_response(&der, cert, issuer, &store, std::slice::from_ref(issuer))?;
+    if v != Verdict::Good {
+        return Err(format!(
+            "the responder says our own certificate is {v:?}; not stapling"
+        ));
+    }
+    Ok((der, next))
+}
+
+/// Parses OpenSSL's printed time (`Dec  2 11:48:48 2026 GMT`) into unix seconds; rust-openssl
+/// offers no arithmetic on GeneralizedTime.
+fn printed_time_to_unix(s: &str) -> Option<i64> {
+    let mut it = s.split_whitespace();
+    let mon = match it.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let day: i64 = it.next()?.parse().ok()?;
+    let mut hms = it.next()?.split(':');
+    let h: i64 = hms.next()?.parse().ok()?;
+    let m: i64 = hms.next()?.parse().ok()?;
+    let sec: i64 = hms.next()?.split('.').next()?.parse().ok()?;
+    let year: i64 = it.next()?.parse().ok()?;
+    // Days from civil date (Howard Hinnant's algorithm).
+    let y = if mon <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mon + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_printed_times() {
+        let cases = [
+            ("Jan  1 00:00:00 1970 GMT", Some(0)),
+            ("Dec  2 11:48:48 2026 GMT", Some(1_796_212_128)),
+            ("Feb 29 12:00:00 2028 GMT", Some(1_835_438_400)),
+            ("Foo 29 12:00:00 2028 GMT", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(printed_time_to_unix(text), want, "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn http_post_refuses_non_http_and_times_out() {
+        let e = http_post("https://example.invalid/", b"x", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(e.contains("only http://"), "{e}");
+        // A listener that never answers.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", l.local_addr().unwrap());
+        let e = http_post(&url, b"x", Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(e.contains("did not answer"), "{e}");
+    }
+}
