@@ -98,6 +98,18 @@ impl Store {
         let spec = req.to_spec()?;
         let _lock = self.lock_existing()?;
         let ca = self.load_ca()?;
+        let ca_end = asn1_to_unix(ca.cert.not_after())
+            .map_err(PkiError::crypto("reading the CA's end of validity"))?;
+        if ca_end <= unix_now() {
+            return Err(PkiError::file(
+                &self.path(CA_CERT),
+                format!(
+                    "the CA expired on {}; nothing it issues would verify. Create a new CA in \
+                     another directory",
+                    super::report::format_time(ca_end)
+                ),
+            ));
+        }
         let (crt, key) = (format!("{}.crt", req.name), format!("{}.key", req.name));
         for file in [&crt, &key] {
             let p = self.path(file);
@@ -178,6 +190,13 @@ impl Store {
                         "was not issued by the CA in {}; revoke it with the CA that issued it",
                         self.path(CA_CERT).display()
                     ),
+                ));
+            }
+            if serial == serial_of(&ca.cert)? {
+                return Err(PkiError::file(
+                    path,
+                    "is the CA certificate itself, which a CRL cannot revoke; to retire the CA, \
+                     remove it from client_ca everywhere",
                 ));
             }
             if !index.contains(&serial) {

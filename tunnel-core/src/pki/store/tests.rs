@@ -1,6 +1,7 @@
 //! Unit tests of the CA directory: issue, revoke, CRL, list, locking, refusals.
 
 use super::*;
+use crate::pki::CertSpec;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{CrlStatus, X509Crl, X509StoreContext};
 use std::os::unix::fs::PermissionsExt;
@@ -324,4 +325,32 @@ fn mismatched_ca_key_is_reported() {
         .issue(&IssueRequest::new(LeafKind::Client, "a"))
         .unwrap_err();
     assert!(e.to_string().contains("does not belong to"), "{e}");
+}
+
+#[test]
+fn the_ca_itself_cannot_be_revoked() {
+    let (_tmp, store) = new_store();
+    let e = store
+        .revoke(&RevokeTarget::Cert(store.dir().join(CA_CERT)), 7)
+        .unwrap_err();
+    assert!(e.to_string().contains("CA certificate itself"), "{e}");
+    assert!(Index::load(store.dir()).unwrap().certs.is_empty());
+}
+
+#[test]
+fn an_expired_ca_issues_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::new(tmp.path());
+    // A CA whose validity ended yesterday.
+    let mut ca = crate::pki::new_ca("Old", 1).unwrap();
+    let mut spec = CertSpec::client("Old CA");
+    spec.usage = crate::pki::Usage::Ca;
+    spec.start_days = -10;
+    spec.days = 9;
+    ca = crate::pki::issue(&ca, &spec).unwrap();
+    crate::pki::write_issued(&ca, &tmp.path().join(CA_CERT), &tmp.path().join(CA_KEY)).unwrap();
+    let e = store
+        .issue(&IssueRequest::new(LeafKind::Client, "a"))
+        .unwrap_err();
+    assert!(e.to_string().contains("the CA expired"), "{e}");
 }
