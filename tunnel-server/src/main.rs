@@ -2,6 +2,8 @@
 //! configuration, and hand over to `tunnel-core`.
 #![forbid(unsafe_code)]
 
+mod pki;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,11 +41,17 @@ enum Command {
         #[arg(long)]
         exit_after_checks: bool,
     },
+    /// A small CA for bootstrapping: init, issue server/client certs, revoke, emit a CRL, list.
+    Pki(pki::PkiArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match cli.command {
+        Some(Command::Pki(args)) => pki::run(args),
         Some(Command::Check { explain }) => {
             let Some(path) = cli.config else {
                 eprintln!("tunnel-server check: --config FILE is required");
@@ -88,6 +96,17 @@ fn main() -> ExitCode {
             };
             run(path)
         }
+    }
+}
+
+/// Prints a command-line error (or --help/--version) and exits 64 for bad usage, as the
+/// rest of the program does, instead of clap's default 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(EXIT_CONFIG as u8)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -1,8 +1,22 @@
 //! A small certificate authority: CA, server and client certificates and CRLs, built with
 //! the openssl crate. Used by the demo, by the tests (no keys are checked in) and by
 //! `tunnel-server pki`.
+//!
+//! This module holds the in-memory builders; [`store`] keeps a CA in a directory (keys,
+//! certificates, an index of what was issued and revoked, the CRL) for `tunnel-server pki`.
 
-use openssl::asn1::{Asn1Integer, Asn1Time};
+mod error;
+mod index;
+mod names;
+mod report;
+mod request;
+pub mod store;
+
+pub use error::PkiError;
+pub use index::Entry;
+pub use names::normalize_serial;
+
+use openssl::asn1::{Asn1Integer, Asn1IntegerRef, Asn1Time, Asn1TimeRef};
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::error::ErrorStack;
@@ -165,12 +179,23 @@ pub fn random_serial() -> Result<Asn1Integer, ErrorStack> {
     bn.to_asn1_integer()
 }
 
-fn days_from_now(days: i64) -> Result<Asn1Time, ErrorStack> {
-    let now = std::time::SystemTime::now()
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    Asn1Time::from_unix(now + days * 86_400)
+        .unwrap_or(0)
+}
+
+/// An ASN.1 time as seconds since the Unix epoch.
+pub fn asn1_to_unix(t: &Asn1TimeRef) -> Result<i64, ErrorStack> {
+    let epoch = Asn1Time::from_unix(0)?;
+    let d = epoch.diff(t)?;
+    Ok(i64::from(d.days) * 86_400 + i64::from(d.secs))
+}
+
+fn days_from_now(days: i64) -> Result<Asn1Time, ErrorStack> {
+    Asn1Time::from_unix(unix_now() + days * 86_400)
 }
 
 /// A new self-signed CA (ECDSA P-256) named `name`, valid for `days` days.
@@ -318,6 +343,19 @@ pub fn make_crl_serials(
     start_days: i64,
     days: u32,
 ) -> Result<X509Crl, ErrorStack> {
+    let when = unix_now() + start_days.min(0) * 86_400;
+    let entries: Vec<(&Asn1IntegerRef, i64)> = serials.iter().map(|s| (&**s, when)).collect();
+    make_crl_entries(ca, &entries, start_days, days)
+}
+
+/// A CRL signed by `ca` listing each serial with its revocation time (Unix seconds), valid
+/// from `start_days` (relative to now) for `days` days.
+pub fn make_crl_entries(
+    ca: &Issued,
+    revoked: &[(&Asn1IntegerRef, i64)],
+    start_days: i64,
+    days: u32,
+) -> Result<X509Crl, ErrorStack> {
     let mut b = X509CrlBuilder::new()?;
     b.set_issuer_name(ca.cert.subject_name())?;
     let last = days_from_now(start_days)?;
@@ -327,11 +365,11 @@ pub fn make_crl_serials(
     // RFC 5280 wants both extensions, and rust-openssl refuses a CRL without them.
     b.append_extension(crl_aki(ca)?)?;
     b.append_extension(crl_number_ext()?)?;
-    let when = days_from_now(start_days.min(0))?;
-    for s in serials {
+    for (serial, at) in revoked {
         let mut r = X509RevokedBuilder::new()?;
-        r.set_serial_number(s)?;
-        r.set_revocation_date(&when)?;
+        r.set_serial_number(serial)?;
+        let at = Asn1Time::from_unix(*at)?;
+        r.set_revocation_date(&at)?;
         b.add_revoked(r.build())?;
     }
     b.sign(&ca.key, digest_for(&ca.key))?;
@@ -401,63 +439,4 @@ pub fn write_issued(issued: &Issued, cert_path: &Path, key_path: &Path) -> std::
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use openssl::x509::store::X509StoreBuilder;
-    use openssl::x509::X509StoreContext;
-
-    fn verifies(ca: &Issued, leaf: &X509) -> bool {
-        let mut sb = X509StoreBuilder::new().unwrap();
-        sb.add_cert(ca.cert.clone()).unwrap();
-        let store = sb.build();
-        let chain = openssl::stack::Stack::new().unwrap();
-        let mut ctx = X509StoreContext::new().unwrap();
-        ctx.init(&store, leaf, &chain, |c| c.verify_cert()).unwrap()
-    }
-
-    #[test]
-    fn issued_certs_verify_for_every_key_type() {
-        for kt in [KeyType::EcP256, KeyType::Rsa2048, KeyType::Ed25519] {
-            let ca = new_ca_with("CA", 10, kt).unwrap();
-            let mut spec = CertSpec::server("gw.example");
-            spec.key_type = kt;
-            let leaf = issue(&ca, &spec).unwrap();
-            assert!(verifies(&ca, &leaf.cert), "{kt:?}");
-            let other = new_ca("Other", 10).unwrap();
-            assert!(
-                !verifies(&other, &leaf.cert),
-                "{kt:?} verified under the wrong CA"
-            );
-        }
-    }
-
-    #[test]
-    fn crl_lists_revoked_serial_only() {
-        let ca = new_ca("CA", 10).unwrap();
-        let a = issue(&ca, &CertSpec::client("a")).unwrap();
-        let b = issue(&ca, &CertSpec::client("b")).unwrap();
-        let crl = make_crl(&ca, &[&a.cert], 0, 7).unwrap();
-        assert!(crl.verify(&ca.key).unwrap());
-        assert!(matches!(
-            crl.get_by_cert(&a.cert),
-            openssl::x509::CrlStatus::Revoked(_)
-        ));
-        assert!(matches!(
-            crl.get_by_cert(&b.cert),
-            openssl::x509::CrlStatus::NotRevoked
-        ));
-    }
-
-    #[test]
-    fn private_files_are_0600() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let ca = new_ca("CA", 10).unwrap();
-        write_issued(&ca, &dir.path().join("ca.crt"), &dir.path().join("ca.key")).unwrap();
-        let mode = std::fs::metadata(dir.path().join("ca.key"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-}
+mod tests;
