@@ -1,0 +1,625 @@
+//! `tunnel-bench`: measures our client agent + gateway and an stunnel client + server side by
+//! side on loopback, in front of the same backends, and prints a table of ours/stunnel
+//! ratios. `bench/run` installs what it needs, builds, and runs `tunnel-bench run`.
+#![forbid(unsafe_code)]
+
+mod load;
+mod pairs;
+mod procs;
+mod report;
+mod tools;
+
+use clap::{Parser, Subcommand};
+use pairs::{Backends, Bins, Kind, Pair, Pki};
+use report::{Better, Metric, Sample, Scale};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "tunnel-bench",
+    about = "Benchmark of the tunnel pair against stunnel on loopback"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the benchmark and print the table.
+    Run(RunArgs),
+    /// Start the backends and both pairs, print their ports and pids, and keep them up for
+    /// SECS seconds (for profiling by hand).
+    Serve {
+        /// How long to keep everything up.
+        #[arg(long, default_value_t = 600)]
+        secs: u64,
+        /// Directory holding tunnel-server and tunnel-client.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+    },
+    /// Echo server on 127.0.0.1:PORT (the benchmark's echo backend).
+    Echo {
+        /// Port to listen on.
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+#[derive(Parser, Clone)]
+struct RunArgs {
+    /// Smoke mode: a few seconds per metric, one repetition, 1,000 connections for scale.
+    #[arg(long)]
+    quick: bool,
+    /// Directory holding tunnel-server and tunnel-client.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Seconds per rate measurement (default 10, quick 3).
+    #[arg(long)]
+    secs: Option<u64>,
+    /// Repetitions of each rate measurement, alternating which pair goes first (default 3, quick 1).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Only these metrics (comma-separated: bulk,connrate,reqrate,handshakes,memory,scale).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Only these pairs (ours, stunnel).
+    #[arg(long, value_delimiter = ',')]
+    pairs: Vec<String>,
+    /// Connections for the scale test (default 9000, quick 1000).
+    #[arg(long)]
+    scale: Option<usize>,
+    /// Idle connections for the memory test.
+    #[arg(long, default_value_t = 2000)]
+    idle: usize,
+    /// Concurrent connections of wrk and of the handshake loop.
+    #[arg(long, default_value_t = 32)]
+    conns: usize,
+    /// Per-connection logs on (ours: info, stunnel: notice) instead of warn/warning.
+    #[arg(long)]
+    verbose_logs: bool,
+    /// Record `perf record -e cpu-clock -g` of both processes of each pair during the first
+    /// repetition of each rate metric, into this directory.
+    #[arg(long)]
+    perf: Option<PathBuf>,
+    /// Also write the table to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Keep the temporary directory (configs, logs) and print where it is.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Echo { port } => {
+            procs::raise_nofile();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(load::echo_server(port)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("echo server: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Serve { secs, bin_dir } => match serve(secs, bin_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tunnel-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Run(args) => match run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tunnel-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+struct Bench {
+    args: RunArgs,
+    bins: Bins,
+    pki: Pki,
+    dir: PathBuf,
+    backends: Backends,
+    rt: tokio::runtime::Runtime,
+    secs: Duration,
+    starts: usize,
+    tmp: Option<tempfile::TempDir>,
+}
+
+fn find(names: &[&str]) -> Result<PathBuf, String> {
+    procs::find_program(names)
+        .ok_or_else(|| format!("{} not found (bench/run installs it)", names[0]))
+}
+
+fn serve(secs: u64, bin_dir: PathBuf) -> Result<(), String> {
+    procs::raise_nofile();
+    let args = RunArgs::parse_from(["run", "--bin-dir", &bin_dir.to_string_lossy(), "--keep"]);
+    let mut b = setup(args)?;
+    let mut pairs = Vec::new();
+    for k in [Kind::Ours, Kind::Stunnel] {
+        let mut p = b.start_pair(k)?;
+        b.sanity(&mut p)?;
+        let (c, g) = p.pids();
+        println!(
+            "{}: client pid {c} gateway pid {g} gateway port {} local http {} bulk {} echo {}",
+            k.name(),
+            p.gateway_port,
+            p.local.http,
+            p.local.bulk,
+            p.local.echo
+        );
+        pairs.push(p);
+    }
+    println!(
+        "backends: {:?}; files in {}",
+        b.backends.ports,
+        b.dir.display()
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs(secs));
+    Ok(())
+}
+
+fn setup(args: RunArgs) -> Result<Bench, String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("tunnel-bench-")
+        .tempdir()
+        .map_err(|e| format!("temp dir: {e}"))?;
+    let dir = tmp.path().to_path_buf();
+    let bin = |n: &str| -> Result<PathBuf, String> {
+        let p = args.bin_dir.join(n);
+        p.canonicalize()
+            .map_err(|e| format!("{}: {e} (build with cargo build --release)", p.display()))
+    };
+    let bins = Bins {
+        server: bin("tunnel-server")?,
+        client: bin("tunnel-client")?,
+        stunnel: find(&["stunnel4", "stunnel"])?,
+        nginx: find(&["nginx"])?,
+        iperf3: find(&["iperf3"])?,
+        wrk: find(&["wrk"])?,
+        me: std::env::current_exe().map_err(|e| e.to_string())?,
+    };
+    let pki = Pki::create(&bins.server, &dir)?;
+    let backends = Backends::start(&bins, &dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let secs = Duration::from_secs(args.secs.unwrap_or(if args.quick { 3 } else { 10 }));
+    Ok(Bench {
+        args,
+        bins,
+        pki,
+        dir,
+        backends,
+        rt,
+        secs,
+        starts: 0,
+        tmp: Some(tmp),
+    })
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    let nofile = procs::raise_nofile();
+    let mut b = setup(args.clone())?;
+    let secs = b.secs;
+    let mut machine = machine(&b.bins, nofile);
+    let idle = background_load();
+    machine += &format!("Background load at start: {idle:.2} cores busy.\n");
+    if idle > BUSY_WARN {
+        machine += "WARNING: the machine was not idle; numbers are disturbed by other work.\n";
+    }
+    eprintln!("{machine}");
+    let wants = |m: &str| args.only.is_empty() || args.only.iter().any(|o| o == m);
+    let kinds: Vec<Kind> = [Kind::Ours, Kind::Stunnel]
+        .into_iter()
+        .filter(|k| args.pairs.is_empty() || args.pairs.iter().any(|p| p == k.name()))
+        .collect();
+    let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 });
+
+    let mut metrics = vec![
+        Metric::new("bulk, one stream", "Gbit/s", "GB", Better::Higher, 1.3),
+        Metric::new(
+            "connection rate, new connection per request",
+            "conn/s",
+            "conn",
+            Better::Higher,
+            2.0,
+        ),
+        Metric::new(
+            "request rate, persistent connections",
+            "req/s",
+            "req",
+            Better::Higher,
+            1.3,
+        ),
+        Metric::new(
+            "gateway full mTLS handshakes",
+            "handshakes/s",
+            "handshake",
+            Better::Higher,
+            1.5,
+        ),
+        Metric::new(
+            "idle memory, both agents, at 2,000 connections",
+            "KiB/conn",
+            "conn",
+            Better::Lower,
+            0.4,
+        ),
+    ];
+    metrics[4].title = "idle memory, both agents, per connection";
+    let rate_keys = ["bulk", "connrate", "reqrate", "handshakes"];
+    if rate_keys.iter().any(|k| wants(k)) {
+        let mut pairs: Vec<Pair> = Vec::new();
+        for k in &kinds {
+            pairs.push(b.start_pair(*k)?);
+        }
+        for p in pairs.iter_mut() {
+            b.sanity(p)?;
+        }
+        for (mi, key) in rate_keys.iter().enumerate() {
+            if !wants(key) {
+                continue;
+            }
+            for rep in 0..reps {
+                let order: Vec<usize> = if rep % 2 == 0 {
+                    (0..pairs.len()).collect()
+                } else {
+                    (0..pairs.len()).rev().collect()
+                };
+                for i in order {
+                    let p = &mut pairs[i];
+                    eprintln!("{key} rep {} of {reps}: {}", rep + 1, p.kind.name());
+                    let s = b.measure(key, p, rep == 0)?;
+                    eprintln!("  -> {:.2} {} {}", s.value, metrics[mi].unit, s.note);
+                    metrics[mi].of(p.kind).push(s);
+                    p.check()?;
+                    b.backends.check()?;
+                }
+            }
+        }
+    }
+    if wants("memory") {
+        for k in &kinds {
+            let s = b.memory(*k)?;
+            eprintln!("memory {}: {:.1} KiB/conn {}", k.name(), s.value, s.note);
+            metrics[4].of(*k).push(s);
+        }
+    }
+    let mut scale: [Scale; 2] = Default::default();
+    if wants("scale") {
+        let n = args.scale.unwrap_or(if args.quick { 1000 } else { 9000 });
+        for k in &kinds {
+            let s = b.scale(*k, n)?;
+            eprintln!("scale {}: {}/{} ok {:?}", k.name(), s.ok, n, s.errors);
+            scale[if *k == Kind::Ours { 0 } else { 1 }] = s;
+        }
+    }
+    let command = std::iter::once("bench/run".to_string())
+        .chain(
+            std::env::args()
+                .skip(2)
+                .filter(|a| !a.starts_with("--bin-dir") && !a.contains("target/release")),
+        )
+        .collect::<Vec<_>>()
+        .join(" ");
+    let table = report::render(
+        &machine,
+        &command,
+        &metrics,
+        &scale,
+        &config_text(&b.args, reps, secs),
+    );
+    println!("{table}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &table).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    if args.keep {
+        if let Some(tmp) = b.tmp.take() {
+            eprintln!("kept {}", tmp.keep().display());
+        }
+    }
+    Ok(())
+}
+
+fn config_text(args: &RunArgs, reps: usize, secs: Duration) -> String {
+    format!(
+        "Each rate is the median of {reps} run(s) of {}s, alternating which pair goes first; \
+         wrk and the handshake loop use {} concurrent connections; idle memory = RSS growth of \
+         client + gateway after opening {} echo-checked connections, divided by their number. \
+         Logs: ours log_level = \"{}\", stunnel debug = {}.",
+        secs.as_secs(),
+        args.conns,
+        args.idle,
+        if args.verbose_logs { "info" } else { "warn" },
+        if args.verbose_logs {
+            "notice"
+        } else {
+            "warning"
+        },
+    )
+}
+
+fn machine(bins: &Bins, nofile: u64) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "?".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let v = |p: &Path, a: &[&str], w: &str| tools::version_of(p, a, w);
+    let commit = tools::version_of(Path::new("git"), &["describe", "--always", "--dirty"], "");
+    format!(
+        "Machine: nproc {nproc}, CPU {cpu}, {} GiB RAM, kernel {}, RLIMIT_NOFILE {nofile}, no CPU pinning.\n\
+         Versions: ours {} ({commit}), {}; {}; {}; {}; {}; {}.\n",
+        mem / 1024 / 1024,
+        kernel.trim(),
+        v(&bins.server, &["--version"], "tunnel-server"),
+        v(Path::new("rustc"), &["--version"], "rustc"),
+        v(&bins.stunnel, &["-version"], "stunnel "),
+        v(Path::new("openssl"), &["version"], "OpenSSL"),
+        v(&bins.nginx, &["-v"], "nginx"),
+        v(&bins.iperf3, &["--version"], "iperf"),
+        v(&bins.wrk, &["-v"], "wrk"),
+    )
+}
+
+impl Bench {
+    fn start_pair(&mut self, kind: Kind) -> Result<Pair, String> {
+        self.starts += 1;
+        let d = self.dir.join(format!("{}-{}", kind.name(), self.starts));
+        Pair::start(
+            kind,
+            &self.bins,
+            &self.pki,
+            &self.backends.ports,
+            &d,
+            self.args.verbose_logs,
+        )
+    }
+
+    fn local(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// One echo connection through the pair, so a misconfiguration fails early and clearly.
+    fn sanity(&mut self, p: &mut Pair) -> Result<(), String> {
+        let addr = Self::local(p.local.echo);
+        let held = self
+            .rt
+            .block_on(load::open_many(addr, 3, 3, Duration::from_secs(10)));
+        let closed = self.rt.block_on(load::check_and_close(
+            held.streams,
+            1000,
+            Duration::from_secs(10),
+        ));
+        if held.failed > 0 || closed.ok != 3 {
+            p.check()?;
+            return Err(format!(
+                "{} pair does not tunnel to the echo backend: {:?} {:?}; logs in {}",
+                p.kind.name(),
+                held.errors,
+                closed.errors,
+                p.client
+                    .log
+                    .parent()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+
+    fn measure(&mut self, key: &str, p: &mut Pair, first: bool) -> Result<Sample, String> {
+        let perf = match (&self.args.perf, first) {
+            (Some(dir), true) => Some(start_perf(dir, key, p)?),
+            _ => None,
+        };
+        let background = background_load();
+        let (c0, g0) = p.cpu();
+        let m0 = procs::machine_cpu();
+        let t0 = Instant::now();
+        let mut s = Sample::default();
+        match key {
+            "bulk" => {
+                s.value = tools::iperf3(&self.bins.iperf3, p.local.bulk, self.secs)?;
+                s.ops = s.value * self.secs.as_secs_f64() / 8.0;
+            }
+            "connrate" | "reqrate" => {
+                let close = key == "connrate";
+                let r = tools::wrk(
+                    &self.bins.wrk,
+                    p.local.http,
+                    self.args.conns,
+                    self.secs,
+                    close,
+                )?;
+                s.value = r.rate;
+                s.ops = r.requests as f64;
+                if r.errors > 0 {
+                    s.note = format!("{} errors: {}", r.errors, r.error_text);
+                }
+            }
+            "handshakes" => {
+                let (a, c, k) = (&self.pki.ca, &self.pki.client_crt, &self.pki.client_key);
+                let tls = Arc::new(load::connector(a, c, k)?);
+                let addr = Self::local(p.gateway_port);
+                let h = self.rt.block_on(load::handshake_loop(
+                    tls,
+                    addr,
+                    "echo",
+                    pairs::SERVER_NAME,
+                    self.args.conns,
+                    self.secs,
+                ));
+                s.value = h.ok as f64 / h.secs;
+                s.ops = h.ok as f64;
+                s.note = h.cipher.clone();
+                if h.failed > 0 || h.resumed > 0 {
+                    s.note += &format!(
+                        "; {} failed ({:?}), {} resumed",
+                        h.failed, h.error, h.resumed
+                    );
+                }
+            }
+            _ => return Err(format!("unknown metric {key}")),
+        }
+        if background > BUSY_WARN {
+            s.note += &format!(" (machine was {background:.2} cores busy before this run)");
+        }
+        s.secs = t0.elapsed().as_secs_f64();
+        let m1 = procs::machine_cpu();
+        s.machine_busy = (m1.0 - m0.0) / s.secs;
+        let (c1, g1) = p.cpu();
+        s.client_cpu = c1 - c0;
+        s.gateway_cpu = g1 - g0;
+        if let Some(mut perf) = perf {
+            let pid = nix::unistd::Pid::from_raw(perf.pid() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            perf.stop(Duration::from_secs(30));
+        }
+        Ok(s)
+    }
+
+    fn memory(&mut self, kind: Kind) -> Result<Sample, String> {
+        let mut p = self.start_pair(kind)?;
+        let addr = Self::local(p.local.echo);
+        let t = Duration::from_secs(30);
+        // Warm up (lazy initialisation, worker threads), then let things settle.
+        let warm = self.rt.block_on(load::open_many(addr, 50, 10, t));
+        self.rt.block_on(load::check_and_close(warm.streams, 64, t));
+        std::thread::sleep(Duration::from_millis(500));
+        let (cp, gp) = p.pids();
+        let before = (procs::rss_kib(cp)?, procs::rss_kib(gp)?);
+        let held = self
+            .rt
+            .block_on(load::open_many(addr, self.args.idle, 50, t));
+        std::thread::sleep(Duration::from_secs(1));
+        let after = (procs::rss_kib(cp)?, procs::rss_kib(gp)?);
+        let threads = (procs::threads(cp), procs::threads(gp));
+        let n = held.streams.len();
+        let closed = self.rt.block_on(load::check_and_close(held.streams, 64, t));
+        p.check()?;
+        if n != self.args.idle || closed.ok != n {
+            return Err(format!(
+                "memory test of {}: {n} of {} opened, {} checked: {:?} {:?}",
+                kind.name(),
+                self.args.idle,
+                closed.ok,
+                held.errors,
+                closed.errors
+            ));
+        }
+        let per = |a: u64, b: u64| (a as f64 - b as f64) / n as f64;
+        let (c, g) = (per(after.0, before.0), per(after.1, before.1));
+        Ok(Sample {
+            value: c + g,
+            note: format!(
+                "client {c:.1} + gateway {g:.1} KiB/conn; RSS before {}+{} MiB, with {n} open {}+{} MiB; threads {}+{}",
+                before.0 / 1024,
+                before.1 / 1024,
+                after.0 / 1024,
+                after.1 / 1024,
+                threads.0,
+                threads.1
+            ),
+            ..Sample::default()
+        })
+    }
+
+    fn scale(&mut self, kind: Kind, n: usize) -> Result<Scale, String> {
+        let mut p = self.start_pair(kind)?;
+        let addr = Self::local(p.local.echo);
+        let held = self
+            .rt
+            .block_on(load::open_many(addr, n, 200, Duration::from_secs(60)));
+        let (cp, gp) = p.pids();
+        let mut s = Scale {
+            wanted: n,
+            open: held.streams.len(),
+            open_secs: held.secs,
+            rss: (
+                procs::rss_kib(cp).unwrap_or(0),
+                procs::rss_kib(gp).unwrap_or(0),
+            ),
+            threads: (procs::threads(cp), procs::threads(gp)),
+            errors: held.errors.clone(),
+            ..Scale::default()
+        };
+        let closed = self.rt.block_on(load::check_and_close(
+            held.streams,
+            4096,
+            Duration::from_secs(120),
+        ));
+        s.ok = closed.ok;
+        s.bytes = closed.bytes;
+        s.check_secs = closed.secs;
+        s.errors.extend(closed.errors);
+        if let Err(e) = p.check() {
+            s.errors.push(e);
+        }
+        Ok(s)
+    }
+}
+
+/// Machine-wide busy cores above which a measurement is flagged as disturbed.
+const BUSY_WARN: f64 = 0.25;
+
+/// Cores busy machine-wide over half a second while nothing of ours runs: other work on
+/// the machine that would distort the numbers.
+fn background_load() -> f64 {
+    let a = procs::machine_cpu();
+    std::thread::sleep(Duration::from_millis(500));
+    let b = procs::machine_cpu();
+    (b.0 - a.0) / 0.5
+}
+
+fn start_perf(dir: &Path, key: &str, p: &Pair) -> Result<procs::Proc, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let (c, g) = p.pids();
+    let out = dir.join(format!("{key}-{}.data", p.kind.name()));
+    let mut cmd = std::process::Command::new("perf");
+    cmd.args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-p"])
+        .arg(format!("{c},{g}"))
+        .arg("-o")
+        .arg(&out);
+    let proc_ = procs::Proc::spawn("perf", cmd, &dir.join("perf.log"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(proc_)
+}
