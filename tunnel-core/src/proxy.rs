@@ -1,18 +1,176 @@
 //! Byte copying between the two sides of a tunnel: both directions at once, half-close (FIN
 //! or TLS close_notify) propagated, bytes counted as they move (so counts survive an abort),
 //! and an idle timeout.
+//!
+//! An idle tunnel holds no copy buffer: each direction reads into a per-thread buffer and
+//! writes straight on; only bytes the writer cannot take yet are kept, in a buffer owned by
+//! that direction until they are written.
 
 use prometheus_client::metrics::counter::Counter;
+use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Size of each direction's copy buffer: one full TLS record.
+/// Size of the read buffer: one full TLS record.
 pub const COPY_BUFFER: usize = 16 * 1024;
+
+thread_local! {
+    /// The buffer every tunnel polled on this thread reads into. Nothing stays in it between
+    /// polls: what the writer does not take at once is copied to the direction's own buffer.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; COPY_BUFFER]);
+}
+
+/// One direction of a tunnel: reader to writer, then the writer shut down at EOF.
+#[derive(Default)]
+struct Direction {
+    /// Bytes read but not yet written (only while the writer pushes back), and how many of
+    /// them are written.
+    pending: Option<(Box<[u8]>, usize)>,
+    eof: bool,
+    need_flush: bool,
+    done: bool,
+}
+
+impl Direction {
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut r: Pin<&mut R>,
+        mut w: Pin<&mut W>,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            // Bytes left over from an earlier read go first.
+            if let Some((buf, pos)) = &mut self.pending {
+                while *pos < buf.len() {
+                    let n = ready!(w.as_mut().poll_write(cx, &buf[*pos..]))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    *pos += n;
+                    self.need_flush = true;
+                }
+                self.pending = None;
+            }
+            if self.eof {
+                if self.need_flush {
+                    ready!(w.as_mut().poll_flush(cx))?;
+                    self.need_flush = false;
+                }
+                ready!(w.as_mut().poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let read = SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut scratch) => self.forward(cx, r.as_mut(), w.as_mut(), &mut scratch),
+                // Only if a stream's own poll ran another tunnel on this thread.
+                Err(_) => self.forward(cx, r.as_mut(), w.as_mut(), &mut vec![0; COPY_BUFFER]),
+            });
+            if read.is_pending() {
+                if self.need_flush {
+                    ready!(w.as_mut().poll_flush(cx))?;
+                    self.need_flush = false;
+                }
+                return Poll::Pending;
+            }
+            ready!(read)?;
+        }
+    }
+
+    /// Reads once into `scratch` and writes what was read; keeps what the writer refused.
+    /// Pending only when the read is.
+    fn forward<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Pin<&mut R>,
+        mut w: Pin<&mut W>,
+        scratch: &mut [u8],
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        let n = {
+            let mut rb = ReadBuf::new(scratch);
+            ready!(r.poll_read(cx, &mut rb))?;
+            rb.filled().len()
+        };
+        if n == 0 {
+            self.eof = true;
+            return Poll::Ready(Ok(()));
+        }
+        let mut off = 0;
+        while off < n {
+            match w.as_mut().poll_write(cx, &scratch[off..n]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(k)) => {
+                    off += k;
+                    self.need_flush = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                // The writer will wake us; the rest is written from `pending` then. A TLS
+                // writer retried with the same bytes from another address is fine
+                // (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, set by the openssl crate).
+                Poll::Pending => break,
+            }
+        }
+        if off < n {
+            self.pending = Some((scratch[off..n].into(), 0));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Copies both ways between `a` and `b` until both directions have reached EOF (each
+/// writer shut down after its reader's EOF) or either side fails.
+struct CopyBoth<'a, A: ?Sized, B: ?Sized> {
+    a: &'a mut A,
+    b: &'a mut B,
+    a_to_b: Direction,
+    b_to_a: Direction,
+}
+
+impl<A, B> Future for CopyBoth<'_, A, B>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.a_to_b.done {
+            let r = this
+                .a_to_b
+                .poll_copy(cx, Pin::new(&mut *this.a), Pin::new(&mut *this.b));
+            if let Poll::Ready(Err(e)) = r {
+                return Poll::Ready(Err(e));
+            }
+        }
+        if !this.b_to_a.done {
+            let r = this
+                .b_to_a
+                .poll_copy(cx, Pin::new(&mut *this.b), Pin::new(&mut *this.a));
+            if let Poll::Ready(Err(e)) = r {
+                return Poll::Ready(Err(e));
+            }
+        }
+        if this.a_to_b.done && this.b_to_a.done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
 
 /// Byte counters and last-activity time shared by both directions of one tunnel.
 #[derive(Debug)]
@@ -158,7 +316,7 @@ where
         }
     };
     let end = tokio::select! {
-        r = tokio::io::copy_bidirectional_with_sizes(&mut ma, &mut mb, COPY_BUFFER, COPY_BUFFER) => match r {
+        r = CopyBoth { a: &mut ma, b: &mut mb, a_to_b: Direction::default(), b_to_a: Direction::default() } => match r {
             Ok(_) => End::Closed,
             Err(e) => End::Error(e),
         },
@@ -211,6 +369,44 @@ mod tests {
         let p = task.await.unwrap();
         assert!(matches!(p.end, End::Closed), "{:?}", p.end);
         assert_eq!((p.a_to_b, p.b_to_a), (5, 6));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_writers_lose_and_reorder_nothing() {
+        // Tiny pipes make every write partial or pending, so bytes wait in `pending`.
+        let (a_near, a_far) = tokio::io::duplex(61);
+        let (b_near, b_far) = tokio::io::duplex(67);
+        let task = tokio::spawn(pipe(
+            a_near,
+            b_near,
+            Duration::from_secs(30),
+            std::future::pending(),
+            None,
+        ));
+        let data = |seed: u32, len: usize| -> Vec<u8> {
+            (0..len as u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) ^ seed) as u8)
+                .collect()
+        };
+        let (up, down) = (data(7, 300_000), data(11, 200_000));
+        let side = |mut s: tokio::io::DuplexStream, out: Vec<u8>| async move {
+            let (mut r, mut w) = tokio::io::split(&mut s);
+            let send = async {
+                w.write_all(&out).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let recv = r.read_to_end(&mut got);
+            let (_, n) = tokio::join!(send, recv);
+            n.unwrap();
+            got
+        };
+        let (at_a, at_b) = tokio::join!(side(a_far, up.clone()), side(b_far, down.clone()));
+        assert!(at_b == up, "A to B corrupted");
+        assert!(at_a == down, "B to A corrupted");
+        let p = task.await.unwrap();
+        assert!(matches!(p.end, End::Closed), "{:?}", p.end);
+        assert_eq!((p.a_to_b, p.b_to_a), (300_000, 200_000));
     }
 
     #[tokio::test]
