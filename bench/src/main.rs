@@ -42,6 +42,19 @@ enum Cmd {
         #[arg(long, default_value = "target/release")]
         bin_dir: PathBuf,
     },
+    /// Open CONNS echo-checked connections to 127.0.0.1:PORT, hold them SECS seconds, then
+    /// check and close them (for memory profiling by hand).
+    Hold {
+        /// Port (a tunnel's local listener in front of the echo backend).
+        #[arg(long)]
+        port: u16,
+        /// Connections.
+        #[arg(long, default_value_t = 2000)]
+        conns: usize,
+        /// Seconds to hold them.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
     /// Echo server on 127.0.0.1:PORT (the benchmark's echo backend).
     Echo {
         /// Port to listen on.
@@ -110,6 +123,25 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Cmd::Hold { port, conns, secs } => {
+            procs::raise_nofile();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let t = Duration::from_secs(60);
+            let held = rt.block_on(load::open_many(Bench::local(port), conns, 50, t));
+            println!(
+                "open: {} ok, {} failed {:?}",
+                held.streams.len(),
+                held.failed,
+                held.errors
+            );
+            std::thread::sleep(Duration::from_secs(secs));
+            let c = rt.block_on(load::check_and_close(held.streams, 64, t));
+            println!("closed: {} ok, {} failed {:?}", c.ok, c.failed, c.errors);
+            ExitCode::SUCCESS
         }
         Cmd::Serve { secs, bin_dir } => match serve(secs, bin_dir) {
             Ok(()) => ExitCode::SUCCESS,
