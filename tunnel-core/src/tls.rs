@@ -502,7 +502,11 @@ impl ClientTls {
         b.set_min_proto_version(Some(proto(cfg.tls_min_version)))
             .map_err(tls_err)?;
         b.set_options(SslOptions::NO_RENEGOTIATION);
-        b.set_mode(SslMode::RELEASE_BUFFERS);
+        // NO_AUTO_CHAIN: send the chain of the cert file as it is. Otherwise OpenSSL rebuilds
+        // our chain on every full handshake from the context's store, which SslConnector
+        // points at the system CA directory: for a private CA that means a scan of that
+        // directory per connection, finding nothing.
+        b.set_mode(SslMode::RELEASE_BUFFERS | SslMode::NO_AUTO_CHAIN);
         load_cert_and_key(&mut b, file, &cfg.cert, &cfg.key)?;
         let own = read_certs(file, "cert", &cfg.cert)?.remove(0);
         let cas = read_certs(file, "ca", &cfg.ca)?;
