@@ -18,6 +18,9 @@ use openssl::x509::{
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
+mod sessions;
+pub use sessions::MAX_CHAIN_AGE;
+
 /// Why the gateway refused a client during the handshake, recorded by the callbacks so the
 /// audit event can say more than "handshake failed".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -491,6 +494,9 @@ pub struct ClientTls {
     pub cas: Vec<X509>,
     require_staple: bool,
     server_name: String,
+    /// Sessions to resume, per backend (none with `require_staple`: a resumed handshake
+    /// carries no OCSP staple).
+    sessions: Option<Arc<sessions::SessionCache>>,
 }
 
 impl ClientTls {
@@ -518,11 +524,14 @@ impl ClientTls {
         }
         b.set_verify_cert_store(store.build()).map_err(tls_err)?;
         b.set_verify(SslVerifyMode::PEER);
+        let mut sessions = None;
         if cfg.require_staple {
             let staple_cas = cas.clone();
             let store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
             b.set_status_callback(move |ssl| Ok(staple_is_good(ssl, &staple_cas, &store)))
                 .map_err(tls_err)?;
+        } else {
+            sessions = Some(sessions::SessionCache::install(&mut b));
         }
         Ok(ClientTls {
             connector: b.build(),
@@ -530,10 +539,12 @@ impl ClientTls {
             require_staple: cfg.require_staple,
             cas,
             server_name: cfg.server_name.clone(),
+            sessions,
         })
     }
 
-    /// A client `Ssl` that sends `backend` as SNI and verifies the gateway as `server_name`.
+    /// A client `Ssl` that sends `backend` as SNI and verifies the gateway as `server_name`,
+    /// offering an unused session obtained for `backend` (see [`MAX_CHAIN_AGE`]).
     pub fn new_ssl(&self, backend: &str) -> Result<Ssl, ErrorStack> {
         let mut cfg = self.connector.configure()?;
         cfg.set_use_server_name_indication(false);
@@ -547,6 +558,9 @@ impl ClientTls {
         match self.server_name.parse::<std::net::IpAddr>() {
             Ok(ip) => param.set_ip(ip)?,
             Err(_) => param.set_host(&self.server_name)?,
+        }
+        if let Some(cache) = &self.sessions {
+            cache.prepare(&mut ssl, backend)?;
         }
         Ok(ssl)
     }
