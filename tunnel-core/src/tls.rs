@@ -288,6 +288,10 @@ fn load_cert_and_key(
     })
 }
 
+/// Sessions the gateway keeps for resumption (least recently used go first); each holds a
+/// reference to its client certificate, shared along a chain of resumptions.
+pub const SESSION_CACHE_SIZE: i32 = 20_000;
+
 /// Everything the gateway needs to accept connections under one configuration.
 pub struct ServerTls {
     acceptor: SslAcceptor,
@@ -368,6 +372,12 @@ impl ServerTls {
         // handshake anyway (see server.rs).
         b.set_session_id_context(b"mtls-tunnel-gateway")
             .map_err(tls_err)?;
+        // Sessions are kept in this context's cache (stateful TLS 1.3 tickets, each usable
+        // once) rather than sealed into stateless tickets: resuming a stateless ticket
+        // decodes the whole session, client certificate included, which OpenSSL 3.0 makes
+        // costlier than the rest of the resumed handshake. A reload starts a new cache.
+        b.set_options(SslOptions::NO_TICKET);
+        b.set_session_cache_size(SESSION_CACHE_SIZE);
 
         let crls = Arc::new(CrlSet::load(file, &cfg.crl, &cas)?);
 
