@@ -99,6 +99,10 @@ struct RunArgs {
     /// repetition of each rate metric, into this directory.
     #[arg(long)]
     perf: Option<PathBuf>,
+    /// Before each rate measurement, wait up to this many seconds for other work on the
+    /// machine to stop (measurements still disturbed are flagged in the table).
+    #[arg(long, default_value_t = 60)]
+    wait_idle: u64,
     /// Also write the table to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -179,6 +183,7 @@ fn find(names: &[&str]) -> Result<PathBuf, String> {
 
 fn serve(secs: u64, bin_dir: PathBuf) -> Result<(), String> {
     procs::raise_nofile();
+    procs::stop_children_on_signals();
     let args = RunArgs::parse_from(["run", "--bin-dir", &bin_dir.to_string_lossy(), "--keep"]);
     let mut b = setup(args)?;
     let mut pairs = Vec::new();
@@ -249,6 +254,7 @@ fn setup(args: RunArgs) -> Result<Bench, String> {
 
 fn run(args: RunArgs) -> Result<(), String> {
     let nofile = procs::raise_nofile();
+    procs::stop_children_on_signals();
     let mut b = setup(args.clone())?;
     let secs = b.secs;
     let mut machine = machine(&b.bins, nofile);
@@ -483,7 +489,7 @@ impl Bench {
             (Some(dir), true) => Some(start_perf(dir, key, p)?),
             _ => None,
         };
-        let background = background_load();
+        let background = wait_idle(Duration::from_secs(self.args.wait_idle));
         let (c0, g0) = p.cpu();
         let m0 = procs::machine_cpu();
         let t0 = Instant::now();
@@ -640,6 +646,19 @@ fn background_load() -> f64 {
     std::thread::sleep(Duration::from_millis(500));
     let b = procs::machine_cpu();
     (b.0 - a.0) / 0.5
+}
+
+/// Waits (up to `max`) until the machine is idle, so that other work does not distort a
+/// measurement; returns the background load last seen.
+fn wait_idle(max: Duration) -> f64 {
+    let start = Instant::now();
+    loop {
+        let busy = background_load();
+        if busy <= BUSY_WARN || start.elapsed() >= max {
+            return busy;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn start_perf(dir: &Path, key: &str, p: &Pair) -> Result<procs::Proc, String> {

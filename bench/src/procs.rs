@@ -4,7 +4,56 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Every child still running, so that SIGINT/SIGTERM can stop them before we exit.
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Stops every child still running, then exits: on SIGINT or SIGTERM (Ctrl-C), so that an
+/// interrupted run leaves no gateway, stunnel or nginx behind.
+pub fn stop_children_on_signals() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        });
+        let pids: Vec<u32> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        eprintln!(
+            "tunnel-bench: interrupted; stopped {} child processes",
+            pids.len()
+        );
+        std::process::exit(130);
+    });
+}
 
 /// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Proc {
@@ -30,6 +79,9 @@ impl Proc {
             .stderr(err)
             .spawn()
             .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+        if let Ok(mut l) = LIVE.lock() {
+            l.push(child.id());
+        }
         Ok(Proc {
             name: name.to_string(),
             child,
@@ -57,6 +109,9 @@ impl Proc {
 
     /// Asks the process to stop and waits for it (SIGKILL after `grace`).
     pub fn stop(&mut self, grace: Duration) {
+        if let Ok(mut l) = LIVE.lock() {
+            l.retain(|p| *p != self.child.id());
+        }
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
