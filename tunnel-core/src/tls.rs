@@ -321,6 +321,8 @@ impl ServerTls {
             .map_err(tls_err)?;
         b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE);
         b.set_mode(SslMode::RELEASE_BUFFERS);
+        // Read a record's header and body (and what follows) with one recv, not two.
+        b.set_read_ahead(true);
         load_cert_and_key(&mut b, file, &cfg.cert, &cfg.key)?;
         let mut chain = read_certs(file, "cert", &cfg.cert)?;
         let own = chain.remove(0);
@@ -523,6 +525,8 @@ impl ClientTls {
         // points at the system CA directory: for a private CA that means a scan of that
         // directory per connection, finding nothing.
         b.set_mode(SslMode::RELEASE_BUFFERS | SslMode::NO_AUTO_CHAIN);
+        // Read a record's header and body (and what follows) with one recv, not two.
+        b.set_read_ahead(true);
         load_cert_and_key(&mut b, file, &cfg.cert, &cfg.key)?;
         let own = read_certs(file, "cert", &cfg.cert)?.remove(0);
         let cas = read_certs(file, "ca", &cfg.ca)?;
