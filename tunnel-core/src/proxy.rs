@@ -87,8 +87,8 @@ impl Direction {
         }
     }
 
-    /// Reads once into `scratch` and writes what was read; keeps what the writer refused.
-    /// Pending only when the read is.
+    /// Reads into `scratch` and writes what was read; keeps what the writer refused.
+    /// Pending only when the reader had nothing at all.
     fn forward<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -100,13 +100,24 @@ impl Direction {
         R: AsyncRead + ?Sized,
         W: AsyncWrite + ?Sized,
     {
-        let n = {
-            let mut rb = ReadBuf::new(scratch);
-            ready!(r.poll_read(cx, &mut rb))?;
-            rb.filled().len()
-        };
+        // Read until the buffer is full or the reader has nothing more right now, so that
+        // the writer gets one large write rather than one per TLS record.
+        let mut r = r;
+        let mut n = 0;
+        while n < scratch.len() {
+            let mut rb = ReadBuf::new(&mut scratch[n..]);
+            match r.as_mut().poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    self.eof = true;
+                    break;
+                }
+                Poll::Ready(Ok(())) => n += rb.filled().len(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if n == 0 => return Poll::Pending,
+                Poll::Pending => break,
+            }
+        }
         if n == 0 {
-            self.eof = true;
             return Poll::Ready(Ok(()));
         }
         let mut off = 0;
