@@ -21,6 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
 
+/// A verified mTLS connection to the gateway. After the handshake its records are sent in
+/// batches (see [`proxy::Coalesce`]): written data leaves on flush or shutdown.
+pub type GatewayStream = SslStream<proxy::Coalesce<TcpStream>>;
+
 /// The backend a listener tunnels to; a reload may change it in place.
 type BackendSlot = Arc<RwLock<Arc<str>>>;
 
@@ -345,7 +349,7 @@ impl ClientAgent {
     }
 
     /// Opens a verified mTLS connection to the gateway for `backend`.
-    pub async fn dial(&self, backend: &str) -> Result<SslStream<TcpStream>, DialError> {
+    pub async fn dial(&self, backend: &str) -> Result<GatewayStream, DialError> {
         let snap = self.snapshot();
         let addr = snap.cfg.server.clone();
         let fut = async {
@@ -363,9 +367,11 @@ impl ClientAgent {
                     addr: addr.clone(),
                     reason: e.to_string(),
                 })?;
-            let mut s = SslStream::new(ssl, tcp).map_err(|e| DialError::Handshake {
-                addr: addr.clone(),
-                reason: e.to_string(),
+            let mut s = SslStream::new(ssl, proxy::Coalesce::new(tcp)).map_err(|e| {
+                DialError::Handshake {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                }
             })?;
             if let Err(e) = Pin::new(&mut s).connect().await {
                 let v = s.ssl().verify_result();
@@ -385,6 +391,7 @@ impl ClientAgent {
                     reason,
                 });
             }
+            s.get_mut().enable();
             Ok(s)
         };
         match tokio::time::timeout(snap.cfg.connect_timeout, fut).await {

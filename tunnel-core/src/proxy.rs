@@ -17,6 +17,9 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+mod coalesce;
+pub use coalesce::Coalesce;
+
 /// Size of the per-thread read buffer: four full TLS records, so that a busy tunnel moves
 /// data in 64 KiB writes (fewer system calls and TCP segments per byte).
 pub const COPY_BUFFER: usize = 64 * 1024;

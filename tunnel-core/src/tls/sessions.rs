@@ -184,6 +184,7 @@ mod tests {
         let resumed = s.ssl().session_reused();
         let echoed = async {
             s.write_all(b"?").await.ok()?;
+            s.flush().await.ok()?;
             let mut b = [0u8; 1];
             s.read_exact(&mut b).await.ok()?;
             // close_notify, as the agent sends when a tunnel ends normally.
