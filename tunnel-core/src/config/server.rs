@@ -264,18 +264,19 @@ impl ServerConfig {
                 ))
             }
         };
-        let ocsp =
-            match raw.ocsp.as_deref() {
-                None | Some("off") => crate::ocsp::OcspMode::Off,
-                Some("prefer") => crate::ocsp::OcspMode::Prefer,
-                Some("require") => crate::ocsp::OcspMode::Require,
-                Some(o) => return Err(err(
+        let ocsp = match raw.ocsp.as_deref() {
+            None | Some("off") => crate::ocsp::OcspMode::Off,
+            Some("prefer") => crate::ocsp::OcspMode::Prefer,
+            Some("require") => crate::ocsp::OcspMode::Require,
+            Some(o) => {
+                return Err(err(
                     "ocsp",
                     format!(
                         "{o:?} is not a choice; use \"off\" (default), \"prefer\" or \"require\""
                     ),
-                )),
-            };
+                ))
+            }
+        };
         if let Some(u) = &raw.ocsp_responder {
             if !u.starts_with("http://") {
                 return Err(err(
