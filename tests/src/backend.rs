@@ -177,3 +177,11 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s.set_write_timeout(Some(crate::PROMPT)).expect("timeout");
     s
 }
+
+/// Writes `msg`, half-closes, and reads until EOF or an error; returns what arrived and the
+/// error, if any.
+pub fn round_trip(s: &mut TcpStream, msg: &[u8]) -> (Vec<u8>, Option<std::io::Error>) {
+    let _ = s.write_all(msg);
+    let _ = s.shutdown(Shutdown::Write);
+    crate::data::read_all(s)
+}
