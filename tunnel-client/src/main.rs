@@ -134,10 +134,12 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_RUNTIME as u8);
             }
         };
+        // Handle SIGTERM before saying we are ready (see signals::terminate).
+        let shutdown = signals::terminate();
         for (addr, t) in client::local_addrs(&listeners).iter().zip(&cfg.tunnels) {
             tracing::info!(listen = %addr, backend = %t.backend, gateway = %cfg.server, "tunnel listening");
         }
-        agent.serve(listeners, signals::terminate()).await;
+        agent.serve(listeners, shutdown).await;
         ExitCode::SUCCESS
     })
 }

@@ -129,6 +129,8 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::from(EXIT_RUNTIME as u8);
             }
         };
+        // Handle SIGTERM before saying we are ready (see signals::terminate).
+        let shutdown = signals::terminate();
         let snap = gateway.snapshot();
         let addrs: Vec<String> = listeners
             .iter()
@@ -148,7 +150,7 @@ fn run(path: PathBuf) -> ExitCode {
             crls = snap.tls.crls.len(),
             "gateway listening"
         );
-        gateway.serve(listeners, signals::terminate()).await;
+        gateway.serve(listeners, shutdown).await;
         ExitCode::SUCCESS
     })
 }
