@@ -7,9 +7,10 @@ use crate::identity::{asn1_text, Identity};
 use crate::policy::{Decision, Policy};
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
+use openssl::pkey::PKey;
 use openssl::ssl::{
-    NameType, SniError, Ssl, SslAcceptor, SslAlert, SslConnector, SslFiletype, SslMethod, SslMode,
-    SslOptions, SslRef, SslVerifyMode, SslVersion,
+    NameType, SniError, Ssl, SslAcceptor, SslAlert, SslConnector, SslMethod, SslMode, SslOptions,
+    SslRef, SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{
@@ -260,8 +261,11 @@ fn load_cert_and_key(
     builder
         .set_certificate_chain_file(cert)
         .map_err(|e| ConfigError::new(file, "cert", format!("{}: {e}", cert.display())))?;
-    builder
-        .set_private_key_file(key, SslFiletype::PEM)
+    // Parse the key on its own first: OpenSSL's set_private_key also refuses a key that does
+    // not match the certificate, and that must not be reported as an unreadable key.
+    let pkey = std::fs::read(key)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| PKey::private_key_from_pem(&pem).map_err(|e| e.to_string()))
         .map_err(|e| {
             ConfigError::new(
                 file,
@@ -272,17 +276,20 @@ fn load_cert_and_key(
                 ),
             )
         })?;
-    builder.check_private_key().map_err(|_| {
-        ConfigError::new(
-            file,
-            "key",
-            format!(
-                "{} does not match the certificate in {}",
-                key.display(),
-                cert.display()
-            ),
-        )
-    })
+    builder
+        .set_private_key(&pkey)
+        .and_then(|()| builder.check_private_key())
+        .map_err(|_| {
+            ConfigError::new(
+                file,
+                "key",
+                format!(
+                    "{} does not match the certificate in {}",
+                    key.display(),
+                    cert.display()
+                ),
+            )
+        })
 }
 
 /// Everything the gateway needs to accept connections under one configuration.

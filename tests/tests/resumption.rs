@@ -1,0 +1,116 @@
+//! TLS 1.3 session resumption must not bypass authorization: a session obtained for a backend
+//! the client may reach, resumed with the SNI of a backend it may not reach, is denied (the
+//! gateway decides after every handshake, full or resumed). Resuming on the same, allowed name
+//! works.
+
+use openssl::ssl::SslSession;
+use std::io::Read;
+use tunnel_tests::process::boolean;
+use tunnel_tests::tls::{connect_ssl, exchange, local_addr, TlsClient};
+use tunnel_tests::*;
+
+const ALLOWED_BANNER: &[u8] = b"allowed backend\n";
+const FORBIDDEN_BANNER: &[u8] = b"forbidden backend\n";
+
+struct Fixture {
+    _pki: Pki,
+    gw: Gateway,
+    client: TlsClient,
+    allowed: Backend,
+    forbidden: Backend,
+}
+
+fn fixture() -> Fixture {
+    let pki = Pki::new();
+    let allowed = Backend::banner(ALLOWED_BANNER);
+    let forbidden = Backend::banner(FORBIDDEN_BANNER);
+    let gw = Gateway::start(
+        &pki,
+        &(backend_toml("allowed", allowed.addr, "\"cn=alice\"")
+            + &backend_toml("forbidden", forbidden.addr, "\"cn=root\"")),
+    );
+    let alice = pki.client("alice");
+    let client = TlsClient::new(&alice, &pki.ca_crt);
+    Fixture {
+        _pki: pki,
+        gw,
+        client,
+        allowed,
+        forbidden,
+    }
+}
+
+impl Fixture {
+    /// A full handshake on "allowed"; reads the banner so the session tickets (sent after the
+    /// handshake) have arrived, and returns the resumable session.
+    fn session(&self) -> SslSession {
+        let mut s = self
+            .client
+            .connect(self.gw.addr, Some("allowed"))
+            .expect("handshake");
+        let mut banner = vec![0u8; ALLOWED_BANNER.len()];
+        s.read_exact(&mut banner).expect("banner");
+        assert_eq!(banner, ALLOWED_BANNER);
+        assert!(!s.ssl().session_reused());
+        let sess = s.ssl().session().expect("session").to_owned();
+        let peer = local_addr(&s);
+        let (got, _) = exchange(&mut s, b"bye");
+        assert_eq!(got, b"bye");
+        let ev = self.gw.audit_for(peer);
+        assert_eq!(field(&ev, "result"), "ok", "{ev}");
+        assert!(!boolean(&ev, "resumed"), "{ev}");
+        sess
+    }
+
+    /// Resumes `sess` with SNI `sni`; returns the bytes received, whether the session was
+    /// really resumed, and the audit event.
+    fn resume(&self, sess: &SslSession, sni: &str) -> (Vec<u8>, bool, serde_json::Value) {
+        let mut ssl = self.client.ssl(Some(sni));
+        // SAFETY: the session comes from a connection made with the same SslContext
+        // (self.client's connector), which is what set_session requires.
+        unsafe { ssl.set_session(sess).expect("set_session") };
+        let mut s = connect_ssl(ssl, self.gw.addr).expect("resumed handshake");
+        let reused = s.ssl().session_reused();
+        let peer = local_addr(&s);
+        let (got, _) = exchange(&mut s, b"ping\n");
+        (got, reused, self.gw.audit_for(peer))
+    }
+}
+
+#[test]
+fn resumed_session_cannot_reach_a_backend_the_identity_may_not() {
+    let f = fixture();
+    let sess = f.session();
+    let (got, reused, ev) = f.resume(&sess, "forbidden");
+    assert!(
+        reused,
+        "the session was not resumed, so this test proves nothing"
+    );
+    assert!(
+        got.is_empty(),
+        "resumed session reached the forbidden backend: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(field(&ev, "result"), "denied", "{ev}");
+    assert_eq!(field(&ev, "backend"), "forbidden", "{ev}");
+    assert_eq!(field(&ev, "subject"), "CN=alice", "{ev}");
+    assert!(boolean(&ev, "resumed"), "{ev}");
+    assert_eq!(
+        f.forbidden.accepted(),
+        0,
+        "the forbidden backend was dialled"
+    );
+}
+
+#[test]
+fn resumed_session_on_the_same_allowed_name_works() {
+    let f = fixture();
+    let sess = f.session();
+    let (got, reused, ev) = f.resume(&sess, "allowed");
+    assert!(reused, "the session was not resumed");
+    assert_eq!(got, [ALLOWED_BANNER, b"ping\n"].concat());
+    assert_eq!(field(&ev, "result"), "ok", "{ev}");
+    assert!(boolean(&ev, "resumed"), "{ev}");
+    assert_eq!(field(&ev, "subject"), "CN=alice", "{ev}");
+    assert_eq!(f.allowed.accepted(), 2);
+}
