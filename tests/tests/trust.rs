@@ -190,3 +190,31 @@ fn agent_verifies_gateway_by_ip_address_name() {
     assert!(err.is_none(), "{err:?}");
     assert_eq!(got, b"by ip");
 }
+
+#[test]
+fn tls12_clients_only_when_configured() {
+    use openssl::ssl::SslVersion;
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let alice = pki.client("alice");
+    let tls12 = TlsClient::with_max_version(&alice, &pki.ca_crt, Some(SslVersion::TLS1_2));
+
+    let gw = echo_gateway(&pki, &echo, "");
+    assert!(
+        tls12.connect(gw.addr, Some("echo")).is_err(),
+        "a TLS 1.2 client got through a TLS 1.3-only gateway"
+    );
+    let ev = gw.wait_for_audit(PROMPT, |_| true);
+    assert_eq!(field(&ev, "result"), "handshake_failed", "{ev}");
+    assert_eq!(echo.accepted(), 0);
+
+    let gw = echo_gateway(&pki, &echo, "tls_min_version = \"1.2\"");
+    let mut s = tls12
+        .connect(gw.addr, Some("echo"))
+        .expect("TLS 1.2 allowed");
+    assert_eq!(s.ssl().version_str(), "TLSv1.2");
+    let peer = local_addr(&s);
+    let (got, _) = exchange(&mut s, b"old client");
+    assert_eq!(got, b"old client");
+    assert_eq!(field(&gw.audit_for(peer), "result"), "ok");
+}
