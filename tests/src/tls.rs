@@ -25,7 +25,7 @@ impl TlsClient {
     pub fn with_max_version(creds: &Creds, ca: &Path, max: Option<SslVersion>) -> TlsClient {
         let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
         b.set_max_proto_version(max).expect("max version");
-        b.set_certificate_file(&creds.cert, SslFiletype::PEM)
+        b.set_certificate_chain_file(&creds.cert)
             .expect("client cert");
         b.set_private_key_file(&creds.key, SslFiletype::PEM)
             .expect("client key");

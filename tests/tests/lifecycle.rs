@@ -153,3 +153,14 @@ fn agent_sigterm_right_after_readiness_exits_0() {
     let status = agent.wait_exit(PROMPT);
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+#[test]
+fn gateway_sigint_is_a_graceful_stop_too() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let mut gw = Gateway::start(&pki, &backend_toml("echo", echo.addr, "\"any\""));
+    gw.signal(nix::sys::signal::Signal::SIGINT);
+    let status = gw.wait_exit(PROMPT);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    gw.wait_for_message("gateway stopped", PROMPT);
+}
