@@ -3,12 +3,14 @@
 
 use crate::data::read_all;
 use crate::pki::{Creds, SERVER_NAME};
-use openssl::ssl::{Ssl, SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+use openssl::ssl::{
+    Ssl, SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode, SslVersion,
+};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 
-/// A TLS 1.3 client with a client certificate that verifies the gateway as `localhost`.
+/// A TLS client with a client certificate that verifies the gateway as `localhost`.
 pub struct TlsClient {
     connector: SslConnector,
 }
@@ -16,8 +18,14 @@ pub struct TlsClient {
 impl TlsClient {
     /// A client presenting `creds` and trusting the CA bundle `ca`.
     pub fn new(creds: &Creds, ca: &Path) -> TlsClient {
+        TlsClient::with_max_version(creds, ca, None)
+    }
+
+    /// Like [`TlsClient::new`], offering no protocol version above `max` (TLS 1.2 clients).
+    pub fn with_max_version(creds: &Creds, ca: &Path, max: Option<SslVersion>) -> TlsClient {
         let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
-        b.set_certificate_file(&creds.cert, SslFiletype::PEM)
+        b.set_max_proto_version(max).expect("max version");
+        b.set_certificate_chain_file(&creds.cert)
             .expect("client cert");
         b.set_private_key_file(&creds.key, SslFiletype::PEM)
             .expect("client key");

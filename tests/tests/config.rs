@@ -312,3 +312,42 @@ fn check_explain_lists_reachable_backends_and_rules() {
         "{out}"
     );
 }
+
+#[test]
+fn environment_variables_override_keys() {
+    let pki = Pki::new();
+    let body = backend_toml("db", "127.0.0.1:5432", "\"any\"")
+        + &backend_toml("web", "127.0.0.1:8080", "\"any\"");
+    let cfg = pki.write("server", "toml", &(Gateway::header() + &body));
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = command(&bins::server());
+        cmd.args(["check", "--config"])
+            .arg(&cfg)
+            .envs(env.iter().copied());
+        let out = tunnel_tests::process::run_to_end(cmd, RUN_LIMIT);
+        assert_no_panic(&out);
+        out
+    };
+    let out = check(&[
+        ("TUNNEL_SERVER_DEFAULT_BACKEND", "web"),
+        ("TUNNEL_SERVER_LISTEN", "127.0.0.2:0,127.0.0.1:0"),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("  listen: 127.0.0.2:0, 127.0.0.1:0\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  backend web (default) -> 127.0.0.1:8080\n"),
+        "{stdout}"
+    );
+
+    let out = check(&[("TUNNEL_SERVER_MAX_CONNECTIONS", "0")]);
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}: max_connections: ", cfg.display())),
+        "{stderr}"
+    );
+}

@@ -218,3 +218,91 @@ fn max_connections_refuses_the_extra_one_promptly_and_frees_slots() {
         assert_eq!(back, msg.as_bytes());
     }
 }
+
+#[test]
+fn idle_tunnel_is_closed_after_idle_timeout() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let gw = Gateway::start(
+        &pki,
+        &format!(
+            "idle_timeout = \"1s\"\n{}",
+            backend_toml("echo", echo.addr, "\"any\"")
+        ),
+    );
+    let alice = pki.client("alice");
+    let agent = Agent::start(&pki, gw.addr, &alice, &["echo"]);
+    let mut s = connect(agent.addr());
+    s.write_all(b"then silence").unwrap();
+    let mut back = [0u8; 12];
+    s.read_exact(&mut back).unwrap();
+    let started = Instant::now();
+    let (rest, _) = tunnel_tests::data::read_all(&mut s);
+    let waited = started.elapsed();
+    assert!(rest.is_empty());
+    assert!(
+        waited >= Duration::from_millis(800),
+        "closed after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "closed only after {waited:?}"
+    );
+    let ev = gw.wait_for_audit(PROMPT, |_| true);
+    assert_eq!(field(&ev, "result"), "timeout", "{ev}");
+    assert!(field(&ev, "reason").contains("idle_timeout"), "{ev}");
+    assert_eq!(tunnel_tests::process::number(&ev, "bytes_up"), 12, "{ev}");
+}
+
+#[test]
+fn agent_max_connections_closes_the_extra_local_connection() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let gw = Gateway::start(&pki, &backend_toml("echo", echo.addr, "\"any\""));
+    let alice = pki.client("alice");
+    let agent = Agent::start_spec(
+        &pki,
+        &tunnel_tests::AgentSpec {
+            server: gw.addr.to_string(),
+            server_name: "localhost",
+            creds: &alice,
+            ca: &pki.ca_crt,
+            backends: &["echo"],
+            extra: "max_connections = 1",
+        },
+    );
+    let mut first = connect(agent.addr());
+    first.write_all(b"one\n").unwrap();
+    let mut back = [0u8; 4];
+    first.read_exact(&mut back).unwrap();
+    let mut extra = connect(agent.addr());
+    let started = Instant::now();
+    let (got, _) = round_trip(&mut extra, b"two\n");
+    assert!(got.is_empty(), "got {got:?}");
+    assert!(started.elapsed() < PROMPT);
+    assert_eq!(echo.accepted(), 1);
+    // The first one is unaffected.
+    let (got, err) = round_trip(&mut first, b"still one\n");
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, b"still one\n");
+}
+
+#[test]
+fn gateway_down_closes_the_local_connection_promptly() {
+    let pki = Pki::new();
+    let alice = pki.client("alice");
+    let nowhere: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let agent = Agent::start(&pki, nowhere, &alice, &["echo"]);
+    let mut s = connect(agent.addr());
+    let started = Instant::now();
+    let (got, _) = round_trip(&mut s, b"hello?");
+    assert!(got.is_empty());
+    assert!(started.elapsed() < PROMPT);
+    let ev = agent.wait_for("the agent's error", PROMPT, |e| {
+        field(e, "message").starts_with("gateway refused or unreachable")
+    });
+    assert!(
+        field(&ev, "error").contains("cannot connect to gateway"),
+        "{ev}"
+    );
+}

@@ -3,7 +3,7 @@
 //! gateway decides after every handshake, full or resumed). Resuming on the same, allowed name
 //! works.
 
-use openssl::ssl::SslSession;
+use openssl::ssl::{SslSession, SslVersion};
 use std::io::Read;
 use tunnel_tests::process::boolean;
 use tunnel_tests::tls::{connect_ssl, exchange, local_addr, TlsClient};
@@ -113,4 +113,55 @@ fn resumed_session_on_the_same_allowed_name_works() {
     assert!(boolean(&ev, "resumed"), "{ev}");
     assert_eq!(field(&ev, "subject"), "CN=alice", "{ev}");
     assert_eq!(f.allowed.accepted(), 2);
+}
+
+/// With TLS 1.2 allowed, a TLS 1.2 session must not carry a client to the backend of its
+/// first handshake when it now asks for another one (in TLS 1.2 the SNI belongs to the
+/// session, and OpenSSL reports the session's name on resumption).
+#[test]
+fn tls12_session_never_routes_to_the_backend_of_its_first_handshake() {
+    let pki = Pki::new();
+    let first = Backend::banner(b"first\n");
+    let second = Backend::banner(b"second\n");
+    let forbidden = Backend::banner(FORBIDDEN_BANNER);
+    let gw = Gateway::start(
+        &pki,
+        &("tls_min_version = \"1.2\"\n".to_string()
+            + &backend_toml("first", first.addr, "\"cn=alice\"")
+            + &backend_toml("second", second.addr, "\"cn=alice\"")
+            + &backend_toml("forbidden", forbidden.addr, "\"cn=root\"")),
+    );
+    let alice = pki.client("alice");
+    let client = TlsClient::with_max_version(&alice, &pki.ca_crt, Some(SslVersion::TLS1_2));
+    let mut s = connect_ssl(client.ssl(Some("first")), gw.addr).expect("handshake");
+    assert_eq!(s.ssl().version_str(), "TLSv1.2");
+    let (got, _) = exchange(&mut s, b"1");
+    assert_eq!(got, b"first\n1");
+    let sess = s.ssl().session().expect("session").to_owned();
+
+    for (sni, want) in [("second", &b"second\n2"[..]), ("forbidden", &b""[..])] {
+        let mut ssl = client.ssl(Some(sni));
+        // SAFETY: the session comes from a connection of the same SslContext (`client`).
+        unsafe { ssl.set_session(&sess).expect("set_session") };
+        let (got, peer) = match connect_ssl(ssl, gw.addr) {
+            Ok(mut s) => {
+                let peer = local_addr(&s);
+                (exchange(&mut s, b"2").0, Some(peer))
+            }
+            // TLS 1.2 verifies the client certificate inside the handshake.
+            Err(_) => (Vec::new(), None),
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want),
+            "asked for {sni:?}"
+        );
+        let ev = match peer {
+            Some(p) => gw.audit_for(p),
+            None => gw.wait_for_audit(PROMPT, |e| field(e, "backend") == sni),
+        };
+        assert_eq!(field(&ev, "backend"), sni, "{ev}");
+        assert_eq!(field(&ev, "sni"), sni, "{ev}");
+    }
+    assert_eq!(forbidden.accepted(), 0);
 }

@@ -257,3 +257,36 @@ fn many_connections_at_once_stay_separate() {
     });
     assert_eq!(echo.accepted(), 8);
 }
+
+#[test]
+fn stdio_mode_exits_non_zero_when_the_gateway_refuses() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let gw = Gateway::start(&pki, &backend_toml("echo", echo.addr, "\"cn=root\""));
+    let bob = pki.client("bob");
+    let mut cmd = command(&bins::client());
+    cmd.args([
+        "stdio",
+        "--backend",
+        "echo",
+        "--server",
+        &gw.addr.to_string(),
+    ])
+    .args(["--server-name", "localhost"])
+    .arg("--cert")
+    .arg(&bob.cert)
+    .arg("--key")
+    .arg(&bob.key)
+    .arg("--ca")
+    .arg(&pki.ca_crt);
+    let (mut proc, mut stdin, mut stdout) = Proc::spawn_stdio("tunnel-client stdio", cmd);
+    let _ = std::io::Write::write_all(&mut stdin, b"let me in");
+    drop(stdin);
+    let (n, _, _) = hash_reader(&mut stdout);
+    assert_eq!(n, 0, "a refused tunnel wrote to stdout");
+    let status = proc.wait_exit(PROMPT);
+    assert_eq!(status.code(), Some(1), "log:\n{}", proc.log_text());
+    let ev = gw.wait_for_audit(PROMPT, |_| true);
+    assert_eq!(field(&ev, "result"), "denied", "{ev}");
+    assert_eq!(echo.accepted(), 0);
+}

@@ -1,7 +1,7 @@
 //! Certificate trust in both directions: clients from another CA, expired, not yet valid or
 //! revoked are refused by the gateway; the client agent refuses a gateway it cannot verify.
 
-use tunnel_core::pki::CertSpec;
+use tunnel_core::pki::{CertSpec, Usage};
 use tunnel_tests::backend::{connect, round_trip};
 use tunnel_tests::pki::toml_str;
 use tunnel_tests::process::AgentSpec;
@@ -189,4 +189,139 @@ fn agent_verifies_gateway_by_ip_address_name() {
     let (got, err) = round_trip(&mut s, b"by ip");
     assert!(err.is_none(), "{err:?}");
     assert_eq!(got, b"by ip");
+}
+
+#[test]
+fn tls12_clients_only_when_configured() {
+    use openssl::ssl::SslVersion;
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let alice = pki.client("alice");
+    let tls12 = TlsClient::with_max_version(&alice, &pki.ca_crt, Some(SslVersion::TLS1_2));
+
+    let gw = echo_gateway(&pki, &echo, "");
+    assert!(
+        tls12.connect(gw.addr, Some("echo")).is_err(),
+        "a TLS 1.2 client got through a TLS 1.3-only gateway"
+    );
+    let ev = gw.wait_for_audit(PROMPT, |_| true);
+    assert_eq!(field(&ev, "result"), "handshake_failed", "{ev}");
+    assert_eq!(echo.accepted(), 0);
+
+    let gw = echo_gateway(&pki, &echo, "tls_min_version = \"1.2\"");
+    let mut s = tls12
+        .connect(gw.addr, Some("echo"))
+        .expect("TLS 1.2 allowed");
+    assert_eq!(s.ssl().version_str(), "TLSv1.2");
+    let peer = local_addr(&s);
+    let (got, _) = exchange(&mut s, b"old client");
+    assert_eq!(got, b"old client");
+    assert_eq!(field(&gw.audit_for(peer), "result"), "ok");
+}
+
+/// An intermediate CA under `pki`'s root and a client `cn` issued by it, written as a chain
+/// file (leaf, then intermediate).
+fn via_intermediate(pki: &Pki, cn: &str) -> (Creds, Creds) {
+    let inter = pki.issue(
+        "intermediate",
+        &CertSpec {
+            usage: Usage::Ca,
+            ..CertSpec::client("Tunnel Intermediate CA")
+        },
+    );
+    let issued = tunnel_core::pki::issue(&inter.issued, &CertSpec::client(cn)).unwrap();
+    let cert = pki.unique_path(cn, "chain.pem");
+    let key = pki.unique_path(cn, "key");
+    let mut pem = issued.cert.to_pem().unwrap();
+    pem.extend(inter.issued.cert.to_pem().unwrap());
+    std::fs::write(&cert, pem).unwrap();
+    tunnel_core::pki::write_private(&key, &issued.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (inter, Creds { cert, key, issued })
+}
+
+#[test]
+fn client_chain_through_an_intermediate_ca_is_accepted() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let gw = Gateway::start(&pki, &backend_toml("echo", echo.addr, "\"cn=carol\""));
+    let (_, carol) = via_intermediate(&pki, "carol");
+    // Through the client agent, which sends its whole chain.
+    let agent = Agent::start(&pki, gw.addr, &carol, &["echo"]);
+    let mut s = connect(agent.addr());
+    let (got, err) = round_trip(&mut s, b"via intermediate");
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, b"via intermediate");
+    let ev = gw.wait_for_audit(PROMPT, |_| true);
+    assert_eq!(field(&ev, "result"), "ok", "{ev}");
+    assert_eq!(field(&ev, "subject"), "CN=carol", "{ev}");
+}
+
+#[test]
+fn revoked_intermediate_ca_revokes_its_clients() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let (inter, carol) = via_intermediate(&pki, "carol");
+    let crl = pki.crl(&[&inter]);
+    let gw = echo_gateway(&pki, &echo, &format!("crl = [{}]", toml_str(&crl)));
+    let reason = assert_refused(&pki, &gw, &echo, &carol, "revoked");
+    assert!(reason.contains("revoked"), "{reason}");
+    assert_allowed(&pki, &gw, &pki.client("dave"));
+}
+
+#[test]
+fn server_certificate_is_not_accepted_as_a_client_certificate() {
+    // Same CA, but extendedKeyUsage says serverAuth only.
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let gw = echo_gateway(&pki, &echo, "");
+    let server_as_client = pki.issue("srv", &CertSpec::server("alice"));
+    assert_refused(&pki, &gw, &echo, &server_as_client, "handshake_failed");
+}
+
+#[test]
+fn agent_refuses_a_gateway_presenting_a_client_certificate() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    // Right CA and name, but extendedKeyUsage says clientAuth only.
+    let wrong = pki.issue(
+        "gw-client-eku",
+        &CertSpec {
+            dns: vec!["localhost".into()],
+            ..CertSpec::client("localhost")
+        },
+    );
+    let text = Gateway::header()
+        .replace("\"server.crt\"", &toml_str(&wrong.cert))
+        .replace("\"server.key\"", &toml_str(&wrong.key))
+        + &backend_toml("echo", echo.addr, "\"any\"");
+    let gw = Gateway::start_file(&pki.write("server", "toml", &text));
+    assert_agent_refuses_gateway(&pki, &gw, "localhost", &pki.ca_crt);
+    assert_eq!(echo.accepted(), 0);
+}
+
+#[test]
+fn server_name_defaults_to_the_host_of_server() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let gw = echo_gateway(&pki, &echo, "");
+    let alice = pki.client("alice");
+    // No server_name: the gateway is verified as "localhost", the host part of `server`.
+    let toml = format!(
+        "server = \"localhost:{}\"\ncert = {}\nkey = {}\nca = {}\nlog_format = \"json\"\n\n\
+         [[tunnel]]\nlisten = \"127.0.0.1:0\"\nbackend = \"echo\"\n",
+        gw.addr.port(),
+        toml_str(&alice.cert),
+        toml_str(&alice.key),
+        toml_str(&pki.ca_crt)
+    );
+    let cfg = pki.write("client", "toml", &toml);
+    let mut cmd = command(&bins::client());
+    cmd.arg("--config").arg(&cfg);
+    let agent = Proc::spawn("tunnel-client", cmd);
+    let ev = agent.wait_for_message("tunnel listening", READY);
+    let addr: std::net::SocketAddr = field(&ev, "listen").parse().unwrap();
+    let mut s = connect(addr);
+    let (got, err) = round_trip(&mut s, b"by default name");
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, b"by default name", "agent log:\n{}", agent.log_text());
 }

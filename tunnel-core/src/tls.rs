@@ -10,7 +10,7 @@ use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::ssl::{
     NameType, SniError, Ssl, SslAcceptor, SslAlert, SslConnector, SslMethod, SslMode, SslOptions,
-    SslRef, SslVerifyMode, SslVersion,
+    SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{
@@ -372,6 +372,15 @@ impl ServerTls {
         // handshake anyway (see server.rs).
         b.set_session_id_context(b"mtls-tunnel-gateway")
             .map_err(tls_err)?;
+        if cfg.tls_min_version == TlsVersion::Tls12 {
+            // In TLS 1.2 the SNI belongs to the session (RFC 6066): on resumption OpenSSL
+            // reports the first handshake's name, not the one the client sends now, so a
+            // resumed session would reach the backend of its first connection whatever it asks
+            // for. With TLS 1.2 allowed, do not resume at all (no cache, no tickets).
+            b.set_session_cache_mode(SslSessionCacheMode::OFF);
+            b.set_options(SslOptions::NO_TICKET);
+            b.set_num_tickets(0).map_err(tls_err)?;
+        }
 
         let crls = Arc::new(CrlSet::load(file, &cfg.crl, &cas)?);
 
