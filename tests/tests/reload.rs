@@ -60,7 +60,11 @@ fn start_stream(addr: SocketAddr, seed: u64, stop: Arc<AtomicBool>) -> Stream {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = w.shutdown(Shutdown::Write);
-        let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         (sent, hex)
     });
     let reader = std::thread::spawn(move || hash_reader(&mut r));
@@ -83,14 +87,21 @@ fn reload_under_load_keeps_every_byte_and_applies_new_rules_to_new_connections_o
     // Every stream has reached the backend before the first reload.
     let deadline = Instant::now() + PROMPT * 3;
     while echo.accepted() < 50 {
-        assert!(Instant::now() < deadline, "only {} streams connected", echo.accepted());
+        assert!(
+            Instant::now() < deadline,
+            "only {} streams connected",
+            echo.accepted()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let client = TlsClient::new(&alice, &pki.ca_crt);
     let old_server_serial = gw_cert_serial(&client, gw.addr);
 
     // 1: a backend added.
-    let body_v2 = format!("{body_v1}{}", backend_toml("extra", echo.addr, "\"cn=alice\""));
+    let body_v2 = format!(
+        "{body_v1}{}",
+        backend_toml("extra", echo.addr, "\"cn=alice\"")
+    );
     std::fs::write(&gw.config, Gateway::header() + &body_v2).unwrap();
     sighup_and_wait(&gw);
     let mut s = client.connect(gw.addr, Some("extra")).expect("handshake");
@@ -121,7 +132,10 @@ fn reload_under_load_keeps_every_byte_and_applies_new_rules_to_new_connections_o
     std::fs::rename(&tmp_crt, &pki.server.cert).unwrap();
     sighup_and_wait(&gw);
     let new_serial = gw_cert_serial(&client, gw.addr);
-    assert_ne!(new_serial, old_server_serial, "new connections must see the new certificate");
+    assert_ne!(
+        new_serial, old_server_serial,
+        "new connections must see the new certificate"
+    );
 
     // 4 and 5: back to the first rules, then a reload with nothing changed.
     std::fs::write(&gw.config, Gateway::header() + &body_v2).unwrap();
@@ -136,13 +150,19 @@ fn reload_under_load_keeps_every_byte_and_applies_new_rules_to_new_connections_o
         let (got, got_hash, err) = st.reader.join().unwrap();
         assert!(err.is_none(), "stream {i}: {err:?}");
         assert!(sent > 0, "stream {i} sent nothing");
-        assert_eq!((got, got_hash), (sent, sent_hash), "stream {i} lost or changed bytes");
+        assert_eq!(
+            (got, got_hash),
+            (sent, sent_hash),
+            "stream {i} lost or changed bytes"
+        );
     }
     // Every stream ended normally at the gateway, none was cut by a reload.
     let ok = gw.wait_until("50 ok audits for data", PROMPT, |evs| {
         let n = evs
             .iter()
-            .filter(|e| process::is_audit(e) && field(e, "backend") == "data" && field(e, "result") == "ok")
+            .filter(|e| {
+                process::is_audit(e) && field(e, "backend") == "data" && field(e, "result") == "ok"
+            })
             .count();
         (n >= 51).then_some(n)
     });
@@ -154,7 +174,12 @@ fn reload_under_load_keeps_every_byte_and_applies_new_rules_to_new_connections_o
 fn gw_cert_serial(client: &TlsClient, addr: SocketAddr) -> String {
     let s = client.connect(addr, Some("data")).expect("handshake");
     let cert = s.ssl().peer_certificate().expect("server certificate");
-    cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string()
+    cert.serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -181,7 +206,10 @@ fn broken_config_is_refused_and_the_old_one_keeps_serving() {
                 .cloned()
         });
         let error = field(&ev, "error");
-        assert!(error.contains(&gw.config.display().to_string()), "error names the file: {error}");
+        assert!(
+            error.contains(&gw.config.display().to_string()),
+            "error names the file: {error}"
+        );
         let mut s = client.connect(gw.addr, Some("data")).expect("handshake");
         assert_eq!(exchange(&mut s, b"still here").0, b"still here");
     }
@@ -194,11 +222,17 @@ fn certificate_file_change_is_picked_up_without_a_signal() {
     let bob = pki.client("bob");
     let gw = Gateway::start(
         &pki,
-        &format!("reload_interval = \"1s\"\n{}", backend_toml("data", echo.addr, "\"cn=alice\"")),
+        &format!(
+            "reload_interval = \"1s\"\n{}",
+            backend_toml("data", echo.addr, "\"cn=alice\"")
+        ),
     );
     let bob_client = TlsClient::new(&bob, &pki.ca_crt);
     let mut s = bob_client.connect(gw.addr, Some("data")).expect("TCP");
-    assert!(exchange(&mut s, b"x").0.is_empty(), "bob is not allowed yet");
+    assert!(
+        exchange(&mut s, b"x").0.is_empty(),
+        "bob is not allowed yet"
+    );
 
     let before = reloads(&gw);
     std::fs::write(
@@ -211,7 +245,9 @@ fn certificate_file_change_is_picked_up_without_a_signal() {
     gw.wait_until("reload after file change", PROMPT, |evs| {
         (count_reloads(evs) > before).then_some(())
     });
-    let mut s = bob_client.connect(gw.addr, Some("data")).expect("handshake");
+    let mut s = bob_client
+        .connect(gw.addr, Some("data"))
+        .expect("handshake");
     assert_eq!(exchange(&mut s, b"bob now").0, b"bob now");
 }
 
@@ -236,7 +272,9 @@ fn listeners_follow_the_listen_key() {
     std::fs::write(&path, header2 + &body).unwrap();
     sighup_and_wait(&gw);
     let a2: SocketAddr = format!("127.0.0.1:{p2}").parse().unwrap();
-    let mut s = client.connect(a2, Some("data")).expect("new address serves");
+    let mut s = client
+        .connect(a2, Some("data"))
+        .expect("new address serves");
     assert_eq!(exchange(&mut s, b"p2").0, b"p2");
     let a1: SocketAddr = format!("127.0.0.1:{p1}").parse().unwrap();
     let deadline = Instant::now() + PROMPT;
@@ -250,7 +288,10 @@ fn listeners_follow_the_listen_key() {
 fn client_agent_rotates_its_certificate_without_restart() {
     let pki = Pki::new();
     let echo = Backend::echo();
-    let gw = Gateway::start(&pki, &backend_toml("data", echo.addr, "\"cn=alice\", \"cn=alice2\""));
+    let gw = Gateway::start(
+        &pki,
+        &backend_toml("data", echo.addr, "\"cn=alice\", \"cn=alice2\""),
+    );
     // The agent's own copy of its credentials, so the test can rotate them in place.
     let mine = pki.issue("agent", &CertSpec::client("alice"));
     let agent = Agent::start(&pki, gw.addr, &mine, &["data"]);
@@ -271,5 +312,7 @@ fn client_agent_rotates_its_certificate_without_restart() {
     });
     let (got, _) = backend::round_trip(&mut backend::connect(agent.addr()), b"two");
     assert_eq!(got, b"two");
-    gw.wait_for_audit(PROMPT, |e| field(e, "subject") == "CN=alice2" && field(e, "result") == "ok");
+    gw.wait_for_audit(PROMPT, |e| {
+        field(e, "subject") == "CN=alice2" && field(e, "result") == "ok"
+    });
 }
