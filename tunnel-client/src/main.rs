@@ -212,6 +212,10 @@ async fn run(cfg: ClientConfig, activated: systemd::Activated, nofile: Option<u6
         Ok(c) => c,
         Err(e) => return fail(EXIT_RUNTIME, format!("cannot install signal handlers: {e}")),
     };
+    // Serving from here on: /healthz answers 200 before the readiness lines are logged.
+    agent
+        .metrics()
+        .set_health(tunnel_core::metrics::Health::Serving);
     for (addr, backend) in agent.tunnel_addrs() {
         tracing::info!(listen = %addr, backend = %backend, gateway = %cfg.server, "tunnel listening");
     }

@@ -417,6 +417,13 @@ impl ClientAgent {
         let piped = proxy::pipe(local, remote, idle, cancel, Some(meters)).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let (up, down) = (piped.a_to_b, piped.b_to_a);
+        let result = match &piped.end {
+            End::Closed | End::Cancelled => "ok",
+            End::Idle => "timeout",
+            End::Error(e) if proxy::is_disconnect(e) => "ok",
+            End::Error(_) => "error",
+        };
+        self.metrics.connection(backend, result);
         match piped.end {
             End::Closed => {
                 info!(

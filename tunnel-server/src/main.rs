@@ -194,6 +194,10 @@ fn run(path: PathBuf) -> ExitCode {
             Ok(c) => c,
             Err(e) => return fail(EXIT_RUNTIME, format!("cannot install signal handlers: {e}")),
         };
+        // Serving from here on: /healthz answers 200 before the readiness line is logged.
+        gateway
+            .metrics()
+            .set_health(tunnel_core::metrics::Health::Serving);
         let snap = gateway.snapshot();
         let addrs: Vec<String> = gateway
             .listen_addrs()
