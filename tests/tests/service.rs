@@ -517,3 +517,33 @@ fn a_world_readable_key_is_warned_about() {
     );
     assert_eq!(field(&ev, "mode"), "644");
 }
+
+#[test]
+fn expiry_warnings_name_what_expires() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    // The test certificate lives a year and the CA 30 days: both within 400 days.
+    let gw = Gateway::start(
+        &pki,
+        &format!(
+            "expiry_warning = \"400d\"\n{}",
+            backend_toml("data", echo.addr, "\"any\"")
+        ),
+    );
+    let warned = |which: &str| {
+        gw.wait_for("expiry warning", PROMPT, |e| {
+            field(e, "message").contains("expires soon") && field(e, "which") == which
+        })
+    };
+    assert!(process::number(&warned("cert"), "days_left") >= 300);
+    assert!(process::number(&warned("ca"), "days_left") <= 30);
+    // The default lead time (14 days) stays quiet for them.
+    let quiet = Gateway::start(&pki, &backend_toml("data", echo.addr, "\"any\""));
+    assert!(
+        !quiet
+            .events()
+            .iter()
+            .any(|e| field(e, "message").contains("expires soon")),
+        "no warning expected with the default expiry_warning"
+    );
+}
