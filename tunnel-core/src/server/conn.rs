@@ -28,13 +28,14 @@ pub(super) async fn handle(
 ) {
     let mut rec = AuditRecord::new(peer);
     let outcome = tunnel(sock, &snap, &mut rec, &gw).await;
-    gw.metrics
+    gw.service
+        .metrics
         .connection(rec.backend.as_deref().unwrap_or(""), outcome.as_str());
     rec.finish(outcome);
 }
 
 async fn tunnel(sock: TcpStream, snap: &Snapshot, rec: &mut AuditRecord, gw: &Gateway) -> Outcome {
-    let metrics = &gw.metrics;
+    let metrics = &gw.service.metrics;
     let cfg = &snap.cfg;
     let (ssl, notes) = match snap.tls.new_ssl() {
         Ok(x) => x,
@@ -132,7 +133,7 @@ async fn finish_tunnel(
     gw: &Gateway,
 ) -> Outcome {
     let cfg = &snap.cfg;
-    let metrics = &gw.metrics;
+    let metrics = &gw.service.metrics;
     // Authorization after every handshake, full or resumed.
     let Some(cert) = tls.ssl().peer_certificate() else {
         rec.reason = "no client certificate".into();
@@ -243,7 +244,7 @@ async fn finish_tunnel(
     // Registered so that a reload with revoke_established can cut this tunnel.
     let live = gw.live.register(cert);
     let revoked = live.token.clone();
-    let abort = gw.abort.clone();
+    let abort = gw.service.abort.clone();
     let stop = async move {
         tokio::select! {
             _ = abort.cancelled() => {}

@@ -14,19 +14,19 @@ use crate::listeners::{self, Limit};
 use crate::metrics::{Health, Metrics};
 use crate::ocsp::{OcspChecker, OcspMode, Staple};
 use crate::reload::{Control, WatchList};
+use crate::service::{Current, Service};
 use crate::tls::ServerTls;
 use openssl::x509::X509;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn, Instrument};
+use tracing::{info, warn, Instrument};
 
 /// One immutable configuration in force: new connections take the current snapshot.
 pub struct Snapshot {
@@ -108,11 +108,9 @@ impl Snapshot {
 
 /// A running gateway's shared state.
 pub struct Gateway {
-    current: RwLock<Arc<Snapshot>>,
+    current: Current<Snapshot>,
     limit: Arc<Limit>,
-    metrics: Arc<Metrics>,
-    tracker: TaskTracker,
-    abort: CancellationToken,
+    service: Service,
     listeners: Mutex<Vec<(SocketAddr, CancellationToken)>>,
     socket_activated: AtomicBool,
     watch: WatchList,
@@ -182,11 +180,9 @@ impl Gateway {
         snap.warn_expiry();
         let watch = Arc::new(Mutex::new(snap.files()));
         Ok(Arc::new(Gateway {
-            current: RwLock::new(Arc::new(snap)),
+            current: Current::new(snap),
             limit: Arc::new(Limit::new(max)),
-            metrics,
-            tracker: TaskTracker::new(),
-            abort: CancellationToken::new(),
+            service: Service::new(metrics),
             listeners: Mutex::new(Vec::new()),
             socket_activated: AtomicBool::new(false),
             watch,
@@ -198,15 +194,12 @@ impl Gateway {
 
     /// The configuration in force.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current
-            .read()
-            .map(|g| g.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.current.get()
     }
 
     /// The metrics of this gateway.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.service.metrics
     }
 
     /// The files to watch for changes.
@@ -243,7 +236,7 @@ impl Gateway {
                 let snap = gw.snapshot();
                 let gw2 = gw.clone();
                 let span = tracing::info_span!("conn", %peer, identity = tracing::field::Empty, backend = tracing::field::Empty);
-                gw.tracker.spawn(
+                gw.service.tracker.spawn(
                     async move {
                         conn::handle(sock, peer, snap, gw2).await;
                         drop(permit);
@@ -266,22 +259,8 @@ impl Gateway {
     /// connections use it (open ones keep theirs) and listeners follow `listen`; on failure
     /// the old configuration keeps serving and the error is returned.
     pub async fn reload(self: &Arc<Self>) -> Result<(), String> {
-        crate::systemd::reloading();
         let file = self.snapshot().cfg.file.clone();
-        let result = self.try_reload(&file).await;
-        match &result {
-            Ok(()) => {
-                self.metrics.reload(true);
-                info!(config = %file.display(), "configuration reloaded");
-                crate::systemd::ready("serving (configuration reloaded)");
-            }
-            Err(e) => {
-                self.metrics.reload(false);
-                error!(config = %file.display(), error = %e, "reload refused; the previous configuration keeps serving");
-                crate::systemd::ready(&format!("serving; last reload failed: {e}"));
-            }
-        }
-        result
+        self.service.reload(&file, self.try_reload(&file)).await
     }
 
     async fn try_reload(self: &Arc<Self>, file: &std::path::Path) -> Result<(), String> {
@@ -302,7 +281,7 @@ impl Gateway {
             }
         }
         self.limit.resize(snap.cfg.max_connections);
-        self.metrics.set_expiries(snap.expiries());
+        self.service.metrics.set_expiries(snap.expiries());
         if let Ok(mut w) = self.watch.lock() {
             *w = snap.files();
         }
@@ -310,10 +289,7 @@ impl Gateway {
         let revoke_established = snap.cfg.revoke_established;
         let snap = Arc::new(snap);
         snap.warn_expiry();
-        match self.current.write() {
-            Ok(mut g) => *g = snap.clone(),
-            Err(p) => *p.into_inner() = snap.clone(),
-        }
+        self.current.set(snap.clone());
         if revoke_established {
             let cut = self.live.cut_revoked(&snap.tls.crls);
             if cut > 0 {
@@ -348,7 +324,7 @@ impl Gateway {
     /// Runs until [`Control::Shutdown`]: reloads on [`Control::Reload`]; then stops accepting,
     /// lets open connections finish for up to `shutdown_timeout`, and closes the rest.
     pub async fn run(self: Arc<Self>, control: mpsc::Receiver<Control>) {
-        self.metrics.set_health(Health::Serving);
+        self.service.metrics.set_health(Health::Serving);
         if self.snapshot().cfg.ocsp_staple == Some(StapleSource::Fetch) {
             tokio::spawn(refresh_staple(Arc::downgrade(&self)));
         }
@@ -380,35 +356,19 @@ impl Gateway {
     }
 
     async fn drain(&self) {
-        self.metrics.set_health(Health::Draining);
-        crate::systemd::stopping("draining connections");
-        if let Ok(ls) = self.listeners.lock() {
-            for (_, stop) in ls.iter() {
-                stop.cancel();
-            }
-        }
-        self.tracker.close();
+        let stops = self
+            .listeners
+            .lock()
+            .map(|l| l.iter().map(|(_, stop)| stop.clone()).collect())
+            .unwrap_or_default();
         let grace = self.snapshot().cfg.shutdown_timeout;
-        let open = self.tracker.len();
-        if open > 0 {
-            info!(open, grace = ?grace, "draining open connections");
-        }
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                open = self.tracker.len(),
-                "shutdown_timeout reached; closing remaining connections"
-            );
-            self.abort.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
-        }
-        info!("gateway stopped");
+        self.service.drain(stops, grace, "gateway").await;
     }
 
     fn refuse_overloaded(&self, peer: SocketAddr) {
-        self.metrics.connection("", Outcome::Overloaded.as_str());
+        self.service
+            .metrics
+            .connection("", Outcome::Overloaded.as_str());
         let now = crate::metrics::unix_now() as u64;
         // One audit line per second at most: a flood must not flood the log.
         if self.last_overload_log.swap(now, Ordering::Relaxed) != now {
