@@ -547,3 +547,39 @@ fn expiry_warnings_name_what_expires() {
         "no warning expected with the default expiry_warning"
     );
 }
+
+#[test]
+fn a_second_signal_exits_at_once_and_the_descriptor_limit_is_raised() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let mut gw = Gateway::start(
+        &pki,
+        &format!(
+            "shutdown_timeout = \"1h\"\n{}",
+            backend_toml("data", echo.addr, "\"any\"")
+        ),
+    );
+    // Soft RLIMIT_NOFILE raised to the hard limit.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", gw.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(nums[0], nums[1], "soft limit not raised: {line}");
+
+    // An open tunnel would hold the drain for an hour; the second SIGTERM ends it.
+    let alice = pki.client("alice");
+    let mut open = TlsClient::new(&alice, &pki.ca_crt)
+        .connect(gw.addr, Some("data"))
+        .expect("handshake");
+    open.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    open.read_exact(&mut buf).unwrap();
+    gw.terminate();
+    gw.wait_for_message("draining open connections", PROMPT);
+    let started = Instant::now();
+    gw.terminate();
+    assert!(gw.wait_exit(PROMPT).success());
+    assert!(started.elapsed() < PROMPT);
+}
