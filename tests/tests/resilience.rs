@@ -306,3 +306,90 @@ fn gateway_down_closes_the_local_connection_promptly() {
         "{ev}"
     );
 }
+
+#[test]
+fn sni_with_control_characters_is_refused_and_cannot_forge_log_lines() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    // A text-format log is where a newline would start a fake line.
+    let config = pki.write(
+        "server",
+        "toml",
+        &(Gateway::header().replace("log_format = \"json\"", "log_format = \"text\"")
+            + "default_backend = \"data\"\n"
+            + &backend_toml("data", echo.addr, "\"any\"")),
+    );
+    let mut cmd = tunnel_tests::process::command(&bins::server());
+    cmd.arg("--config").arg(&config);
+    let gw = Proc::spawn("tunnel-server", cmd);
+    let ev = gw.wait_until("listening line", READY, |evs| {
+        evs.iter()
+            .find(|e| e.to_string().contains("gateway listening"))
+            .cloned()
+    });
+    let text = ev.to_string();
+    let port: u16 = text
+        .split("listen=127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {text}"));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let alice = pki.client("alice");
+    let client = tunnel_tests::tls::TlsClient::new(&alice, &pki.ca_crt);
+    for evil in ["x\nFORGED result=\"ok\"", "data\u{7f}", "da ta"] {
+        let r = client.connect(addr, Some(evil));
+        if let Ok(mut s) = r {
+            let (got, _) = tunnel_tests::tls::exchange(&mut s, b"nope");
+            assert!(got.is_empty(), "{evil:?} reached a backend");
+        }
+    }
+    gw.wait_until("three refusals", PROMPT, |evs| {
+        (evs.iter()
+            .filter(|e| e.to_string().contains("result=\\\"denied\\\""))
+            .count()
+            >= 3)
+            .then_some(())
+    });
+    let log = gw.log_text();
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "forged line in:\n{log}"
+    );
+    assert!(
+        log.contains("x\\\\x0aFORGED"),
+        "escaped SNI expected in:\n{log}"
+    );
+}
+
+#[test]
+fn a_flood_of_stalled_handshakes_does_not_lock_out_clients() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let gw = Gateway::start(
+        &pki,
+        &format!(
+            "max_handshakes = 10\nmax_connections = 20\nhandshake_timeout = \"60s\"\n{}",
+            backend_toml("data", echo.addr, "\"cn=alice\"")
+        ),
+    );
+    // 40 connections that never speak TLS: past max_handshakes, and holding every one of the
+    // max_connections slots.
+    let stalled: Vec<std::net::TcpStream> = (0..40).map(|_| backend::connect(gw.addr)).collect();
+    // Let them age past the eviction threshold (one second).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let alice = pki.client("alice");
+    let client = tunnel_tests::tls::TlsClient::new(&alice, &pki.ca_crt);
+    let started = std::time::Instant::now();
+    let mut s = client
+        .connect(gw.addr, Some("data"))
+        .expect("handshake during the flood");
+    assert_eq!(
+        tunnel_tests::tls::exchange(&mut s, b"still served").0,
+        b"still served"
+    );
+    assert!(started.elapsed() < PROMPT);
+    let ev = gw.wait_for_audit(PROMPT, |e| field(e, "reason").contains("max_handshakes"));
+    assert_eq!(field(&ev, "result"), "timeout");
+    drop(stalled);
+}

@@ -165,3 +165,80 @@ fn tls12_session_never_routes_to_the_backend_of_its_first_handshake() {
     }
     assert_eq!(forbidden.accepted(), 0);
 }
+
+/// A client certificate valid for `secs` more seconds (the fixture's PKI works in days).
+fn short_lived(pki: &Pki, cn: &str, secs: i64) -> Creds {
+    use openssl::asn1::Asn1Time;
+    use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage};
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let key = tunnel_core::pki::new_key(Default::default()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_nid(openssl::nid::Nid::COMMONNAME, cn)
+        .unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&tunnel_core::pki::random_serial().unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(pki.ca().cert.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    b.set_not_before(&Asn1Time::from_unix(now - 60).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now + secs).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().critical().build().unwrap())
+        .unwrap();
+    b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
+        .unwrap();
+    b.sign(&pki.ca().key, openssl::hash::MessageDigest::sha256())
+        .unwrap();
+    let issued = tunnel_core::pki::Issued {
+        cert: b.build(),
+        key,
+    };
+    let cert = pki.unique_path(cn, "crt");
+    let keyp = pki.unique_path(cn, "key");
+    tunnel_core::pki::write_issued(&issued, &cert, &keyp).unwrap();
+    Creds {
+        cert,
+        key: keyp,
+        issued,
+    }
+}
+
+#[test]
+fn a_session_cannot_outlive_its_certificate() {
+    let f = fixture();
+    // The fixture's CA signs the short-lived certificate.
+    let creds = short_lived(&f._pki, "alice", 3);
+    let client = TlsClient::new(&creds, &f._pki.ca_crt);
+    let mut s = client
+        .connect(f.gw.addr, Some("allowed"))
+        .expect("handshake");
+    let mut banner = vec![0u8; ALLOWED_BANNER.len()];
+    s.read_exact(&mut banner).expect("banner");
+    let sess = s.ssl().session().expect("session").to_owned();
+    let _ = exchange(&mut s, b"bye");
+    // Let the certificate expire: this test is about time passing.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let mut ssl = client.ssl(Some("allowed"));
+    // SAFETY: the session comes from a connection made with this client's SslContext.
+    unsafe { ssl.set_session(&sess).expect("set_session") };
+    let mut s = connect_ssl(ssl, f.gw.addr).expect("resumed handshake");
+    assert!(s.ssl().session_reused(), "the test must really resume");
+    let peer = local_addr(&s);
+    let (got, _) = exchange(&mut s, b"ping\n");
+    assert!(
+        !got.starts_with(ALLOWED_BANNER),
+        "expired certificate reached the backend: {got:?}"
+    );
+    let ev = f.gw.audit_for(peer);
+    assert_eq!(field(&ev, "result"), "handshake_failed", "{ev}");
+    assert!(boolean(&ev, "resumed"), "{ev}");
+    assert!(field(&ev, "reason").contains("expired"), "{ev}");
+}

@@ -303,9 +303,54 @@ pub struct ServerTls {
     pub chain: Vec<X509>,
     /// The client CA bundle.
     pub cas: Vec<X509>,
+    /// The same CAs, for verifying the certificate of a resumed session again.
+    verify_store: openssl::x509::store::X509Store,
 }
 
 impl ServerTls {
+    /// Verifies a client chain again (validity dates, CA, every CRL): OpenSSL does not run
+    /// the verify callback when a session resumes, and the certificate may have expired or
+    /// been revoked since the session was created.
+    pub fn reverify(
+        &self,
+        leaf: &X509,
+        chain: &[X509],
+        crl_expired: crate::config::CrlExpired,
+    ) -> Result<(), (CrlCheck, String)> {
+        let fail = |e: ErrorStack| (CrlCheck::Good, format!("OpenSSL: {e}"));
+        let mut untrusted = openssl::stack::Stack::new().map_err(fail)?;
+        for c in chain {
+            untrusted.push(c.clone()).map_err(fail)?;
+        }
+        let mut ctx = X509StoreContext::new().map_err(fail)?;
+        let now = crate::metrics::unix_now();
+        let crls = &self.crls;
+        ctx.init(&self.verify_store, leaf, &untrusted, |c| {
+            if !c.verify_cert()? {
+                return Ok(Err((
+                    CrlCheck::Good,
+                    format!(
+                        "client certificate no longer valid: {}",
+                        c.error().error_string()
+                    ),
+                )));
+            }
+            for cert in c.chain().into_iter().flat_map(|ch| ch.iter()) {
+                match crls.check(cert, now) {
+                    CrlCheck::Good => {}
+                    CrlCheck::Expired(_) if crl_expired == crate::config::CrlExpired::Warn => {}
+                    other => {
+                        return Ok(Err((
+                            other,
+                            "certificate chain revoked or its CRL expired".into(),
+                        )))
+                    }
+                }
+            }
+            Ok(Ok(()))
+        })
+        .map_err(fail)?
+    }
     /// Builds the acceptor for `cfg`; `policy` is consulted during full handshakes so that a
     /// refused client gets a TLS alert rather than a silent close.
     pub fn new(
@@ -367,6 +412,7 @@ impl ServerTls {
         }
         b.set_verify_cert_store(store.build()).map_err(tls_err)?;
         b.set_client_ca_list(names);
+        let verify_store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
         b.set_verify_depth(cfg.verify_depth);
         // Sessions resume only within this product; authorization is re-checked after every
         // handshake anyway (see server.rs).
@@ -386,10 +432,23 @@ impl ServerTls {
 
         let sni_policy = policy.clone();
         b.set_servername_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
-            let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
-            if sni_policy.target(sni.as_deref()).is_some() {
-                return Ok(());
-            }
+            // Only names a backend could have get further: this also keeps control
+            // characters and invalid UTF-8 out of logs and routing.
+            let raw = ssl.servername_raw(NameType::HOST_NAME);
+            let sni = match raw {
+                Some(r) if !crate::config::valid_backend_name_bytes(r) => {
+                    Some(crate::identity::printable(&String::from_utf8_lossy(r)))
+                }
+                Some(r) => {
+                    let name = String::from_utf8_lossy(r).to_string();
+                    if sni_policy.target(Some(&name)).is_some() {
+                        return Ok(());
+                    }
+                    Some(name)
+                }
+                None if sni_policy.target(None).is_some() => return Ok(()),
+                None => None,
+            };
             if let Some(n) = ssl.ex_data(notes_index()) {
                 n.set(Refusal::UnknownBackend(sni));
             }
@@ -409,6 +468,7 @@ impl ServerTls {
             cert: own,
             chain,
             cas,
+            verify_store,
         })
     }
 
@@ -556,6 +616,7 @@ impl ClientTls {
             ssl.set_status_type(openssl::ssl::StatusType::OCSP)?;
         }
         let param = ssl.param_mut();
+        param.set_hostflags(openssl::x509::verify::X509CheckFlags::NO_PARTIAL_WILDCARDS);
         match self.server_name.parse::<std::net::IpAddr>() {
             Ok(ip) => param.set_ip(ip)?,
             Err(_) => param.set_host(&self.server_name)?,

@@ -12,7 +12,7 @@ use crate::tls::{CrlCheck, Refusal};
 use openssl::ssl::NameType;
 use openssl::x509::X509;
 use std::net::SocketAddr;
-use std::pin::Pin;
+
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -52,11 +52,26 @@ async fn tunnel(sock: TcpStream, snap: &Snapshot, rec: &mut AuditRecord, gw: &Ga
         }
     };
     let hs_start = std::time::Instant::now();
-    let hs = tokio::time::timeout(cfg.handshake_timeout, Pin::new(&mut tls).accept()).await;
+    let pending = gw.pending.start(cfg.max_handshakes);
+    let hs = tokio::select! {
+        r = tokio::time::timeout(cfg.handshake_timeout, std::pin::Pin::new(&mut tls).accept()) => r,
+        _ = pending.token.cancelled() => {
+            rec.reason = format!(
+                "handshake still pending after {:?} while max_handshakes ({}) were pending: closed to make room (handshake flood?)",
+                hs_start.elapsed(),
+                cfg.max_handshakes
+            );
+            metrics.handshake_failure("evicted");
+            return Outcome::Timeout;
+        }
+    };
+    drop(pending);
+    // Raw, so that invalid UTF-8 is not mistaken for "no SNI"; printable, so that it cannot
+    // forge log lines.
     rec.sni = tls
         .ssl()
-        .servername(NameType::HOST_NAME)
-        .map(str::to_string);
+        .servername_raw(NameType::HOST_NAME)
+        .map(|r| crate::identity::printable(&String::from_utf8_lossy(r)));
     if let Some(failed) = handshake_outcome(hs, &tls, &notes, rec, cfg) {
         metrics.handshake_failure(match failed {
             Outcome::Timeout => "timeout",
@@ -143,14 +158,36 @@ async fn finish_tunnel(
     tracing::Span::current().record("identity", tracing::field::display(&id.subject));
     rec.identity = Some(id.clone());
     let id = &id;
-    match snap.tls.crls.check(&cert, crate::metrics::unix_now()) {
+    // Registered before the revocation checks, so that a reload with revoke_established
+    // while this tunnel is being set up cannot miss it; and checked against the CRLs in
+    // force now, which may be newer than the snapshot this connection was accepted under.
+    let live = gw.live.register(cert.clone());
+    let current = gw.snapshot();
+    let chain: Vec<X509> = tls
+        .ssl()
+        .peer_cert_chain()
+        .map(|c| c.iter().map(|x| x.to_owned()).collect())
+        .unwrap_or_default();
+    if rec.resumed {
+        // OpenSSL skips certificate verification on resumption: do it again.
+        if let Err((check, why)) = current.tls.reverify(&cert, &chain, current.cfg.crl_expired) {
+            rec.reason = format!("resumed session refused: {why}");
+            close_tls(&mut tls).await;
+            return match check {
+                CrlCheck::Revoked => Outcome::Revoked,
+                CrlCheck::Expired(_) => Outcome::CrlExpired,
+                CrlCheck::Good => Outcome::HandshakeFailed,
+            };
+        }
+    }
+    match current.tls.crls.check(&cert, crate::metrics::unix_now()) {
         CrlCheck::Good => {}
         CrlCheck::Revoked => {
             rec.reason = "certificate revoked by CRL".into();
             close_tls(&mut tls).await;
             return Outcome::Revoked;
         }
-        CrlCheck::Expired(_) if cfg.crl_expired == CrlExpired::Warn => {}
+        CrlCheck::Expired(_) if current.cfg.crl_expired == CrlExpired::Warn => {}
         CrlCheck::Expired(_) => {
             rec.reason =
                 "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\")".into();
@@ -159,11 +196,6 @@ async fn finish_tunnel(
         }
     }
     if let Some(checker) = &snap.ocsp {
-        let chain: Vec<X509> = tls
-            .ssl()
-            .peer_cert_chain()
-            .map(|c| c.iter().map(|x| x.to_owned()).collect())
-            .unwrap_or_default();
         let verdict = checker.check(&cert, &chain).await;
         let require = cfg.ocsp == OcspMode::Require;
         let refused = match verdict {
@@ -237,12 +269,16 @@ async fn finish_tunnel(
             Ok(Ok(s)) => s,
         };
     let _ = upstream.set_nodelay(true);
+    if live.token.is_cancelled() {
+        rec.reason =
+            "certificate revoked while the tunnel was being set up (revoke_established)".into();
+        close_tls(&mut tls).await;
+        return Outcome::Revoked;
+    }
     debug!(backend = %backend.address, "tunnel established");
 
     let _active = metrics.active_guard(&backend_name);
     let meters = metrics.byte_counters(&backend_name);
-    // Registered so that a reload with revoke_established can cut this tunnel.
-    let live = gw.live.register(cert);
     let revoked = live.token.clone();
     let abort = gw.service.abort.clone();
     let stop = async move {

@@ -116,7 +116,83 @@ pub struct Gateway {
     watch: WatchList,
     last_overload_log: AtomicU64,
     live: LiveConns,
+    pending: PendingHandshakes,
     staple: Arc<Staple>,
+}
+
+/// Handshakes in progress, oldest first, so that a flood of stalled handshakes cannot keep
+/// legitimate clients out: beyond `max_handshakes`, the oldest handshakes pending for longer
+/// than [`STALLED`] are closed to make room.
+#[derive(Default)]
+pub(crate) struct PendingHandshakes {
+    next: AtomicU64,
+    map: Arc<Mutex<std::collections::BTreeMap<u64, (std::time::Instant, CancellationToken)>>>,
+}
+
+/// A handshake pending this long is fair game for eviction under pressure; real clients
+/// finish in milliseconds.
+pub(crate) const STALLED: Duration = Duration::from_secs(1);
+
+/// One pending handshake; removed from the set when dropped.
+pub(crate) struct PendingEntry {
+    id: u64,
+    /// Cancelled when this handshake is evicted.
+    pub(crate) token: CancellationToken,
+    map: Arc<Mutex<std::collections::BTreeMap<u64, (std::time::Instant, CancellationToken)>>>,
+}
+
+impl PendingHandshakes {
+    pub(crate) fn start(&self, cap: usize) -> PendingEntry {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        if let Ok(mut m) = self.map.lock() {
+            while m.len() >= cap {
+                let Some((&oldest, (since, _))) = m.iter().next() else {
+                    break;
+                };
+                if since.elapsed() < STALLED {
+                    break;
+                }
+                if let Some((_, t)) = m.remove(&oldest) {
+                    t.cancel();
+                }
+            }
+            m.insert(id, (std::time::Instant::now(), token.clone()));
+        }
+        PendingEntry {
+            id,
+            token,
+            map: self.map.clone(),
+        }
+    }
+}
+
+impl PendingHandshakes {
+    /// Closes the oldest handshake if it has been pending longer than [`STALLED`]; returns
+    /// whether one was closed.
+    pub(crate) fn evict_stalled(&self) -> bool {
+        let Ok(mut m) = self.map.lock() else {
+            return false;
+        };
+        let Some((&oldest, (since, _))) = m.iter().next() else {
+            return false;
+        };
+        if since.elapsed() < STALLED {
+            return false;
+        }
+        if let Some((_, t)) = m.remove(&oldest) {
+            t.cancel();
+        }
+        true
+    }
+}
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(&self.id);
+        }
+    }
 }
 
 /// Open tunnels and their client certificates, so a reload can close those it revokes.
@@ -188,6 +264,7 @@ impl Gateway {
             watch,
             last_overload_log: AtomicU64::new(0),
             live: LiveConns::default(),
+            pending: PendingHandshakes::default(),
             staple,
         }))
     }
@@ -228,14 +305,32 @@ impl Gateway {
             self.limit.clone(),
             stop,
             move |sock, peer, permit| {
+                let gw2 = gw.clone();
+                let span = tracing::info_span!("conn", %peer, identity = tracing::field::Empty, backend = tracing::field::Empty);
                 let Some(permit) = permit else {
-                    gw.refuse_overloaded(peer);
-                    drop(sock);
+                    // Full. If stalled handshakes hold slots, close the oldest and take its
+                    // slot once it is free; otherwise refuse at once.
+                    if !gw.pending.evict_stalled() {
+                        gw.refuse_overloaded(peer);
+                        drop(sock);
+                        return;
+                    }
+                    gw.service.tracker.spawn(
+                        async move {
+                            match gw2.limit.acquire_within(Duration::from_secs(1)).await {
+                                Some(permit) => {
+                                    let snap = gw2.snapshot();
+                                    conn::handle(sock, peer, snap, gw2.clone()).await;
+                                    drop(permit);
+                                }
+                                None => gw2.refuse_overloaded(peer),
+                            }
+                        }
+                        .instrument(span),
+                    );
                     return;
                 };
                 let snap = gw.snapshot();
-                let gw2 = gw.clone();
-                let span = tracing::info_span!("conn", %peer, identity = tracing::field::Empty, backend = tracing::field::Empty);
                 gw.service.tracker.spawn(
                     async move {
                         conn::handle(sock, peer, snap, gw2).await;
