@@ -110,6 +110,7 @@ fn main() -> ExitCode {
         };
     }
     let nofile = privileges::raise_nofile();
+    privileges::check_fd_budget(cfg.max_connections, nofile);
     // Sockets passed by systemd must be taken before any thread starts.
     let activated = match systemd::take_activated() {
         Ok(a) => a,

@@ -385,10 +385,11 @@ impl ServerTls {
                     format!("{} is not a DER OCSP response: {e}", p.display()),
                 )
             })?;
-            staple.set(Some(der));
+            staple.set(crate::ocsp::cert_fingerprint(&own), der);
         }
         if cfg.ocsp_staple.is_some() {
-            b.set_status_callback(move |ssl| match staple.get() {
+            let fp = crate::ocsp::cert_fingerprint(&own);
+            b.set_status_callback(move |ssl| match staple.get_for(&fp) {
                 Some(der) => ssl.set_ocsp_status(&der).map(|_| true),
                 None => Ok(false),
             })

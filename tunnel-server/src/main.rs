@@ -136,6 +136,7 @@ fn run(path: PathBuf) -> ExitCode {
     };
     logging::init(cfg.log_format, cfg.log_level.as_deref());
     let nofile = privileges::raise_nofile();
+    privileges::check_fd_budget(cfg.max_connections, nofile);
     // Sockets passed by systemd must be taken before any thread starts.
     let activated = match systemd::take_activated() {
         Ok(a) => a,

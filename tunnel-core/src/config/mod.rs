@@ -200,3 +200,29 @@ pub(crate) fn parse_tls_version(
         )),
     }
 }
+
+/// Checks a `log_level` filter such as `"info"` or `"warn,audit=info"`: each directive must
+/// end in a level (EnvFilter would silently ignore a typo).
+pub(crate) fn check_log_level(file: &Path, level: Option<&str>) -> Result<(), ConfigError> {
+    let Some(l) = level else { return Ok(()) };
+    for part in l.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let lvl = part.rsplit_once('=').map(|(_, v)| v).unwrap_or(part);
+        let known = lvl
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_ok();
+        if !known
+            || part
+                .parse::<tracing_subscriber::filter::Directive>()
+                .is_err()
+        {
+            return Err(ConfigError::new(
+                file,
+                "log_level",
+                format!(
+                    "{l:?} is not a log filter ({part:?}); use levels off, error, warn, info, debug, trace, e.g. \"info\" or \"warn,audit=info\""
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -367,6 +367,7 @@ impl ServerConfig {
             DEFAULT_RELOAD_INTERVAL,
         )?;
         let log_format = parse_log_format(file, raw.log_format.as_deref())?;
+        super::check_log_level(file, raw.log_level.as_deref())?;
         let tls_min_version =
             parse_tls_version(file, "tls_min_version", raw.tls_min_version.as_deref())?;
         if let Some(u) = &raw.user {
@@ -376,6 +377,12 @@ impl ServerConfig {
                     "is empty; name a system user or remove the key".into(),
                 ));
             }
+        }
+        if raw.group.is_some() && raw.user.is_none() {
+            return Err(err(
+                "group",
+                "is set without user: the process would keep uid 0; set user too".into(),
+            ));
         }
         if let Some(g) = &raw.group {
             if g.trim().is_empty() {

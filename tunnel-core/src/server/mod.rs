@@ -385,6 +385,8 @@ impl Gateway {
         let snap = Arc::new(snap);
         snap.warn_expiry();
         self.current.set(snap.clone());
+        // A new certificate or staple setting wants a new staple now.
+        self.staple.wake.notify_one();
         if revoke_established {
             let cut = self.live.cut_revoked(&snap.tls.crls);
             if cut > 0 {
@@ -420,9 +422,7 @@ impl Gateway {
     /// lets open connections finish for up to `shutdown_timeout`, and closes the rest.
     pub async fn run(self: Arc<Self>, control: mpsc::Receiver<Control>) {
         self.service.metrics.set_health(Health::Serving);
-        if self.snapshot().cfg.ocsp_staple == Some(StapleSource::Fetch) {
-            tokio::spawn(refresh_staple(Arc::downgrade(&self)));
-        }
+        tokio::spawn(refresh_staple(Arc::downgrade(&self)));
         crate::reload::control_loop(
             control,
             || async {
@@ -474,8 +474,9 @@ impl Gateway {
     }
 }
 
-/// Keeps the gateway's OCSP staple fresh: fetch, then again halfway to its nextUpdate (at
-/// most hourly), retrying every minute after a failure. Ends with the gateway.
+/// Keeps the gateway's OCSP staple fresh while `ocsp_staple = "fetch"`: fetch, then again
+/// halfway to its nextUpdate (at most hourly), retrying every minute after a failure, and at
+/// once after a reload that changed the certificate or the setting. Ends with the gateway.
 async fn refresh_staple(gw: std::sync::Weak<Gateway>) {
     loop {
         let Some(g) = gw.upgrade() else { return };
@@ -483,32 +484,42 @@ async fn refresh_staple(gw: std::sync::Weak<Gateway>) {
         let staple = g.staple.clone();
         drop(g);
         let cert = snap.tls.cert.clone();
-        let issuer =
-            crate::ocsp::find_issuer(&cert, snap.tls.chain.iter().chain(snap.tls.cas.iter()));
-        let url = crate::ocsp::responder_of(&cert).or_else(|| snap.cfg.ocsp_responder.clone());
-        let wait = match (issuer, url) {
-            (Some(issuer), Some(url)) => {
-                match crate::ocsp::fetch_staple(&cert, &issuer, &url, snap.cfg.ocsp_timeout).await {
-                    Ok((der, next)) => {
-                        staple.set(Some(der));
-                        let now = crate::metrics::unix_now();
-                        let half = next.map(|n| (n - now) / 2).unwrap_or(3600).clamp(60, 3600);
-                        info!(responder = %url, refresh_in_secs = half, "OCSP staple refreshed");
-                        Duration::from_secs(half as u64)
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "cannot fetch an OCSP staple; retrying in 60s");
-                        Duration::from_secs(60)
+        let fp = crate::ocsp::cert_fingerprint(&cert);
+        let wait = if snap.cfg.ocsp_staple != Some(StapleSource::Fetch) {
+            Duration::from_secs(3600)
+        } else {
+            let issuer =
+                crate::ocsp::find_issuer(&cert, snap.tls.chain.iter().chain(snap.tls.cas.iter()));
+            let url = crate::ocsp::responder_of(&cert).or_else(|| snap.cfg.ocsp_responder.clone());
+            match (issuer, url) {
+                (Some(issuer), Some(url)) => {
+                    match crate::ocsp::fetch_staple(&cert, &issuer, &url, snap.cfg.ocsp_timeout)
+                        .await
+                    {
+                        Ok((der, next)) => {
+                            staple.set(fp, der);
+                            let now = crate::metrics::unix_now();
+                            let half = next.map(|n| (n - now) / 2).unwrap_or(3600).clamp(60, 3600);
+                            info!(responder = %url, refresh_in_secs = half, "OCSP staple refreshed");
+                            Duration::from_secs(half as u64)
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot fetch an OCSP staple; retrying in 60s");
+                            Duration::from_secs(60)
+                        }
                     }
                 }
-            }
-            _ => {
-                warn!("ocsp_staple = \"fetch\" needs the issuer (in cert or client_ca) and a responder (AIA or ocsp_responder)");
-                Duration::from_secs(300)
+                _ => {
+                    warn!("ocsp_staple = \"fetch\" needs the issuer (in cert or client_ca) and a responder (AIA or ocsp_responder)");
+                    Duration::from_secs(300)
+                }
             }
         };
         drop(snap);
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = staple.wake.notified() => {}
+        }
     }
 }
 
