@@ -240,8 +240,9 @@ async fn finish_tunnel(
 
     let _active = metrics.active_guard(&backend_name);
     let meters = metrics.byte_counters(&backend_name);
-    // Registered so that a reload with revoke_established can cut this tunnel.
-    let live = gw.live.register(cert);
+    // Registered with the whole chain so that a reload with revoke_established can cut this
+    // tunnel when the new CRL revokes the client certificate or a CA that issued it.
+    let live = gw.live.register(client_chain(tls.ssl(), cert));
     let revoked = live.token.clone();
     let abort = gw.abort.clone();
     let stop = async move {
@@ -278,6 +279,19 @@ async fn finish_tunnel(
             }
         }
     }
+}
+
+/// The client's chain as verified, leaf first; for a resumed session (which keeps no verified
+/// chain) the leaf and the certificates the client sent.
+fn client_chain(ssl: &openssl::ssl::SslRef, leaf: X509) -> Vec<X509> {
+    if let Some(c) = ssl.verified_chain().filter(|c| !c.is_empty()) {
+        return c.iter().map(|x| x.to_owned()).collect();
+    }
+    let mut chain = vec![leaf];
+    if let Some(sent) = ssl.peer_cert_chain() {
+        chain.extend(sent.iter().map(|x| x.to_owned()));
+    }
+    chain
 }
 
 fn unknown_backend_reason(sni: Option<&str>) -> String {
