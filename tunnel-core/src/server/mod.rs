@@ -119,6 +119,9 @@ pub struct Gateway {
     last_overload_log: AtomicU64,
     live: LiveConns,
     staple: Arc<Staple>,
+    /// Whether the task keeping a fetched staple fresh runs, and what wakes it early.
+    staple_task: AtomicBool,
+    staple_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Open tunnels and their clients' verified chains (leaf first), so a reload can close those
@@ -198,6 +201,8 @@ impl Gateway {
             last_overload_log: AtomicU64::new(0),
             live: LiveConns::default(),
             staple,
+            staple_task: AtomicBool::new(false),
+            staple_wake: Arc::new(tokio::sync::Notify::new()),
         }))
     }
 
@@ -278,6 +283,7 @@ impl Gateway {
             Ok(()) => {
                 self.metrics.reload(true);
                 info!(config = %file.display(), "configuration reloaded");
+                self.staple_config_changed();
                 crate::systemd::ready("serving (configuration reloaded)");
             }
             Err(e) => {
@@ -354,9 +360,7 @@ impl Gateway {
     /// lets open connections finish for up to `shutdown_timeout`, and closes the rest.
     pub async fn run(self: Arc<Self>, control: mpsc::Receiver<Control>) {
         self.metrics.set_health(Health::Serving);
-        if self.snapshot().cfg.ocsp_staple == Some(StapleSource::Fetch) {
-            tokio::spawn(refresh_staple(Arc::downgrade(&self)));
-        }
+        self.staple_config_changed();
         crate::reload::control_loop(
             control,
             || async {
@@ -412,6 +416,21 @@ impl Gateway {
         info!("gateway stopped");
     }
 
+    /// With `ocsp_staple = "fetch"`, starts the staple refresh task if it is not running;
+    /// otherwise wakes a running one, so that a reload (fetching switched on or off, a new
+    /// certificate or responder) is acted on at once rather than at the next refresh.
+    fn staple_config_changed(self: &Arc<Self>) {
+        let fetch = self.snapshot().cfg.ocsp_staple == Some(StapleSource::Fetch);
+        if fetch && !self.staple_task.swap(true, Ordering::SeqCst) {
+            tokio::spawn(refresh_staple(
+                Arc::downgrade(self),
+                self.staple_wake.clone(),
+            ));
+        } else if self.staple_task.load(Ordering::SeqCst) {
+            self.staple_wake.notify_one();
+        }
+    }
+
     fn refuse_overloaded(&self, peer: SocketAddr) {
         self.metrics.connection("", Outcome::Overloaded.as_str());
         let now = crate::metrics::unix_now() as u64;
@@ -425,10 +444,21 @@ impl Gateway {
 }
 
 /// Keeps the gateway's OCSP staple fresh: fetch, then again halfway to its nextUpdate (at
-/// most hourly), retrying every minute after a failure. Ends with the gateway.
-async fn refresh_staple(gw: std::sync::Weak<Gateway>) {
+/// most hourly), retrying every minute after a failure, and at once when `wake` is notified
+/// (after a reload). Ends with the gateway, or when a reload switched fetching off.
+async fn refresh_staple(gw: std::sync::Weak<Gateway>, wake: Arc<tokio::sync::Notify>) {
     loop {
         let Some(g) = gw.upgrade() else { return };
+        if g.snapshot().cfg.ocsp_staple != Some(StapleSource::Fetch) {
+            g.staple_task.store(false, Ordering::SeqCst);
+            // A reload may have switched fetching back on in between, and left it to us.
+            if g.snapshot().cfg.ocsp_staple != Some(StapleSource::Fetch)
+                || g.staple_task.swap(true, Ordering::SeqCst)
+            {
+                return;
+            }
+            continue;
+        }
         let snap = g.snapshot();
         let staple = g.staple.clone();
         drop(g);
@@ -458,7 +488,10 @@ async fn refresh_staple(gw: std::sync::Weak<Gateway>) {
             }
         };
         drop(snap);
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
     }
 }
 
