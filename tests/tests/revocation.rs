@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use tunnel_core::pki::make_crl;
+use tunnel_core::pki::{make_crl, CertSpec, Usage};
 use tunnel_tests::backend::{connect, round_trip};
 use tunnel_tests::data::{pattern_bytes, sha256_hex};
 use tunnel_tests::pki::toml_str;
@@ -311,4 +311,145 @@ fn expired_crl_denies_by_default_and_only_warns_when_configured() {
         .iter()
         .filter(|e| is_audit(e) && field(e, "result") == "ok")
         .all(|e| field(e, "subject") == "CN=alice"));
+}
+
+/// An intermediate CA under `pki`'s root and a client `cn` issued by it, written as a chain
+/// file (leaf, then intermediate) as the client agent sends it.
+fn via_intermediate(pki: &Pki, cn: &str) -> (Creds, Creds) {
+    let inter = pki.issue(
+        "intermediate",
+        &CertSpec {
+            usage: Usage::Ca,
+            ..CertSpec::client("Tunnel Intermediate CA")
+        },
+    );
+    let issued = tunnel_core::pki::issue(&inter.issued, &CertSpec::client(cn)).unwrap();
+    let cert = pki.unique_path(cn, "chain.pem");
+    let key = pki.unique_path(cn, "key");
+    let mut pem = issued.cert.to_pem().unwrap();
+    pem.extend(inter.issued.cert.to_pem().unwrap());
+    std::fs::write(&cert, pem).unwrap();
+    tunnel_core::pki::write_private(&key, &issued.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (inter, Creds { cert, key, issued })
+}
+
+#[test]
+fn revoke_established_also_cuts_clients_of_a_revoked_intermediate_ca() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let (inter, carol) = via_intermediate(&pki, "carol");
+    let dave = pki.client("dave");
+    let (gw, crl) = crl_gateway(&pki, &echo, "revoke_established = true");
+    let carol_agent = Agent::start(&pki, gw.addr, &carol, &["echo"]);
+    let dave_agent = Agent::start(&pki, gw.addr, &dave, &["echo"]);
+    let mut c = EchoStream::open(carol_agent.addr(), 5);
+    let mut d = EchoStream::open(dave_agent.addr(), 6);
+    c.round();
+    d.round();
+
+    // The intermediate is revoked: every certificate it issued is, for new connections and
+    // for open tunnels alike.
+    revoke_and_wait(&gw, &pki, &crl, &[&inter]);
+    assert_agent_gets_nothing(&carol_agent);
+    c.expect_cut();
+    let results: Vec<String> = gw.wait_until("carol's two audit events", PROMPT, |evs| {
+        let v: Vec<String> = evs
+            .iter()
+            .filter(|e| is_audit(e) && field(e, "subject") == "CN=carol")
+            .map(|e| field(e, "result").to_string())
+            .collect();
+        (v.len() >= 2).then_some(v)
+    });
+    assert_eq!(results, ["revoked", "revoked"], "carol");
+    d.round();
+    let d_bytes = d.finish();
+    assert_eq!(
+        field(&audit_of_stream(&gw, "dave", d_bytes), "result"),
+        "ok"
+    );
+}
+
+#[test]
+fn forged_or_broken_crl_is_refused_and_the_previous_list_stays_in_force() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let alice = pki.client("alice");
+    let bob = pki.client("bob");
+    let (gw, crl) = crl_gateway(&pki, &echo, "");
+    revoke_and_wait(&gw, &pki, &crl, &[&alice]);
+
+    // Same CA name, another key: an empty CRL that would lift alice's revocation.
+    let rogue = Pki::named("Tunnel Test CA");
+    let forged = make_crl(rogue.ca(), &[], -1, 7).unwrap().to_pem().unwrap();
+    let truncated = {
+        let good = make_crl(pki.ca(), &[], -1, 7).unwrap().to_pem().unwrap();
+        good[..good.len() / 2].to_vec()
+    };
+    for (what, pem) in [("forged", forged), ("truncated", truncated)] {
+        let before = gw.events().len();
+        let tmp = pki.unique_path("crl-bad", "tmp");
+        std::fs::write(&tmp, pem).unwrap();
+        std::fs::rename(&tmp, &crl).unwrap();
+        let ev = gw.wait_until("reload refused", PROMPT, |evs| {
+            evs[before..]
+                .iter()
+                .find(|e| field(e, "message").contains("reload refused"))
+                .cloned()
+        });
+        assert!(field(&ev, "error").contains("crl"), "{what}: {ev}");
+        let (got, ev) = attempt(&pki, &gw, &alice, b"unrevoke me");
+        assert!(got.is_empty(), "{what} CRL: alice got {got:?}");
+        assert_eq!(field(&ev, "result"), "revoked", "{what}: {ev}");
+        let (got, ev) = attempt(&pki, &gw, &bob, b"bob");
+        assert_eq!(got, b"bob", "{what}");
+        assert_eq!(field(&ev, "result"), "ok", "{what}: {ev}");
+    }
+}
+
+/// A full handshake of `client` with SNI `echo`; returns the session (with its TLS 1.3 ticket,
+/// which arrives after the handshake: the echo is read first).
+fn session_of(gw: &Gateway, client: &TlsClient) -> openssl::ssl::SslSession {
+    let mut s = client.connect(gw.addr, Some("echo")).expect("handshake");
+    let peer = local_addr(&s);
+    let (got, _) = exchange(&mut s, b"before");
+    assert_eq!(got, b"before");
+    assert_eq!(field(&gw.audit_for(peer), "result"), "ok");
+    s.ssl().session().expect("session").to_owned()
+}
+
+/// A TLS session from before a CRL change must not carry a now revoked client (or a client
+/// of a now revoked CA) back in, whether the gateway resumes it (then only the checks after
+/// the handshake stand in the way) or falls back to a full handshake.
+#[test]
+fn session_from_before_the_revocation_does_not_let_the_client_back_in() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let alice = pki.client("alice");
+    let (inter, carol) = via_intermediate(&pki, "carol");
+    let (gw, crl) = crl_gateway(&pki, &echo, "");
+    let clients = [
+        ("alice", TlsClient::new(&alice, &pki.ca_crt)),
+        ("carol", TlsClient::new(&carol, &pki.ca_crt)),
+    ];
+    let sessions: Vec<_> = clients.iter().map(|(_, c)| session_of(&gw, c)).collect();
+    assert_eq!(echo.accepted(), 2);
+
+    // Alice herself, and the CA that issued carol's certificate.
+    revoke_and_wait(&gw, &pki, &crl, &[&alice, &inter]);
+    for ((cn, client), sess) in clients.iter().zip(&sessions) {
+        let mut ssl = client.ssl(Some("echo"));
+        // SAFETY: the session comes from a connection of the same SslContext (`client`).
+        unsafe { ssl.set_session(sess).expect("set_session") };
+        let mut s = tls::connect_ssl(ssl, gw.addr).expect("the client's side of the handshake");
+        let peer = local_addr(&s);
+        let (got, _) = exchange(&mut s, b"after");
+        assert!(
+            got.is_empty(),
+            "{cn} came back with an old session: {got:?}"
+        );
+        let ev = gw.audit_for(peer);
+        assert_eq!(field(&ev, "result"), "revoked", "{cn}: {ev}");
+        assert_eq!(field(&ev, "subject"), format!("CN={cn}"), "{ev}");
+    }
+    assert_eq!(echo.accepted(), 2, "a revoked client reached the backend");
 }
