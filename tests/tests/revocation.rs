@@ -1,8 +1,10 @@
 //! Revocation by CRL over a gateway's life: a CRL rewritten in place (temporary file, then
-//! rename) is picked up without a signal; the newly revoked client is refused on its next
-//! connection while its open tunnel keeps flowing, unless `revoke_established = true` cuts
-//! it; others are unaffected. A CRL past its nextUpdate refuses (`crl_expired = "deny"`, the
-//! default) or only warns (`"warn"`).
+//! rename, or `tunnel-server pki revoke`) is picked up without a signal; the newly revoked
+//! client (or every client of a revoked intermediate CA) is refused on its next connection,
+//! even with a TLS session from before, while open tunnels keep flowing unless
+//! `revoke_established = true` cuts them; others are unaffected. A forged or truncated CRL is
+//! refused and the previous one stays in force. A CRL past its nextUpdate refuses
+//! (`crl_expired = "deny"`, the default) or only warns (`"warn"`).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -452,4 +454,80 @@ fn session_from_before_the_revocation_does_not_let_the_client_back_in() {
         assert_eq!(field(&ev, "subject"), format!("CN={cn}"), "{ev}");
     }
     assert_eq!(echo.accepted(), 2, "a revoked client reached the backend");
+}
+
+/// Runs `tunnel-server pki ARGS --dir DIR` and expects success.
+fn pki_cmd(dir: &Path, args: &[&str]) {
+    let mut full = vec!["pki"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--dir", dir.to_str().expect("UTF-8 path")]);
+    let out = run_server(&full, READY);
+    assert!(
+        out.status.success(),
+        "tunnel-server {full:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `DIR/NAME.crt` and `DIR/NAME.key` as made by `tunnel-server pki issue`.
+fn creds_in(dir: &Path, name: &str) -> Creds {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let issued = tunnel_core::pki::Issued {
+        cert: openssl::x509::X509::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        key: openssl::pkey::PKey::private_key_from_pem(&std::fs::read(&key).unwrap()).unwrap(),
+    };
+    Creds { cert, key, issued }
+}
+
+#[test]
+fn pki_revoke_takes_effect_on_a_running_gateway() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    pki_cmd(&dir, &["init", "--name", "Ops CA", "--days", "30"]);
+    pki_cmd(
+        &dir,
+        &["issue", "--server", "localhost", "--ip", "127.0.0.1"],
+    );
+    pki_cmd(&dir, &["issue", "--client", "alice"]);
+    pki_cmd(&dir, &["issue", "--client", "bob"]);
+    pki_cmd(&dir, &["crl"]);
+    let echo = Backend::echo();
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        Gateway::header().replace("server.", "localhost.")
+            + "crl = [\"crl.pem\"]\n"
+            + &backend_toml("echo", echo.addr, "\"any\""),
+    )
+    .unwrap();
+    let gw = Gateway::start_file(&config);
+    let ca = dir.join("ca.crt");
+    let (alice, bob) = (creds_in(&dir, "alice"), creds_in(&dir, "bob"));
+    let try_as = |creds: &Creds, msg: &[u8]| {
+        let mut s = TlsClient::new(creds, &ca)
+            .connect(gw.addr, Some("echo"))
+            .expect("handshake");
+        let peer = local_addr(&s);
+        let (got, _) = exchange(&mut s, msg);
+        (got, gw.audit_for(peer))
+    };
+    assert_eq!(try_as(&alice, b"before").0, b"before");
+
+    // One command, no signal: the gateway notices the rewritten crl.pem.
+    let before = count_reloads(&gw.events());
+    pki_cmd(
+        &dir,
+        &["revoke", "--cert", dir.join("alice.crt").to_str().unwrap()],
+    );
+    gw.wait_until("configuration reloaded after pki revoke", PROMPT, |evs| {
+        (count_reloads(evs) > before).then_some(())
+    });
+    let (got, ev) = try_as(&alice, b"after");
+    assert!(got.is_empty(), "revoked alice got {got:?}");
+    assert_eq!(field(&ev, "result"), "revoked", "{ev}");
+    let (got, ev) = try_as(&bob, b"bob");
+    assert_eq!(got, b"bob");
+    assert_eq!(field(&ev, "result"), "ok", "{ev}");
 }
