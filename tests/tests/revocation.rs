@@ -291,10 +291,11 @@ fn expired_crl_denies_by_default_and_only_warns_when_configured() {
     assert!(field(&ev, "reason").contains("nextUpdate"), "{ev}");
     assert_eq!(echo.accepted(), 0);
 
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let warn = Gateway::start(
         &pki,
         &format!(
-            "{top}crl_expired = \"warn\"\n{}",
+            "{top}crl_expired = \"warn\"\nmetrics = \"{metrics}\"\n{}",
             backend_toml("echo", echo.addr, "\"any\"")
         ),
     );
@@ -306,6 +307,17 @@ fn expired_crl_denies_by_default_and_only_warns_when_configured() {
     assert!(got.is_empty(), "got {got:?}");
     assert_eq!(field(&ev, "result"), "revoked", "{ev}");
     assert_eq!(echo.accepted(), 1);
+    // Both say so at start, and the metric shows the time left as negative.
+    for gw in [&deny, &warn] {
+        gw.wait_for("an error about the expired CRL", PROMPT, |e| {
+            field(e, "level") == "ERROR" && field(e, "which") == "crl"
+        });
+    }
+    let left = crl_seconds_left(metrics);
+    assert!(
+        (-10 * 86_400..=-9 * 86_400).contains(&left),
+        "certificate_expiry_seconds{{which=\"crl\"}} = {left}, want about -9 days"
+    );
     // Neither gateway logged a connection as ok that it should have refused.
     assert!(deny.audits().iter().all(|e| field(e, "result") != "ok"));
     assert!(warn
@@ -530,4 +542,20 @@ fn pki_revoke_takes_effect_on_a_running_gateway() {
     let (got, ev) = try_as(&bob, b"bob");
     assert_eq!(got, b"bob");
     assert_eq!(field(&ev, "result"), "ok", "{ev}");
+}
+
+/// `tunnel_certificate_expiry_seconds{which="crl"}` from the metrics endpoint at `addr`.
+fn crl_seconds_left(addr: SocketAddr) -> i64 {
+    backend::wait_accepting(addr, PROMPT, "the metrics endpoint");
+    let mut s = connect(addr);
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let (body, _) = data::read_all(&mut s);
+    let text = String::from_utf8_lossy(&body);
+    text.lines()
+        .find(|l| l.starts_with("tunnel_certificate_expiry_seconds{which=\"crl\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as i64)
+        .unwrap_or_else(|| panic!("no CRL expiry metric in:\n{text}"))
 }
