@@ -137,7 +137,11 @@ fn staple_from(pki: &Pki, gw: &Gateway) -> Option<Vec<u8>> {
         .expect("status_request");
     let mut s = connect_ssl(ssl, gw.addr).expect("handshake");
     let staple = s.ssl().ocsp_status().map(<[u8]>::to_vec);
+    let peer = local_addr(&s);
     assert_eq!(exchange(&mut s, b"staple?").0, b"staple?");
+    // Wait for its audit event, so that it cannot be mistaken for a later connection's.
+    let ev = gw.audit_for(peer);
+    assert_eq!(field(&ev, "result"), "ok", "{ev}");
     staple
 }
 
