@@ -124,7 +124,6 @@ fn responder_that_never_answers_costs_at_most_ocsp_timeout() {
         number(&r, "duration_ms") < 5_000,
         "the query was not bounded by ocsp_timeout: {r}"
     );
-    assert_eq!(silent.accepted(), 2);
 }
 
 /// Connects to `gw` asking for the certificate status and returns the staple it sent, if any
