@@ -4,12 +4,14 @@
 //! process by [`bins`]), with a PKI generated at test time ([`pki`]), ephemeral ports only, and
 //! JSON logs read back from stderr ([`process`]) for readiness and for audit events. Backends
 //! ([`backend`]) and raw TLS clients ([`tls`]) run in the test process; [`data`] makes and
-//! hashes deterministic byte streams so every transfer is checked byte for byte.
+//! hashes deterministic byte streams so every transfer is checked byte for byte; [`ocsp`] runs
+//! a real `openssl ocsp` responder.
 #![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod bins;
 pub mod data;
+pub mod ocsp;
 pub mod pki;
 pub mod process;
 pub mod tls;

@@ -161,7 +161,7 @@ async fn finish_tunnel(
     // Registered before the revocation checks, so that a reload with revoke_established
     // while this tunnel is being set up cannot miss it; and checked against the CRLs in
     // force now, which may be newer than the snapshot this connection was accepted under.
-    let live = gw.live.register(cert.clone());
+    let live = gw.live.register(client_chain(tls.ssl(), cert.clone()));
     let current = gw.snapshot();
     let chain: Vec<X509> = tls
         .ssl()
@@ -315,6 +315,19 @@ async fn finish_tunnel(
             }
         }
     }
+}
+
+/// The client's chain as verified, leaf first; for a resumed session (which keeps no verified
+/// chain) the leaf and the certificates the client sent.
+fn client_chain(ssl: &openssl::ssl::SslRef, leaf: X509) -> Vec<X509> {
+    if let Some(c) = ssl.verified_chain().filter(|c| !c.is_empty()) {
+        return c.iter().map(|x| x.to_owned()).collect();
+    }
+    let mut chain = vec![leaf];
+    if let Some(sent) = ssl.peer_cert_chain() {
+        chain.extend(sent.iter().map(|x| x.to_owned()));
+    }
+    chain
 }
 
 fn unknown_backend_reason(sni: Option<&str>) -> String {

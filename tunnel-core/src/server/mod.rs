@@ -195,26 +195,30 @@ impl Drop for PendingEntry {
     }
 }
 
-/// Open tunnels and their client certificates, so a reload can close those it revokes.
+/// Open tunnels and their clients' verified chains (leaf first), so a reload can close those
+/// its CRLs revoke: the client certificate or a CA that issued it.
 #[derive(Default)]
 struct LiveConns {
     next: AtomicU64,
-    map: Arc<Mutex<HashMap<u64, (X509, CancellationToken)>>>,
+    map: LiveMap,
 }
+
+/// Tunnel id -> (client chain, what cancels the tunnel).
+type LiveMap = Arc<Mutex<HashMap<u64, (Vec<X509>, CancellationToken)>>>;
 
 /// Removes its tunnel from [`LiveConns`] when dropped.
 struct LiveEntry {
     id: u64,
     token: CancellationToken,
-    map: Arc<Mutex<HashMap<u64, (X509, CancellationToken)>>>,
+    map: LiveMap,
 }
 
 impl LiveConns {
-    fn register(&self, cert: X509) -> LiveEntry {
+    fn register(&self, chain: Vec<X509>) -> LiveEntry {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
         if let Ok(mut m) = self.map.lock() {
-            m.insert(id, (cert, token.clone()));
+            m.insert(id, (chain, token.clone()));
         }
         LiveEntry {
             id,
@@ -223,12 +227,13 @@ impl LiveConns {
         }
     }
 
-    /// Cancels every open tunnel whose certificate `crls` revokes; returns how many.
+    /// Cancels every open tunnel with a certificate in its chain that `crls` revokes; returns
+    /// how many.
     fn cut_revoked(&self, crls: &crate::tls::CrlSet) -> usize {
         let Ok(m) = self.map.lock() else { return 0 };
         let mut n = 0;
-        for (cert, token) in m.values() {
-            if crls.is_revoked(cert) && !token.is_cancelled() {
+        for (chain, token) in m.values() {
+            if chain.iter().any(|c| crls.is_revoked(c)) && !token.is_cancelled() {
                 token.cancel();
                 n += 1;
             }
