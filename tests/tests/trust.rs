@@ -325,3 +325,34 @@ fn server_name_defaults_to_the_host_of_server() {
     assert!(err.is_none(), "{err:?}");
     assert_eq!(got, b"by default name", "agent log:\n{}", agent.log_text());
 }
+
+#[test]
+fn check_explain_accepts_a_chain_file_through_an_intermediate() {
+    let pki = Pki::new();
+    let config = pki.write(
+        "server",
+        "toml",
+        &(Gateway::header() + &backend_toml("echo", "127.0.0.1:9", "\"cn=carol\"")),
+    );
+    let (_, carol) = via_intermediate(&pki, "carol");
+    let out = run_server(
+        &[
+            "check",
+            "--config",
+            config.to_str().unwrap(),
+            "--explain",
+            carol.cert.to_str().unwrap(),
+        ],
+        PROMPT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("may reach echo: allowed by cn=carol"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("WARNING"),
+        "the chain file verifies: {stdout}"
+    );
+}
