@@ -87,6 +87,30 @@ impl Pki {
         self.issue(cn, &CertSpec::client(cn))
     }
 
+    /// An intermediate CA under this root and a client `cn` issued by it, written as a chain
+    /// file (leaf, then intermediate) as the client agent sends it.
+    pub fn via_intermediate(&self, cn: &str) -> (Creds, Creds) {
+        let inter = self.issue(
+            "intermediate",
+            &CertSpec {
+                usage: tunnel_core::pki::Usage::Ca,
+                ..CertSpec::client("Tunnel Intermediate CA")
+            },
+        );
+        let issued = pki::issue(&inter.issued, &CertSpec::client(cn)).expect("issue");
+        let cert = self.unique_path(cn, "chain.pem");
+        let key = self.unique_path(cn, "key");
+        let mut pem = issued.cert.to_pem().expect("PEM");
+        pem.extend(inter.issued.cert.to_pem().expect("PEM"));
+        std::fs::write(&cert, pem).expect("write chain");
+        pki::write_private(
+            &key,
+            &issued.key.private_key_to_pem_pkcs8().expect("key PEM"),
+        )
+        .expect("write key");
+        (inter, Creds { cert, key, issued })
+    }
+
     /// Writes a CRL revoking `revoked` and returns its path.
     pub fn crl(&self, revoked: &[&Creds]) -> PathBuf {
         let certs: Vec<_> = revoked.iter().map(|c| &c.issued.cert).collect();

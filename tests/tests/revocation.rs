@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use tunnel_core::pki::{make_crl, CertSpec, Usage};
+use tunnel_core::pki::make_crl;
 use tunnel_tests::backend::{connect, round_trip};
 use tunnel_tests::data::{pattern_bytes, sha256_hex};
 use tunnel_tests::pki::toml_str;
@@ -327,31 +327,11 @@ fn expired_crl_denies_by_default_and_only_warns_when_configured() {
         .all(|e| field(e, "subject") == "CN=alice"));
 }
 
-/// An intermediate CA under `pki`'s root and a client `cn` issued by it, written as a chain
-/// file (leaf, then intermediate) as the client agent sends it.
-fn via_intermediate(pki: &Pki, cn: &str) -> (Creds, Creds) {
-    let inter = pki.issue(
-        "intermediate",
-        &CertSpec {
-            usage: Usage::Ca,
-            ..CertSpec::client("Tunnel Intermediate CA")
-        },
-    );
-    let issued = tunnel_core::pki::issue(&inter.issued, &CertSpec::client(cn)).unwrap();
-    let cert = pki.unique_path(cn, "chain.pem");
-    let key = pki.unique_path(cn, "key");
-    let mut pem = issued.cert.to_pem().unwrap();
-    pem.extend(inter.issued.cert.to_pem().unwrap());
-    std::fs::write(&cert, pem).unwrap();
-    tunnel_core::pki::write_private(&key, &issued.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    (inter, Creds { cert, key, issued })
-}
-
 #[test]
 fn revoke_established_also_cuts_clients_of_a_revoked_intermediate_ca() {
     let pki = Pki::new();
     let echo = Backend::echo();
-    let (inter, carol) = via_intermediate(&pki, "carol");
+    let (inter, carol) = pki.via_intermediate("carol");
     let dave = pki.client("dave");
     let (gw, crl) = crl_gateway(&pki, &echo, "revoke_established = true");
     let carol_agent = Agent::start(&pki, gw.addr, &carol, &["echo"]);
@@ -439,7 +419,7 @@ fn session_from_before_the_revocation_does_not_let_the_client_back_in() {
     let pki = Pki::new();
     let echo = Backend::echo();
     let alice = pki.client("alice");
-    let (inter, carol) = via_intermediate(&pki, "carol");
+    let (inter, carol) = pki.via_intermediate("carol");
     let (gw, crl) = crl_gateway(&pki, &echo, "");
     let clients = [
         ("alice", TlsClient::new(&alice, &pki.ca_crt)),

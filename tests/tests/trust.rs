@@ -1,7 +1,7 @@
 //! Certificate trust in both directions: clients from another CA, expired, not yet valid or
 //! revoked are refused by the gateway; the client agent refuses a gateway it cannot verify.
 
-use tunnel_core::pki::{CertSpec, Usage};
+use tunnel_core::pki::CertSpec;
 use tunnel_tests::backend::{connect, round_trip};
 use tunnel_tests::pki::toml_str;
 use tunnel_tests::process::AgentSpec;
@@ -219,32 +219,12 @@ fn tls12_clients_only_when_configured() {
     assert_eq!(field(&gw.audit_for(peer), "result"), "ok");
 }
 
-/// An intermediate CA under `pki`'s root and a client `cn` issued by it, written as a chain
-/// file (leaf, then intermediate).
-fn via_intermediate(pki: &Pki, cn: &str) -> (Creds, Creds) {
-    let inter = pki.issue(
-        "intermediate",
-        &CertSpec {
-            usage: Usage::Ca,
-            ..CertSpec::client("Tunnel Intermediate CA")
-        },
-    );
-    let issued = tunnel_core::pki::issue(&inter.issued, &CertSpec::client(cn)).unwrap();
-    let cert = pki.unique_path(cn, "chain.pem");
-    let key = pki.unique_path(cn, "key");
-    let mut pem = issued.cert.to_pem().unwrap();
-    pem.extend(inter.issued.cert.to_pem().unwrap());
-    std::fs::write(&cert, pem).unwrap();
-    tunnel_core::pki::write_private(&key, &issued.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    (inter, Creds { cert, key, issued })
-}
-
 #[test]
 fn client_chain_through_an_intermediate_ca_is_accepted() {
     let pki = Pki::new();
     let echo = Backend::echo();
     let gw = Gateway::start(&pki, &backend_toml("echo", echo.addr, "\"cn=carol\""));
-    let (_, carol) = via_intermediate(&pki, "carol");
+    let (_, carol) = pki.via_intermediate("carol");
     // Through the client agent, which sends its whole chain.
     let agent = Agent::start(&pki, gw.addr, &carol, &["echo"]);
     let mut s = connect(agent.addr());
@@ -260,7 +240,7 @@ fn client_chain_through_an_intermediate_ca_is_accepted() {
 fn revoked_intermediate_ca_revokes_its_clients() {
     let pki = Pki::new();
     let echo = Backend::echo();
-    let (inter, carol) = via_intermediate(&pki, "carol");
+    let (inter, carol) = pki.via_intermediate("carol");
     let crl = pki.crl(&[&inter]);
     let gw = echo_gateway(&pki, &echo, &format!("crl = [{}]", toml_str(&crl)));
     let reason = assert_refused(&pki, &gw, &echo, &carol, "revoked");
@@ -334,7 +314,7 @@ fn check_explain_accepts_a_chain_file_through_an_intermediate() {
         "toml",
         &(Gateway::header() + &backend_toml("echo", "127.0.0.1:9", "\"cn=carol\"")),
     );
-    let (_, carol) = via_intermediate(&pki, "carol");
+    let (_, carol) = pki.via_intermediate("carol");
     let out = run_server(
         &[
             "check",
