@@ -62,6 +62,23 @@ impl NotifySocket {
     }
 }
 
+/// A client agent config for alice with one tunnel to "data" through `gateway`.
+fn agent_config(pki: &Pki, gateway: SocketAddr) -> std::path::PathBuf {
+    let alice = pki.client("alice");
+    pki.write(
+        "client",
+        "toml",
+        &client_toml(&AgentSpec {
+            server: gateway.to_string(),
+            server_name: pki::SERVER_NAME,
+            creds: &alice,
+            ca: &pki.ca_crt,
+            backends: &["data"],
+            extra: "",
+        }),
+    )
+}
+
 fn gateway_cmd(config: &std::path::Path) -> std::process::Command {
     let mut cmd = command(&bins::server());
     cmd.arg("--config").arg(config);
@@ -115,19 +132,7 @@ fn client_agent_reports_ready_with_its_tunnels() {
     let pki = Pki::new();
     let echo = Backend::echo();
     let gw = Gateway::start(&pki, &backend_toml("data", echo.addr, "\"any\""));
-    let alice = pki.client("alice");
-    let config = pki.write(
-        "client",
-        "toml",
-        &client_toml(&AgentSpec {
-            server: gw.addr.to_string(),
-            server_name: pki::SERVER_NAME,
-            creds: &alice,
-            ca: &pki.ca_crt,
-            backends: &["data"],
-            extra: "",
-        }),
-    );
+    let config = agent_config(&pki, gw.addr);
     let mut notify = NotifySocket::new(&pki);
     let mut cmd = command(&bins::client());
     cmd.arg("--config")
@@ -219,19 +224,7 @@ fn client_agent_serves_a_socket_passed_by_systemd() {
     let pki = Pki::new();
     let echo = Backend::echo();
     let gw = Gateway::start(&pki, &backend_toml("data", echo.addr, "\"cn=alice\""));
-    let alice = pki.client("alice");
-    let config = pki.write(
-        "client",
-        "toml",
-        &client_toml(&AgentSpec {
-            server: gw.addr.to_string(),
-            server_name: pki::SERVER_NAME,
-            creds: &alice,
-            ca: &pki.ca_crt,
-            backends: &["data"],
-            extra: "",
-        }),
-    );
+    let config = agent_config(&pki, gw.addr);
     let port = free_port();
     let _agent = socket_activate(
         "socket-activated agent",
