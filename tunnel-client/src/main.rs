@@ -110,6 +110,7 @@ fn main() -> ExitCode {
         };
     }
     let nofile = privileges::raise_nofile();
+    privileges::check_fd_budget(cfg.max_connections, nofile);
     // Sockets passed by systemd must be taken before any thread starts.
     let activated = match systemd::take_activated() {
         Ok(a) => a,
@@ -212,6 +213,10 @@ async fn run(cfg: ClientConfig, activated: systemd::Activated, nofile: Option<u6
         Ok(c) => c,
         Err(e) => return fail(EXIT_RUNTIME, format!("cannot install signal handlers: {e}")),
     };
+    // Serving from here on: /healthz answers 200 before the readiness lines are logged.
+    agent
+        .metrics()
+        .set_health(tunnel_core::metrics::Health::Serving);
     for (addr, backend) in agent.tunnel_addrs() {
         tracing::info!(listen = %addr, backend = %backend, gateway = %cfg.server, "tunnel listening");
     }

@@ -43,12 +43,17 @@ pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError>
         let pem = std::fs::read(cert_path).map_err(|e| {
             ConfigError::new(cert_path, "", format!("cannot read certificate: {e}"))
         })?;
-        let cert = X509::from_pem(&pem)
+        // The leaf first; any further certificates are the chain the client would send.
+        let mut certs = X509::stack_from_pem(&pem)
             .map_err(|e| ConfigError::new(cert_path, "", format!("not a PEM certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(ConfigError::new(cert_path, "", "holds no PEM certificate"));
+        }
+        let cert = certs.remove(0);
         let id = Identity::from_cert(&cert);
         let _ = writeln!(out, "\n{}: {}", cert_path.display(), id);
         let _ = writeln!(out, "  sha256: {}", id.sha256);
-        match verify_against(&snap.tls.cas, &cert) {
+        match verify_against(&snap.tls.cas, &cert, &certs) {
             Ok(()) => {}
             Err(why) => {
                 let _ = writeln!(
@@ -74,13 +79,16 @@ pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError>
     Ok(out)
 }
 
-fn verify_against(cas: &[X509], cert: &X509) -> Result<(), String> {
+fn verify_against(cas: &[X509], cert: &X509, sent: &[X509]) -> Result<(), String> {
     let mut sb = X509StoreBuilder::new().map_err(|e| e.to_string())?;
     for ca in cas {
         sb.add_cert(ca.clone()).map_err(|e| e.to_string())?;
     }
     let store = sb.build();
-    let chain = openssl::stack::Stack::new().map_err(|e| e.to_string())?;
+    let mut chain = openssl::stack::Stack::new().map_err(|e| e.to_string())?;
+    for c in sent {
+        chain.push(c.clone()).map_err(|e| e.to_string())?;
+    }
     let mut ctx = X509StoreContext::new().map_err(|e| e.to_string())?;
     ctx.init(&store, cert, &chain, |c| {
         let ok = c.verify_cert()?;

@@ -6,20 +6,20 @@ use crate::listeners::{self, Limit};
 use crate::metrics::{Health, Metrics};
 use crate::proxy::{self, End};
 use crate::reload::{Control, WatchList};
+use crate::service::{Current, Service};
 use crate::tls::ClientTls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_openssl::SslStream;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 /// A verified mTLS connection to the gateway. After the handshake its records are sent in
 /// batches (see [`proxy::Coalesce`]): written data leaves on flush or shutdown.
@@ -67,11 +67,9 @@ impl ClientSnapshot {
 
 /// A running client agent's shared state.
 pub struct ClientAgent {
-    current: RwLock<Arc<ClientSnapshot>>,
+    current: Current<ClientSnapshot>,
     limit: Arc<Limit>,
-    metrics: Arc<Metrics>,
-    tracker: TaskTracker,
-    abort: CancellationToken,
+    service: Service,
     /// Listening address, its stop token, and the backend it tunnels to (changeable by reload).
     listeners: Mutex<Vec<(SocketAddr, CancellationToken, BackendSlot)>>,
     socket_activated: AtomicBool,
@@ -116,11 +114,9 @@ impl ClientAgent {
         snap.warn_expiry();
         let watch = Arc::new(Mutex::new(snap.files()));
         Ok(Arc::new(ClientAgent {
-            current: RwLock::new(Arc::new(snap)),
+            current: Current::new(snap),
             limit,
-            metrics,
-            tracker: TaskTracker::new(),
-            abort: CancellationToken::new(),
+            service: Service::new(metrics),
             listeners: Mutex::new(Vec::new()),
             socket_activated: AtomicBool::new(false),
             watch,
@@ -129,15 +125,12 @@ impl ClientAgent {
 
     /// The configuration in force.
     pub fn snapshot(&self) -> Arc<ClientSnapshot> {
-        self.current
-            .read()
-            .map(|g| g.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.current.get()
     }
 
     /// The metrics of this agent.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.service.metrics
     }
 
     /// The files to watch for changes.
@@ -168,7 +161,7 @@ impl ClientAgent {
             move |sock, peer, permit| {
                 let Some(permit) = permit else {
                     debug!(%peer, "max_connections reached; refusing local connection");
-                    agent.metrics.connection("", "overloaded");
+                    agent.service.metrics.connection("", "overloaded");
                     drop(sock);
                     return;
                 };
@@ -177,9 +170,9 @@ impl ClientAgent {
                     .map(|b| b.clone())
                     .unwrap_or_else(|p| p.into_inner().clone());
                 let a = agent.clone();
-                let abort = agent.abort.clone();
+                let abort = agent.service.abort.clone();
                 let span = tracing::info_span!("tunnel", %peer, backend = %backend);
-                agent.tracker.spawn(
+                agent.service.tracker.spawn(
                     async move {
                         a.forward(sock, &backend, abort.cancelled_owned()).await;
                         drop(permit);
@@ -205,22 +198,8 @@ impl ClientAgent {
     /// Re-reads the configuration file: new certificate, key and CA for new connections,
     /// tunnels added, removed or re-pointed. On failure the old configuration keeps serving.
     pub async fn reload(self: &Arc<Self>) -> Result<(), String> {
-        crate::systemd::reloading();
         let file = self.snapshot().cfg.file.clone();
-        let result = self.try_reload(&file).await;
-        match &result {
-            Ok(()) => {
-                self.metrics.reload(true);
-                info!(config = %file.display(), "configuration reloaded");
-                crate::systemd::ready("serving (configuration reloaded)");
-            }
-            Err(e) => {
-                self.metrics.reload(false);
-                error!(config = %file.display(), error = %e, "reload refused; the previous configuration keeps serving");
-                crate::systemd::ready(&format!("serving; last reload failed: {e}"));
-            }
-        }
-        result
+        self.service.reload(&file, self.try_reload(&file)).await
     }
 
     async fn try_reload(self: &Arc<Self>, file: &std::path::Path) -> Result<(), String> {
@@ -252,16 +231,13 @@ impl ClientAgent {
             }
         }
         self.limit.resize(snap.cfg.max_connections);
-        self.metrics.set_expiries(snap.expiries());
+        self.service.metrics.set_expiries(snap.expiries());
         if let Ok(mut w) = self.watch.lock() {
             *w = snap.files();
         }
         let tunnels = snap.cfg.tunnels.clone();
         snap.warn_expiry();
-        match self.current.write() {
-            Ok(mut g) => *g = Arc::new(snap),
-            Err(p) => *p.into_inner() = Arc::new(snap),
-        }
+        self.current.set(Arc::new(snap));
         if !activated {
             if let Ok(mut ls) = self.listeners.lock() {
                 ls.retain(|(addr, stop, target)| match tunnels.iter().find(|t| t.listen == *addr) {
@@ -294,7 +270,7 @@ impl ClientAgent {
 
     /// Runs until [`Control::Shutdown`], reloading on [`Control::Reload`], then drains.
     pub async fn run(self: Arc<Self>, control: mpsc::Receiver<Control>) {
-        self.metrics.set_health(Health::Serving);
+        self.service.metrics.set_health(Health::Serving);
         crate::reload::control_loop(
             control,
             || async {
@@ -325,27 +301,13 @@ impl ClientAgent {
     }
 
     async fn drain(&self) {
-        self.metrics.set_health(Health::Draining);
-        crate::systemd::stopping("draining connections");
-        if let Ok(ls) = self.listeners.lock() {
-            for (_, stop, _) in ls.iter() {
-                stop.cancel();
-            }
-        }
-        self.tracker.close();
+        let stops = self
+            .listeners
+            .lock()
+            .map(|l| l.iter().map(|(_, stop, _)| stop.clone()).collect())
+            .unwrap_or_default();
         let grace = self.snapshot().cfg.shutdown_timeout;
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                open = self.tracker.len(),
-                "shutdown_timeout reached; closing remaining connections"
-            );
-            self.abort.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
-        }
-        info!("client agent stopped");
+        self.service.drain(stops, grace, "client agent").await;
     }
 
     /// Opens a verified mTLS connection to the gateway for `backend`.
@@ -413,17 +375,26 @@ impl ClientAgent {
             Err(e) => {
                 // The local connection is dropped (closed) right away.
                 warn!(error = %e, "gateway refused or unreachable; closing local connection");
-                self.metrics.connection(backend, "gateway_unreachable");
+                self.service
+                    .metrics
+                    .connection(backend, "gateway_unreachable");
                 return false;
             }
         };
-        self.metrics.handshake(started.elapsed());
-        let _active = self.metrics.active_guard(backend);
-        let meters = self.metrics.byte_counters(backend);
+        self.service.metrics.handshake(started.elapsed());
+        let _active = self.service.metrics.active_guard(backend);
+        let meters = self.service.metrics.byte_counters(backend);
         let idle = self.snapshot().cfg.idle_timeout;
         let piped = proxy::pipe(local, remote, idle, cancel, Some(meters)).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let (up, down) = (piped.a_to_b, piped.b_to_a);
+        let result = match &piped.end {
+            End::Closed | End::Cancelled => "ok",
+            End::Idle => "timeout",
+            End::Error(e) if proxy::is_disconnect(e) => "ok",
+            End::Error(_) => "error",
+        };
+        self.service.metrics.connection(backend, result);
         match piped.end {
             End::Closed => {
                 info!(

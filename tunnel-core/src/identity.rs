@@ -78,9 +78,9 @@ impl Identity {
     /// The SANs in one line, `DNS:a, URI:b, email:c, IP:d`, for logs.
     pub fn sans(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
-        parts.extend(self.dns.iter().map(|d| format!("DNS:{d}")));
-        parts.extend(self.uri.iter().map(|u| format!("URI:{u}")));
-        parts.extend(self.email.iter().map(|e| format!("email:{e}")));
+        parts.extend(self.dns.iter().map(|d| format!("DNS:{}", printable(d))));
+        parts.extend(self.uri.iter().map(|u| format!("URI:{}", printable(u))));
+        parts.extend(self.email.iter().map(|e| format!("email:{}", printable(e))));
         parts.extend(self.ip.iter().map(|i| format!("IP:{i}")));
         parts.join(", ")
     }
@@ -123,6 +123,23 @@ fn escape_rdn(v: &str) -> String {
             out.push('\\');
         }
         out.push(c);
+    }
+    printable(&out)
+}
+
+/// `s` with control characters written as `\xNN`, so a certificate or SNI value cannot
+/// forge log lines.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
     }
     out
 }
@@ -199,6 +216,19 @@ mod tests {
         assert!(id
             .to_string()
             .contains("URI:spiffe://example.org/ns/prod/sa/alice"));
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_log_lines() {
+        let ca = pki::new_ca("Test CA", 30).unwrap();
+        let mut spec = CertSpec::client("evil\n2026-01-01 INFO audit: result=ok");
+        spec.dns.push("a\rb".into());
+        let leaf = pki::issue(&ca, &spec).unwrap();
+        let id = Identity::from_cert(&leaf.cert);
+        assert_eq!(id.subject, "CN=evil\\x0a2026-01-01 INFO audit: result\\=ok");
+        assert_eq!(id.sans(), "DNS:a\\x0db");
+        // Matching still sees the raw value.
+        assert_eq!(id.cn, vec!["evil\n2026-01-01 INFO audit: result=ok"]);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod privileges;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod service;
 pub mod signals;
 pub mod systemd;
 pub mod tls;

@@ -32,6 +32,14 @@ impl Limit {
         self.sem.clone().try_acquire_owned().ok()
     }
 
+    /// A slot, waiting at most `d` for one to free up.
+    pub async fn acquire_within(&self, d: Duration) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(d, self.sem.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
     /// Changes the limit; open connections are never cut, a lower limit takes effect as they end.
     pub fn resize(&self, n: usize) {
         let old = self.size.swap(n, Ordering::SeqCst);

@@ -5,8 +5,8 @@
 //! `active_connections{backend}`, `bytes_total{backend,direction}`,
 //! `handshake_duration_seconds` (histogram), `handshake_failures_total{reason}`,
 //! `reloads_total{result}`, `last_reload_success_timestamp_seconds`,
-//! `certificate_expiry_seconds{which}` (own certificate, CA) and, on the gateway,
-//! `crl_next_update_seconds`.
+//! `certificate_expiry_seconds{which}` (own certificate `cert`, `ca`, and on the gateway the
+//! earliest CRL nextUpdate `crl`).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -189,9 +189,15 @@ impl Metrics {
         }
     }
 
-    /// Sets the expiry times (unix seconds) reported as `certificate_expiry_seconds`.
+    /// Sets the expiry times (unix seconds) reported as `certificate_expiry_seconds`; series
+    /// no longer configured (a CRL removed) disappear.
     pub fn set_expiries(&self, items: Vec<(String, i64)>) {
         if let Ok(mut g) = self.expiry_at.lock() {
+            for (which, _) in g.iter() {
+                if !items.iter().any(|(w, _)| w == which) {
+                    self.expiry.remove(&labels(&[("which", which)]));
+                }
+            }
             *g = items;
         }
     }
@@ -264,6 +270,9 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Concurrent metrics requests served; more are closed at once.
+const MAX_SCRAPES: usize = 32;
+
 /// Binds the metrics endpoint.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
@@ -276,6 +285,8 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves `/metrics` and `/healthz` on `listener` forever (run it in its own task).
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    // A scraper that never reads must not pile up tasks and descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     loop {
         let (mut sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -285,8 +296,13 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "too many metrics requests at once; closing");
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
             let read = tokio::time::timeout(Duration::from_secs(5), async {
@@ -347,8 +363,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            })
+            .await;
         });
     }
 }

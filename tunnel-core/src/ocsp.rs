@@ -47,6 +47,9 @@ const MAX_CACHE: i64 = 3600;
 const NEGATIVE_CACHE: i64 = 10;
 /// Clock skew allowed when checking thisUpdate/nextUpdate.
 const SKEW_SECS: u32 = 300;
+/// Oldest thisUpdate accepted: plain-HTTP OCSP has no nonce here, so an old "good" answer
+/// must not be replayable for ever.
+const MAX_AGE_SECS: u32 = 7 * 86_400;
 /// Largest OCSP HTTP response read.
 const MAX_RESPONSE: usize = 256 * 1024;
 
@@ -198,7 +201,7 @@ pub fn parse_response(
     let st = basic
         .find_status(&id)
         .ok_or("OCSP response does not cover this certificate")?;
-    st.check_validity(SKEW_SECS, None)
+    st.check_validity(SKEW_SECS, Some(MAX_AGE_SECS))
         .map_err(|e| format!("OCSP response outside its validity window: {e}"))?;
     let next = st
         .next_update()
@@ -277,21 +280,35 @@ pub async fn http_post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<
 /// The gateway's current OCSP staple (DER), shared with the TLS status callback.
 #[derive(Debug, Default)]
 pub struct Staple {
-    der: RwLock<Option<Vec<u8>>>,
+    /// (SHA-256 of the certificate it is for, DER response).
+    der: RwLock<Option<(Vec<u8>, Vec<u8>)>>,
+    /// Woken on reload so a refresh follows a certificate or setting change at once.
+    pub wake: tokio::sync::Notify,
 }
 
 impl Staple {
-    /// Replaces the staple.
-    pub fn set(&self, der: Option<Vec<u8>>) {
+    /// Replaces the staple with `der`, a response about the certificate whose SHA-256 is `fp`.
+    pub fn set(&self, fp: Vec<u8>, der: Vec<u8>) {
         if let Ok(mut g) = self.der.write() {
-            *g = der;
+            *g = Some((fp, der));
         }
     }
 
-    /// The staple, if any.
-    pub fn get(&self) -> Option<Vec<u8>> {
-        self.der.read().ok().and_then(|g| g.clone())
+    /// The staple for the certificate whose SHA-256 is `fp`; none for another certificate
+    /// (after a rotation, no staple is better than a wrong one).
+    pub fn get_for(&self, fp: &[u8]) -> Option<Vec<u8>> {
+        self.der
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().filter(|(f, _)| f == fp).map(|(_, d)| d.clone()))
     }
+}
+
+/// SHA-256 of a certificate's DER, as staples are keyed.
+pub fn cert_fingerprint(cert: &X509Ref) -> Vec<u8> {
+    cert.digest(MessageDigest::sha256())
+        .map(|d| d.to_vec())
+        .unwrap_or_default()
 }
 
 /// Fetches a fresh staple for `cert` (issued by `issuer`) from `url`, verified like any
@@ -304,7 +321,12 @@ pub async fn fetch_staple(
 ) -> Result<(Vec<u8>, Option<i64>), String> {
     let body = request_der(cert, issuer).map_err(|e| e.to_string())?;
     let der = http_post(url, &body, timeout).await?;
-    let store = store_of(std::slice::from_ref(issuer)).map_err(|e| e.to_string())?;
+    // The issuer alone is the trust anchor here, even when it is an intermediate.
+    let mut b = X509StoreBuilder::new().map_err(|e| e.to_string())?;
+    b.add_cert(issuer.clone()).map_err(|e| e.to_string())?;
+    b.set_flags(openssl::x509::verify::X509VerifyFlags::PARTIAL_CHAIN)
+        .map_err(|e| e.to_string())?;
+    let store = b.build();
     let (v, next) = parse_response(&der, cert, issuer, &store, std::slice::from_ref(issuer))?;
     if v != Verdict::Good {
         return Err(format!(

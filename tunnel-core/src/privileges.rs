@@ -19,6 +19,21 @@ pub fn raise_nofile() -> Option<u64> {
     Some(soft)
 }
 
+/// Warns when `max_connections` tunnels (two descriptors each) cannot fit in the descriptor
+/// limit: the symptom would otherwise be "Too many open files" while dialling.
+pub fn check_fd_budget(max_connections: usize, nofile: Option<u64>) {
+    if let Some(limit) = nofile {
+        let need = 2 * max_connections as u64 + 64;
+        if need > limit {
+            warn!(
+                max_connections,
+                open_files_limit = limit,
+                "max_connections needs about {need} descriptors but the limit is {limit}: raise LimitNOFILE / ulimit -n, or lower max_connections"
+            );
+        }
+    }
+}
+
 /// Why privileges could not be dropped.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {

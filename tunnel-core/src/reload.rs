@@ -90,31 +90,17 @@ pub fn spawn_file_watcher(list: WatchList, poll: Duration, tx: mpsc::Sender<Cont
             None
         }
     };
+    let current = move || list.lock().map(|g| g.clone()).unwrap_or_default();
+    // Baseline and directory watches are taken here, not in the task: the caller announces
+    // readiness right after, and a file changed from then on must not be missed (a task
+    // scheduled late would take the changed file as its baseline and never reload).
+    let mut watched_dirs: Vec<PathBuf> = Vec::new();
+    let mut last = fingerprint(&current());
+    watch_dirs(watcher.as_mut(), &mut watched_dirs, &current());
     tokio::spawn(async move {
-        let mut watched_dirs: Vec<PathBuf> = Vec::new();
-        let current = || list.lock().map(|g| g.clone()).unwrap_or_default();
-        let mut last = fingerprint(&current());
         loop {
             // Keep the directory watches in step with the file list.
-            if let Some(w) = watcher.as_mut() {
-                use notify::Watcher;
-                for p in current() {
-                    let dir = p.parent().map(|d| d.to_path_buf()).unwrap_or_default();
-                    let dir = if dir.as_os_str().is_empty() {
-                        PathBuf::from(".")
-                    } else {
-                        dir
-                    };
-                    if !watched_dirs.contains(&dir) {
-                        match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
-                            Ok(()) => watched_dirs.push(dir),
-                            Err(e) => {
-                                debug!(dir = %dir.display(), error = %e, "cannot watch directory")
-                            }
-                        }
-                    }
-                }
-            }
+            watch_dirs(watcher.as_mut(), &mut watched_dirs, &current());
             tokio::select! {
                 ev = ev_rx.recv() => {
                     if ev.is_none() {
@@ -147,6 +133,30 @@ pub fn spawn_file_watcher(list: WatchList, poll: Duration, tx: mpsc::Sender<Cont
             }
         }
     });
+}
+
+/// Watches the directory of every file in `files` not watched yet (adding it to `watched`).
+fn watch_dirs(
+    watcher: Option<&mut notify::RecommendedWatcher>,
+    watched: &mut Vec<PathBuf>,
+    files: &[PathBuf],
+) {
+    use notify::Watcher;
+    let Some(w) = watcher else { return };
+    for p in files {
+        let dir = p.parent().map(|d| d.to_path_buf()).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        if !watched.contains(&dir) {
+            match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => watched.push(dir),
+                Err(e) => debug!(dir = %dir.display(), error = %e, "cannot watch directory"),
+            }
+        }
+    }
 }
 
 /// Everything a long-running agent needs around its work, started together: the metrics

@@ -7,9 +7,10 @@ use crate::identity::{asn1_text, Identity};
 use crate::policy::{Decision, Policy};
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
+use openssl::pkey::PKey;
 use openssl::ssl::{
-    NameType, SniError, Ssl, SslAcceptor, SslAlert, SslConnector, SslFiletype, SslMethod, SslMode,
-    SslOptions, SslRef, SslVerifyMode, SslVersion,
+    NameType, SniError, Ssl, SslAcceptor, SslAlert, SslConnector, SslMethod, SslMode, SslOptions,
+    SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{
@@ -263,8 +264,11 @@ fn load_cert_and_key(
     builder
         .set_certificate_chain_file(cert)
         .map_err(|e| ConfigError::new(file, "cert", format!("{}: {e}", cert.display())))?;
-    builder
-        .set_private_key_file(key, SslFiletype::PEM)
+    // Parse the key on its own first: OpenSSL's set_private_key also refuses a key that does
+    // not match the certificate, and that must not be reported as an unreadable key.
+    let pkey = std::fs::read(key)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| PKey::private_key_from_pem(&pem).map_err(|e| e.to_string()))
         .map_err(|e| {
             ConfigError::new(
                 file,
@@ -275,17 +279,20 @@ fn load_cert_and_key(
                 ),
             )
         })?;
-    builder.check_private_key().map_err(|_| {
-        ConfigError::new(
-            file,
-            "key",
-            format!(
-                "{} does not match the certificate in {}",
-                key.display(),
-                cert.display()
-            ),
-        )
-    })
+    builder
+        .set_private_key(&pkey)
+        .and_then(|()| builder.check_private_key())
+        .map_err(|_| {
+            ConfigError::new(
+                file,
+                "key",
+                format!(
+                    "{} does not match the certificate in {}",
+                    key.display(),
+                    cert.display()
+                ),
+            )
+        })
 }
 
 /// Sessions the gateway keeps for resumption (least recently used go first); each holds a
@@ -303,9 +310,54 @@ pub struct ServerTls {
     pub chain: Vec<X509>,
     /// The client CA bundle.
     pub cas: Vec<X509>,
+    /// The same CAs, for verifying the certificate of a resumed session again.
+    verify_store: openssl::x509::store::X509Store,
 }
 
 impl ServerTls {
+    /// Verifies a client chain again (validity dates, CA, every CRL): OpenSSL does not run
+    /// the verify callback when a session resumes, and the certificate may have expired or
+    /// been revoked since the session was created.
+    pub fn reverify(
+        &self,
+        leaf: &X509,
+        chain: &[X509],
+        crl_expired: crate::config::CrlExpired,
+    ) -> Result<(), (CrlCheck, String)> {
+        let fail = |e: ErrorStack| (CrlCheck::Good, format!("OpenSSL: {e}"));
+        let mut untrusted = openssl::stack::Stack::new().map_err(fail)?;
+        for c in chain {
+            untrusted.push(c.clone()).map_err(fail)?;
+        }
+        let mut ctx = X509StoreContext::new().map_err(fail)?;
+        let now = crate::metrics::unix_now();
+        let crls = &self.crls;
+        ctx.init(&self.verify_store, leaf, &untrusted, |c| {
+            if !c.verify_cert()? {
+                return Ok(Err((
+                    CrlCheck::Good,
+                    format!(
+                        "client certificate no longer valid: {}",
+                        c.error().error_string()
+                    ),
+                )));
+            }
+            for cert in c.chain().into_iter().flat_map(|ch| ch.iter()) {
+                match crls.check(cert, now) {
+                    CrlCheck::Good => {}
+                    CrlCheck::Expired(_) if crl_expired == crate::config::CrlExpired::Warn => {}
+                    other => {
+                        return Ok(Err((
+                            other,
+                            "certificate chain revoked or its CRL expired".into(),
+                        )))
+                    }
+                }
+            }
+            Ok(Ok(()))
+        })
+        .map_err(fail)?
+    }
     /// Builds the acceptor for `cfg`; `policy` is consulted during full handshakes so that a
     /// refused client gets a TLS alert rather than a silent close.
     pub fn new(
@@ -342,10 +394,11 @@ impl ServerTls {
                     format!("{} is not a DER OCSP response: {e}", p.display()),
                 )
             })?;
-            staple.set(Some(der));
+            staple.set(crate::ocsp::cert_fingerprint(&own), der);
         }
         if cfg.ocsp_staple.is_some() {
-            b.set_status_callback(move |ssl| match staple.get() {
+            let fp = crate::ocsp::cert_fingerprint(&own);
+            b.set_status_callback(move |ssl| match staple.get_for(&fp) {
                 Some(der) => ssl.set_ocsp_status(&der).map(|_| true),
                 None => Ok(false),
             })
@@ -369,6 +422,7 @@ impl ServerTls {
         }
         b.set_verify_cert_store(store.build()).map_err(tls_err)?;
         b.set_client_ca_list(names);
+        let verify_store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
         b.set_verify_depth(cfg.verify_depth);
         // Sessions resume only within this product; authorization is re-checked after every
         // handshake anyway (see server.rs).
@@ -380,15 +434,36 @@ impl ServerTls {
         // costlier than the rest of the resumed handshake. A reload starts a new cache.
         b.set_options(SslOptions::NO_TICKET);
         b.set_session_cache_size(SESSION_CACHE_SIZE);
+        if cfg.tls_min_version == TlsVersion::Tls12 {
+            // In TLS 1.2 the SNI belongs to the session (RFC 6066): on resumption OpenSSL
+            // reports the first handshake's name, not the one the client sends now, so a
+            // resumed session would reach the backend of its first connection whatever it asks
+            // for. With TLS 1.2 allowed, do not resume at all (no cache, no tickets).
+            b.set_session_cache_mode(SslSessionCacheMode::OFF);
+            b.set_num_tickets(0).map_err(tls_err)?;
+        }
 
         let crls = Arc::new(CrlSet::load(file, &cfg.crl, &cas)?);
 
         let sni_policy = policy.clone();
         b.set_servername_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
-            let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
-            if sni_policy.target(sni.as_deref()).is_some() {
-                return Ok(());
-            }
+            // Only names a backend could have get further: this also keeps control
+            // characters and invalid UTF-8 out of logs and routing.
+            let raw = ssl.servername_raw(NameType::HOST_NAME);
+            let sni = match raw {
+                Some(r) if !crate::config::valid_backend_name_bytes(r) => {
+                    Some(crate::identity::printable(&String::from_utf8_lossy(r)))
+                }
+                Some(r) => {
+                    let name = String::from_utf8_lossy(r).to_string();
+                    if sni_policy.target(Some(&name)).is_some() {
+                        return Ok(());
+                    }
+                    Some(name)
+                }
+                None if sni_policy.target(None).is_some() => return Ok(()),
+                None => None,
+            };
             if let Some(n) = ssl.ex_data(notes_index()) {
                 n.set(Refusal::UnknownBackend(sni));
             }
@@ -408,6 +483,7 @@ impl ServerTls {
             cert: own,
             chain,
             cas,
+            verify_store,
         })
     }
 
@@ -569,6 +645,7 @@ impl ClientTls {
             ssl.set_status_type(openssl::ssl::StatusType::OCSP)?;
         }
         let param = ssl.param_mut();
+        param.set_hostflags(openssl::x509::verify::X509CheckFlags::NO_PARTIAL_WILDCARDS);
         match self.server_name.parse::<std::net::IpAddr>() {
             Ok(ip) => param.set_ip(ip)?,
             Err(_) => param.set_host(&self.server_name)?,

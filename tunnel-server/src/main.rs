@@ -136,6 +136,7 @@ fn run(path: PathBuf) -> ExitCode {
     };
     logging::init(cfg.log_format, cfg.log_level.as_deref());
     let nofile = privileges::raise_nofile();
+    privileges::check_fd_budget(cfg.max_connections, nofile);
     // Sockets passed by systemd must be taken before any thread starts.
     let activated = match systemd::take_activated() {
         Ok(a) => a,
@@ -194,6 +195,10 @@ fn run(path: PathBuf) -> ExitCode {
             Ok(c) => c,
             Err(e) => return fail(EXIT_RUNTIME, format!("cannot install signal handlers: {e}")),
         };
+        // Serving from here on: /healthz answers 200 before the readiness line is logged.
+        gateway
+            .metrics()
+            .set_health(tunnel_core::metrics::Health::Serving);
         let snap = gateway.snapshot();
         let addrs: Vec<String> = gateway
             .listen_addrs()

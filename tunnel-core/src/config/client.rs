@@ -256,6 +256,7 @@ impl ClientConfig {
             }
         };
         let log_format = parse_log_format(file, raw.log_format.as_deref())?;
+        super::check_log_level(file, raw.log_level.as_deref())?;
         let tls_min_version =
             parse_tls_version(file, "tls_min_version", raw.tls_min_version.as_deref())?;
 
@@ -298,6 +299,12 @@ impl ClientConfig {
                         "missing; the backend name the gateway knows".into(),
                     )
                 })?;
+            if !super::valid_backend_name_bytes(backend.as_bytes()) {
+                return Err(err(
+                    &format!("tunnel[{i}].backend"),
+                    format!("{backend:?} is not a valid backend (SNI) name: letters, digits, '-', '.', '_'"),
+                ));
+            }
             tunnels.push(TunnelConfig { listen, backend });
         }
         Ok(ClientConfig {

@@ -11,7 +11,8 @@ mod server;
 
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};
 pub use server::{
-    BackendConfig, CrlExpired, LogFormat, ServerConfig, StapleSource, SERVER_ENV_PREFIX,
+    valid_backend_name_bytes, BackendConfig, CrlExpired, LogFormat, ServerConfig, StapleSource,
+    SERVER_ENV_PREFIX,
 };
 
 use serde::de::DeserializeOwned;
@@ -198,4 +199,30 @@ pub(crate) fn parse_tls_version(
             format!("{other:?} is not supported; use \"1.3\" (default) or \"1.2\""),
         )),
     }
+}
+
+/// Checks a `log_level` filter such as `"info"` or `"warn,audit=info"`: each directive must
+/// end in a level (EnvFilter would silently ignore a typo).
+pub(crate) fn check_log_level(file: &Path, level: Option<&str>) -> Result<(), ConfigError> {
+    let Some(l) = level else { return Ok(()) };
+    for part in l.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let lvl = part.rsplit_once('=').map(|(_, v)| v).unwrap_or(part);
+        let known = lvl
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_ok();
+        if !known
+            || part
+                .parse::<tracing_subscriber::filter::Directive>()
+                .is_err()
+        {
+            return Err(ConfigError::new(
+                file,
+                "log_level",
+                format!(
+                    "{l:?} is not a log filter ({part:?}); use levels off, error, warn, info, debug, trace, e.g. \"info\" or \"warn,audit=info\""
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

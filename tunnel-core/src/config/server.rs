@@ -17,6 +17,8 @@ pub const SERVER_ENV_PREFIX: &str = "TUNNEL_SERVER";
 
 /// Default cap on concurrent connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default number of pending handshakes beyond which stalled ones are evicted.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 /// Default time a client has to finish its TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time to establish the TCP connection to a backend.
@@ -51,6 +53,7 @@ struct RawServer {
     default_backend: Option<String>,
     metrics: Option<String>,
     max_connections: Option<i64>,
+    max_handshakes: Option<i64>,
     handshake_timeout: Option<String>,
     connect_timeout: Option<String>,
     idle_timeout: Option<String>,
@@ -164,6 +167,8 @@ pub struct ServerConfig {
     pub metrics: Option<SocketAddr>,
     /// Cap on concurrent connections.
     pub max_connections: usize,
+    /// Pending handshakes beyond which the oldest stalled one is closed for a new one.
+    pub max_handshakes: usize,
     /// Deadline for a client's TLS handshake.
     pub handshake_timeout: Duration,
     /// Deadline for dialling a backend.
@@ -321,6 +326,16 @@ impl ServerConfig {
                 ))
             }
         };
+        let max_handshakes = match raw.max_handshakes {
+            None => DEFAULT_MAX_HANDSHAKES,
+            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(err(
+                    "max_handshakes",
+                    format!("{n} is out of range 1..=1000000"),
+                ))
+            }
+        };
         let verify_depth = match raw.verify_depth {
             None => DEFAULT_VERIFY_DEPTH,
             Some(n) if (1..=16).contains(&n) => n as u32,
@@ -352,6 +367,7 @@ impl ServerConfig {
             DEFAULT_RELOAD_INTERVAL,
         )?;
         let log_format = parse_log_format(file, raw.log_format.as_deref())?;
+        super::check_log_level(file, raw.log_level.as_deref())?;
         let tls_min_version =
             parse_tls_version(file, "tls_min_version", raw.tls_min_version.as_deref())?;
         if let Some(u) = &raw.user {
@@ -361,6 +377,12 @@ impl ServerConfig {
                     "is empty; name a system user or remove the key".into(),
                 ));
             }
+        }
+        if raw.group.is_some() && raw.user.is_none() {
+            return Err(err(
+                "group",
+                "is set without user: the process would keep uid 0; set user too".into(),
+            ));
         }
         if let Some(g) = &raw.group {
             if g.trim().is_empty() {
@@ -461,6 +483,7 @@ impl ServerConfig {
             expiry_warning,
             metrics,
             max_connections,
+            max_handshakes,
             handshake_timeout,
             connect_timeout,
             idle_timeout,
@@ -484,9 +507,16 @@ impl ServerConfig {
 }
 
 fn valid_backend_name(n: &str) -> bool {
-    n.len() <= 253
-        && n.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
+    valid_backend_name_bytes(n.as_bytes())
+}
+
+/// Whether `n` can be a backend name (and so a usable SNI): 1..=253 bytes of ASCII letters,
+/// digits, `-`, `.`, `_`.
+pub fn valid_backend_name_bytes(n: &[u8]) -> bool {
+    !n.is_empty()
+        && n.len() <= 253
+        && n.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.' || *c == b'_')
 }
 
 /// `host:port` or `[v6]:port` with a numeric port.

@@ -200,6 +200,21 @@ fn errors_name_file_key_and_problem() {
             "invalid type",
         ),
         ("listen = [".to_string(), "", "not valid TOML"),
+        (
+            format!("{HEAD}group = \"tunnel\"\n{BACKEND}"),
+            "group",
+            "without user",
+        ),
+        (
+            format!("{HEAD}log_level = \"audit=loud\"\n{BACKEND}"),
+            "log_level",
+            "not a log filter",
+        ),
+        (
+            format!("{HEAD}max_handshakes = 0\n{BACKEND}"),
+            "max_handshakes",
+            "out of range",
+        ),
     ];
     for (body, key, msg) in cases {
         let e = f.parse(&body).expect_err(&format!("should fail: {body}"));

@@ -1,0 +1,354 @@
+//! One gateway connection, from TCP accept to its audit event: handshake under a deadline,
+//! revocation (CRL, OCSP) and authorization after every handshake, backend dial, copy.
+
+use super::{Gateway, Snapshot};
+use crate::audit::{AuditRecord, Outcome};
+use crate::config::{CrlExpired, ServerConfig};
+use crate::identity::Identity;
+use crate::ocsp::{OcspMode, Verdict as OcspVerdict};
+use crate::policy::Decision;
+use crate::proxy::{self, End};
+use crate::tls::{CrlCheck, Refusal};
+use openssl::ssl::NameType;
+use openssl::x509::X509;
+use std::net::SocketAddr;
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
+use tracing::{debug, warn};
+
+/// One connection, from TCP accept to the audit event.
+pub(super) async fn handle(
+    sock: TcpStream,
+    peer: SocketAddr,
+    snap: Arc<Snapshot>,
+    gw: Arc<Gateway>,
+) {
+    let mut rec = AuditRecord::new(peer);
+    let outcome = tunnel(sock, &snap, &mut rec, &gw).await;
+    gw.service
+        .metrics
+        .connection(rec.backend.as_deref().unwrap_or(""), outcome.as_str());
+    rec.finish(outcome);
+}
+
+async fn tunnel(sock: TcpStream, snap: &Snapshot, rec: &mut AuditRecord, gw: &Gateway) -> Outcome {
+    let metrics = &gw.service.metrics;
+    let cfg = &snap.cfg;
+    let (ssl, notes) = match snap.tls.new_ssl() {
+        Ok(x) => x,
+        Err(e) => {
+            rec.reason = format!("OpenSSL: {e}");
+            return Outcome::Error;
+        }
+    };
+    let mut tls = match SslStream::new(ssl, sock) {
+        Ok(s) => s,
+        Err(e) => {
+            rec.reason = format!("OpenSSL: {e}");
+            return Outcome::Error;
+        }
+    };
+    let hs_start = std::time::Instant::now();
+    let pending = gw.pending.start(cfg.max_handshakes);
+    let hs = tokio::select! {
+        r = tokio::time::timeout(cfg.handshake_timeout, std::pin::Pin::new(&mut tls).accept()) => r,
+        _ = pending.token.cancelled() => {
+            rec.reason = format!(
+                "handshake still pending after {:?} while max_handshakes ({}) were pending: closed to make room (handshake flood?)",
+                hs_start.elapsed(),
+                cfg.max_handshakes
+            );
+            metrics.handshake_failure("evicted");
+            return Outcome::Timeout;
+        }
+    };
+    drop(pending);
+    // Raw, so that invalid UTF-8 is not mistaken for "no SNI"; printable, so that it cannot
+    // forge log lines.
+    rec.sni = tls
+        .ssl()
+        .servername_raw(NameType::HOST_NAME)
+        .map(|r| crate::identity::printable(&String::from_utf8_lossy(r)));
+    if let Some(failed) = handshake_outcome(hs, &tls, &notes, rec, cfg) {
+        metrics.handshake_failure(match failed {
+            Outcome::Timeout => "timeout",
+            Outcome::Revoked => "revoked",
+            Outcome::CrlExpired => "crl_expired",
+            Outcome::Denied if rec.backend.is_none() => "unknown_backend",
+            Outcome::Denied => "denied",
+            _ => "handshake_failed",
+        });
+        return failed;
+    }
+    metrics.handshake(hs_start.elapsed());
+    rec.resumed = tls.ssl().session_reused();
+    finish_tunnel(tls, snap, rec, gw).await
+}
+
+/// The outcome of a failed handshake, or `None` when it succeeded.
+fn handshake_outcome(
+    hs: Result<Result<(), openssl::ssl::Error>, tokio::time::error::Elapsed>,
+    tls: &SslStream<TcpStream>,
+    notes: &crate::tls::HandshakeNotes,
+    rec: &mut AuditRecord,
+    cfg: &ServerConfig,
+) -> Option<Outcome> {
+    let e = match hs {
+        Ok(Ok(())) => return None,
+        Err(_) => {
+            rec.reason = format!(
+                "no TLS handshake within handshake_timeout ({:?})",
+                cfg.handshake_timeout
+            );
+            return Some(Outcome::Timeout);
+        }
+        Ok(Err(e)) => e,
+    };
+    Some(match notes.take() {
+        Some(Refusal::UnknownBackend(sni)) => {
+            rec.reason = unknown_backend_reason(sni.as_deref());
+            Outcome::Denied
+        }
+        Some(Refusal::Revoked(id)) => {
+            rec.identity = Some(id);
+            rec.reason = "certificate revoked by CRL".into();
+            Outcome::Revoked
+        }
+        Some(Refusal::CrlExpired(id)) => {
+            rec.identity = Some(id);
+            rec.reason = "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\"); publish a fresh CRL".into();
+            Outcome::CrlExpired
+        }
+        Some(Refusal::Denied { identity, backend }) => {
+            rec.reason = format!("no allow rule of backend {backend:?} matches");
+            rec.identity = Some(identity);
+            rec.backend = Some(backend);
+            Outcome::Denied
+        }
+        None => {
+            let v = tls.ssl().verify_result();
+            rec.reason = if v.as_raw() != 0 {
+                format!("client certificate rejected: {}", v.error_string())
+            } else {
+                handshake_error_text(&e)
+            };
+            Outcome::HandshakeFailed
+        }
+    })
+}
+
+/// After the handshake: authorize (again, also for resumed sessions), dial, copy.
+async fn finish_tunnel(
+    mut tls: SslStream<TcpStream>,
+    snap: &Snapshot,
+    rec: &mut AuditRecord,
+    gw: &Gateway,
+) -> Outcome {
+    let cfg = &snap.cfg;
+    let metrics = &gw.service.metrics;
+    // Authorization after every handshake, full or resumed.
+    let Some(cert) = tls.ssl().peer_certificate() else {
+        rec.reason = "no client certificate".into();
+        return Outcome::HandshakeFailed;
+    };
+    let id = Identity::from_cert(&cert);
+    tracing::Span::current().record("identity", tracing::field::display(&id.subject));
+    rec.identity = Some(id.clone());
+    let id = &id;
+    // Registered before the revocation checks, so that a reload with revoke_established
+    // while this tunnel is being set up cannot miss it; and checked against the CRLs in
+    // force now, which may be newer than the snapshot this connection was accepted under.
+    let live = gw.live.register(client_chain(tls.ssl(), cert.clone()));
+    let current = gw.snapshot();
+    let chain: Vec<X509> = tls
+        .ssl()
+        .peer_cert_chain()
+        .map(|c| c.iter().map(|x| x.to_owned()).collect())
+        .unwrap_or_default();
+    if rec.resumed {
+        // OpenSSL skips certificate verification on resumption: do it again.
+        if let Err((check, why)) = current.tls.reverify(&cert, &chain, current.cfg.crl_expired) {
+            rec.reason = format!("resumed session refused: {why}");
+            close_tls(&mut tls).await;
+            return match check {
+                CrlCheck::Revoked => Outcome::Revoked,
+                CrlCheck::Expired(_) => Outcome::CrlExpired,
+                CrlCheck::Good => Outcome::HandshakeFailed,
+            };
+        }
+    }
+    match current.tls.crls.check(&cert, crate::metrics::unix_now()) {
+        CrlCheck::Good => {}
+        CrlCheck::Revoked => {
+            rec.reason = "certificate revoked by CRL".into();
+            close_tls(&mut tls).await;
+            return Outcome::Revoked;
+        }
+        CrlCheck::Expired(_) if current.cfg.crl_expired == CrlExpired::Warn => {}
+        CrlCheck::Expired(_) => {
+            rec.reason =
+                "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\")".into();
+            close_tls(&mut tls).await;
+            return Outcome::CrlExpired;
+        }
+    }
+    if let Some(checker) = &snap.ocsp {
+        let verdict = checker.check(&cert, &chain).await;
+        let require = cfg.ocsp == OcspMode::Require;
+        let refused = match verdict {
+            OcspVerdict::Good => None,
+            OcspVerdict::Revoked => {
+                Some(("certificate revoked (OCSP)".to_string(), Outcome::Revoked))
+            }
+            OcspVerdict::Unknown if require => Some((
+                "OCSP responder does not know this certificate (ocsp = \"require\")".to_string(),
+                Outcome::Denied,
+            )),
+            OcspVerdict::Unavailable(e) if require => Some((
+                format!("no OCSP answer and ocsp = \"require\": {e}"),
+                Outcome::Denied,
+            )),
+            OcspVerdict::Unknown => {
+                warn!("OCSP status unknown; allowed because ocsp = \"prefer\"");
+                None
+            }
+            OcspVerdict::Unavailable(e) => {
+                warn!(error = %e, "no OCSP answer; allowed because ocsp = \"prefer\"");
+                None
+            }
+        };
+        if let Some((why, outcome)) = refused {
+            rec.reason = why;
+            close_tls(&mut tls).await;
+            return outcome;
+        }
+    }
+    let backend_name = match cfg.policy.authorize(rec.sni.as_deref(), id) {
+        Decision::Allow { backend, rule } => {
+            rec.reason = format!("allowed by {rule}");
+            backend
+        }
+        Decision::Deny { backend } => {
+            rec.reason = format!("no allow rule of backend {backend:?} matches");
+            rec.backend = Some(backend);
+            close_tls(&mut tls).await;
+            return Outcome::Denied;
+        }
+        Decision::UnknownBackend { sni } => {
+            rec.reason = unknown_backend_reason(sni.as_deref());
+            close_tls(&mut tls).await;
+            return Outcome::Denied;
+        }
+    };
+    tracing::Span::current().record("backend", tracing::field::display(&backend_name));
+    rec.backend = Some(backend_name.clone());
+    let Some(backend) = cfg.backend(&backend_name) else {
+        rec.reason = "backend vanished from configuration".into();
+        return Outcome::Error;
+    };
+
+    let upstream =
+        match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&backend.address)).await
+        {
+            Err(_) => {
+                rec.reason = format!(
+                    "connecting to {} took longer than connect_timeout",
+                    backend.address
+                );
+                close_tls(&mut tls).await;
+                return Outcome::Timeout;
+            }
+            Ok(Err(e)) => {
+                rec.reason = format!("{}: {e}", backend.address);
+                close_tls(&mut tls).await;
+                return Outcome::BackendUnreachable;
+            }
+            Ok(Ok(s)) => s,
+        };
+    let _ = upstream.set_nodelay(true);
+    if live.token.is_cancelled() {
+        rec.reason =
+            "certificate revoked while the tunnel was being set up (revoke_established)".into();
+        close_tls(&mut tls).await;
+        return Outcome::Revoked;
+    }
+    debug!(backend = %backend.address, "tunnel established");
+
+    let _active = metrics.active_guard(&backend_name);
+    let meters = metrics.byte_counters(&backend_name);
+    let revoked = live.token.clone();
+    let abort = gw.service.abort.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = abort.cancelled() => {}
+            _ = revoked.cancelled() => {}
+        }
+    };
+    let piped = proxy::pipe(tls, upstream, cfg.idle_timeout, stop, Some(meters)).await;
+    rec.bytes_up = piped.a_to_b;
+    rec.bytes_down = piped.b_to_a;
+    match piped.end {
+        End::Closed => Outcome::Ok,
+        End::Idle => {
+            rec.reason = format!("idle for idle_timeout ({:?})", cfg.idle_timeout);
+            Outcome::Timeout
+        }
+        End::Cancelled if live.token.is_cancelled() => {
+            rec.reason = "certificate revoked while connected (revoke_established)".into();
+            Outcome::Revoked
+        }
+        End::Cancelled => {
+            rec.reason = "closed at shutdown after shutdown_timeout".into();
+            Outcome::Ok
+        }
+        End::Error(e) => {
+            if proxy::is_disconnect(&e) {
+                debug!(error = %e, "peer disconnected");
+                rec.reason = format!("disconnected: {e}");
+                Outcome::Ok
+            } else {
+                rec.reason = e.to_string();
+                Outcome::Error
+            }
+        }
+    }
+}
+
+/// The client's chain as verified, leaf first; for a resumed session (which keeps no verified
+/// chain) the leaf and the certificates the client sent.
+fn client_chain(ssl: &openssl::ssl::SslRef, leaf: X509) -> Vec<X509> {
+    if let Some(c) = ssl.verified_chain().filter(|c| !c.is_empty()) {
+        return c.iter().map(|x| x.to_owned()).collect();
+    }
+    let mut chain = vec![leaf];
+    if let Some(sent) = ssl.peer_cert_chain() {
+        chain.extend(sent.iter().map(|x| x.to_owned()));
+    }
+    chain
+}
+
+fn unknown_backend_reason(sni: Option<&str>) -> String {
+    match sni {
+        Some(s) => format!("no backend named {s:?}"),
+        None => "no SNI sent and no default_backend configured".into(),
+    }
+}
+
+/// Sends close_notify (bounded in time) so the client sees an orderly close.
+async fn close_tls(tls: &mut SslStream<TcpStream>) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+}
+
+fn handshake_error_text(e: &openssl::ssl::Error) -> String {
+    match e.ssl_error() {
+        Some(stack) => format!("TLS: {stack}"),
+        None => match e.io_error() {
+            Some(io) => format!("I/O during handshake: {io}"),
+            None => format!("TLS: {e}"),
+        },
+    }
+}

@@ -1,0 +1,110 @@
+//! What the gateway and the client agent share as long-running services: the configuration
+//! snapshot that reloads swap, the reload bookkeeping (systemd, metrics, logs), and draining
+//! at shutdown.
+
+use crate::metrics::{Health, Metrics};
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+/// An immutable value that a reload replaces; readers take the one in force.
+#[derive(Debug)]
+pub struct Current<T>(RwLock<Arc<T>>);
+
+impl<T> Current<T> {
+    /// Starts with `value`.
+    pub fn new(value: T) -> Current<T> {
+        Current(RwLock::new(Arc::new(value)))
+    }
+
+    /// The value in force.
+    pub fn get(&self) -> Arc<T> {
+        self.0
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces the value for later readers; holders of the old one keep it.
+    pub fn set(&self, value: Arc<T>) {
+        match self.0.write() {
+            Ok(mut g) => *g = value,
+            Err(p) => *p.into_inner() = value,
+        }
+    }
+}
+
+/// Connection tasks, metrics and the abort switch of one agent.
+pub struct Service {
+    /// The agent's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Every connection task.
+    pub tracker: TaskTracker,
+    /// Cancelled when `shutdown_timeout` runs out: cuts the remaining tunnels.
+    pub abort: CancellationToken,
+}
+
+impl Service {
+    /// A service reporting to `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Service {
+        Service {
+            metrics,
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    /// Runs one reload of `file`: tells systemd, counts it, logs the outcome.
+    pub async fn reload(
+        &self,
+        file: &Path,
+        attempt: impl Future<Output = Result<(), String>>,
+    ) -> Result<(), String> {
+        crate::systemd::reloading();
+        let result = attempt.await;
+        match &result {
+            Ok(()) => {
+                self.metrics.reload(true);
+                info!(config = %file.display(), "configuration reloaded");
+                crate::systemd::ready("serving (configuration reloaded)");
+            }
+            Err(e) => {
+                self.metrics.reload(false);
+                error!(config = %file.display(), error = %e, "reload refused; the previous configuration keeps serving");
+                crate::systemd::ready(&format!("serving; last reload failed: {e}"));
+            }
+        }
+        result
+    }
+
+    /// Stops the listeners (`stops`), lets open connections finish for up to `grace`, then
+    /// cuts the rest.
+    pub async fn drain(&self, stops: Vec<CancellationToken>, grace: Duration, what: &str) {
+        self.metrics.set_health(Health::Draining);
+        crate::systemd::stopping("draining connections");
+        for stop in stops {
+            stop.cancel();
+        }
+        self.tracker.close();
+        let open = self.tracker.len();
+        if open > 0 {
+            info!(open, grace = ?grace, "draining open connections");
+        }
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.tracker.len(),
+                "shutdown_timeout reached; closing remaining connections"
+            );
+            self.abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        }
+        info!("{what} stopped");
+    }
+}
