@@ -209,7 +209,12 @@ pub fn render(
         for (name, v) in [("ours", &m.ours), ("stunnel", &m.stunnel)] {
             let Some(x) = median(v) else { continue };
             let all: Vec<String> = v.iter().map(|x| num(x.value)).collect();
-            let per_op = if x.ops > 0.0 {
+            let per_op = if x.ops > 0.0 && m.op == "GB" {
+                format!(
+                    "{} ms/GB",
+                    num((x.client_cpu + x.gateway_cpu) / x.ops * 1e3)
+                )
+            } else if x.ops > 0.0 {
                 format!(
                     "{} µs/{}",
                     num((x.client_cpu + x.gateway_cpu) / x.ops * 1e6),
