@@ -95,6 +95,10 @@ struct RunArgs {
     /// Per-connection logs on (ours: info, stunnel: notice) instead of warn/warning.
     #[arg(long)]
     verbose_logs: bool,
+    /// Set stunnel's TLS 1.3 `ciphersuites` (both sides), e.g. TLS_AES_128_GCM_SHA256, to see
+    /// how much of a difference the cipher makes; stunnel's default otherwise.
+    #[arg(long)]
+    stunnel_ciphersuites: Option<String>,
     /// Record `perf record -e cpu-clock -g` of both processes of each pair during the first
     /// repetition of each rate metric, into this directory.
     #[arg(long)]
@@ -455,7 +459,10 @@ impl Bench {
             &self.pki,
             &self.backends.ports,
             &d,
-            self.args.verbose_logs,
+            &pairs::Options {
+                verbose: self.args.verbose_logs,
+                stunnel_ciphersuites: self.args.stunnel_ciphersuites.clone(),
+            },
         )
     }
 

@@ -164,6 +164,16 @@ impl Backends {
     }
 }
 
+/// How the pairs are configured beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Per-connection logs (ours: info, stunnel: notice) instead of warn/warning.
+    pub verbose: bool,
+    /// stunnel `ciphersuites` (TLS 1.3), for checking how much the cipher choice matters;
+    /// stunnel's default otherwise.
+    pub stunnel_ciphersuites: Option<String>,
+}
+
 /// Which implementation a pair is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -199,14 +209,13 @@ pub struct Pair {
 
 impl Pair {
     /// Starts a pair in `dir` (a fresh sub-directory per start) in front of `backends`.
-    /// `verbose` turns per-connection logs on (info for ours, notice for stunnel).
     pub fn start(
         kind: Kind,
         bins: &Bins,
         pki: &Pki,
         backends: &Ports,
         dir: &Path,
-        verbose: bool,
+        opts: &Options,
     ) -> Result<Pair, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let p = free_ports(4)?;
@@ -217,10 +226,8 @@ impl Pair {
             echo: p[3],
         };
         let (mut gateway, mut client) = match kind {
-            Kind::Ours => start_ours(bins, pki, backends, gateway_port, &local, dir, verbose)?,
-            Kind::Stunnel => {
-                start_stunnel(bins, pki, backends, gateway_port, &local, dir, verbose)?
-            }
+            Kind::Ours => start_ours(bins, pki, backends, gateway_port, &local, dir, opts.verbose)?,
+            Kind::Stunnel => start_stunnel(bins, pki, backends, gateway_port, &local, dir, opts)?,
         };
         wait_port(gateway_port, &mut [&mut gateway], READY)?;
         for (_, port) in local.named() {
@@ -316,14 +323,18 @@ fn start_stunnel(
     gw: u16,
     local: &Ports,
     dir: &Path,
-    verbose: bool,
+    opts: &Options,
 ) -> Result<(Proc, Proc), String> {
-    let level = if verbose { "notice" } else { "warning" };
+    let level = if opts.verbose { "notice" } else { "warning" };
+    let suites = match &opts.stunnel_ciphersuites {
+        Some(c) => format!("ciphersuites = {c}\n"),
+        None => String::new(),
+    };
     // Service-level options in the global section are defaults for every service.
     let mut server = format!(
         "foreground = yes\npid =\ndebug = {level}\n\
          cert = {}\nkey = {}\nCAfile = {}\nverifyChain = yes\nrequireCert = yes\n\
-         sslVersion = TLSv1.3\n\n[gateway]\naccept = 127.0.0.1:{gw}\nconnect = 127.0.0.1:{}\n",
+         sslVersion = TLSv1.3\n{suites}\n[gateway]\naccept = 127.0.0.1:{gw}\nconnect = 127.0.0.1:{}\n",
         pki.server_crt.display(),
         pki.server_key.display(),
         pki.ca.display(),
@@ -335,7 +346,7 @@ fn start_stunnel(
     let mut client = format!(
         "foreground = yes\npid =\ndebug = {level}\nclient = yes\n\
          cert = {}\nkey = {}\nCAfile = {}\nverifyChain = yes\ncheckHost = {SERVER_NAME}\n\
-         sslVersion = TLSv1.3\n",
+         sslVersion = TLSv1.3\n{suites}",
         pki.client_crt.display(),
         pki.client_key.display(),
         pki.ca.display()
