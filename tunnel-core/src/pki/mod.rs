@@ -219,14 +219,7 @@ pub fn new_ca_with(name: &str, days: u32, kt: KeyType) -> Result<Issued, ErrorSt
     let (nb, na) = (days_from_now(-1)?, days_from_now(days as i64)?);
     b.set_not_before(&nb)?;
     b.set_not_after(&na)?;
-    b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    b.append_extension(
-        KeyUsage::new()
-            .critical()
-            .key_cert_sign()
-            .crl_sign()
-            .build()?,
-    )?;
+    append_ca_extensions(&mut b)?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(ski)?;
     b.sign(&key, digest_for(&key))?;
@@ -234,6 +227,19 @@ pub fn new_ca_with(name: &str, days: u32, kt: KeyType) -> Result<Issued, ErrorSt
         cert: b.build(),
         key,
     })
+}
+
+/// The extensions every CA certificate here carries: CA basic constraints, may sign
+/// certificates and CRLs.
+fn append_ca_extensions(b: &mut X509Builder) -> Result<(), ErrorStack> {
+    b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )
 }
 
 /// Issues a certificate signed by `ca`.
@@ -260,16 +266,7 @@ pub fn issue(ca: &Issued, spec: &CertSpec) -> Result<Issued, ErrorStack> {
     b.set_not_before(&nb)?;
     b.set_not_after(&na)?;
     match spec.usage {
-        Usage::Ca => {
-            b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-            b.append_extension(
-                KeyUsage::new()
-                    .critical()
-                    .key_cert_sign()
-                    .crl_sign()
-                    .build()?,
-            )?;
-        }
+        Usage::Ca => append_ca_extensions(&mut b)?,
         Usage::Server | Usage::Client => {
             b.append_extension(BasicConstraints::new().critical().build()?)?;
             let mut ku = KeyUsage::new();
