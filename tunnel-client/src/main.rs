@@ -168,7 +168,7 @@ async fn run(cfg: ClientConfig, activated: systemd::Activated, nofile: Option<u6
         }
     } else {
         // A socket named like a tunnel's backend serves that tunnel; others go in order.
-        agent.set_socket_activated();
+        agent.service().set_socket_activated();
         let mut unnamed = cfg.tunnels.iter();
         for (name, l) in activated.listeners {
             let backend = match cfg.tunnels.iter().find(|t| t.backend == name) {
@@ -207,7 +207,7 @@ async fn run(cfg: ClientConfig, activated: systemd::Activated, nofile: Option<u6
     let control = match reload::start_service(
         metrics_listener,
         metrics,
-        agent.watch_list(),
+        agent.service().watch_list(),
         cfg.reload_interval,
     ) {
         Ok(c) => c,
@@ -215,7 +215,8 @@ async fn run(cfg: ClientConfig, activated: systemd::Activated, nofile: Option<u6
     };
     // Serving from here on: /healthz answers 200 before the readiness lines are logged.
     agent
-        .metrics()
+        .service()
+        .metrics
         .set_health(tunnel_core::metrics::Health::Serving);
     for (addr, backend) in agent.tunnel_addrs() {
         tracing::info!(listen = %addr, backend = %backend, gateway = %cfg.server, "tunnel listening");

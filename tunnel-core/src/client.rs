@@ -5,13 +5,12 @@ use crate::config::{ClientConfig, ConfigError};
 use crate::listeners::{self, Limit};
 use crate::metrics::{Health, Metrics};
 use crate::proxy::{self, End};
-use crate::reload::{Control, WatchList};
+use crate::reload::Control;
 use crate::service::{Current, Service};
 use crate::tls::ClientTls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -72,8 +71,6 @@ pub struct ClientAgent {
     service: Service,
     /// Listening address, its stop token, and the backend it tunnels to (changeable by reload).
     listeners: Mutex<Vec<(SocketAddr, CancellationToken, BackendSlot)>>,
-    socket_activated: AtomicBool,
-    watch: WatchList,
 }
 
 /// Why a connection to the gateway could not be made.
@@ -112,14 +109,12 @@ impl ClientAgent {
         metrics.set_expiries(snap.expiries());
         metrics.reload(true);
         snap.warn_expiry();
-        let watch = Arc::new(Mutex::new(snap.files()));
+        let files = snap.files();
         Ok(Arc::new(ClientAgent {
             current: Current::new(snap),
             limit,
-            service: Service::new(metrics),
+            service: Service::new(metrics, files),
             listeners: Mutex::new(Vec::new()),
-            socket_activated: AtomicBool::new(false),
-            watch,
         }))
     }
 
@@ -128,19 +123,9 @@ impl ClientAgent {
         self.current.get()
     }
 
-    /// The metrics of this agent.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.service.metrics
-    }
-
-    /// The files to watch for changes.
-    pub fn watch_list(&self) -> WatchList {
-        self.watch.clone()
-    }
-
-    /// Marks the listeners as passed by systemd (tunnel addresses are then not rebound on reload).
-    pub fn set_socket_activated(&self) {
-        self.socket_activated.store(true, Ordering::Relaxed);
+    /// The service core: metrics, watched files, socket activation.
+    pub fn service(&self) -> &Service {
+        &self.service
     }
 
     /// Starts accepting on `listener`, tunnelling to `backend`.
@@ -209,7 +194,7 @@ impl ClientAgent {
             cfg: Arc::new(cfg),
             tls,
         };
-        let activated = self.socket_activated.load(Ordering::Relaxed);
+        let activated = self.service.socket_activated();
         let current: Vec<SocketAddr> = self
             .listeners
             .lock()
@@ -232,9 +217,7 @@ impl ClientAgent {
         }
         self.limit.resize(snap.cfg.max_connections);
         self.service.metrics.set_expiries(snap.expiries());
-        if let Ok(mut w) = self.watch.lock() {
-            *w = snap.files();
-        }
+        self.service.set_watched(snap.files());
         let tunnels = snap.cfg.tunnels.clone();
         snap.warn_expiry();
         self.current.set(Arc::new(snap));

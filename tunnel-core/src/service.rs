@@ -3,9 +3,11 @@
 //! at shutdown.
 
 use crate::metrics::{Health, Metrics};
+use crate::reload::WatchList;
 use std::future::Future;
-use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,7 +40,7 @@ impl<T> Current<T> {
     }
 }
 
-/// Connection tasks, metrics and the abort switch of one agent.
+/// Connection tasks, metrics, watched files and the abort switch of one agent.
 pub struct Service {
     /// The agent's metrics.
     pub metrics: Arc<Metrics>,
@@ -46,16 +48,43 @@ pub struct Service {
     pub tracker: TaskTracker,
     /// Cancelled when `shutdown_timeout` runs out: cuts the remaining tunnels.
     pub abort: CancellationToken,
+    watch: WatchList,
+    socket_activated: AtomicBool,
 }
 
 impl Service {
-    /// A service reporting to `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Service {
+    /// A service reporting to `metrics`, watching `files` for changes.
+    pub fn new(metrics: Arc<Metrics>, files: Vec<PathBuf>) -> Service {
         Service {
             metrics,
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
+            watch: Arc::new(Mutex::new(files)),
+            socket_activated: AtomicBool::new(false),
         }
+    }
+
+    /// The files to watch for changes (for [`crate::reload::start_service`]).
+    pub fn watch_list(&self) -> WatchList {
+        self.watch.clone()
+    }
+
+    /// Replaces the watched files after a reload.
+    pub fn set_watched(&self, files: Vec<PathBuf>) {
+        if let Ok(mut w) = self.watch.lock() {
+            *w = files;
+        }
+    }
+
+    /// Marks the listeners as passed by systemd: the addresses in the file are then not
+    /// bound or closed on reload (the socket units own them).
+    pub fn set_socket_activated(&self) {
+        self.socket_activated.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the listeners came from systemd.
+    pub fn socket_activated(&self) -> bool {
+        self.socket_activated.load(Ordering::Relaxed)
     }
 
     /// Runs one reload of `file`: tells systemd, counts it, logs the outcome.

@@ -159,7 +159,7 @@ fn run(path: PathBuf) -> ExitCode {
                 Err(e) => return fail(EXIT_RUNTIME, format!("{}: listen: {e}", path.display())),
             }
         } else {
-            gateway.set_socket_activated();
+            gateway.service().set_socket_activated();
             let mut v = Vec::new();
             for (name, l) in activated.listeners {
                 match tokio::net::TcpListener::from_std(l) {
@@ -189,7 +189,7 @@ fn run(path: PathBuf) -> ExitCode {
         let control = match reload::start_service(
             metrics_listener,
             metrics,
-            gateway.watch_list(),
+            gateway.service().watch_list(),
             cfg.reload_interval,
         ) {
             Ok(c) => c,
@@ -197,7 +197,8 @@ fn run(path: PathBuf) -> ExitCode {
         };
         // Serving from here on: /healthz answers 200 before the readiness line is logged.
         gateway
-            .metrics()
+            .service()
+            .metrics
             .set_health(tunnel_core::metrics::Health::Serving);
         let snap = gateway.snapshot();
         let addrs: Vec<String> = gateway

@@ -13,14 +13,14 @@ use crate::config::{ConfigError, ServerConfig, StapleSource};
 use crate::listeners::{self, Limit};
 use crate::metrics::{Health, Metrics};
 use crate::ocsp::{OcspChecker, OcspMode, Staple};
-use crate::reload::{Control, WatchList};
+use crate::reload::Control;
 use crate::service::{Current, Service};
 use crate::tls::ServerTls;
 use openssl::x509::X509;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -112,8 +112,6 @@ pub struct Gateway {
     limit: Arc<Limit>,
     service: Service,
     listeners: Mutex<Vec<(SocketAddr, CancellationToken)>>,
-    socket_activated: AtomicBool,
-    watch: WatchList,
     last_overload_log: AtomicU64,
     live: LiveConns,
     pending: PendingHandshakes,
@@ -259,14 +257,12 @@ impl Gateway {
         metrics.set_expiries(snap.expiries());
         metrics.reload(true);
         snap.warn_expiry();
-        let watch = Arc::new(Mutex::new(snap.files()));
+        let files = snap.files();
         Ok(Arc::new(Gateway {
             current: Current::new(snap),
             limit: Arc::new(Limit::new(max)),
-            service: Service::new(metrics),
+            service: Service::new(metrics, files),
             listeners: Mutex::new(Vec::new()),
-            socket_activated: AtomicBool::new(false),
-            watch,
             last_overload_log: AtomicU64::new(0),
             live: LiveConns::default(),
             pending: PendingHandshakes::default(),
@@ -279,20 +275,9 @@ impl Gateway {
         self.current.get()
     }
 
-    /// The metrics of this gateway.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.service.metrics
-    }
-
-    /// The files to watch for changes.
-    pub fn watch_list(&self) -> WatchList {
-        self.watch.clone()
-    }
-
-    /// Marks the listeners as passed by systemd: `listen` changes in the file are then not
-    /// applied on reload (the socket units own the addresses).
-    pub fn set_socket_activated(&self) {
-        self.socket_activated.store(true, Ordering::Relaxed);
+    /// The service core: metrics, watched files, socket activation.
+    pub fn service(&self) -> &Service {
+        &self.service
     }
 
     /// Starts accepting on `listener`.
@@ -369,7 +354,7 @@ impl Gateway {
         // Bind new addresses before committing, so a bind failure leaves everything as it was.
         let mut new_listeners = Vec::new();
         let current = self.listen_addrs();
-        let activated = self.socket_activated.load(Ordering::Relaxed);
+        let activated = self.service.socket_activated();
         if !activated {
             for addr in &snap.cfg.listen {
                 if !current.contains(addr) && addr.port() != 0 {
@@ -382,9 +367,7 @@ impl Gateway {
         }
         self.limit.resize(snap.cfg.max_connections);
         self.service.metrics.set_expiries(snap.expiries());
-        if let Ok(mut w) = self.watch.lock() {
-            *w = snap.files();
-        }
+        self.service.set_watched(snap.files());
         let wanted = snap.cfg.listen.clone();
         let revoke_established = snap.cfg.revoke_established;
         let snap = Arc::new(snap);
