@@ -11,6 +11,7 @@ pub mod audit;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod crl;
 pub mod demo;
 pub mod identity;
 pub mod listeners;
