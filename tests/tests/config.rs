@@ -73,13 +73,13 @@ fn cases(pki: &Pki, rogue: &Pki) -> Vec<Case> {
             message: "does not match",
         },
         Case {
-            what: "CRL from another CA",
+            what: "CRL under the CA's name, signed by another key",
             toml: g.replace(
                 "log_format",
                 &format!("crl = [{}]\nlog_format", toml_str(&foreign_crl)),
             ),
             key: Some("crl[0]"),
-            message: "not signed by any CA in client_ca",
+            message: "is not signed by the CA of that name in client_ca",
         },
         Case {
             what: "unknown rule attribute",
@@ -179,7 +179,9 @@ fn broken_files_exit_64_with_file_key_and_message() {
     );
     assert!(out.status.success(), "good config: {}", text(&out.stderr));
 
-    let rogue = Pki::named("Rogue CA");
+    // Named like the fixture's CA: a CRL of an unknown issuer may be an intermediate CA's
+    // (checked against clients' chains), one naming a CA of client_ca must be its own.
+    let rogue = Pki::named("Tunnel Test CA");
     for case in cases(&pki, &rogue) {
         let path = pki.write("broken", "toml", &case.toml);
         let p = path.to_str().unwrap();

@@ -333,7 +333,12 @@ fn revoke_established_also_cuts_clients_of_a_revoked_intermediate_ca() {
     let echo = Backend::echo();
     let (inter, carol) = pki.via_intermediate("carol");
     let dave = pki.client("dave");
-    let (gw, crl) = crl_gateway(&pki, &echo, "revoke_established = true");
+    // Revocation at the root's level only: the intermediate publishes no CRL.
+    let (gw, crl) = crl_gateway(
+        &pki,
+        &echo,
+        "revoke_established = true\ncrl_check = \"available\"",
+    );
     let carol_agent = Agent::start(&pki, gw.addr, &carol, &["echo"]);
     let dave_agent = Agent::start(&pki, gw.addr, &dave, &["echo"]);
     let mut c = EchoStream::open(carol_agent.addr(), 5);
@@ -420,7 +425,8 @@ fn session_from_before_the_revocation_does_not_let_the_client_back_in() {
     let echo = Backend::echo();
     let alice = pki.client("alice");
     let (inter, carol) = pki.via_intermediate("carol");
-    let (gw, crl) = crl_gateway(&pki, &echo, "");
+    // Revocation at the root's level only: the intermediate publishes no CRL.
+    let (gw, crl) = crl_gateway(&pki, &echo, "crl_check = \"available\"");
     let clients = [
         ("alice", TlsClient::new(&alice, &pki.ca_crt)),
         ("carol", TlsClient::new(&carol, &pki.ca_crt)),

@@ -17,6 +17,8 @@ pub enum Outcome {
     Revoked,
     /// The CRL of the client's CA is past nextUpdate and `crl_expired = "deny"`.
     CrlExpired,
+    /// A CA of the client's chain has no CRL and `crl_check` requires one.
+    CrlMissing,
     /// TLS failed: wrong CA, expired certificate, garbage, protocol mismatch...
     HandshakeFailed,
     /// The backend refused or could not be reached.
@@ -37,6 +39,7 @@ impl Outcome {
             Outcome::Denied => "denied",
             Outcome::Revoked => "revoked",
             Outcome::CrlExpired => "crl_expired",
+            Outcome::CrlMissing => "crl_missing",
             Outcome::HandshakeFailed => "handshake_failed",
             Outcome::BackendUnreachable => "backend_unreachable",
             Outcome::Timeout => "timeout",

@@ -4,8 +4,7 @@
 use crate::config::{ConfigError, ServerConfig};
 use crate::identity::Identity;
 use crate::server::Snapshot;
-use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509StoreContext, X509};
+use openssl::x509::X509;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -31,6 +30,9 @@ pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError>
         snap.tls.cas.len(),
         snap.tls.crls.len()
     );
+    for line in crl_coverage_lines(&snap) {
+        let _ = writeln!(out, "  {line}");
+    }
     for b in &cfg.backends {
         let default = if cfg.policy.default_backend() == Some(b.name.as_str()) {
             " (default)"
@@ -53,20 +55,26 @@ pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError>
         let id = Identity::from_cert(&cert);
         let _ = writeln!(out, "\n{}: {}", cert_path.display(), id);
         let _ = writeln!(out, "  sha256: {}", id.sha256);
-        match verify_against(&snap.tls.cas, &cert, &certs) {
-            Ok(()) => {}
-            Err(why) => {
+        match snap.tls.reverify(&cert, &certs, cfg.crl_expired) {
+            Ok(_) => {}
+            Err((crate::crl::CrlCheck::Good, why)) => {
                 let _ = writeln!(
                     out,
                     "  WARNING: the gateway would refuse this certificate: {why}"
                 );
             }
-        }
-        if snap.tls.crls.is_revoked(&cert) {
-            let _ = writeln!(
-                out,
-                "  WARNING: this certificate is revoked by a configured CRL"
-            );
+            Err((crate::crl::CrlCheck::Revoked, _)) => {
+                let _ = writeln!(
+                    out,
+                    "  WARNING: this certificate is revoked by a configured CRL"
+                );
+            }
+            Err((_, why)) => {
+                let _ = writeln!(
+                    out,
+                    "  WARNING: the gateway would refuse this certificate: {why}"
+                );
+            }
         }
         let allowed = cfg.policy.explain(&id);
         if allowed.is_empty() {
@@ -79,24 +87,30 @@ pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError>
     Ok(out)
 }
 
-fn verify_against(cas: &[X509], cert: &X509, sent: &[X509]) -> Result<(), String> {
-    let mut sb = X509StoreBuilder::new().map_err(|e| e.to_string())?;
-    for ca in cas {
-        sb.add_cert(ca.clone()).map_err(|e| e.to_string())?;
+/// One line per CA of `client_ca` without a CRL (and what that means under `crl_check`),
+/// and one per CRL of an intermediate CA; also logged at start and on reload.
+pub fn crl_coverage_lines(snap: &Snapshot) -> Vec<String> {
+    let crls = &snap.tls.crls;
+    let effect = match crls.coverage() {
+        crate::config::CrlCoverage::Chain => {
+            "certificates it issued are refused (crl_check = \"chain\")"
+        }
+        crate::config::CrlCoverage::Leaf => {
+            "client certificates it issued are refused, CA certificates pass (crl_check = \"leaf\")"
+        }
+        crate::config::CrlCoverage::Available => {
+            "its certificates are not checked (crl_check = \"available\")"
+        }
+    };
+    let mut out: Vec<String> = crls
+        .cas_without_crl(&snap.tls.cas)
+        .into_iter()
+        .map(|ca| format!("no CRL for CA {ca}: {effect}"))
+        .collect();
+    for issuer in crls.intermediate_issuers(&snap.tls.cas) {
+        out.push(format!(
+            "CRL of intermediate CA {issuer}: verified against the intermediate in each client's chain"
+        ));
     }
-    let store = sb.build();
-    let mut chain = openssl::stack::Stack::new().map_err(|e| e.to_string())?;
-    for c in sent {
-        chain.push(c.clone()).map_err(|e| e.to_string())?;
-    }
-    let mut ctx = X509StoreContext::new().map_err(|e| e.to_string())?;
-    ctx.init(&store, cert, &chain, |c| {
-        let ok = c.verify_cert()?;
-        Ok(if ok {
-            Ok(())
-        } else {
-            Err(c.error().error_string().to_string())
-        })
-    })
-    .map_err(|e| e.to_string())?
+    out
 }

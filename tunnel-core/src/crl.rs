@@ -1,122 +1,215 @@
-//! Certificate revocation lists: loading and verifying the configured CRLs, and the
-//! revocation status of a client certificate.
+//! Certificate revocation lists: loading and validating the configured CRLs, and the
+//! revocation status of a verified client chain.
+//!
+//! Checking fails closed: with `crl` set, every certificate of the chain (except the trust
+//! anchor itself) needs a CRL from its issuer ([`CrlCoverage::Chain`], as OpenSSL's
+//! CRL_CHECK_ALL), unless `crl_check` opts out. A CRL is matched to an issuer by name *and*
+//! by the issuer's key: it counts only once its signature verifies with the public key of
+//! the issuing certificate found in the verified chain, so CRLs of intermediate CAs (which
+//! are not in `client_ca`) are accepted, and two CAs sharing a name (key rollover) never
+//! stand in for each other.
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, CrlCoverage};
+use crate::identity::one_line_name;
 use crate::tls::unix_time;
 use openssl::error::ErrorStack;
 use openssl::x509::{CrlStatus, X509Crl, X509Ref, X509};
 use std::path::Path;
+use std::sync::Mutex;
 
-/// The revocation status of one certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+mod validate;
+
+/// The revocation status of a certificate chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CrlCheck {
-    /// Not listed (or no CRL for its issuer).
+    /// No certificate is listed, and every CRL required is there and current.
     Good,
-    /// Listed as revoked.
+    /// A certificate of the chain is listed as revoked.
     Revoked,
-    /// Not listed, but its issuer's CRL is past nextUpdate (unix time given).
+    /// Not listed, but a CRL used is past its nextUpdate (unix time given).
     Expired(i64),
+    /// No CRL of this CA (one-line name) is configured, and `crl_check` requires one.
+    Missing(String),
 }
 
-/// Revocation lists, each verified against the CA bundle when loaded.
+/// One loaded CRL and the issuer keys (DER public keys) its signature was checked against.
+struct Loaded {
+    crl: X509Crl,
+    aki: Option<Vec<u8>>,
+    verified: Mutex<Vec<(Vec<u8>, bool)>>,
+}
+
+/// Revocation lists, validated when loaded; each applies to the CA whose key signed it.
 #[derive(Default)]
 pub struct CrlSet {
-    crls: Vec<X509Crl>,
+    crls: Vec<Loaded>,
+    coverage: CrlCoverage,
 }
 
 impl std::fmt::Debug for CrlSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CrlSet({} lists)", self.crls.len())
+        write!(f, "CrlSet({} lists, {:?})", self.crls.len(), self.coverage)
     }
 }
 
 impl CrlSet {
-    /// Loads PEM CRLs from `paths`; each must be signed by one of `cas`.
+    /// Loads PEM CRLs from `paths`. A CRL naming a CA of `cas` as issuer must be signed by
+    /// it; any other CRL is an intermediate CA's, verified against the intermediate found in
+    /// each client's verified chain. Every CRL is validated (see [`validate`]).
     pub fn load(
         file: &Path,
         paths: &[std::path::PathBuf],
         cas: &[X509],
+        coverage: CrlCoverage,
     ) -> Result<CrlSet, ConfigError> {
         let mut crls = Vec::new();
+        let now = crate::metrics::unix_now();
         for (i, p) in paths.iter().enumerate() {
             let key = format!("crl[{i}]");
-            let pem = std::fs::read(p).map_err(|e| {
-                ConfigError::new(file, &key, format!("cannot read {}: {e}", p.display()))
-            })?;
-            let list = parse_crls(&pem).map_err(|e| {
-                ConfigError::new(file, &key, format!("{} is not a PEM CRL: {e}", p.display()))
-            })?;
+            let fail = |msg: String| ConfigError::new(file, &key, msg);
+            let pem =
+                std::fs::read(p).map_err(|e| fail(format!("cannot read {}: {e}", p.display())))?;
+            let list = parse_crls(&pem)
+                .map_err(|e| fail(format!("{} is not a PEM CRL: {e}", p.display())))?;
             if list.is_empty() {
-                return Err(ConfigError::new(
-                    file,
-                    &key,
-                    format!("{} holds no CRL", p.display()),
-                ));
+                return Err(fail(format!("{} holds no CRL", p.display())));
             }
             for crl in list {
-                let signed = cas.iter().any(|ca| {
-                    names_equal(ca.subject_name(), crl.issuer_name())
-                        && ca
-                            .public_key()
-                            .ok()
-                            .and_then(|k| crl.verify(&k).ok())
-                            .unwrap_or(false)
+                let aki =
+                    validate::crl(&crl, now).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+                let verified = validate::against_cas(&crl, cas)
+                    .map_err(|e| fail(format!("{}: {e}", p.display())))?;
+                crls.push(Loaded {
+                    crl,
+                    aki,
+                    verified: Mutex::new(verified),
                 });
-                if !signed {
-                    return Err(ConfigError::new(
-                        file,
-                        &key,
-                        format!(
-                            "{}: CRL issued by {} is not signed by any CA in client_ca",
-                            p.display(),
-                            crate::identity::one_line_name(crl.issuer_name())
-                        ),
-                    ));
-                }
-                crls.push(crl);
             }
         }
-        Ok(CrlSet { crls })
+        Ok(CrlSet { crls, coverage })
     }
 
-    /// Whether `cert` is listed as revoked by a CRL of its issuer.
-    pub fn is_revoked(&self, cert: &X509Ref) -> bool {
-        self.check(cert, crate::metrics::unix_now()) == CrlCheck::Revoked
+    /// The CRLs that `issuer` (a CA certificate from a verified chain) signed.
+    fn of_issuer<'a>(&'a self, issuer: &X509Ref) -> Vec<&'a X509Crl> {
+        let Ok(key) = issuer.public_key() else {
+            return Vec::new();
+        };
+        let key_der = key.public_key_to_der().unwrap_or_default();
+        if !validate::may_sign_crls(issuer) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for l in &self.crls {
+            if !names_equal(l.crl.issuer_name(), issuer.subject_name())
+                || !validate::aki_matches(l.aki.as_deref(), issuer)
+            {
+                continue;
+            }
+            let Ok(mut seen) = l.verified.lock() else {
+                continue;
+            };
+            let ok = match seen.iter().find(|(k, _)| *k == key_der) {
+                Some((_, ok)) => *ok,
+                None => {
+                    let ok = l.crl.verify(&key).unwrap_or(false);
+                    seen.push((key_der.clone(), ok));
+                    ok
+                }
+            };
+            if ok {
+                out.push(&l.crl);
+            }
+        }
+        out
     }
 
-    /// Revocation status of `cert` at unix time `now`. A certificate whose issuer has no CRL
-    /// configured is [`CrlCheck::Good`].
-    pub fn check(&self, cert: &X509Ref, now: i64) -> CrlCheck {
+    /// Revocation status of a verified `chain` (leaf first, trust anchor last) at unix time
+    /// `now`. Without any CRL configured, every chain is [`CrlCheck::Good`].
+    pub fn check_chain(&self, chain: &[X509], now: i64) -> CrlCheck {
         if self.crls.is_empty() {
             return CrlCheck::Good;
         }
-        let owned = cert.to_owned();
-        let mut stale = None;
-        for crl in self
-            .crls
-            .iter()
-            .filter(|c| names_equal(c.issuer_name(), cert.issuer_name()))
-        {
-            if matches!(crl.get_by_cert(&owned), CrlStatus::Revoked(_)) {
-                return CrlCheck::Revoked;
+        let (mut missing, mut stale) = (None, None);
+        for (depth, pair) in chain.windows(2).enumerate() {
+            let (cert, issuer) = (&pair[0], &pair[1]);
+            let crls = self.of_issuer(issuer);
+            if crls.is_empty() {
+                let required = match self.coverage {
+                    CrlCoverage::Chain => true,
+                    CrlCoverage::Leaf => depth == 0,
+                    CrlCoverage::Available => false,
+                };
+                if required && missing.is_none() {
+                    missing = Some(one_line_name(issuer.subject_name()));
+                }
+                continue;
             }
-            if let Some(next) = crl.next_update().and_then(unix_time) {
-                if next < now {
-                    stale = Some(next);
+            for crl in crls {
+                if matches!(crl.get_by_cert(cert), CrlStatus::Revoked(_)) {
+                    return CrlCheck::Revoked;
+                }
+                if let Some(next) = crl.next_update().and_then(unix_time) {
+                    if next < now {
+                        stale = Some(next);
+                    }
                 }
             }
         }
-        match stale {
-            Some(t) => CrlCheck::Expired(t),
-            None => CrlCheck::Good,
+        match (missing, stale) {
+            (Some(ca), _) => CrlCheck::Missing(ca),
+            (None, Some(t)) => CrlCheck::Expired(t),
+            (None, None) => CrlCheck::Good,
         }
+    }
+
+    /// Whether a certificate of the verified `chain` is listed as revoked.
+    pub fn is_revoked(&self, chain: &[X509]) -> bool {
+        self.check_chain(chain, crate::metrics::unix_now()) == CrlCheck::Revoked
+    }
+
+    /// The CAs of `cas` that signed none of the loaded CRLs (one-line names), when any CRL
+    /// is configured: under `crl_check = "chain"` their clients are refused.
+    pub fn cas_without_crl(&self, cas: &[X509]) -> Vec<String> {
+        if self.crls.is_empty() {
+            return Vec::new();
+        }
+        cas.iter()
+            .filter(|ca| self.of_issuer(ca).is_empty())
+            .map(|ca| one_line_name(ca.subject_name()))
+            .collect()
+    }
+
+    /// Logs a warning naming each CA of `cas` without a CRL (at start, on reload, and with
+    /// the periodic expiry warnings).
+    pub fn warn_missing(&self, cas: &[X509]) {
+        for ca in self.cas_without_crl(cas) {
+            tracing::warn!(ca = %ca, crl_check = ?self.coverage, "no CRL for this CA of client_ca");
+        }
+    }
+
+    /// Issuers (one-line names) of the CRLs no CA of `cas` signed: intermediate CAs' lists,
+    /// verified against each client's chain.
+    pub fn intermediate_issuers(&self, cas: &[X509]) -> Vec<String> {
+        self.crls
+            .iter()
+            .filter(|l| {
+                !cas.iter()
+                    .any(|ca| names_equal(ca.subject_name(), l.crl.issuer_name()))
+            })
+            .map(|l| one_line_name(l.crl.issuer_name()))
+            .collect()
+    }
+
+    /// Which certificates need a CRL of their issuer.
+    pub fn coverage(&self) -> CrlCoverage {
+        self.coverage
     }
 
     /// The nextUpdate times (unix) of lists already past them.
     pub fn expired(&self, now: i64) -> Vec<i64> {
         self.crls
             .iter()
-            .filter_map(|c| c.next_update().and_then(unix_time))
+            .filter_map(|c| c.crl.next_update().and_then(unix_time))
             .filter(|t| *t < now)
             .collect()
     }
@@ -125,7 +218,7 @@ impl CrlSet {
     pub fn earliest_next_update(&self) -> Option<i64> {
         self.crls
             .iter()
-            .filter_map(|c| c.next_update().and_then(unix_time))
+            .filter_map(|c| c.crl.next_update().and_then(unix_time))
             .min()
     }
 
@@ -161,7 +254,7 @@ fn parse_crls(pem: &[u8]) -> Result<Vec<X509Crl>, ErrorStack> {
     Ok(out)
 }
 
-fn names_equal(a: &openssl::x509::X509NameRef, b: &openssl::x509::X509NameRef) -> bool {
+pub(crate) fn names_equal(a: &openssl::x509::X509NameRef, b: &openssl::x509::X509NameRef) -> bool {
     a.try_cmp(b)
         .map(|o| o == std::cmp::Ordering::Equal)
         .unwrap_or(false)

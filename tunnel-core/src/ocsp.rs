@@ -42,8 +42,8 @@ pub enum Verdict {
 
 /// Longest a response without nextUpdate is cached.
 const MAX_CACHE: i64 = 3600;
-/// How long a failure to get an answer is remembered, so a dead responder does not add its
-/// timeout to every connection.
+/// How long a responder that could not be reached is not asked again, so a dead responder
+/// does not add its timeout to every connection. Failed verifications are never cached.
 const NEGATIVE_CACHE: i64 = 10;
 /// Clock skew allowed when checking thisUpdate/nextUpdate.
 const SKEW_SECS: u32 = 300;
@@ -57,9 +57,10 @@ const MAX_RESPONSE: usize = 256 * 1024;
 pub struct OcspChecker {
     responder: Option<String>,
     timeout: Duration,
-    cas: Vec<X509>,
     store: X509Store,
     cache: Mutex<HashMap<Vec<u8>, (Verdict, i64)>>,
+    /// Responders that could not be reached: URL -> (error, until when).
+    down: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl std::fmt::Debug for OcspChecker {
@@ -91,50 +92,78 @@ impl OcspChecker {
             responder,
             timeout,
             store: store_of(&cas)?,
-            cas,
             cache: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The status of `cert`; `chain` is what the client sent (to find an intermediate issuer).
-    pub async fn check(&self, cert: &X509, chain: &[X509]) -> Verdict {
-        let key = cert
-            .digest(MessageDigest::sha256())
-            .map(|d| d.to_vec())
-            .unwrap_or_default();
-        let now = crate::metrics::unix_now();
-        if let Ok(c) = self.cache.lock() {
-            if let Some((v, until)) = c.get(&key) {
-                if *until > now {
-                    return v.clone();
-                }
-            }
-        }
-        let (verdict, until) = match self.query(cert, chain).await {
-            Ok((v, next)) => (v, next.unwrap_or(now + MAX_CACHE).min(now + MAX_CACHE)),
-            Err(e) => (Verdict::Unavailable(e), now + NEGATIVE_CACHE),
+    /// The status of the leaf of `chain`, a chain OpenSSL verified (leaf first): the issuer
+    /// named in the request is the certificate above the leaf in it, never one the client
+    /// merely sent. Only verified answers are cached (until their nextUpdate, at most
+    /// [`MAX_CACHE`]); a responder that cannot be reached is not asked again for
+    /// [`NEGATIVE_CACHE`] seconds.
+    pub async fn check(&self, chain: &[X509]) -> Verdict {
+        let (Some(cert), Some(issuer)) = (chain.first(), chain.get(1)) else {
+            return Verdict::Unavailable(
+                "no issuer above the client certificate in its verified chain".into(),
+            );
         };
-        if let Ok(mut c) = self.cache.lock() {
-            if c.len() > 100_000 {
-                c.retain(|_, (_, until)| *until > now);
-            }
-            c.insert(key, (verdict.clone(), until));
+        let key = [cert_fingerprint(cert), cert_fingerprint(issuer)].concat();
+        let now = crate::metrics::unix_now();
+        if let Some(v) = self.cached(&key, now) {
+            return v;
         }
-        verdict
+        match self.query(cert, issuer, chain, now).await {
+            Ok((v, next)) => {
+                let until = next.unwrap_or(now + MAX_CACHE).min(now + MAX_CACHE);
+                if let Ok(mut c) = self.cache.lock() {
+                    if c.len() > 100_000 {
+                        c.retain(|_, (_, until)| *until > now);
+                    }
+                    c.insert(key, (v.clone(), until));
+                }
+                v
+            }
+            Err(e) => Verdict::Unavailable(e),
+        }
     }
 
-    async fn query(&self, cert: &X509, chain: &[X509]) -> Result<(Verdict, Option<i64>), String> {
-        let issuer = find_issuer(cert, chain.iter().chain(self.cas.iter()))
-            .ok_or("issuer certificate not found for the OCSP request")?;
+    fn cached(&self, key: &[u8], now: i64) -> Option<Verdict> {
+        let c = self.cache.lock().ok()?;
+        c.get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(v, _)| v.clone())
+    }
+
+    async fn query(
+        &self,
+        cert: &X509,
+        issuer: &X509,
+        chain: &[X509],
+        now: i64,
+    ) -> Result<(Verdict, Option<i64>), String> {
         let url = match &self.responder {
             Some(u) => u.clone(),
             None => responder_of(cert).ok_or("no OCSP responder: the certificate has no AIA OCSP URL and ocsp_responder is not set")?,
         };
-        let body = request_der(cert, &issuer).map_err(|e| format!("OCSP request: {e}"))?;
-        let resp = http_post(&url, &body, self.timeout).await?;
-        let mut extra: Vec<X509> = chain.to_vec();
-        extra.push(issuer.clone());
-        parse_response(&resp, cert, &issuer, &self.store, &extra)
+        if let Some(e) = self.down.lock().ok().and_then(|d| {
+            d.get(&url)
+                .filter(|(_, until)| *until > now)
+                .map(|(e, _)| e.clone())
+        }) {
+            return Err(e);
+        }
+        let body = request_der(cert, issuer).map_err(|e| format!("OCSP request: {e}"))?;
+        let resp = match http_post(&url, &body, self.timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Ok(mut d) = self.down.lock() {
+                    d.insert(url, (e.clone(), now + NEGATIVE_CACHE));
+                }
+                return Err(e);
+            }
+        };
+        parse_response(&resp, cert, issuer, &self.store, chain)
     }
 }
 

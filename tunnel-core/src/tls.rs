@@ -31,6 +31,13 @@ pub enum Refusal {
     Revoked(Identity),
     /// The CRL of the client's CA is past its nextUpdate and `crl_expired = "deny"`.
     CrlExpired(Identity),
+    /// A CA of the chain has no CRL and `crl_check` requires one.
+    CrlMissing {
+        /// Who.
+        identity: Identity,
+        /// The CA without a CRL (one-line name).
+        ca: String,
+    },
     /// The identity may not reach the backend.
     Denied {
         /// Who.
@@ -154,48 +161,45 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
-    /// Verifies a client chain again (validity dates, CA, every CRL): OpenSSL does not run
-    /// the verify callback when a session resumes, and the certificate may have expired or
-    /// been revoked since the session was created.
+    /// Verifies a client chain again (validity dates, CA, every CRL) and returns the verified
+    /// chain (leaf first): OpenSSL does not run the verify callback when a session resumes,
+    /// the certificate may have expired or been revoked since the session was created, and a
+    /// connection accepted before a reload is decided under the configuration after it.
     pub fn reverify(
         &self,
         leaf: &X509,
-        chain: &[X509],
+        sent: &[X509],
         crl_expired: crate::config::CrlExpired,
-    ) -> Result<(), (CrlCheck, String)> {
+    ) -> Result<Vec<X509>, (CrlCheck, String)> {
         let fail = |e: ErrorStack| (CrlCheck::Good, format!("OpenSSL: {e}"));
         let mut untrusted = openssl::stack::Stack::new().map_err(fail)?;
-        for c in chain {
+        for c in sent {
             untrusted.push(c.clone()).map_err(fail)?;
         }
         let mut ctx = X509StoreContext::new().map_err(fail)?;
-        let now = crate::metrics::unix_now();
-        let crls = &self.crls;
-        ctx.init(&self.verify_store, leaf, &untrusted, |c| {
-            if !c.verify_cert()? {
-                return Ok(Err((
-                    CrlCheck::Good,
-                    format!(
+        let verified = ctx
+            .init(&self.verify_store, leaf, &untrusted, |c| {
+                if !c.verify_cert()? {
+                    return Ok(Err(format!(
                         "client certificate no longer valid: {}",
                         c.error().error_string()
-                    ),
-                )));
-            }
-            for cert in c.chain().into_iter().flat_map(|ch| ch.iter()) {
-                match crls.check(cert, now) {
-                    CrlCheck::Good => {}
-                    CrlCheck::Expired(_) if crl_expired == crate::config::CrlExpired::Warn => {}
-                    other => {
-                        return Ok(Err((
-                            other,
-                            "certificate chain revoked or its CRL expired".into(),
-                        )))
-                    }
+                    )));
                 }
+                Ok(Ok(c
+                    .chain()
+                    .map(|ch| ch.iter().map(|x| x.to_owned()).collect::<Vec<_>>())
+                    .unwrap_or_default()))
+            })
+            .map_err(fail)?
+            .map_err(|why| (CrlCheck::Good, why))?;
+        match self.crls.check_chain(&verified, crate::metrics::unix_now()) {
+            CrlCheck::Good => Ok(verified),
+            CrlCheck::Expired(_) if crl_expired == crate::config::CrlExpired::Warn => Ok(verified),
+            other => {
+                let why = crl_refusal_text(&other);
+                Err((other, why))
             }
-            Ok(Ok(()))
-        })
-        .map_err(fail)?
+        }
     }
     /// Builds the acceptor for `cfg`; `policy` is consulted during full handshakes so that a
     /// refused client gets a TLS alert rather than a silent close.
@@ -282,7 +286,7 @@ impl ServerTls {
             b.set_num_tickets(0).map_err(tls_err)?;
         }
 
-        let crls = Arc::new(CrlSet::load(file, &cfg.crl, &cas)?);
+        let crls = Arc::new(CrlSet::load(file, &cfg.crl, &cas, cfg.crl_check)?);
 
         let sni_policy = policy.clone();
         b.set_servername_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
@@ -365,23 +369,31 @@ fn verify_client(
             .and_then(|c| c.iter().next().map(Identity::from_cert))
             .unwrap_or_else(|| Identity::from_cert(&cert))
     };
-    match crls.check(&cert, crate::metrics::unix_now()) {
-        CrlCheck::Good => {}
-        CrlCheck::Revoked => {
-            if let Some(n) = &notes {
-                n.set(Refusal::Revoked(leaf_identity()));
-            }
-            ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
-            return false;
+    if depth != 0 {
+        // The whole chain is checked once, at the leaf (OpenSSL calls this callback from
+        // the trust anchor down, so the chain is complete by then).
+        return true;
+    }
+    let chain: Vec<X509> = ctx
+        .chain()
+        .map(|c| c.iter().map(|x| x.to_owned()).collect())
+        .unwrap_or_default();
+    let refusal = match crls.check_chain(&chain, crate::metrics::unix_now()) {
+        CrlCheck::Good => None,
+        CrlCheck::Revoked => Some(Refusal::Revoked(leaf_identity())),
+        CrlCheck::Expired(_) if crl_expired == crate::config::CrlExpired::Warn => None,
+        CrlCheck::Expired(_) => Some(Refusal::CrlExpired(leaf_identity())),
+        CrlCheck::Missing(ca) => Some(Refusal::CrlMissing {
+            identity: leaf_identity(),
+            ca,
+        }),
+    };
+    if let Some(r) = refusal {
+        if let Some(n) = &notes {
+            n.set(r);
         }
-        CrlCheck::Expired(_) if crl_expired == crate::config::CrlExpired::Warn => {}
-        CrlCheck::Expired(_) => {
-            if let Some(n) = &notes {
-                n.set(Refusal::CrlExpired(leaf_identity()));
-            }
-            ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
-            return false;
-        }
+        ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+        return false;
     }
     if depth == 0 {
         let sni = ssl
@@ -410,6 +422,18 @@ fn verify_client(
         }
     }
     true
+}
+
+/// What the audit log says about a chain refused by [`CrlSet::check_chain`].
+pub fn crl_refusal_text(check: &CrlCheck) -> String {
+    match check {
+        CrlCheck::Good => String::new(),
+        CrlCheck::Revoked => "certificate revoked by CRL".into(),
+        CrlCheck::Expired(_) => "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\"); publish a fresh CRL".into(),
+        CrlCheck::Missing(ca) => format!(
+            "no CRL of CA {ca} is configured and crl_check requires one; add its CRL to crl, or set crl_check = \"leaf\" or \"available\""
+        ),
+    }
 }
 
 /// The client agent's connector.

@@ -11,8 +11,8 @@ mod server;
 
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};
 pub use server::{
-    valid_backend_name_bytes, BackendConfig, CrlExpired, LogFormat, ServerConfig, StapleSource,
-    SERVER_ENV_PREFIX,
+    valid_backend_name_bytes, BackendConfig, CrlCoverage, CrlExpired, LogFormat, ServerConfig,
+    StapleSource, SERVER_ENV_PREFIX,
 };
 
 use serde::de::DeserializeOwned;

@@ -44,6 +44,7 @@ struct RawServer {
     #[serde(default)]
     crl: OneOrMany,
     crl_expired: Option<String>,
+    crl_check: Option<String>,
     ocsp: Option<String>,
     ocsp_responder: Option<String>,
     ocsp_timeout: Option<String>,
@@ -125,6 +126,21 @@ pub enum CrlExpired {
     Warn,
 }
 
+/// Which certificates of a client chain need a CRL of their issuer when `crl` is set
+/// (`crl_check`); a certificate that needs one and has none is refused (`crl_missing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrlCoverage {
+    /// Every certificate of the chain but the trust anchor (the default; OpenSSL's
+    /// CRL_CHECK_ALL).
+    #[default]
+    Chain,
+    /// Only the client certificate; CA certificates are checked where their issuer's CRL
+    /// is configured.
+    Leaf,
+    /// None: the CRLs configured are applied where they exist (revocation at one level only).
+    Available,
+}
+
 /// One backend the gateway forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
@@ -151,6 +167,8 @@ pub struct ServerConfig {
     pub crl: Vec<PathBuf>,
     /// What to do when a CRL is past its nextUpdate.
     pub crl_expired: CrlExpired,
+    /// Which chain certificates need a CRL of their issuer.
+    pub crl_check: CrlCoverage,
     /// OCSP checking of client certificates.
     pub ocsp: crate::ocsp::OcspMode,
     /// OCSP responder URL overriding the certificates' AIA.
@@ -266,6 +284,19 @@ impl ServerConfig {
                 return Err(err(
                     "crl_expired",
                     format!("{o:?} is not a choice; use \"deny\" (default) or \"warn\""),
+                ))
+            }
+        };
+        let crl_check = match raw.crl_check.as_deref() {
+            None | Some("chain") => CrlCoverage::Chain,
+            Some("leaf") => CrlCoverage::Leaf,
+            Some("available") => CrlCoverage::Available,
+            Some(o) => {
+                return Err(err(
+                    "crl_check",
+                    format!(
+                        "{o:?} is not a choice; use \"chain\" (default), \"leaf\" or \"available\""
+                    ),
                 ))
             }
         };
@@ -475,6 +506,7 @@ impl ServerConfig {
             client_ca,
             crl,
             crl_expired,
+            crl_check,
             ocsp,
             ocsp_responder: raw.ocsp_responder,
             ocsp_timeout,

@@ -3,7 +3,7 @@
 
 use super::{Gateway, Snapshot};
 use crate::audit::{AuditRecord, Outcome};
-use crate::config::{CrlExpired, ServerConfig};
+use crate::config::ServerConfig;
 use crate::identity::Identity;
 use crate::ocsp::{OcspMode, Verdict as OcspVerdict};
 use crate::policy::Decision;
@@ -77,6 +77,7 @@ async fn tunnel(sock: TcpStream, snap: &Snapshot, rec: &mut AuditRecord, gw: &Ga
             Outcome::Timeout => "timeout",
             Outcome::Revoked => "revoked",
             Outcome::CrlExpired => "crl_expired",
+            Outcome::CrlMissing => "crl_missing",
             Outcome::Denied if rec.backend.is_none() => "unknown_backend",
             Outcome::Denied => "denied",
             _ => "handshake_failed",
@@ -122,6 +123,11 @@ fn handshake_outcome(
             rec.reason = "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\"); publish a fresh CRL".into();
             Outcome::CrlExpired
         }
+        Some(Refusal::CrlMissing { identity, ca }) => {
+            rec.identity = Some(identity);
+            rec.reason = crate::tls::crl_refusal_text(&CrlCheck::Missing(ca));
+            Outcome::CrlMissing
+        }
         Some(Refusal::Denied { identity, backend }) => {
             rec.reason = format!("no allow rule of backend {backend:?} matches");
             rec.identity = Some(identity);
@@ -140,16 +146,15 @@ fn handshake_outcome(
     })
 }
 
-/// After the handshake: authorize (again, also for resumed sessions), dial, copy.
+/// After the handshake: revocation and authorization (again, also for resumed sessions),
+/// all under the configuration in force now; then dial and copy.
 async fn finish_tunnel(
     mut tls: SslStream<TcpStream>,
     snap: &Snapshot,
     rec: &mut AuditRecord,
     gw: &Gateway,
 ) -> Outcome {
-    let cfg = &snap.cfg;
     let metrics = &gw.service.metrics;
-    // Authorization after every handshake, full or resumed.
     let Some(cert) = tls.ssl().peer_certificate() else {
         rec.reason = "no client certificate".into();
         return Outcome::HandshakeFailed;
@@ -159,68 +164,28 @@ async fn finish_tunnel(
     rec.identity = Some(id.clone());
     let id = &id;
     // Registered before the revocation checks, so that a reload with revoke_established
-    // while this tunnel is being set up cannot miss it; and checked against the CRLs in
-    // force now, which may be newer than the snapshot this connection was accepted under.
+    // while this tunnel is being set up cannot miss it.
     let live = gw.live.register(client_chain(tls.ssl(), cert.clone()));
+    // One snapshot decides everything from here: the one in force now, which may be newer
+    // than the one this connection was accepted (and handshaken) under.
     let current = gw.snapshot();
-    let chain: Vec<X509> = tls
-        .ssl()
-        .peer_cert_chain()
-        .map(|c| c.iter().map(|x| x.to_owned()).collect())
-        .unwrap_or_default();
-    if rec.resumed {
-        // OpenSSL skips certificate verification on resumption: do it again.
-        if let Err((check, why)) = current.tls.reverify(&cert, &chain, current.cfg.crl_expired) {
-            rec.reason = format!("resumed session refused: {why}");
+    let cfg = &current.cfg;
+    let chain = match verified_chain(&tls, &cert, snap, &current) {
+        Ok(c) => c,
+        Err((check, why)) => {
+            rec.reason = why;
             close_tls(&mut tls).await;
             return match check {
                 CrlCheck::Revoked => Outcome::Revoked,
                 CrlCheck::Expired(_) => Outcome::CrlExpired,
+                CrlCheck::Missing(_) => Outcome::CrlMissing,
                 CrlCheck::Good => Outcome::HandshakeFailed,
             };
         }
-    }
-    match current.tls.crls.check(&cert, crate::metrics::unix_now()) {
-        CrlCheck::Good => {}
-        CrlCheck::Revoked => {
-            rec.reason = "certificate revoked by CRL".into();
-            close_tls(&mut tls).await;
-            return Outcome::Revoked;
-        }
-        CrlCheck::Expired(_) if current.cfg.crl_expired == CrlExpired::Warn => {}
-        CrlCheck::Expired(_) => {
-            rec.reason =
-                "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\")".into();
-            close_tls(&mut tls).await;
-            return Outcome::CrlExpired;
-        }
-    }
-    if let Some(checker) = &snap.ocsp {
-        let verdict = checker.check(&cert, &chain).await;
-        let require = cfg.ocsp == OcspMode::Require;
-        let refused = match verdict {
-            OcspVerdict::Good => None,
-            OcspVerdict::Revoked => {
-                Some(("certificate revoked (OCSP)".to_string(), Outcome::Revoked))
-            }
-            OcspVerdict::Unknown if require => Some((
-                "OCSP responder does not know this certificate (ocsp = \"require\")".to_string(),
-                Outcome::Denied,
-            )),
-            OcspVerdict::Unavailable(e) if require => Some((
-                format!("no OCSP answer and ocsp = \"require\": {e}"),
-                Outcome::Denied,
-            )),
-            OcspVerdict::Unknown => {
-                warn!("OCSP status unknown; allowed because ocsp = \"prefer\"");
-                None
-            }
-            OcspVerdict::Unavailable(e) => {
-                warn!(error = %e, "no OCSP answer; allowed because ocsp = \"prefer\"");
-                None
-            }
-        };
-        if let Some((why, outcome)) = refused {
+    };
+    live.set_chain(chain.clone());
+    if let Some(checker) = &current.ocsp {
+        if let Some((why, outcome)) = ocsp_refusal(checker, &chain, cfg.ocsp).await {
             rec.reason = why;
             close_tls(&mut tls).await;
             return outcome;
@@ -313,6 +278,67 @@ async fn finish_tunnel(
                 rec.reason = e.to_string();
                 Outcome::Error
             }
+        }
+    }
+}
+
+/// The client's chain as verified under `current`, leaf first. A full handshake under the
+/// snapshot still in force was verified (CRLs included) by the verify callback; a resumed
+/// session, or a handshake under an older snapshot, is verified again under `current`.
+fn verified_chain(
+    tls: &SslStream<TcpStream>,
+    cert: &X509,
+    snap: &Snapshot,
+    current: &Snapshot,
+) -> Result<Vec<X509>, (CrlCheck, String)> {
+    let ssl = tls.ssl();
+    if !ssl.session_reused() && std::ptr::eq(snap, current) {
+        if let Some(c) = ssl.verified_chain().filter(|c| !c.is_empty()) {
+            return Ok(c.iter().map(|x| x.to_owned()).collect());
+        }
+    }
+    let sent: Vec<X509> = ssl
+        .peer_cert_chain()
+        .map(|c| c.iter().map(|x| x.to_owned()).collect())
+        .unwrap_or_default();
+    current
+        .tls
+        .reverify(cert, &sent, current.cfg.crl_expired)
+        .map_err(|(check, why)| {
+            let prefix = if ssl.session_reused() {
+                "resumed session refused"
+            } else {
+                "refused under the reloaded configuration"
+            };
+            (check, format!("{prefix}: {why}"))
+        })
+}
+
+/// Why OCSP refuses the verified `chain` under `mode`, if it does.
+async fn ocsp_refusal(
+    checker: &crate::ocsp::OcspChecker,
+    chain: &[X509],
+    mode: OcspMode,
+) -> Option<(String, Outcome)> {
+    let require = mode == OcspMode::Require;
+    match checker.check(chain).await {
+        OcspVerdict::Good => None,
+        OcspVerdict::Revoked => Some(("certificate revoked (OCSP)".to_string(), Outcome::Revoked)),
+        OcspVerdict::Unknown if require => Some((
+            "OCSP responder does not know this certificate (ocsp = \"require\")".to_string(),
+            Outcome::Denied,
+        )),
+        OcspVerdict::Unavailable(e) if require => Some((
+            format!("no OCSP answer and ocsp = \"require\": {e}"),
+            Outcome::Denied,
+        )),
+        OcspVerdict::Unknown => {
+            warn!("OCSP status unknown; allowed because ocsp = \"prefer\"");
+            None
+        }
+        OcspVerdict::Unavailable(e) => {
+            warn!(error = %e, "no OCSP answer; allowed because ocsp = \"prefer\"");
+            None
         }
     }
 }

@@ -79,9 +79,10 @@ impl Snapshot {
     }
 
     /// Logs a warning for the own certificate, a CA or a CRL that expires within
-    /// `expiry_warning` (an error when already expired).
+    /// `expiry_warning` (an error when already expired), and for each CA without a CRL.
     pub fn warn_expiry(&self) {
         crate::metrics::warn_expiries(&self.expiries(), self.cfg.expiry_warning);
+        self.tls.crls.warn_missing(&self.tls.cas);
     }
 
     /// Expiry times for the metrics: own certificate, earliest CA, earliest CRL nextUpdate.
@@ -231,12 +232,23 @@ impl LiveConns {
         let Ok(m) = self.map.lock() else { return 0 };
         let mut n = 0;
         for (chain, token) in m.values() {
-            if chain.iter().any(|c| crls.is_revoked(c)) && !token.is_cancelled() {
+            if crls.is_revoked(chain) && !token.is_cancelled() {
                 token.cancel();
                 n += 1;
             }
         }
         n
+    }
+}
+
+impl LiveEntry {
+    /// Replaces the registered chain with the one verified after the handshake.
+    fn set_chain(&self, chain: Vec<X509>) {
+        if let Ok(mut m) = self.map.lock() {
+            if let Some(e) = m.get_mut(&self.id) {
+                e.0 = chain;
+            }
+        }
     }
 }
 

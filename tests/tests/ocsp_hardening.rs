@@ -1,0 +1,128 @@
+//! OCSP as an attacker sees it, against a real `openssl ocsp` responder: a revoked client
+//! that appends a forged "issuer" to its chain (the CA's public key under the CA's name in
+//! another case) must not turn the responder's answer into `unknown` or a failure that
+//! `ocsp = "prefer"` lets through, nor leave a cached non-answer that lets its next, plain
+//! connection in.
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use openssl::x509::extension::BasicConstraints;
+use openssl::x509::{X509Builder, X509NameBuilder};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use tunnel_tests::ocsp::{openssl_bin, Responder, Status};
+use tunnel_tests::process::{is_audit, run_with_input};
+use tunnel_tests::tls::{exchange, local_addr, TlsClient};
+use tunnel_tests::*;
+
+/// A certificate named like the fixture's CA ("tunnel  test ca": other case, other spacing,
+/// equal to OpenSSL's loose name comparison) that carries the CA's real public key, so it
+/// "verifies" every client certificate; signed by a key of the attacker's.
+fn forged_issuer(pki: &Pki) -> PathBuf {
+    let mut nb = X509NameBuilder::new().unwrap();
+    nb.append_entry_by_nid(Nid::COMMONNAME, "tunnel  test ca")
+        .unwrap();
+    let name = nb.build();
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let attacker = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&pki.ca().cert.public_key().unwrap()).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    b.sign(&attacker, MessageDigest::sha256()).unwrap();
+    let path = pki.unique_path("forged-issuer", "pem");
+    std::fs::write(&path, b.build().to_pem().unwrap()).unwrap();
+    path
+}
+
+/// `openssl s_client` as `creds`, sending `chain` after its certificate when given; returns
+/// what came back (the gateway closes a refused connection, which ends s_client).
+fn s_client(pki: &Pki, gw: &Gateway, creds: &Creds, chain: Option<&PathBuf>) -> Vec<u8> {
+    let mut cmd = Command::new(openssl_bin());
+    cmd.args(["s_client", "-quiet", "-nocommands"])
+        .args(["-connect", &gw.addr.to_string(), "-servername", "echo"])
+        .arg("-cert")
+        .arg(&creds.cert)
+        .arg("-key")
+        .arg(&creds.key)
+        .arg("-CAfile")
+        .arg(&pki.ca_crt);
+    if let Some(c) = chain {
+        cmd.arg("-cert_chain").arg(c);
+    }
+    run_with_input(cmd, Some(b"let me in".to_vec()), Duration::from_secs(30)).stdout
+}
+
+/// Waits for the `n`-th (from 1) audit event of subject `CN=cn`.
+fn nth_audit_of(gw: &Gateway, cn: &str, n: usize) -> serde_json::Value {
+    let subject = format!("CN={cn}");
+    gw.wait_until("the audit event", PROMPT, |evs| {
+        evs.iter()
+            .filter(|e| is_audit(e) && field(e, "subject") == subject)
+            .nth(n - 1)
+            .cloned()
+    })
+}
+
+#[test]
+fn forged_issuer_in_the_chain_does_not_let_a_revoked_client_in() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let revoked = pki.client("revoked");
+    let good = pki.client("good");
+    let responder = Responder::start(&pki, &[(&revoked, Status::Revoked), (&good, Status::Valid)]);
+    let forged = forged_issuer(&pki);
+    for mode in ["prefer", "require"] {
+        let base = echo.accepted();
+        let gw = Gateway::start(
+            &pki,
+            &format!(
+                "ocsp = \"{mode}\"\nocsp_responder = \"{}\"\n{}",
+                responder.url(),
+                backend_toml("echo", echo.addr, "\"any\"")
+            ),
+        );
+        let got = s_client(&pki, &gw, &revoked, Some(&forged));
+        assert!(got.is_empty(), "{mode}: forged chain got {got:?}");
+        let ev = nth_audit_of(&gw, "revoked", 1);
+        assert_eq!(
+            field(&ev, "result"),
+            "revoked",
+            "{mode}, forged chain: {ev}"
+        );
+        // The next connection, without the forgery, finds no cached non-answer.
+        let got = s_client(&pki, &gw, &revoked, None);
+        assert!(got.is_empty(), "{mode}: got {got:?}");
+        let ev = nth_audit_of(&gw, "revoked", 2);
+        assert_eq!(field(&ev, "result"), "revoked", "{mode}, plain chain: {ev}");
+        assert_eq!(
+            echo.accepted(),
+            base,
+            "{mode}: a revoked client reached the backend"
+        );
+        // Positive control: a good client is served.
+        let mut s = TlsClient::new(&good, &pki.ca_crt)
+            .connect(gw.addr, Some("echo"))
+            .expect("handshake");
+        let peer = local_addr(&s);
+        assert_eq!(exchange(&mut s, b"good").0, b"good");
+        assert_eq!(field(&gw.audit_for(peer), "result"), "ok");
+        assert_eq!(echo.accepted(), base + 1);
+    }
+}
