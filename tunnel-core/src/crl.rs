@@ -259,3 +259,6 @@ pub(crate) fn names_equal(a: &openssl::x509::X509NameRef, b: &openssl::x509::X50
         .map(|o| o == std::cmp::Ordering::Equal)
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests;

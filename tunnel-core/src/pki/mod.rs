@@ -353,6 +353,34 @@ pub fn make_crl_entries(
     start_days: i64,
     days: u32,
 ) -> Result<X509Crl, ErrorStack> {
+    crl_with_extensions(ca, revoked, start_days, days, Vec::new())
+}
+
+/// Like [`make_crl`], with `extra` extensions (to test how CRLs the gateway must refuse are
+/// handled: delta CRLs, issuing distribution points, unknown critical extensions).
+pub fn make_crl_with(
+    ca: &Issued,
+    revoked: &[&X509],
+    start_days: i64,
+    days: u32,
+    extra: Vec<openssl::x509::X509Extension>,
+) -> Result<X509Crl, ErrorStack> {
+    let serials: Vec<Asn1Integer> = revoked
+        .iter()
+        .map(|c| c.serial_number().to_bn().and_then(|b| b.to_asn1_integer()))
+        .collect::<Result<_, _>>()?;
+    let when = unix_now() + start_days.min(0) * 86_400;
+    let entries: Vec<(&Asn1IntegerRef, i64)> = serials.iter().map(|s| (&**s, when)).collect();
+    crl_with_extensions(ca, &entries, start_days, days, extra)
+}
+
+fn crl_with_extensions(
+    ca: &Issued,
+    revoked: &[(&Asn1IntegerRef, i64)],
+    start_days: i64,
+    days: u32,
+    extra: Vec<openssl::x509::X509Extension>,
+) -> Result<X509Crl, ErrorStack> {
     let mut b = X509CrlBuilder::new()?;
     b.set_issuer_name(ca.cert.subject_name())?;
     let last = days_from_now(start_days)?;
@@ -362,6 +390,9 @@ pub fn make_crl_entries(
     // RFC 5280 wants both extensions, and rust-openssl refuses a CRL without them.
     b.append_extension(crl_aki(ca)?)?;
     b.append_extension(crl_number_ext()?)?;
+    for e in extra {
+        b.append_extension(e)?;
+    }
     for (serial, at) in revoked {
         let mut r = X509RevokedBuilder::new()?;
         r.set_serial_number(serial)?;
