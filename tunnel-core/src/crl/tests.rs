@@ -134,15 +134,19 @@ fn issuer_without_crl_sign_is_refused() {
         cert: b.build(),
         key,
     };
-    let e = load(&[&crl(&ca, &[])], &[ca.cert.clone()], CrlCoverage::Chain)
-        .unwrap_err()
-        .to_string();
+    let e = load(
+        &[&crl(&ca, &[])],
+        std::slice::from_ref(&ca.cert),
+        CrlCoverage::Chain,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("cRLSign"), "{e}");
     // As an intermediate (not in client_ca), its CRL loads but never counts: fail closed.
     let root = pki::new_ca("Root CA", 30).unwrap();
     let set = load(
         &[&crl(&root, &[]), &crl(&ca, &[])],
-        &[root.cert.clone()],
+        std::slice::from_ref(&root.cert),
         CrlCoverage::Chain,
     )
     .unwrap();
@@ -153,7 +157,8 @@ fn issuer_without_crl_sign_is_refused() {
     b.set_issuer_name(ca.cert.subject_name()).unwrap();
     let leaf_key = pki::new_key(pki::KeyType::EcP256).unwrap();
     b.set_pubkey(&leaf_key).unwrap();
-    b.sign(&ca.key, openssl::hash::MessageDigest::sha256()).unwrap();
+    b.sign(&ca.key, openssl::hash::MessageDigest::sha256())
+        .unwrap();
     let leaf = b.build();
     assert_eq!(
         set.check_chain(&[leaf, ca.cert.clone()], crate::metrics::unix_now()),
@@ -175,7 +180,8 @@ fn chain_coverage_with_an_intermediate_ca() {
     let inter_crl = crl(&inter, &[&carol]);
     let missing_inter = CrlCheck::Missing("CN=Issuing CA".into());
     let missing_root = CrlCheck::Missing("CN=Root CA".into());
-    let cases: Vec<(&str, Vec<&X509Crl>, CrlCoverage, Vec<X509>, CrlCheck)> = vec![
+    type Case<'a> = (&'a str, Vec<&'a X509Crl>, CrlCoverage, Vec<X509>, CrlCheck);
+    let cases: Vec<Case> = vec![
         (
             "both, revoked",
             vec![&root_crl, &inter_crl],
