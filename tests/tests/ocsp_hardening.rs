@@ -126,3 +126,82 @@ fn forged_issuer_in_the_chain_does_not_let_a_revoked_client_in() {
         assert_eq!(echo.accepted(), base + 1);
     }
 }
+
+/// A loopback proxy in front of `responder` that counts the OCSP queries reaching it and
+/// holds each one for `hold` first, so that concurrent queries overlap.
+fn counting_proxy(responder: std::net::SocketAddr, hold: Duration) -> Backend {
+    Backend::spawn(move |client| {
+        std::thread::sleep(hold);
+        let Ok(upstream) = std::net::TcpStream::connect(responder) else {
+            return;
+        };
+        let (Ok(mut c_read), Ok(mut u_write)) = (client.try_clone(), upstream.try_clone()) else {
+            return;
+        };
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut c_read, &mut u_write);
+        });
+        let (mut u_read, mut c_write) = (upstream, client);
+        let _ = std::io::copy(&mut u_read, &mut c_write);
+        let _ = c_write.shutdown(std::net::Shutdown::Both);
+    })
+}
+
+#[test]
+fn concurrent_new_clients_share_one_ocsp_query() {
+    const CLIENTS: usize = 8;
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let alice = pki.client("alice");
+    let bob = pki.client("bob");
+    let responder = Responder::start(&pki, &[(&alice, Status::Valid), (&bob, Status::Valid)]);
+    let proxy = counting_proxy(responder.addr, Duration::from_millis(500));
+    let gw = Gateway::start(
+        &pki,
+        &format!(
+            "ocsp = \"require\"\nocsp_responder = \"http://{}\"\n{}",
+            proxy.addr,
+            backend_toml("echo", echo.addr, "\"any\"")
+        ),
+    );
+    let start = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (start, alice, ca) = (start.clone(), alice.clone(), pki.ca_crt.clone());
+            let addr = gw.addr;
+            std::thread::spawn(move || {
+                let client = TlsClient::new(&alice, &ca);
+                start.wait();
+                let mut s = client.connect(addr, Some("echo")).expect("handshake");
+                let msg = format!("client {i}");
+                let (got, _) = exchange(&mut s, msg.as_bytes());
+                assert_eq!(got, msg.as_bytes(), "client {i}");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    let oks = gw
+        .audits()
+        .iter()
+        .filter(|e| field(e, "subject") == "CN=alice" && field(e, "result") == "ok")
+        .count();
+    assert_eq!(oks, CLIENTS);
+    assert_eq!(
+        proxy.accepted(),
+        1,
+        "{CLIENTS} concurrent connections of one certificate made {} OCSP queries",
+        proxy.accepted()
+    );
+    // Another certificate gets its own query; alice's answer is now cached.
+    for creds in [&bob, &alice] {
+        let mut s = TlsClient::new(creds, &pki.ca_crt)
+            .connect(gw.addr, Some("echo"))
+            .expect("handshake");
+        let peer = local_addr(&s);
+        assert_eq!(exchange(&mut s, b"again").0, b"again");
+        assert_eq!(field(&gw.audit_for(peer), "result"), "ok");
+    }
+    assert_eq!(proxy.accepted(), 2);
+}

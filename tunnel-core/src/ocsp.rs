@@ -15,6 +15,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod url;
+
+/// Answers being fetched, per certificate: concurrent connections of one client wait for
+/// the same query.
+type InFlight = Mutex<HashMap<Vec<u8>, std::sync::Arc<tokio::sync::OnceCell<Verdict>>>>;
+
 /// How the gateway uses OCSP for client certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OcspMode {
@@ -61,6 +67,9 @@ pub struct OcspChecker {
     cache: Mutex<HashMap<Vec<u8>, (Verdict, i64)>>,
     /// Responders that could not be reached: URL -> (error, until when).
     down: Mutex<HashMap<String, (String, i64)>>,
+    inflight: InFlight,
+    /// `ocsp_responder_allow`: hosts an AIA URL may name (empty: any).
+    allow: Vec<String>,
 }
 
 impl std::fmt::Debug for OcspChecker {
@@ -94,7 +103,15 @@ impl OcspChecker {
             store: store_of(&cas)?,
             cache: Mutex::new(HashMap::new()),
             down: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            allow: Vec::new(),
         })
+    }
+
+    /// Restricts the hosts of AIA responder URLs to `hosts` (`ocsp_responder_allow`).
+    pub fn with_allow(mut self, hosts: Vec<String>) -> Self {
+        self.allow = hosts;
+        self
     }
 
     /// The status of the leaf of `chain`, a chain OpenSSL verified (leaf first): the issuer
@@ -109,8 +126,36 @@ impl OcspChecker {
             );
         };
         let key = [cert_fingerprint(cert), cert_fingerprint(issuer)].concat();
+        if let Some(v) = self.cached(&key, crate::metrics::unix_now()) {
+            return v;
+        }
+        let cell = match self.inflight.lock() {
+            Ok(mut m) => m.entry(key.clone()).or_default().clone(),
+            Err(_) => std::sync::Arc::new(tokio::sync::OnceCell::new()),
+        };
+        let v = cell
+            .get_or_init(|| self.query_and_cache(&key, cert, issuer, chain))
+            .await
+            .clone();
+        if let Ok(mut m) = self.inflight.lock() {
+            if m.get(&key)
+                .is_some_and(|c| std::sync::Arc::ptr_eq(c, &cell))
+            {
+                m.remove(&key);
+            }
+        }
+        v
+    }
+
+    async fn query_and_cache(
+        &self,
+        key: &[u8],
+        cert: &X509,
+        issuer: &X509,
+        chain: &[X509],
+    ) -> Verdict {
         let now = crate::metrics::unix_now();
-        if let Some(v) = self.cached(&key, now) {
+        if let Some(v) = self.cached(key, now) {
             return v;
         }
         match self.query(cert, issuer, chain, now).await {
@@ -120,7 +165,7 @@ impl OcspChecker {
                     if c.len() > 100_000 {
                         c.retain(|_, (_, until)| *until > now);
                     }
-                    c.insert(key, (v.clone(), until));
+                    c.insert(key.to_vec(), (v.clone(), until));
                 }
                 v
             }
@@ -144,7 +189,17 @@ impl OcspChecker {
     ) -> Result<(Verdict, Option<i64>), String> {
         let url = match &self.responder {
             Some(u) => u.clone(),
-            None => responder_of(cert).ok_or("no OCSP responder: the certificate has no AIA OCSP URL and ocsp_responder is not set")?,
+            None => {
+                let aia = responder_of(cert).ok_or("no OCSP responder: the certificate has no AIA OCSP URL and ocsp_responder is not set")?;
+                let parsed = url::parse(&aia)?;
+                if !url::allowed(&parsed, &self.allow) {
+                    return Err(format!(
+                        "OCSP responder host {:?} of the certificate's AIA is not in ocsp_responder_allow",
+                        parsed.host
+                    ));
+                }
+                aia
+            }
         };
         if let Some(e) = self.down.lock().ok().and_then(|d| {
             d.get(&url)
@@ -248,23 +303,9 @@ pub fn parse_response(
 /// POSTs an OCSP request over plain HTTP/1.0 (as RFC 6960 responders expect) and returns
 /// the body of a 200 answer.
 pub async fn http_post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("OCSP responder {url:?}: only http:// URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if authority
-        .rsplit_once(':')
-        .map(|(_, p)| p.parse::<u16>().is_ok())
-        .unwrap_or(false)
-        && !authority.ends_with(']')
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
+    let u = url::parse(url)?;
+    let (authority, path) = (u.authority(), u.path.as_str());
+    let addr = authority.clone();
     let fut = async {
         let mut s = TcpStream::connect(&addr)
             .await

@@ -47,6 +47,8 @@ struct RawServer {
     crl_check: Option<String>,
     ocsp: Option<String>,
     ocsp_responder: Option<String>,
+    #[serde(default)]
+    ocsp_responder_allow: OneOrMany,
     ocsp_timeout: Option<String>,
     ocsp_staple: Option<String>,
     revoke_established: Option<bool>,
@@ -173,6 +175,8 @@ pub struct ServerConfig {
     pub ocsp: crate::ocsp::OcspMode,
     /// OCSP responder URL overriding the certificates' AIA.
     pub ocsp_responder: Option<String>,
+    /// Hosts an AIA OCSP URL may name (empty: any).
+    pub ocsp_responder_allow: Vec<String>,
     /// Deadline for one OCSP query.
     pub ocsp_timeout: Duration,
     /// Where the gateway's own OCSP staple comes from.
@@ -318,6 +322,24 @@ impl ServerConfig {
                 return Err(err(
                     "ocsp_responder",
                     format!("{u:?} must be an http:// URL"),
+                ));
+            }
+            crate::ocsp::url::parse(u).map_err(|e| err("ocsp_responder", e))?;
+        }
+        let ocsp_responder_allow: Vec<String> = raw
+            .ocsp_responder_allow
+            .into_vec()
+            .into_iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        for (i, h) in ocsp_responder_allow.iter().enumerate() {
+            if crate::ocsp::url::parse(&format!("http://{h}/"))
+                .map(|u| u.host != *h)
+                .unwrap_or(true)
+            {
+                return Err(err(
+                    &format!("ocsp_responder_allow[{i}]"),
+                    format!("{h:?} is not a host name or IP address, e.g. \"ocsp.example.org\""),
                 ));
             }
         }
@@ -509,6 +531,7 @@ impl ServerConfig {
             crl_check,
             ocsp,
             ocsp_responder: raw.ocsp_responder,
+            ocsp_responder_allow,
             ocsp_timeout,
             ocsp_staple,
             revoke_established: raw.revoke_established.unwrap_or(false),

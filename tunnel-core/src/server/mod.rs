@@ -52,7 +52,8 @@ impl Snapshot {
                     cfg.ocsp_responder.clone(),
                     cfg.ocsp_timeout,
                 )
-                .map_err(|e| ConfigError::new(&cfg.file, "ocsp", format!("OpenSSL: {e}")))?,
+                .map_err(|e| ConfigError::new(&cfg.file, "ocsp", format!("OpenSSL: {e}")))?
+                .with_allow(cfg.ocsp_responder_allow.clone()),
             ),
         };
         Ok(Snapshot {
