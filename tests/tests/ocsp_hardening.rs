@@ -205,3 +205,82 @@ fn concurrent_new_clients_share_one_ocsp_query() {
     }
     assert_eq!(proxy.accepted(), 2);
 }
+
+/// An HTTP server that answers every OCSP query with `der`, recorded earlier.
+fn replaying_responder(der: Vec<u8>) -> Backend {
+    use std::io::{Read, Write};
+    Backend::spawn(move |mut s| {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read the whole request (head and Content-Length body) before answering.
+        loop {
+            let Ok(n) = s.read(&mut buf) else { return };
+            if n == 0 {
+                return;
+            }
+            req.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if req.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        let head = format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: {}\r\n\r\n",
+            der.len()
+        );
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(&der);
+    })
+}
+
+#[test]
+fn replayed_response_with_another_nonce_is_refused() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let alice = pki.client("alice");
+    let responder = Responder::start(&pki, &[(&alice, Status::Valid)]);
+    // A genuine "good" answer about alice, to a query with openssl's own nonce.
+    let recorded = tunnel_tests::ocsp::fetch_der(&pki, &alice, &responder.url());
+    let replayer = replaying_responder(recorded);
+    let gw = Gateway::start(
+        &pki,
+        &format!(
+            "ocsp = \"require\"\nocsp_responder = \"http://{}\"\n{}",
+            replayer.addr,
+            backend_toml("echo", echo.addr, "\"any\"")
+        ),
+    );
+    let mut s = TlsClient::new(&alice, &pki.ca_crt)
+        .connect(gw.addr, Some("echo"))
+        .expect("handshake");
+    let peer = local_addr(&s);
+    let (got, _) = exchange(&mut s, b"replayed");
+    assert!(got.is_empty(), "got {got:?} on a replayed OCSP answer");
+    let ev = gw.audit_for(peer);
+    assert_eq!(field(&ev, "result"), "denied", "{ev}");
+    assert!(field(&ev, "reason").contains("nonce"), "{ev}");
+    assert_eq!(replayer.accepted(), 1);
+    assert_eq!(echo.accepted(), 0);
+    // Positive control: the live responder echoes the gateway's nonce and is believed.
+    let gw = Gateway::start(
+        &pki,
+        &format!(
+            "ocsp = \"require\"\nocsp_responder = \"{}\"\n{}",
+            responder.url(),
+            backend_toml("echo", echo.addr, "\"any\"")
+        ),
+    );
+    let mut s = TlsClient::new(&alice, &pki.ca_crt)
+        .connect(gw.addr, Some("echo"))
+        .expect("handshake");
+    let peer = local_addr(&s);
+    assert_eq!(exchange(&mut s, b"live").0, b"live");
+    assert_eq!(field(&gw.audit_for(peer), "result"), "ok");
+}

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod crl;
 pub mod demo;
+mod der;
 pub mod identity;
 pub mod listeners;
 pub mod logging;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod nonce;
 pub mod url;
 
 /// Answers being fetched, per certificate: concurrent connections of one client wait for
@@ -53,8 +54,8 @@ const MAX_CACHE: i64 = 3600;
 const NEGATIVE_CACHE: i64 = 10;
 /// Clock skew allowed when checking thisUpdate/nextUpdate.
 const SKEW_SECS: u32 = 300;
-/// Oldest thisUpdate accepted: plain-HTTP OCSP has no nonce here, so an old "good" answer
-/// must not be replayable for ever.
+/// Oldest thisUpdate accepted: a responder may answer without echoing the nonce (pre-signed
+/// responses), so an old "good" answer must not be replayable for ever.
 const MAX_AGE_SECS: u32 = 7 * 86_400;
 /// Largest OCSP HTTP response read.
 const MAX_RESPONSE: usize = 256 * 1024;
@@ -209,6 +210,7 @@ impl OcspChecker {
             return Err(e);
         }
         let body = request_der(cert, issuer).map_err(|e| format!("OCSP request: {e}"))?;
+        let (body, sent_nonce) = nonce::add(&body)?;
         let resp = match http_post(&url, &body, self.timeout).await {
             Ok(r) => r,
             Err(e) => {
@@ -218,6 +220,7 @@ impl OcspChecker {
                 return Err(e);
             }
         };
+        nonce::check(&resp, &sent_nonce)?;
         parse_response(&resp, cert, issuer, &self.store, chain)
     }
 }

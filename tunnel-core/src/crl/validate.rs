@@ -5,6 +5,7 @@
 //! few DER levels down to them are walked here.
 
 use super::names_equal;
+use crate::der::tlv;
 use crate::identity::one_line_name;
 use openssl::x509::{X509Crl, X509Ref, X509};
 
@@ -107,23 +108,6 @@ pub(super) fn aki_matches(aki: Option<&[u8]>, issuer: &X509Ref) -> bool {
         (Some(a), Some(s)) => a == s.as_slice(),
         _ => true,
     }
-}
-
-/// One DER TLV at the start of `d`: (tag, contents, rest).
-fn tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = d.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
 /// The crlExtensions of a DER CertificateList.
