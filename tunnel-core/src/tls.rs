@@ -374,10 +374,14 @@ fn verify_client(
         // the trust anchor down, so the chain is complete by then).
         return true;
     }
-    let chain: Vec<X509> = ctx
-        .chain()
-        .map(|c| c.iter().map(|x| x.to_owned()).collect())
-        .unwrap_or_default();
+    // Without CRLs there is nothing to look up: skip copying the chain.
+    let chain: Vec<X509> = match crls.is_empty() {
+        true => Vec::new(),
+        false => ctx
+            .chain()
+            .map(|c| c.iter().map(|x| x.to_owned()).collect())
+            .unwrap_or_default(),
+    };
     let refusal = match crls.check_chain(&chain, crate::metrics::unix_now()) {
         CrlCheck::Good => None,
         CrlCheck::Revoked => Some(Refusal::Revoked(leaf_identity())),
