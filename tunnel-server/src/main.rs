@@ -43,6 +43,9 @@ enum Command {
     },
     /// A small CA for bootstrapping: init, issue server/client certs, revoke, emit a CRL, list.
     Pki(pki::PkiArgs),
+    /// Run the sign-in signer: issues short-lived client certificates for OpenID Connect
+    /// ID tokens (HTTPS API; see the README, "Sign-in with your identity provider").
+    Signer,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Pki(args)) => pki::run(args),
+        Some(Command::Signer) => run_signer(cli.config),
         Some(Command::Check { explain }) => {
             let Some(path) = cli.config else {
                 eprintln!("tunnel-server check: --config FILE is required");
@@ -225,4 +229,23 @@ fn run(path: PathBuf) -> ExitCode {
         gateway.run(control).await;
         ExitCode::SUCCESS
     })
+}
+
+fn run_signer(path: Option<PathBuf>) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("tunnel-server signer: --config signer.toml is required");
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
+    let cfg = match tunnel_core::signer::SignerConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    logging::init(cfg.log_format, cfg.log_level.as_deref());
+    match runtime() {
+        Ok(rt) => ExitCode::from(rt.block_on(tunnel_core::signer::run_file(cfg)) as u8),
+        Err(code) => code,
+    }
 }

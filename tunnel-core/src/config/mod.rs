@@ -9,6 +9,8 @@
 mod client;
 mod server;
 
+pub(crate) use server::parse_log_format as server_log_format;
+
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};
 pub use server::{
     valid_backend_name_bytes, BackendConfig, CrlCoverage, CrlExpired, LogFormat, ServerConfig,

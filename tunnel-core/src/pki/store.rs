@@ -163,6 +163,24 @@ impl Store {
         Ok(created)
     }
 
+    /// Records a certificate that was issued with this CA's key outside this directory
+    /// (by the signer) in the index, under the directory lock, so that `pki list` and `pki
+    /// revoke --serial` know it. `name` is what `pki list` shows. Returns false, recording
+    /// nothing, when the index already holds its serial (the caller draws a new one).
+    pub fn record_issued(&self, cert: &X509, name: &str) -> Result<bool, PkiError> {
+        let serial = serial_of(cert)?;
+        let _lock = DirLock::exclusive(&self.dir)?;
+        let mut index = Index::load(&self.dir)?;
+        if index.contains(&serial) {
+            return Ok(false);
+        }
+        let mut entry = entry_for(cert, Path::new(name), &serial)?;
+        entry.name = name.to_string();
+        index.certs.push(entry);
+        index.save(&self.dir)?;
+        Ok(true)
+    }
+
     /// Revokes a certificate and rewrites the CRL (valid for `crl_days`), so that the
     /// revocation takes effect once the gateway re-reads it.
     pub fn revoke(&self, target: &RevokeTarget, crl_days: u32) -> Result<Revocation, PkiError> {

@@ -1,0 +1,125 @@
+//! The signer's HTTP API: `GET /v1/login-config` and `POST /v1/certificates`, each request
+//! answered with JSON, each certificate request ending in one audit event.
+
+use super::claims;
+use super::issue::{csr_key, issue, Issuance};
+use super::refusal::Refusal;
+use super::Signer;
+use crate::http::server::Request;
+use crate::oidc::jws::{Jws, ALLOWED_ALGS};
+use crate::oidc::nonce_for_key;
+use crate::pki::unix_now;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Largest request body accepted (a CSR and an ID token fit in a few KiB).
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
+
+/// The body of `POST /v1/certificates`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateRequest {
+    csr: String,
+    id_token: String,
+    #[serde(default)]
+    lifetime: Option<Value>,
+}
+
+/// Answers one request: status and JSON body.
+pub async fn handle(signer: &Signer, peer: SocketAddr, req: &Request) -> (u16, Value) {
+    match (req.method.as_str(), req.path()) {
+        ("GET", "/v1/login-config") => (200, login_config(signer)),
+        ("POST", "/v1/certificates") => certificates(signer, peer, &req.body).await,
+        (_, "/v1/login-config" | "/v1/certificates") => (405, error_body("method_not_allowed", "")),
+        _ => (404, error_body("not_found", "the API is /v1/login-config and /v1/certificates")),
+    }
+}
+
+fn error_body(code: &str, description: &str) -> Value {
+    json!({ "error": code, "error_description": description })
+}
+
+fn login_config(signer: &Signer) -> Value {
+    let c = &signer.cfg;
+    json!({
+        "issuer": c.issuer,
+        "client_id": c.client_id,
+        "scopes": c.scopes,
+        "flows": ["authorization_code", "device_code"],
+        "max_lifetime": c.max_lifetime.as_secs(),
+        "default_lifetime": c.default_lifetime.as_secs(),
+        "gateway": c.gateway,
+        "gateway_server_name": c.gateway_server_name,
+        "gateway_ca": signer.gateway_ca_pem.as_deref(),
+        "id_token_algorithms": ALLOWED_ALGS,
+    })
+}
+
+async fn certificates(signer: &Signer, peer: SocketAddr, body: &[u8]) -> (u16, Value) {
+    let started = Instant::now();
+    let mut who = String::new();
+    match certify(signer, body, &mut who).await {
+        Ok((issuance, person, clamped)) => {
+            tracing::info!(
+                target: "audit", peer = %peer, result = "issued", email = %person.email,
+                sub = %person.sub, groups = %person.ous.join(","), serial = %issuance.serial,
+                not_after = issuance.not_after, clamped, duration_ms = started.elapsed().as_millis() as u64,
+                "certificate issued"
+            );
+            let mut chain = String::from_utf8_lossy(&issuance.cert.to_pem().unwrap_or_default()).into_owned();
+            chain += &signer.ca_pem;
+            (200, json!({
+                "certificate": chain,
+                "serial": issuance.serial,
+                "not_after": issuance.not_after,
+                "lifetime_clamped": clamped,
+            }))
+        }
+        Err(r) => {
+            tracing::warn!(
+                target: "audit", peer = %peer, result = "refused", reason = r.code(),
+                email = %who, detail = %r, duration_ms = started.elapsed().as_millis() as u64,
+                "certificate refused"
+            );
+            (r.status(), error_body(r.code(), &r.to_string()))
+        }
+    }
+}
+
+/// Every check, then issuance. `who` receives the email as soon as a verified token names it.
+async fn certify(
+    signer: &Signer,
+    body: &[u8],
+    who: &mut String,
+) -> Result<(Issuance, claims::Person, bool), Refusal> {
+    let req: CertificateRequest = serde_json::from_slice(body)
+        .map_err(|e| Refusal::BadRequest(format!("expected {{csr, id_token, lifetime}}: {e}")))?;
+    let (lifetime, clamped) = signer.lifetime(req.lifetime.as_ref())?;
+    let key = csr_key(&req.csr)?;
+    let jws = Jws::parse(&req.id_token).map_err(|e| Refusal::Signature(e.to_string()))?;
+    let keys = signer
+        .keys
+        .keys_for(jws.kid.as_deref())
+        .await
+        .map_err(Refusal::ProviderUnavailable)?;
+    jws.verify(&keys).map_err(|e| Refusal::Signature(e.to_string()))?;
+    if let Some(e) = jws.payload.get("email").and_then(Value::as_str) {
+        *who = e.to_string();
+    }
+    let nonce = nonce_for_key(&key).map_err(|e| Refusal::Internal(e.to_string()))?;
+    let now = unix_now();
+    let person = claims::check(&signer.cfg, &jws.payload, &nonce, now)?;
+    let forget = person.exp + signer.cfg.clock_skew.as_secs() as i64;
+    if !signer.replay.first_use(&req.id_token, forget, now) {
+        return Err(Refusal::Replayed);
+    }
+    let s = signer.clone();
+    let issuance = tokio::task::spawn_blocking(move || {
+        issue(&s.ca, &s.store, &s.cfg.issuer, &person, &key, lifetime).map(|i| (i, person))
+    })
+    .await
+    .map_err(|e| Refusal::Internal(e.to_string()))??;
+    Ok((issuance.0, issuance.1, clamped))
+}

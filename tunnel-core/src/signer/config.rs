@@ -1,0 +1,214 @@
+//! The signer's configuration file (`tunnel-server signer --config signer.toml`).
+
+use crate::config::{
+    check_log_level, check_readable, load_raw, parse_duration, resolve_path, ConfigError,
+    LogFormat,
+};
+use crate::http::Url;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Prefix of environment variables that override signer keys.
+pub const SIGNER_ENV_PREFIX: &str = "TUNNEL_SIGNER";
+/// Default certificate lifetime when the client asks for none.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+/// Default longest certificate lifetime.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Default tolerance for clock differences with the provider.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// Default oldest ID token (by `iat`) accepted.
+pub const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(600);
+/// Default scopes requested by clients.
+pub const DEFAULT_SCOPES: &[&str] = &["openid", "email", "groups"];
+/// Default claim that lists the user's groups.
+pub const DEFAULT_GROUPS_CLAIM: &str = "groups";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigner {
+    listen: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    ca_cert: Option<String>,
+    ca_key: Option<String>,
+    issuer: Option<String>,
+    issuer_ca: Option<String>,
+    client_id: Option<String>,
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    allowed_email_domains: Vec<String>,
+    require_email_verified: Option<bool>,
+    groups_claim: Option<String>,
+    #[serde(default)]
+    group_map: BTreeMap<String, String>,
+    #[serde(default)]
+    required_groups: Vec<String>,
+    default_lifetime: Option<String>,
+    max_lifetime: Option<String>,
+    clock_skew: Option<String>,
+    max_token_age: Option<String>,
+    gateway: Option<String>,
+    gateway_server_name: Option<String>,
+    gateway_ca: Option<String>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+}
+
+/// A validated signer configuration.
+#[derive(Debug, Clone)]
+pub struct SignerConfig {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// The signer's own HTTPS certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The user CA's certificate; its directory holds the pki index.
+    pub ca_cert: PathBuf,
+    /// The user CA's key.
+    pub ca_key: PathBuf,
+    /// The OpenID provider's issuer URL, compared exactly with `iss`.
+    pub issuer: String,
+    /// CA bundle for the provider's HTTPS (system trust when absent).
+    pub issuer_ca: Option<PathBuf>,
+    /// This application's client id at the provider.
+    pub client_id: String,
+    /// Scopes clients request.
+    pub scopes: Vec<String>,
+    /// Email domains (lower case) that may get certificates.
+    pub allowed_email_domains: Vec<String>,
+    /// Refuse tokens whose `email_verified` is not true.
+    pub require_email_verified: bool,
+    /// The claim that lists groups.
+    pub groups_claim: String,
+    /// Provider group → OU value; other groups are dropped.
+    pub group_map: BTreeMap<String, String>,
+    /// The user must be in at least one of these provider groups (none: no requirement).
+    pub required_groups: Vec<String>,
+    /// Lifetime when the client asks for none.
+    pub default_lifetime: Duration,
+    /// Longest lifetime issued.
+    pub max_lifetime: Duration,
+    /// Clock tolerance for `exp`, `iat`, `nbf`.
+    pub clock_skew: Duration,
+    /// Oldest token accepted, by `iat`.
+    pub max_token_age: Duration,
+    /// The gateway address given to clients.
+    pub gateway: String,
+    /// The name clients verify in the gateway's certificate (default: the gateway's host).
+    pub gateway_server_name: Option<String>,
+    /// CA bundle clients use for the gateway (PEM), handed out in the login config.
+    pub gateway_ca: Option<PathBuf>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: Option<String>,
+}
+
+impl SignerConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<SignerConfig, ConfigError> {
+        let raw: RawSigner = load_raw(path, SIGNER_ENV_PREFIX)?;
+        validate(path, raw)
+    }
+}
+
+fn required(file: &Path, key: &str, v: Option<String>, fix: &str) -> Result<String, ConfigError> {
+    match v {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        _ => Err(ConfigError::new(file, key, format!("is required; {fix}"))),
+    }
+}
+
+fn file_key(file: &Path, key: &str, v: Option<String>, fix: &str) -> Result<PathBuf, ConfigError> {
+    let p = resolve_path(file, &required(file, key, v, fix)?);
+    check_readable(file, key, &p)?;
+    Ok(p)
+}
+
+fn duration(file: &Path, key: &str, v: Option<String>, d: Duration) -> Result<Duration, ConfigError> {
+    v.map(|t| parse_duration(file, key, &t)).unwrap_or(Ok(d))
+}
+
+fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
+    let listen = required(f, "listen", raw.listen, "e.g. listen = \"0.0.0.0:9443\"")?;
+    let listen = listen.parse().map_err(|_| {
+        ConfigError::new(f, "listen", format!("{listen:?} is not an address like 0.0.0.0:9443"))
+    })?;
+    let issuer = required(f, "issuer", raw.issuer, "the provider's issuer URL")?;
+    match Url::parse(&issuer) {
+        Ok(u) if u.tls || u.is_loopback() => {}
+        Ok(_) => return Err(ConfigError::new(f, "issuer", "must be an https:// URL")),
+        Err(e) => return Err(ConfigError::new(f, "issuer", e.to_string())),
+    }
+    let allowed_email_domains: Vec<String> = raw
+        .allowed_email_domains
+        .iter()
+        .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+        .collect();
+    if allowed_email_domains.is_empty() || allowed_email_domains.iter().any(String::is_empty) {
+        return Err(ConfigError::new(
+            f,
+            "allowed_email_domains",
+            "must list the email domains that may sign in, e.g. [\"example.com\"]",
+        ));
+    }
+    let default_lifetime = duration(f, "default_lifetime", raw.default_lifetime, DEFAULT_LIFETIME)?;
+    let max_lifetime = duration(f, "max_lifetime", raw.max_lifetime, DEFAULT_MAX_LIFETIME)?;
+    if default_lifetime > max_lifetime {
+        return Err(ConfigError::new(
+            f,
+            "default_lifetime",
+            format!("is longer than max_lifetime ({}); shorten it", humantime::format_duration(max_lifetime)),
+        ));
+    }
+    let gateway = required(f, "gateway", raw.gateway, "the gateway's host:port for clients")?;
+    let scopes = raw
+        .scopes
+        .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(ConfigError::new(f, "scopes", "must include \"openid\""));
+    }
+    check_log_level(f, raw.log_level.as_deref())?;
+    let opt_file = |key: &str, v: Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+        v.map(|v| file_key(f, key, Some(v), "")).transpose()
+    };
+    Ok(SignerConfig {
+        file: f.to_path_buf(),
+        listen,
+        cert: file_key(f, "cert", raw.cert, "the signer's HTTPS certificate (PEM)")?,
+        key: file_key(f, "key", raw.key, "the signer's HTTPS key (PEM)")?,
+        ca_cert: file_key(f, "ca_cert", raw.ca_cert, "the user CA (tunnel-server pki init)")?,
+        ca_key: file_key(f, "ca_key", raw.ca_key, "the user CA's key")?,
+        issuer,
+        issuer_ca: opt_file("issuer_ca", raw.issuer_ca)?,
+        client_id: required(f, "client_id", raw.client_id, "the client id registered at the provider")?,
+        scopes,
+        allowed_email_domains,
+        require_email_verified: raw.require_email_verified.unwrap_or(true),
+        groups_claim: raw
+            .groups_claim
+            .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.to_string()),
+        group_map: raw.group_map,
+        required_groups: raw.required_groups,
+        default_lifetime,
+        max_lifetime,
+        clock_skew: raw
+            .clock_skew
+            .map(|t| humantime::parse_duration(t.trim()))
+            .transpose()
+            .map_err(|e| ConfigError::new(f, "clock_skew", format!("not a duration ({e}); e.g. \"60s\"")))?
+            .unwrap_or(DEFAULT_CLOCK_SKEW),
+        max_token_age: duration(f, "max_token_age", raw.max_token_age, DEFAULT_MAX_TOKEN_AGE)?,
+        gateway,
+        gateway_server_name: raw.gateway_server_name,
+        gateway_ca: opt_file("gateway_ca", raw.gateway_ca)?,
+        log_format: crate::config::server_log_format(f, raw.log_format.as_deref())?,
+        log_level: raw.log_level,
+    })
+}

@@ -1,0 +1,192 @@
+//! The signer (`tunnel-server signer --config signer.toml`): an HTTPS service that turns an
+//! OpenID Connect ID token plus a CSR into a short-lived client certificate from the user
+//! CA. It runs as its own process; the gateway only trusts the user CA through `client_ca`.
+//!
+//! [`config`] reads signer.toml; [`keys`] fetches and caches the provider's JWKS;
+//! [`claims`] checks the token's claims; [`replay`] makes each token single-use; [`issue`]
+//! checks the CSR and issues; [`api`] is the HTTP surface; [`refusal`] names every refusal.
+
+pub mod api;
+pub mod claims;
+pub mod config;
+pub mod issue;
+pub mod keys;
+pub mod refusal;
+pub mod replay;
+
+pub use config::SignerConfig;
+pub use refusal::Refusal;
+
+use crate::http::client::Client;
+use crate::http::server::{read_request, write_response};
+use crate::pki::store::Store;
+use crate::pki::Issued;
+use openssl::pkey::PKey;
+use openssl::ssl::{SslAcceptor, SslMethod, SslVersion};
+use openssl::x509::X509;
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// Time allowed for the TLS handshake and the request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Requests served at once; more wait for the accept loop.
+const MAX_CONCURRENT: usize = 512;
+
+/// A signer: configuration, user CA, provider keys, replay cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Signer {
+    cfg: Arc<SignerConfig>,
+    ca: Arc<Issued>,
+    ca_pem: Arc<str>,
+    gateway_ca_pem: Option<Arc<str>>,
+    store: Arc<Store>,
+    keys: Arc<keys::ProviderKeys>,
+    replay: Arc<replay::ReplayCache>,
+    acceptor: Arc<SslAcceptor>,
+}
+
+fn read(path: &std::path::Path, key: &str, cfg: &SignerConfig) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {key}: cannot read {}: {e}", cfg.file.display(), path.display()))
+}
+
+impl Signer {
+    /// Loads the user CA, the HTTPS identity and the provider's trust; `Err` is a config
+    /// problem (`file: key: problem`).
+    pub fn new(cfg: SignerConfig) -> Result<Signer, String> {
+        let f = cfg.file.display().to_string();
+        let ca_cert = X509::from_pem(&read(&cfg.ca_cert, "ca_cert", &cfg)?)
+            .map_err(|_| format!("{f}: ca_cert: not a PEM certificate"))?;
+        let ca_key = PKey::private_key_from_pem(&read(&cfg.ca_key, "ca_key", &cfg)?)
+            .map_err(|_| format!("{f}: ca_key: not an unencrypted PEM private key"))?;
+        if !ca_cert.public_key().map(|p| p.public_eq(&ca_key)).unwrap_or(false) {
+            return Err(format!("{f}: ca_key: does not belong to ca_cert"));
+        }
+        let ca_pem: Arc<str> = String::from_utf8_lossy(&ca_cert.to_pem().unwrap_or_default()).into();
+        let gateway_ca_pem = match &cfg.gateway_ca {
+            Some(p) => Some(String::from_utf8_lossy(&read(p, "gateway_ca", &cfg)?).into()),
+            None => None,
+        };
+        let http = Client::new(cfg.issuer_ca.as_deref()).map_err(|e| format!("{f}: issuer_ca: {e}"))?;
+        let acceptor = acceptor(&cfg).map_err(|e| format!("{f}: cert/key: {e}"))?;
+        let store = Store::new(cfg.ca_cert.parent().unwrap_or(std::path::Path::new(".")));
+        Ok(Signer {
+            keys: Arc::new(keys::ProviderKeys::new(cfg.issuer.clone(), http)),
+            ca: Arc::new(Issued { cert: ca_cert, key: ca_key }),
+            ca_pem,
+            gateway_ca_pem,
+            store: Arc::new(store),
+            replay: Arc::default(),
+            acceptor: Arc::new(acceptor),
+            cfg: Arc::new(cfg),
+        })
+    }
+
+    /// The lifetime to issue for a requested one (seconds, or a duration like "8h"; absent:
+    /// `default_lifetime`), and whether it was clamped to `max_lifetime`.
+    fn lifetime(&self, requested: Option<&Value>) -> Result<(i64, bool), Refusal> {
+        let max = self.cfg.max_lifetime.as_secs() as i64;
+        let want = match requested {
+            None | Some(Value::Null) => self.cfg.default_lifetime.as_secs() as i64,
+            Some(Value::Number(n)) => n.as_i64().filter(|s| *s > 0).ok_or_else(|| {
+                Refusal::BadRequest("lifetime must be a positive number of seconds".into())
+            })?,
+            Some(Value::String(s)) => humantime::parse_duration(s)
+                .ok()
+                .map(|d| d.as_secs() as i64)
+                .filter(|s| *s > 0)
+                .ok_or_else(|| Refusal::BadRequest(format!("lifetime {s:?} is not a duration like \"8h\"")))?,
+            Some(_) => return Err(Refusal::BadRequest("lifetime must be a string or a number".into())),
+        };
+        Ok((want.min(max), want > max))
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown` completes.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let limit = Arc::new(Semaphore::new(MAX_CONCURRENT));
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let (tcp, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if tokio::time::timeout(REQUEST_TIMEOUT, me.serve(tcp, peer)).await.is_err() {
+                    tracing::debug!(peer = %peer, "request timed out");
+                }
+            });
+        }
+        tracing::info!("signer stopped");
+    }
+
+    async fn serve(&self, tcp: TcpStream, peer: std::net::SocketAddr) {
+        let Ok(ssl) = openssl::ssl::Ssl::new(self.acceptor.context()) else { return };
+        let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
+        if let Err(e) = Pin::new(&mut tls).accept().await {
+            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        let (status, body) = match read_request(&mut tls, api::MAX_REQUEST_BODY).await {
+            Ok(req) => api::handle(self, peer, &req).await,
+            Err(e) => match e.status() {
+                Some(s) => (s, serde_json::json!({ "error": "bad_request", "error_description": e.to_string() })),
+                None => return,
+            },
+        };
+        let _ = write_response(&mut tls, status, "application/json", body.to_string().as_bytes()).await;
+    }
+}
+
+fn acceptor(cfg: &SignerConfig) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_certificate_chain_file(&cfg.cert)?;
+    b.set_private_key_file(&cfg.key, openssl::ssl::SslFiletype::PEM)?;
+    b.check_private_key()?;
+    Ok(b.build())
+}
+
+/// Loads `path`, binds, logs `signer listening`, and serves until SIGTERM/SIGINT. Returns
+/// the process exit code.
+pub async fn run_file(cfg: SignerConfig) -> i32 {
+    let listen = cfg.listen;
+    let signer = match Signer::new(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{e}");
+            return crate::EXIT_CONFIG;
+        }
+    };
+    let listener = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            let msg = format!("{}: listen: cannot bind {listen}: {e}", signer.cfg.file.display());
+            tracing::error!("{msg}");
+            eprintln!("{msg}");
+            return crate::EXIT_RUNTIME;
+        }
+    };
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(listen = %addr, issuer = %signer.cfg.issuer, client_id = %signer.cfg.client_id, "signer listening");
+    crate::systemd::ready(&format!("signing on {addr}"));
+    signer.run(listener, crate::signals::terminate()).await;
+    0
+}

@@ -1,0 +1,86 @@
+//! Why the signer refused a request: one variant per check, each with the reason code
+//! written to the audit event and the HTTP status answered.
+
+/// A refused certificate request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The request body is not what the API expects.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The CSR is not PEM, or its self-signature does not verify, or its key is weak.
+    #[error("bad CSR: {0}")]
+    BadCsr(String),
+    /// The token's signature or algorithm is not acceptable.
+    #[error("bad token signature: {0}")]
+    Signature(String),
+    /// The provider's keys cannot be fetched.
+    #[error("the identity provider's keys are unavailable: {0}")]
+    ProviderUnavailable(String),
+    /// `iss` is not the configured issuer.
+    #[error("token issuer {0:?} is not the configured issuer")]
+    Issuer(String),
+    /// `aud`/`azp` do not name this client.
+    #[error("token audience is not this client: {0}")]
+    Audience(String),
+    /// `exp` is past (beyond the clock skew).
+    #[error("token expired at {0}")]
+    Expired(i64),
+    /// `iat`/`nbf` in the future, or `iat` older than the maximum age.
+    #[error("token time is not acceptable: {0}")]
+    TokenTime(String),
+    /// `nonce` is not the hash of the CSR's key.
+    #[error("token nonce does not match the CSR's public key")]
+    Nonce,
+    /// `email` missing.
+    #[error("token has no email claim")]
+    NoEmail,
+    /// `email_verified` not true.
+    #[error("email {0} is not verified by the identity provider")]
+    EmailUnverified(String),
+    /// The email's domain is not allowed.
+    #[error("email domain of {0} is not allowed")]
+    EmailDomain(String),
+    /// Not in any of the required groups.
+    #[error("{0} is in none of the required groups")]
+    MissingGroup(String),
+    /// The token was used before.
+    #[error("token was already used")]
+    Replayed,
+    /// The signer could not issue (CA or index problem).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Refusal {
+    /// Short reason code for audit events and the API's `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::BadCsr(_) => "bad_csr",
+            Refusal::Signature(_) => "bad_signature",
+            Refusal::ProviderUnavailable(_) => "provider_unavailable",
+            Refusal::Issuer(_) => "wrong_issuer",
+            Refusal::Audience(_) => "wrong_audience",
+            Refusal::Expired(_) => "token_expired",
+            Refusal::TokenTime(_) => "token_time",
+            Refusal::Nonce => "nonce_mismatch",
+            Refusal::NoEmail => "no_email",
+            Refusal::EmailUnverified(_) => "email_unverified",
+            Refusal::EmailDomain(_) => "email_domain",
+            Refusal::MissingGroup(_) => "missing_group",
+            Refusal::Replayed => "token_replayed",
+            Refusal::Internal(_) => "internal",
+        }
+    }
+
+    /// HTTP status answered.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::BadRequest(_) | Refusal::BadCsr(_) => 400,
+            Refusal::EmailDomain(_) | Refusal::MissingGroup(_) | Refusal::EmailUnverified(_) => 403,
+            Refusal::ProviderUnavailable(_) => 503,
+            Refusal::Internal(_) => 500,
+            _ => 401,
+        }
+    }
+}
