@@ -12,6 +12,7 @@ pub mod backend;
 pub mod bins;
 pub mod data;
 pub mod ocsp;
+pub mod oidc;
 pub mod pki;
 pub mod process;
 pub mod tls;

@@ -2,6 +2,8 @@
 //! configuration (file or flags), and hand over to `tunnel-core`.
 #![forbid(unsafe_code)]
 
+mod login;
+
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,10 +58,15 @@ struct FlagArgs {
 enum Command {
     /// Use stdin/stdout as the local side of one tunnel (for ssh -o ProxyCommand=...).
     Stdio,
+    /// Sign in with the identity provider and get a short-lived certificate from the signer.
+    Login(login::LoginArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Login(args)) = cli.command.take() {
+        return login::run(args, cli.config.as_deref(), cli.flags.ca);
+    }
     let stdio = matches!(cli.command, Some(Command::Stdio));
     let f = cli.flags;
     let flags_given = f.server.is_some()

@@ -18,6 +18,7 @@ pub mod http;
 pub mod identity;
 pub mod listeners;
 pub mod logging;
+pub mod login;
 pub mod metrics;
 pub mod ocsp;
 pub mod oidc;

@@ -1,0 +1,373 @@
+//! The sign-in fixtures: a real OpenID Provider (npm's `oidc-provider`, run by node from
+//! `tests/oidc/`), a browser that drives its real login and consent pages over HTTP with a
+//! cookie jar, direct code-flow token requests for the refusal tests, and the signer
+//! (`tunnel-server signer`) with a user CA made at test time.
+
+use crate::pki::{toml_str, Pki};
+use crate::process::{command, field, Proc};
+use crate::{bins, READY};
+use openssl::ssl::{SslConnector, SslMethod};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tunnel_core::http::client::parse_response;
+use tunnel_core::http::{form, query_value, Url};
+use tunnel_core::oidc::{pkce_challenge, random_token};
+
+/// The provider's test accounts: alice (dba), bob (dev), carol (unverified email), mallory
+/// (a domain not allowed), dave (no group), erin (ID tokens that expire after 1 s).
+pub fn accounts() -> Value {
+    let a = |email: &str, verified: bool, groups: &[&str]| {
+        json!({ "email": email, "email_verified": verified, "groups": groups })
+    };
+    let mut erin = a("erin@example.com", true, &["dev"]);
+    erin["id_token_ttl"] = json!(1);
+    json!({
+        "alice": a("alice@example.com", true, &["dba", "engineering"]),
+        "bob": a("bob@example.com", true, &["dev"]),
+        "carol": a("carol@example.com", false, &["dba"]),
+        "mallory": a("mallory@evil.example", true, &["dba"]),
+        "dave": a("dave@example.com", true, &[]),
+        "erin": erin,
+    })
+}
+
+fn oidc_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc")
+}
+
+/// A running oidc-provider on 127.0.0.1 (killed on drop).
+pub struct Provider {
+    child: Child,
+    /// Its issuer URL (`http://127.0.0.1:PORT`).
+    pub issuer: String,
+}
+
+impl Provider {
+    /// Starts the provider with [`accounts`]; fails with what to install when node or the
+    /// npm package is missing.
+    pub fn start(dir: &Path) -> Provider {
+        let module = oidc_dir().join("node_modules").join("oidc-provider");
+        assert!(
+            module.is_dir(),
+            "the OpenID Provider for the sign-in tests is not installed: install Node.js and npm \
+             (apt-get install nodejs npm) and run `npm ci` in tests/oidc (scripts/test does both)"
+        );
+        let accounts_file = dir.join("accounts.json");
+        std::fs::write(&accounts_file, accounts().to_string()).expect("write accounts");
+        let mut child = Command::new("node")
+            .arg(oidc_dir().join("provider.mjs"))
+            .arg(&accounts_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node (apt-get install nodejs npm): {e}"));
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let issuer = rx.recv_timeout(READY).expect("oidc-provider did not start listening");
+        Provider { child, issuer }
+    }
+
+    /// An ID token for `account` and `client_id` with `nonce`, by the code flow with PKCE
+    /// through the provider's real login and consent pages.
+    pub fn token(&self, account: &str, client_id: &str, nonce: &str) -> String {
+        let redirect = "http://127.0.0.1:9/callback";
+        let verifier = random_token(32);
+        let url = format!(
+            "{}/auth?{}",
+            self.issuer,
+            form(&[
+                ("response_type", "code"),
+                ("client_id", client_id),
+                ("redirect_uri", redirect),
+                ("scope", "openid email groups"),
+                ("state", "s"),
+                ("nonce", nonce),
+                ("code_challenge", &pkce_challenge(&verifier)),
+                ("code_challenge_method", "S256"),
+            ])
+        );
+        let back = Browser::default().sign_in(&url, account, redirect);
+        let query = back.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let code = query_value(query, "code").unwrap_or_else(|| panic!("no code in {back}"));
+        let body = form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("client_id", client_id),
+            ("code_verifier", &verifier),
+        ]);
+        let (status, _, text) = http(
+            "POST",
+            &format!("{}/token", self.issuer),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        );
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(status, 200, "token endpoint: {text}");
+        v["id_token"].as_str().expect("id_token").to_string()
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One plain-HTTP request (loopback only): status, Location header, body.
+pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, String) {
+    let u = Url::parse(url).expect("URL");
+    let mut s = TcpStream::connect(u.authority()).unwrap_or_else(|e| panic!("{url}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut req = format!(
+        "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        u.path,
+        u.authority(),
+        body.len()
+    );
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).expect("write");
+    s.write_all(body).expect("write");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let location = header_values(&head, "location").pop().unwrap_or_default();
+    let resp = parse_response(&raw).unwrap_or_else(|e| panic!("{url}: {e}"));
+    (resp.status, location, String::from_utf8_lossy(&resp.body).into_owned())
+}
+
+fn header_values(head: &str, name: &str) -> Vec<String> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+/// A browser: follows redirects, keeps cookies, fills the provider's login, consent and
+/// device-confirmation forms.
+#[derive(Default)]
+pub struct Browser {
+    cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    fn request(&mut self, method: &str, url: &str, body: &str) -> (u16, String, String) {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut headers = vec![("Cookie", cookie.as_str())];
+        if method == "POST" {
+            headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+        }
+        let u = Url::parse(url).expect("URL");
+        let mut s = TcpStream::connect(u.authority()).unwrap_or_else(|e| panic!("{url}: {e}"));
+        drop(s.set_read_timeout(Some(Duration::from_secs(30))));
+        let mut req = format!(
+            "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            u.path,
+            u.authority(),
+            body.len()
+        );
+        for (k, v) in headers {
+            req += &format!("{k}: {v}\r\n");
+        }
+        req += "\r\n";
+        s.write_all(req.as_bytes()).expect("write");
+        s.write_all(body.as_bytes()).expect("write");
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+        for c in header_values(&head, "set-cookie") {
+            if let Some((k, v)) = c.split(';').next().and_then(|kv| kv.split_once('=')) {
+                self.cookies.insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+        let location = header_values(&head, "location").pop().unwrap_or_default();
+        let resp = parse_response(&raw).unwrap_or_else(|e| panic!("{url}: {e}"));
+        (resp.status, location, String::from_utf8_lossy(&resp.body).into_owned())
+    }
+
+    /// Starts at `url` and signs in as `account`, consenting when asked, until a redirect
+    /// leads to `stop_prefix` (returned, not fetched) or a page without a form (returned).
+    pub fn sign_in(&mut self, url: &str, account: &str, stop_prefix: &str) -> String {
+        let mut next = (String::from("GET"), url.to_string(), String::new());
+        for _ in 0..20 {
+            let (method, url, body) = next.clone();
+            if !stop_prefix.is_empty() && url.starts_with(stop_prefix) {
+                return url;
+            }
+            let (status, location, page) = self.request(&method, &url, &body);
+            if (300..400).contains(&status) {
+                next = ("GET".into(), absolute(&url, &location), String::new());
+                continue;
+            }
+            assert_eq!(status, 200, "{method} {url}: {page}");
+            let Some(action) = attr_after(&page, "<form", "action") else {
+                return page;
+            };
+            let mut fields: Vec<(String, String)> = hidden_inputs(&page);
+            if page.contains("name=\"login\"") {
+                fields.push(("login".into(), account.into()));
+                fields.push(("password".into(), "any".into()));
+            }
+            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            next = ("POST".into(), absolute(&url, &action), form(&pairs));
+        }
+        panic!("sign-in did not finish within 20 requests");
+    }
+}
+
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_string();
+    }
+    let u = Url::parse(base).expect("URL");
+    format!("http://{}{location}", u.authority())
+}
+
+fn attr_after(page: &str, tag: &str, attr: &str) -> Option<String> {
+    let start = page.find(tag)?;
+    let rest = &page[start..];
+    let end = rest.find('>')?;
+    let needle = format!("{attr}=\"");
+    let i = rest[..end].find(&needle)? + needle.len();
+    let j = rest[i..].find('"')? + i;
+    Some(rest[i..j].replace("&amp;", "&"))
+}
+
+fn hidden_inputs(page: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for part in page.split("<input").skip(1) {
+        let tag = &part[..part.find('>').unwrap_or(part.len())];
+        if !tag.contains("type=\"hidden\"") {
+            continue;
+        }
+        let get = |a: &str| attr_after(&format!("<x {tag}>"), "<x", a);
+        if let (Some(n), Some(v)) = (get("name"), get("value")) {
+            out.push((n, v));
+        }
+    }
+    out
+}
+
+/// A running signer with its user CA (in `DIR/users/`).
+pub struct SignerProc {
+    /// The process (JSON logs).
+    pub proc: Proc,
+    /// Its HTTPS address.
+    pub addr: SocketAddr,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The user CA's certificate (for the gateway's client_ca).
+    pub users_ca: PathBuf,
+    /// The user CA's directory (index.json).
+    pub users_dir: PathBuf,
+}
+
+impl SignerProc {
+    /// Starts a signer whose HTTPS certificate is `pki`'s server certificate, for `provider`,
+    /// handing out `gateway`; `extra` adds or overrides keys (TOML).
+    pub fn start(pki: &Pki, provider: &Provider, gateway: &str, extra: &str) -> SignerProc {
+        let users_dir = pki.dir().join(format!("users-{}", random_token(4)));
+        let out = crate::process::run_server(
+            &["pki", "init", "--dir", users_dir.to_str().expect("utf8"), "--name", "Test User CA"],
+            READY,
+        );
+        assert!(out.status.success(), "pki init: {}", String::from_utf8_lossy(&out.stderr));
+        let users_ca = users_dir.join("ca.crt");
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\ncert = {}\nkey = {}\nca_cert = {}\nca_key = {}\n\
+             issuer = \"{}\"\nclient_id = \"tunnel\"\nscopes = [\"openid\", \"email\", \"groups\"]\n\
+             allowed_email_domains = [\"example.com\"]\nrequired_groups = [\"dba\", \"dev\"]\n\
+             gateway = \"{gateway}\"\ngateway_server_name = \"localhost\"\ngateway_ca = {}\n\
+             log_format = \"json\"\n{extra}\n\
+             [group_map]\ndba = \"dba\"\ndev = \"dev\"\n",
+            toml_str(&pki.server.cert),
+            toml_str(&pki.server.key),
+            toml_str(&users_ca),
+            toml_str(&users_dir.join("ca.key")),
+            provider.issuer,
+            toml_str(&pki.ca_crt),
+        );
+        let config = pki.write("signer", "toml", &toml);
+        let mut cmd = command(&bins::server());
+        cmd.arg("signer").arg("--config").arg(&config);
+        let proc = Proc::spawn("tunnel-server signer", cmd);
+        let ev = proc.wait_for_message("signer listening", READY);
+        let addr: SocketAddr = field(&ev, "listen").parse().expect("listen");
+        SignerProc {
+            proc,
+            addr,
+            url: format!("https://127.0.0.1:{}", addr.port()),
+            users_ca,
+            users_dir,
+        }
+    }
+
+    /// POSTs `/v1/certificates` over HTTPS (verifying the signer with `ca`).
+    pub fn request(&self, ca: &Path, csr: &str, token: &str, lifetime: Option<&str>) -> (u16, Value) {
+        let body = json!({ "csr": csr, "id_token": token, "lifetime": lifetime }).to_string();
+        let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+        b.set_ca_file(ca).expect("CA");
+        let tcp = TcpStream::connect(self.addr).expect("connect to the signer");
+        let mut tls = b.build().connect("localhost", tcp).expect("TLS to the signer");
+        let req = format!(
+            "POST /v1/certificates HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(req.as_bytes()).expect("write");
+        let mut raw = Vec::new();
+        let _ = tls.read_to_end(&mut raw);
+        let resp = parse_response(&raw).expect("HTTP response");
+        (resp.status, serde_json::from_slice(&resp.body).unwrap_or_default())
+    }
+
+    /// Waits for the audit event of a refusal with `reason`.
+    pub fn refusal(&self, reason: &str) -> Value {
+        self.proc.wait_for_audit(crate::PROMPT, |e| {
+            field(e, "result") == "refused" && field(e, "reason") == reason
+        })
+    }
+}
+
+/// A new P-256 key, its CSR (PEM) and the nonce that binds a token to it.
+pub fn key_and_csr() -> (openssl::pkey::PKey<openssl::pkey::Private>, String, String) {
+    let key = tunnel_core::pki::new_key(tunnel_core::pki::KeyType::EcP256).expect("key");
+    let csr = csr_signed_by(&key, &key);
+    let nonce = tunnel_core::oidc::nonce_for_key(&key).expect("nonce");
+    (key, csr, nonce)
+}
+
+/// A CSR for `key`'s public key signed by `signer` (another key makes a bad CSR).
+pub fn csr_signed_by(
+    key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+    signer: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+) -> String {
+    let mut b = openssl::x509::X509ReqBuilder::new().expect("req");
+    b.set_pubkey(key).expect("pubkey");
+    b.sign(signer, openssl::hash::MessageDigest::sha256()).expect("sign");
+    String::from_utf8(b.build().to_pem().expect("PEM")).expect("utf8")
+}

@@ -1,0 +1,192 @@
+//! The signer against a real OpenID Provider (oidc-provider): tokens come from the
+//! provider's real login and consent pages, then are used as they are or tampered with.
+//! Every refusal is checked by its HTTP status, its `error` code and its audit event, and
+//! followed by a positive control proving the signer still issues.
+
+use openssl::x509::X509;
+use serde_json::Value;
+use tunnel_core::oidc::b64url;
+use tunnel_core::pki::{asn1_to_unix, unix_now};
+use tunnel_tests::oidc::{csr_signed_by, key_and_csr, Provider, SignerProc};
+use tunnel_tests::process::field;
+use tunnel_tests::{Pki, PROMPT};
+
+struct Fixture {
+    pki: Pki,
+    provider: Provider,
+    signer: SignerProc,
+}
+
+fn fixture(extra: &str) -> Fixture {
+    let pki = Pki::new();
+    let provider = Provider::start(pki.dir());
+    let signer = SignerProc::start(&pki, &provider, "127.0.0.1:1", extra);
+    Fixture { pki, provider, signer }
+}
+
+impl Fixture {
+    /// A fresh key, CSR and a token of `account` bound to it.
+    fn token(&self, account: &str) -> (String, String) {
+        let (_, csr, nonce) = key_and_csr();
+        (csr, self.provider.token(account, "tunnel", &nonce))
+    }
+
+    fn post(&self, csr: &str, token: &str, lifetime: Option<&str>) -> (u16, Value) {
+        self.signer.request(&self.pki.ca_crt, csr, token, lifetime)
+    }
+
+    /// Asserts a refusal with `status`/`code` and its audit line, then that alice still
+    /// gets a certificate.
+    fn assert_refused(&self, (status, body): (u16, Value), want_status: u16, code: &str) {
+        assert_eq!((status, body["error"].as_str().unwrap_or("")), (want_status, code), "{body}");
+        let ev = self.signer.refusal(code);
+        assert_eq!(field(&ev, "message"), "certificate refused");
+        self.assert_issues("alice");
+    }
+
+    fn assert_issues(&self, account: &str) -> X509 {
+        let (csr, token) = self.token(account);
+        let (status, body) = self.post(&csr, &token, None);
+        assert_eq!(status, 200, "positive control: {body}");
+        X509::from_pem(body["certificate"].as_str().expect("certificate").as_bytes()).expect("PEM")
+    }
+}
+
+fn tamper_payload(token: &str, f: impl Fn(&mut Value)) -> String {
+    let p: Vec<&str> = token.split('.').collect();
+    let mut claims: Value =
+        serde_json::from_slice(&tunnel_core::oidc::b64url_decode(p[1]).expect("b64")).expect("json");
+    f(&mut claims);
+    format!("{}.{}.{}", p[0], b64url(claims.to_string().as_bytes()), p[2])
+}
+
+#[test]
+fn issues_a_certificate_with_names_from_the_token_and_records_it() {
+    let fx = fixture("");
+    let cert = fx.assert_issues("alice");
+    let subject = tunnel_core::identity::one_line_name(cert.subject_name());
+    assert_eq!(subject, "CN=alice@example.com,OU=dba", "the unmapped group is dropped");
+    let id = tunnel_core::identity::Identity::from_cert(&cert);
+    let sans = id.sans();
+    assert!(sans.contains("alice@example.com"), "{sans}");
+    assert!(sans.contains(&format!("{}#alice", fx.provider.issuer)), "{sans}");
+    let users_ca = X509::from_pem(&std::fs::read(&fx.signer.users_ca).unwrap()).unwrap();
+    assert!(cert.verify(&users_ca.public_key().unwrap()).unwrap(), "signed by the user CA");
+    let now = unix_now();
+    let nb = asn1_to_unix(cert.not_before()).unwrap();
+    let na = asn1_to_unix(cert.not_after()).unwrap();
+    assert!((now - 330..=now - 290).contains(&nb), "backdated 5 minutes: {nb} vs {now}");
+    assert!((na - now - 8 * 3600).abs() < 60, "default lifetime 8h: {}", na - now);
+    let ev = fx.signer.proc.wait_for_audit(PROMPT, |e| field(e, "result") == "issued");
+    assert_eq!(field(&ev, "email"), "alice@example.com");
+    assert_eq!(field(&ev, "groups"), "dba");
+    let index = std::fs::read_to_string(fx.signer.users_dir.join("index.json")).unwrap();
+    assert!(index.contains(field(&ev, "serial")), "serial in the pki index: {index}");
+}
+
+#[test]
+fn refuses_a_token_for_another_client() {
+    let fx = fixture("");
+    let (_, csr, nonce) = key_and_csr();
+    let token = fx.provider.token("alice", "other", &nonce);
+    fx.assert_refused(fx.post(&csr, &token, None), 401, "wrong_audience");
+}
+
+#[test]
+fn refuses_a_tampered_signature_or_payload() {
+    let fx = fixture("");
+    let (csr, token) = fx.token("alice");
+    let (head, sig) = token.rsplit_once('.').unwrap();
+    let mut raw = tunnel_core::oidc::b64url_decode(sig).unwrap();
+    raw[10] ^= 1;
+    let flipped = format!("{head}.{}", b64url(&raw));
+    fx.assert_refused(fx.post(&csr, &flipped, None), 401, "bad_signature");
+    // bob's real token, with the group changed to dba.
+    let (csr, token) = fx.token("bob");
+    let forged = tamper_payload(&token, |c| c["groups"] = serde_json::json!(["dba"]));
+    fx.assert_refused(fx.post(&csr, &forged, None), 401, "bad_signature");
+}
+
+#[test]
+fn refuses_alg_none() {
+    let fx = fixture("");
+    let (csr, token) = fx.token("alice");
+    let payload = token.split('.').nth(1).unwrap();
+    let none = format!("{}.{payload}.", b64url(br#"{"alg":"none"}"#));
+    fx.assert_refused(fx.post(&csr, &none, None), 401, "bad_signature");
+    let hs = format!("{}.{payload}.{}", b64url(br#"{"alg":"HS256"}"#), b64url(b"x"));
+    fx.assert_refused(fx.post(&csr, &hs, None), 401, "bad_signature");
+}
+
+#[test]
+fn refuses_a_replayed_token() {
+    let fx = fixture("");
+    let (csr, token) = fx.token("alice");
+    assert_eq!(fx.post(&csr, &token, None).0, 200);
+    fx.assert_refused(fx.post(&csr, &token, None), 401, "token_replayed");
+}
+
+#[test]
+fn refuses_a_token_bound_to_another_key() {
+    let fx = fixture("");
+    let (_, token) = fx.token("alice");
+    let (_, other_csr, _) = key_and_csr();
+    fx.assert_refused(fx.post(&other_csr, &token, None), 401, "nonce_mismatch");
+}
+
+#[test]
+fn refuses_an_email_domain_not_allowed() {
+    let fx = fixture("");
+    let (csr, token) = fx.token("mallory");
+    fx.assert_refused(fx.post(&csr, &token, None), 403, "email_domain");
+}
+
+#[test]
+fn refuses_an_unverified_email() {
+    let fx = fixture("");
+    let (csr, token) = fx.token("carol");
+    fx.assert_refused(fx.post(&csr, &token, None), 403, "email_unverified");
+}
+
+#[test]
+fn refuses_a_person_without_a_required_group() {
+    let fx = fixture("");
+    let (csr, token) = fx.token("dave");
+    fx.assert_refused(fx.post(&csr, &token, None), 403, "missing_group");
+}
+
+#[test]
+fn refuses_an_expired_token() {
+    // erin's tokens live 1 s; no clock skew allowance here.
+    let fx = fixture("clock_skew = \"0s\"");
+    let (csr, token) = fx.token("erin");
+    let exp = tunnel_core::oidc::jws::Jws::parse(&token).unwrap().payload["exp"].as_i64().unwrap();
+    while unix_now() <= exp {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    fx.assert_refused(fx.post(&csr, &token, None), 401, "token_expired");
+}
+
+#[test]
+fn clamps_a_lifetime_above_the_maximum() {
+    let fx = fixture("max_lifetime = \"12h\"");
+    let (csr, token) = fx.token("bob");
+    let (status, body) = fx.post(&csr, &token, Some("100h"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["lifetime_clamped"], Value::Bool(true));
+    let cert = X509::from_pem(body["certificate"].as_str().unwrap().as_bytes()).unwrap();
+    let left = asn1_to_unix(cert.not_after()).unwrap() - unix_now();
+    assert!((12 * 3600 - 60..=12 * 3600).contains(&left), "clamped to 12h: {left}");
+    let ev = fx.signer.proc.wait_for_audit(PROMPT, |e| field(e, "result") == "issued");
+    assert_eq!(ev["clamped"], Value::Bool(true), "{ev}");
+}
+
+#[test]
+fn refuses_a_csr_with_a_bad_signature() {
+    let fx = fixture("");
+    let (key, _, nonce) = key_and_csr();
+    let token = fx.provider.token("alice", "tunnel", &nonce);
+    let other = tunnel_core::pki::new_key(tunnel_core::pki::KeyType::EcP256).unwrap();
+    let bad = csr_signed_by(&key, &other);
+    fx.assert_refused(fx.post(&bad, &token, None), 400, "bad_csr");
+}

@@ -1,0 +1,73 @@
+//! `tunnel-client login`: command-line side of the sign-in (the work is in
+//! `tunnel_core::login`).
+
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tunnel_core::login::{files, login, LoginOptions};
+use tunnel_core::{EXIT_CONFIG, EXIT_RUNTIME};
+
+/// Arguments of `tunnel-client login` (the signer's CA is the global `--ca`).
+#[derive(Args)]
+pub struct LoginArgs {
+    /// The signer's URL, e.g. https://signer.example.com:9443
+    #[arg(long)]
+    signer: String,
+    /// Use the device flow (sign in on another device); automatic without a display.
+    #[arg(long)]
+    device: bool,
+    /// Print the sign-in URL instead of opening a browser.
+    #[arg(long)]
+    no_browser: bool,
+    /// Requested certificate lifetime, e.g. 8h (the signer caps it at its max_lifetime).
+    #[arg(long)]
+    lifetime: Option<String>,
+    /// CA bundle for the identity provider's HTTPS (default: the system's trust store).
+    #[arg(long)]
+    idp_ca: Option<PathBuf>,
+}
+
+/// Runs the login; `config` is `--config`, `ca` the global `--ca`.
+pub fn run(args: LoginArgs, config: Option<&Path>, ca: Option<String>) -> ExitCode {
+    let Some(ca) = ca else {
+        eprintln!("tunnel-client login: --ca FILE (the CA that issued the signer's certificate) is required");
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
+    let Some(config) = files::default_config(config) else {
+        eprintln!("tunnel-client login: neither --config, $XDG_CONFIG_HOME nor $HOME is set; give --config FILE");
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
+    let opts = LoginOptions {
+        signer: args.signer,
+        ca: PathBuf::from(ca),
+        idp_ca: args.idp_ca,
+        device: args.device,
+        no_browser: args.no_browser,
+        lifetime: args.lifetime,
+        config,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME as u8);
+        }
+    };
+    match rt.block_on(login(&opts)) {
+        Ok(r) => {
+            let until = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.not_after.max(0) as u64),
+            );
+            println!("Signed in: certificate {} valid until {until}", r.serial);
+            if r.clamped {
+                println!("  (the signer shortened the requested lifetime to its maximum)");
+            }
+            println!("  certificate: {}\n  key: {}\n  config: {}", r.cert.display(), r.key.display(), r.config.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tunnel-client login: {e}");
+            ExitCode::from(EXIT_RUNTIME as u8)
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `tunnel-client login`: sign in with the organisation's OpenID provider and get a
+//! short-lived client certificate from the signer. The P-256 key is made here and never
+//! leaves the machine; the signer sees only a CSR and the ID token, whose nonce is the hash
+//! of that key ([`crate::oidc::nonce_for_key`]).
+
+pub mod files;
+pub mod flows;
+
+use crate::http::client::Client;
+use crate::oidc::{nonce_for_key, Discovery};
+use crate::pki::{new_key, KeyType};
+use files::{create_dir, targets, write_file};
+use flows::FlowParams;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::{X509NameBuilder, X509ReqBuilder};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// Options of `tunnel-client login`.
+#[derive(Debug, Clone)]
+pub struct LoginOptions {
+    /// The signer's base URL (`https://signer.example.com:9443`).
+    pub signer: String,
+    /// CA bundle that verifies the signer.
+    pub ca: PathBuf,
+    /// CA bundle for the provider's HTTPS (system trust when absent).
+    pub idp_ca: Option<PathBuf>,
+    /// Use the device flow.
+    pub device: bool,
+    /// Print the URL instead of opening a browser.
+    pub no_browser: bool,
+    /// Requested lifetime (`8h`), the signer's default when absent.
+    pub lifetime: Option<String>,
+    /// The agent config to update (or create).
+    pub config: PathBuf,
+}
+
+/// What a successful login wrote.
+#[derive(Debug, Clone)]
+pub struct LoginResult {
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Key file.
+    pub key: PathBuf,
+    /// The config file (new or existing).
+    pub config: PathBuf,
+    /// Serial of the new certificate.
+    pub serial: String,
+    /// End of validity (Unix seconds).
+    pub not_after: i64,
+    /// Whether the signer shortened the requested lifetime.
+    pub clamped: bool,
+}
+
+/// Runs the whole login.
+pub async fn login(opts: &LoginOptions) -> Result<LoginResult, String> {
+    let base = opts.signer.trim_end_matches('/');
+    let signer = Client::new(Some(&opts.ca))?;
+    let resp = signer.get(&format!("{base}/v1/login-config")).await.map_err(|e| e.to_string())?;
+    if resp.status != 200 {
+        return Err(format!("{base}/v1/login-config: status {}", resp.status));
+    }
+    let lc = resp.json()?;
+    let s = |k: &str| lc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let (issuer, client_id) = (s("issuer"), s("client_id"));
+    let scopes: Vec<&str> = lc
+        .get("scopes")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_else(|| vec!["openid", "email"]);
+    let idp = Client::new(opts.idp_ca.as_deref())?;
+    let discovery = Discovery::fetch(&idp, &issuer).await?;
+    let key = new_key(KeyType::EcP256).map_err(|e| e.to_string())?;
+    let nonce = nonce_for_key(&key).map_err(|e| e.to_string())?;
+    let params = FlowParams {
+        discovery: &discovery,
+        client_id: &client_id,
+        scope: scopes.join(" "),
+        nonce: &nonce,
+    };
+    let headless = std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none();
+    let id_token = if opts.device || (headless && !opts.no_browser) {
+        flows::device_flow(&idp, &params).await?
+    } else {
+        flows::code_flow(&idp, &params, !opts.no_browser).await?
+    };
+    let body = json!({ "csr": csr_pem(&key)?, "id_token": id_token, "lifetime": opts.lifetime });
+    let resp = signer
+        .post(&format!("{base}/v1/certificates"), "application/json", body.to_string().as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let v = resp.json()?;
+    if resp.status != 200 {
+        return Err(format!(
+            "the signer refused: {} ({})",
+            v.get("error_description").and_then(Value::as_str).unwrap_or(""),
+            v.get("error").and_then(Value::as_str).unwrap_or("")
+        ));
+    }
+    save(opts, &lc, &key, &v)
+}
+
+fn csr_pem(key: &PKey<Private>) -> Result<String, String> {
+    let build = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        let mut name = X509NameBuilder::new()?;
+        // The signer ignores the subject; it takes every name from the ID token.
+        name.append_entry_by_text("CN", "tunnel-client login")?;
+        let mut b = X509ReqBuilder::new()?;
+        b.set_subject_name(&name.build())?;
+        b.set_pubkey(key)?;
+        b.sign(key, MessageDigest::sha256())?;
+        b.build().to_pem()
+    };
+    build()
+        .map(|p| String::from_utf8_lossy(&p).into_owned())
+        .map_err(|e| format!("cannot make the certificate request: {e}"))
+}
+
+fn save(opts: &LoginOptions, lc: &Value, key: &PKey<Private>, v: &Value) -> Result<LoginResult, String> {
+    let chain = v.get("certificate").and_then(Value::as_str).ok_or("the signer sent no certificate")?;
+    let t = targets(&opts.config)?;
+    if let Some(cfg) = &t.new_config {
+        create_dir(cfg.parent().unwrap_or(Path::new(".")))?;
+    }
+    let key_pem = key.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?;
+    write_file(&t.key, &key_pem, 0o600)?;
+    write_file(&t.cert, chain.as_bytes(), 0o644)?;
+    if let Some(cfg) = &t.new_config {
+        write_user_config(opts, lc, cfg)?;
+    }
+    Ok(LoginResult {
+        cert: t.cert,
+        key: t.key,
+        config: opts.config.clone(),
+        serial: v.get("serial").and_then(Value::as_str).unwrap_or("").to_string(),
+        not_after: v.get("not_after").and_then(Value::as_i64).unwrap_or(0),
+        clamped: v.get("lifetime_clamped").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+fn write_user_config(opts: &LoginOptions, lc: &Value, cfg: &Path) -> Result<(), String> {
+    let dir = cfg.parent().unwrap_or(Path::new("."));
+    let ca_path = dir.join("gateway-ca.pem");
+    let ca_pem = match lc.get("gateway_ca").and_then(Value::as_str) {
+        Some(pem) => pem.as_bytes().to_vec(),
+        None => std::fs::read(&opts.ca).map_err(|e| format!("{}: {e}", opts.ca.display()))?,
+    };
+    write_file(&ca_path, &ca_pem, 0o644)?;
+    let gateway = lc.get("gateway").and_then(Value::as_str).unwrap_or("");
+    let mut toml = format!(
+        "# Written by `tunnel-client login`; add [[tunnel]] tables or use `tunnel-client open`.\nserver = {}\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = \"gateway-ca.pem\"\n",
+        toml_string(gateway)
+    );
+    if let Some(name) = lc.get("gateway_server_name").and_then(Value::as_str) {
+        toml += &format!("server_name = {}\n", toml_string(name));
+    }
+    write_file(cfg, toml.as_bytes(), 0o644)
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
