@@ -21,9 +21,7 @@ use tunnel_core::oidc::{pkce_challenge, random_token};
 /// The provider's test accounts: alice (dba), bob (dev), carol (unverified email), mallory
 /// (a domain not allowed), dave (no group), erin (ID tokens that expire after 1 s).
 pub fn accounts() -> Value {
-    let a = |email: &str, verified: bool, groups: &[&str]| {
-        json!({ "email": email, "email_verified": verified, "groups": groups })
-    };
+    let a = |email: &str, verified: bool, groups: &[&str]| json!({ "email": email, "email_verified": verified, "groups": groups });
     let mut erin = a("erin@example.com", true, &["dev"]);
     erin["id_token_ttl"] = json!(1);
     json!({
@@ -76,7 +74,9 @@ impl Provider {
                 }
             }
         });
-        let issuer = rx.recv_timeout(READY).expect("oidc-provider did not start listening");
+        let issuer = rx
+            .recv_timeout(READY)
+            .expect("oidc-provider did not start listening");
         Provider { child, issuer }
     }
 
@@ -129,10 +129,16 @@ impl Drop for Provider {
 }
 
 /// One plain-HTTP request (loopback only): status, Location header, body.
-pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, String) {
+pub fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     let u = Url::parse(url).expect("URL");
     let mut s = TcpStream::connect(u.authority()).unwrap_or_else(|e| panic!("{url}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     let mut req = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
         u.path,
@@ -147,11 +153,18 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (
     s.write_all(body).expect("write");
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
     let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
     let location = header_values(&head, "location").pop().unwrap_or_default();
     let resp = parse_response(&raw).unwrap_or_else(|e| panic!("{url}: {e}"));
-    (resp.status, location, String::from_utf8_lossy(&resp.body).into_owned())
+    (
+        resp.status,
+        location,
+        String::from_utf8_lossy(&resp.body).into_owned(),
+    )
 }
 
 fn header_values(head: &str, name: &str) -> Vec<String> {
@@ -198,16 +211,24 @@ impl Browser {
         s.write_all(body.as_bytes()).expect("write");
         let mut raw = Vec::new();
         let _ = s.read_to_end(&mut raw);
-        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
+        let head_end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(raw.len());
         let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
         for c in header_values(&head, "set-cookie") {
             if let Some((k, v)) = c.split(';').next().and_then(|kv| kv.split_once('=')) {
-                self.cookies.insert(k.trim().to_string(), v.trim().to_string());
+                self.cookies
+                    .insert(k.trim().to_string(), v.trim().to_string());
             }
         }
         let location = header_values(&head, "location").pop().unwrap_or_default();
         let resp = parse_response(&raw).unwrap_or_else(|e| panic!("{url}: {e}"));
-        (resp.status, location, String::from_utf8_lossy(&resp.body).into_owned())
+        (
+            resp.status,
+            location,
+            String::from_utf8_lossy(&resp.body).into_owned(),
+        )
     }
 
     /// Starts at `url` and signs in as `account`, consenting when asked, until a redirect
@@ -233,7 +254,10 @@ impl Browser {
                 fields.push(("login".into(), account.into()));
                 fields.push(("password".into(), "any".into()));
             }
-            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let pairs: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             next = ("POST".into(), absolute(&url, &action), form(&pairs));
         }
         panic!("sign-in did not finish within 20 requests");
@@ -288,15 +312,42 @@ pub struct SignerProc {
 }
 
 impl SignerProc {
-    /// Starts a signer whose HTTPS certificate is `pki`'s server certificate, for `provider`,
-    /// handing out `gateway`; `extra` adds or overrides keys (TOML).
-    pub fn start(pki: &Pki, provider: &Provider, gateway: &str, extra: &str) -> SignerProc {
+    /// A new user CA (`tunnel-server pki init`) in a fresh directory of `pki`'s.
+    pub fn new_user_ca(pki: &Pki) -> PathBuf {
         let users_dir = pki.dir().join(format!("users-{}", random_token(4)));
         let out = crate::process::run_server(
-            &["pki", "init", "--dir", users_dir.to_str().expect("utf8"), "--name", "Test User CA"],
+            &[
+                "pki",
+                "init",
+                "--dir",
+                users_dir.to_str().expect("utf8"),
+                "--name",
+                "Test User CA",
+            ],
             READY,
         );
-        assert!(out.status.success(), "pki init: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pki init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        users_dir
+    }
+
+    /// Starts a signer with a new user CA; see [`SignerProc::start_in`].
+    pub fn start(pki: &Pki, provider: &Provider, gateway: &str, extra: &str) -> SignerProc {
+        SignerProc::start_in(pki, provider, gateway, extra, SignerProc::new_user_ca(pki))
+    }
+
+    /// Starts a signer on the user CA in `users_dir`, whose HTTPS certificate is `pki`'s
+    /// server certificate, for `provider`, handing out `gateway`; `extra` adds keys (TOML).
+    pub fn start_in(
+        pki: &Pki,
+        provider: &Provider,
+        gateway: &str,
+        extra: &str,
+        users_dir: PathBuf,
+    ) -> SignerProc {
         let users_ca = users_dir.join("ca.crt");
         let toml = format!(
             "listen = \"127.0.0.1:0\"\ncert = {}\nkey = {}\nca_cert = {}\nca_key = {}\n\
@@ -328,12 +379,21 @@ impl SignerProc {
     }
 
     /// POSTs `/v1/certificates` over HTTPS (verifying the signer with `ca`).
-    pub fn request(&self, ca: &Path, csr: &str, token: &str, lifetime: Option<&str>) -> (u16, Value) {
+    pub fn request(
+        &self,
+        ca: &Path,
+        csr: &str,
+        token: &str,
+        lifetime: Option<&str>,
+    ) -> (u16, Value) {
         let body = json!({ "csr": csr, "id_token": token, "lifetime": lifetime }).to_string();
         let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
         b.set_ca_file(ca).expect("CA");
         let tcp = TcpStream::connect(self.addr).expect("connect to the signer");
-        let mut tls = b.build().connect("localhost", tcp).expect("TLS to the signer");
+        let mut tls = b
+            .build()
+            .connect("localhost", tcp)
+            .expect("TLS to the signer");
         let req = format!(
             "POST /v1/certificates HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
@@ -342,7 +402,10 @@ impl SignerProc {
         let mut raw = Vec::new();
         let _ = tls.read_to_end(&mut raw);
         let resp = parse_response(&raw).expect("HTTP response");
-        (resp.status, serde_json::from_slice(&resp.body).unwrap_or_default())
+        (
+            resp.status,
+            serde_json::from_slice(&resp.body).unwrap_or_default(),
+        )
     }
 
     /// Waits for the audit event of a refusal with `reason`.
@@ -368,6 +431,56 @@ pub fn csr_signed_by(
 ) -> String {
     let mut b = openssl::x509::X509ReqBuilder::new().expect("req");
     b.set_pubkey(key).expect("pubkey");
-    b.sign(signer, openssl::hash::MessageDigest::sha256()).expect("sign");
+    b.sign(signer, openssl::hash::MessageDigest::sha256())
+        .expect("sign");
     String::from_utf8(b.build().to_pem().expect("PEM")).expect("utf8")
+}
+
+/// Runs `tunnel-client login --signer … --ca … ARGS` with `XDG_CONFIG_HOME=home`, signs in
+/// as `account` in the [`Browser`] from the URL it prints (the code flow's authorization URL,
+/// or with `--device` the verification URL), and returns its stdout once it exited 0.
+pub fn login(pki: &Pki, signer: &SignerProc, home: &Path, account: &str, args: &[&str]) -> String {
+    let (ok, out) = try_login(pki, signer, home, account, args);
+    assert!(ok, "login failed: {out}");
+    out
+}
+
+/// Like [`login`]; returns whether it exited 0, and its stdout and stderr.
+pub fn try_login(
+    pki: &Pki,
+    signer: &SignerProc,
+    home: &Path,
+    account: &str,
+    args: &[&str],
+) -> (bool, String) {
+    let mut cmd = command(&bins::client());
+    cmd.env("XDG_CONFIG_HOME", home)
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .args(["login", "--signer", &signer.url, "--ca"])
+        .arg(&pki.ca_crt)
+        .args(args);
+    let mut proc = Proc::spawn("tunnel-client login", cmd);
+    let deadline = std::time::Instant::now() + READY;
+    let url = loop {
+        let out = String::from_utf8_lossy(&proc.stdout()).into_owned();
+        let found = out
+            .lines()
+            .map(str::trim)
+            .map(|l| l.strip_prefix("or open ").unwrap_or(l))
+            .find(|l| l.starts_with("http://") && (l.contains("/auth?") || l.contains("/device")));
+        if let Some(u) = found {
+            break u.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline && proc.running(),
+            "login printed no sign-in URL: {out}\n{}",
+            proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Browser::default().sign_in(&url, account, "");
+    let status = proc.wait_exit(Duration::from_secs(60));
+    let out = String::from_utf8_lossy(&proc.stdout()).into_owned();
+    (status.success(), format!("{out}\n{}", proc.log_text()))
 }

@@ -21,7 +21,11 @@ fn fixture(extra: &str) -> Fixture {
     let pki = Pki::new();
     let provider = Provider::start(pki.dir());
     let signer = SignerProc::start(&pki, &provider, "127.0.0.1:1", extra);
-    Fixture { pki, provider, signer }
+    Fixture {
+        pki,
+        provider,
+        signer,
+    }
 }
 
 impl Fixture {
@@ -38,7 +42,11 @@ impl Fixture {
     /// Asserts a refusal with `status`/`code` and its audit line, then that alice still
     /// gets a certificate.
     fn assert_refused(&self, (status, body): (u16, Value), want_status: u16, code: &str) {
-        assert_eq!((status, body["error"].as_str().unwrap_or("")), (want_status, code), "{body}");
+        assert_eq!(
+            (status, body["error"].as_str().unwrap_or("")),
+            (want_status, code),
+            "{body}"
+        );
         let ev = self.signer.refusal(code);
         assert_eq!(field(&ev, "message"), "certificate refused");
         self.assert_issues("alice");
@@ -48,16 +56,28 @@ impl Fixture {
         let (csr, token) = self.token(account);
         let (status, body) = self.post(&csr, &token, None);
         assert_eq!(status, 200, "positive control: {body}");
-        X509::from_pem(body["certificate"].as_str().expect("certificate").as_bytes()).expect("PEM")
+        X509::from_pem(
+            body["certificate"]
+                .as_str()
+                .expect("certificate")
+                .as_bytes(),
+        )
+        .expect("PEM")
     }
 }
 
 fn tamper_payload(token: &str, f: impl Fn(&mut Value)) -> String {
     let p: Vec<&str> = token.split('.').collect();
     let mut claims: Value =
-        serde_json::from_slice(&tunnel_core::oidc::b64url_decode(p[1]).expect("b64")).expect("json");
+        serde_json::from_slice(&tunnel_core::oidc::b64url_decode(p[1]).expect("b64"))
+            .expect("json");
     f(&mut claims);
-    format!("{}.{}.{}", p[0], b64url(claims.to_string().as_bytes()), p[2])
+    format!(
+        "{}.{}.{}",
+        p[0],
+        b64url(claims.to_string().as_bytes()),
+        p[2]
+    )
 }
 
 #[test]
@@ -65,23 +85,45 @@ fn issues_a_certificate_with_names_from_the_token_and_records_it() {
     let fx = fixture("");
     let cert = fx.assert_issues("alice");
     let subject = tunnel_core::identity::one_line_name(cert.subject_name());
-    assert_eq!(subject, "CN=alice@example.com,OU=dba", "the unmapped group is dropped");
+    assert_eq!(
+        subject, "CN=alice@example.com,OU=dba",
+        "the unmapped group is dropped"
+    );
     let id = tunnel_core::identity::Identity::from_cert(&cert);
     let sans = id.sans();
     assert!(sans.contains("alice@example.com"), "{sans}");
-    assert!(sans.contains(&format!("{}#alice", fx.provider.issuer)), "{sans}");
+    assert!(
+        sans.contains(&format!("{}#alice", fx.provider.issuer)),
+        "{sans}"
+    );
     let users_ca = X509::from_pem(&std::fs::read(&fx.signer.users_ca).unwrap()).unwrap();
-    assert!(cert.verify(&users_ca.public_key().unwrap()).unwrap(), "signed by the user CA");
+    assert!(
+        cert.verify(&users_ca.public_key().unwrap()).unwrap(),
+        "signed by the user CA"
+    );
     let now = unix_now();
     let nb = asn1_to_unix(cert.not_before()).unwrap();
     let na = asn1_to_unix(cert.not_after()).unwrap();
-    assert!((now - 330..=now - 290).contains(&nb), "backdated 5 minutes: {nb} vs {now}");
-    assert!((na - now - 8 * 3600).abs() < 60, "default lifetime 8h: {}", na - now);
-    let ev = fx.signer.proc.wait_for_audit(PROMPT, |e| field(e, "result") == "issued");
+    assert!(
+        (now - 330..=now - 290).contains(&nb),
+        "backdated 5 minutes: {nb} vs {now}"
+    );
+    assert!(
+        (na - now - 8 * 3600).abs() < 60,
+        "default lifetime 8h: {}",
+        na - now
+    );
+    let ev = fx
+        .signer
+        .proc
+        .wait_for_audit(PROMPT, |e| field(e, "result") == "issued");
     assert_eq!(field(&ev, "email"), "alice@example.com");
     assert_eq!(field(&ev, "groups"), "dba");
     let index = std::fs::read_to_string(fx.signer.users_dir.join("index.json")).unwrap();
-    assert!(index.contains(field(&ev, "serial")), "serial in the pki index: {index}");
+    assert!(
+        index.contains(field(&ev, "serial")),
+        "serial in the pki index: {index}"
+    );
 }
 
 #[test]
@@ -114,7 +156,11 @@ fn refuses_alg_none() {
     let payload = token.split('.').nth(1).unwrap();
     let none = format!("{}.{payload}.", b64url(br#"{"alg":"none"}"#));
     fx.assert_refused(fx.post(&csr, &none, None), 401, "bad_signature");
-    let hs = format!("{}.{payload}.{}", b64url(br#"{"alg":"HS256"}"#), b64url(b"x"));
+    let hs = format!(
+        "{}.{payload}.{}",
+        b64url(br#"{"alg":"HS256"}"#),
+        b64url(b"x")
+    );
     fx.assert_refused(fx.post(&csr, &hs, None), 401, "bad_signature");
 }
 
@@ -160,7 +206,9 @@ fn refuses_an_expired_token() {
     // erin's tokens live 1 s; no clock skew allowance here.
     let fx = fixture("clock_skew = \"0s\"");
     let (csr, token) = fx.token("erin");
-    let exp = tunnel_core::oidc::jws::Jws::parse(&token).unwrap().payload["exp"].as_i64().unwrap();
+    let exp = tunnel_core::oidc::jws::Jws::parse(&token).unwrap().payload["exp"]
+        .as_i64()
+        .unwrap();
     while unix_now() <= exp {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
@@ -176,8 +224,14 @@ fn clamps_a_lifetime_above_the_maximum() {
     assert_eq!(body["lifetime_clamped"], Value::Bool(true));
     let cert = X509::from_pem(body["certificate"].as_str().unwrap().as_bytes()).unwrap();
     let left = asn1_to_unix(cert.not_after()).unwrap() - unix_now();
-    assert!((12 * 3600 - 60..=12 * 3600).contains(&left), "clamped to 12h: {left}");
-    let ev = fx.signer.proc.wait_for_audit(PROMPT, |e| field(e, "result") == "issued");
+    assert!(
+        (12 * 3600 - 60..=12 * 3600).contains(&left),
+        "clamped to 12h: {left}"
+    );
+    let ev = fx
+        .signer
+        .proc
+        .wait_for_audit(PROMPT, |e| field(e, "result") == "issued");
     assert_eq!(ev["clamped"], Value::Bool(true), "{ev}");
 }
 

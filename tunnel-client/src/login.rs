@@ -46,7 +46,10 @@ pub fn run(args: LoginArgs, config: Option<&Path>, ca: Option<String>) -> ExitCo
         lifetime: args.lifetime,
         config,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -62,7 +65,12 @@ pub fn run(args: LoginArgs, config: Option<&Path>, ca: Option<String>) -> ExitCo
             if r.clamped {
                 println!("  (the signer shortened the requested lifetime to its maximum)");
             }
-            println!("  certificate: {}\n  key: {}\n  config: {}", r.cert.display(), r.key.display(), r.config.display());
+            println!(
+                "  certificate: {}\n  key: {}\n  config: {}",
+                r.cert.display(),
+                r.key.display(),
+                r.config.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

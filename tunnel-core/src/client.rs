@@ -84,6 +84,9 @@ pub enum DialError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The own certificate has expired: the gateway would refuse it, so no tunnel is tried.
+    #[error("certificate expired at {0}; run `tunnel-client login`")]
+    CertificateExpired(String),
     /// Connect plus handshake took longer than `connect_timeout`.
     #[error("gateway {0} did not complete the TLS handshake within connect_timeout")]
     Timeout(String),
@@ -296,6 +299,13 @@ impl ClientAgent {
     /// Opens a verified mTLS connection to the gateway for `backend`.
     pub async fn dial(&self, backend: &str) -> Result<GatewayStream, DialError> {
         let snap = self.snapshot();
+        if let Some(end) = crate::tls::unix_time(snap.tls.cert.not_after())
+            .filter(|end| *end <= crate::pki::unix_now())
+        {
+            return Err(DialError::CertificateExpired(
+                crate::pki::store::format_time(end),
+            ));
+        }
         let addr = snap.cfg.server.clone();
         let fut = async {
             let tcp = TcpStream::connect(&addr)

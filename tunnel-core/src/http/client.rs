@@ -116,7 +116,10 @@ impl Client {
                 head += &format!("Content-Type: {ctype}\r\nContent-Length: {}\r\n", b.len());
             }
             head += "\r\n";
-            stream.write_all(head.as_bytes()).await.map_err(|e| io(e.to_string()))?;
+            stream
+                .write_all(head.as_bytes())
+                .await
+                .map_err(|e| io(e.to_string()))?;
             if let Some((_, b)) = body {
                 stream.write_all(b).await.map_err(|e| io(e.to_string()))?;
             }
@@ -189,7 +192,9 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
         dechunk(rest)?
     } else if let Some(len) = header("content-length") {
         let len: usize = len.parse().map_err(|_| "bad Content-Length")?;
-        rest.get(..len).ok_or("body shorter than Content-Length")?.to_vec()
+        rest.get(..len)
+            .ok_or("body shorter than Content-Length")?
+            .to_vec()
     } else {
         rest.to_vec()
     };
@@ -233,7 +238,9 @@ mod tests {
         .unwrap();
         assert_eq!((r.status, r.body.as_slice()), (404, &b"abcde"[..]));
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()
+        );
         assert!(parse_response(b"garbage").is_err());
     }
 }

@@ -136,14 +136,29 @@ mod tests {
     #[test]
     fn parses_urls() {
         let u = Url::parse("https://idp.example.com/realms/x").unwrap();
-        assert_eq!((u.tls, u.host.as_str(), u.port), (true, "idp.example.com", 443));
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port),
+            (true, "idp.example.com", 443)
+        );
         assert_eq!(u.path, "/realms/x");
         let u = Url::parse("http://127.0.0.1:8080").unwrap();
-        assert_eq!((u.port, u.path.as_str(), u.is_loopback()), (8080, "/", true));
+        assert_eq!(
+            (u.port, u.path.as_str(), u.is_loopback()),
+            (8080, "/", true)
+        );
         let u = Url::parse("http://[::1]:9/a?b=c").unwrap();
-        assert_eq!((u.host.as_str(), u.authority()), ("::1", "[::1]:9".to_string()));
+        assert_eq!(
+            (u.host.as_str(), u.authority()),
+            ("::1", "[::1]:9".to_string())
+        );
         assert_eq!(u.to_string(), "http://[::1]:9/a?b=c");
-        for bad in ["ftp://x", "https://", "https://a:b", "https://u@h/", "http://[::1"] {
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https://a:b",
+            "https://u@h/",
+            "http://[::1",
+        ] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
     }

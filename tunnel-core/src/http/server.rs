@@ -63,7 +63,9 @@ pub async fn read_request<S: AsyncRead + Unpin>(
     loop {
         let n = s.read(&mut chunk).await?;
         if n == 0 {
-            return Err(ReadError::Malformed("connection closed inside the head".into()));
+            return Err(ReadError::Malformed(
+                "connection closed inside the head".into(),
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 48];
@@ -100,7 +102,9 @@ fn content_length(headers: &[httparse::Header]) -> Result<usize, ReadError> {
     let mut len = 0;
     for h in headers {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(ReadError::Malformed("chunked requests are not accepted".into()));
+            return Err(ReadError::Malformed(
+                "chunked requests are not accepted".into(),
+            ));
         }
         if h.name.eq_ignore_ascii_case("content-length") {
             len = std::str::from_utf8(h.value)
@@ -153,13 +157,20 @@ mod tests {
     async fn reads_head_and_body() {
         let raw = b"POST /v1/x?a=b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
         let r = read_request(&mut &raw[..], 100).await.unwrap();
-        assert_eq!((r.method.as_str(), r.path(), r.query()), ("POST", "/v1/x", "a=b"));
+        assert_eq!(
+            (r.method.as_str(), r.path(), r.query()),
+            ("POST", "/v1/x", "a=b")
+        );
         assert_eq!(r.body, b"hello");
         let e = read_request(&mut &raw[..], 4).await.unwrap_err();
         assert_eq!(e.status(), Some(413));
-        let e = read_request(&mut &b"\x16\x03\x01garbage\r\n\r\n"[..], 4).await.unwrap_err();
+        let e = read_request(&mut &b"\x16\x03\x01garbage\r\n\r\n"[..], 4)
+            .await
+            .unwrap_err();
         assert_eq!(e.status(), Some(400));
-        let e = read_request(&mut &b"GET / HTTP/1.1\r\n"[..], 4).await.unwrap_err();
+        let e = read_request(&mut &b"GET / HTTP/1.1\r\n"[..], 4)
+            .await
+            .unwrap_err();
         assert_eq!(e.status(), Some(400));
     }
 }

@@ -72,7 +72,10 @@ pub fn targets(config: &Path) -> Result<Targets, String> {
 pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let fail = |what: &str, e: std::io::Error| format!("{}: cannot {what}: {e}", path.display());
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
@@ -83,7 +86,8 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(|e| fail("set permissions", e))?;
     tmp.as_file().sync_all().map_err(|e| fail("sync", e))?;
-    tmp.persist(path).map_err(|e| fail("rename into place", e.error))?;
+    tmp.persist(path)
+        .map_err(|e| fail("rename into place", e.error))?;
     Ok(())
 }
 

@@ -27,7 +27,11 @@ pub struct FlowParams<'a> {
 }
 
 /// Authorization code + PKCE; prints the URL (and opens a browser when `open_browser`).
-pub async fn code_flow(idp: &Client, p: &FlowParams<'_>, open_browser: bool) -> Result<String, String> {
+pub async fn code_flow(
+    idp: &Client,
+    p: &FlowParams<'_>,
+    open_browser: bool,
+) -> Result<String, String> {
     let auth = p
         .discovery
         .authorization_endpoint
@@ -60,10 +64,22 @@ pub async fn code_flow(idp: &Client, p: &FlowParams<'_>, open_browser: bool) -> 
             .stderr(std::process::Stdio::null())
             .spawn();
     }
-    let code = tokio::time::timeout(LOGIN_TIMEOUT, wait_for_code(&listener, &state, &p.discovery.issuer))
-        .await
-        .map_err(|_| format!("no sign-in within {}", humantime::format_duration(LOGIN_TIMEOUT)))??;
-    let token_endpoint = p.discovery.token_endpoint.as_deref().ok_or("the provider has no token_endpoint")?;
+    let code = tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        wait_for_code(&listener, &state, &p.discovery.issuer),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "no sign-in within {}",
+            humantime::format_duration(LOGIN_TIMEOUT)
+        )
+    })??;
+    let token_endpoint = p
+        .discovery
+        .token_endpoint
+        .as_deref()
+        .ok_or("the provider has no token_endpoint")?;
     let body = form(&[
         ("grant_type", "authorization_code"),
         ("code", &code),
@@ -72,7 +88,11 @@ pub async fn code_flow(idp: &Client, p: &FlowParams<'_>, open_browser: bool) -> 
         ("code_verifier", &verifier),
     ]);
     let resp = idp
-        .post(token_endpoint, "application/x-www-form-urlencoded", body.as_bytes())
+        .post(
+            token_endpoint,
+            "application/x-www-form-urlencoded",
+            body.as_bytes(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     id_token_of(resp.status, &resp.json()?)
@@ -84,10 +104,16 @@ fn say(text: &str) {
     let _ = out.flush();
 }
 
-async fn wait_for_code(listener: &TcpListener, state: &str, issuer: &str) -> Result<String, String> {
+async fn wait_for_code(
+    listener: &TcpListener,
+    state: &str,
+    issuer: &str,
+) -> Result<String, String> {
     loop {
         let (mut s, _) = listener.accept().await.map_err(|e| e.to_string())?;
-        let Ok(req) = read_request(&mut s, 0).await else { continue };
+        let Ok(req) = read_request(&mut s, 0).await else {
+            continue;
+        };
         if req.path() != "/callback" {
             let _ = write_response(&mut s, 404, "text/plain", b"not found\n").await;
             continue;
@@ -107,7 +133,13 @@ async fn wait_for_code(listener: &TcpListener, state: &str, issuer: &str) -> Res
             Ok(_) => b"Signed in. You can close this window and return to the terminal.\n",
             Err(_) => b"Sign-in failed; see the terminal.\n",
         };
-        let _ = write_response(&mut s, if result.is_ok() { 200 } else { 400 }, "text/plain; charset=utf-8", page).await;
+        let _ = write_response(
+            &mut s,
+            if result.is_ok() { 200 } else { 400 },
+            "text/plain; charset=utf-8",
+            page,
+        )
+        .await;
         return result;
     }
 }
@@ -117,13 +149,17 @@ fn id_token_of(status: u16, body: &Value) -> Result<String, String> {
         return Err(format!(
             "the provider's token endpoint answered {status}: {} {}",
             body.get("error").and_then(Value::as_str).unwrap_or(""),
-            body.get("error_description").and_then(Value::as_str).unwrap_or("")
+            body.get("error_description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
         ));
     }
     body.get("id_token")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| "the token response has no id_token; is \"openid\" in the scopes?".to_string())
+        .ok_or_else(|| {
+            "the token response has no id_token; is \"openid\" in the scopes?".to_string()
+        })
 }
 
 /// The device authorization grant: prints where to sign in and the code, then polls.
@@ -133,15 +169,28 @@ pub async fn device_flow(idp: &Client, p: &FlowParams<'_>) -> Result<String, Str
         .device_authorization_endpoint
         .as_deref()
         .ok_or("the provider does not offer the device flow; run without --device")?;
-    let body = form(&[("client_id", p.client_id), ("scope", &p.scope), ("nonce", p.nonce)]);
+    let body = form(&[
+        ("client_id", p.client_id),
+        ("scope", &p.scope),
+        ("nonce", p.nonce),
+    ]);
     let resp = idp
-        .post(endpoint, "application/x-www-form-urlencoded", body.as_bytes())
+        .post(
+            endpoint,
+            "application/x-www-form-urlencoded",
+            body.as_bytes(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let da = resp.json()?;
     let s = |k: &str| da.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     if resp.status != 200 || s("device_code").is_empty() {
-        return Err(format!("device authorization refused ({}): {} {}", resp.status, s("error"), s("error_description")));
+        return Err(format!(
+            "device authorization refused ({}): {} {}",
+            resp.status,
+            s("error"),
+            s("error_description")
+        ));
     }
     say(&format!(
         "To sign in, visit {} and enter the code {}\n  or open {}",
@@ -149,15 +198,26 @@ pub async fn device_flow(idp: &Client, p: &FlowParams<'_>) -> Result<String, Str
         s("user_code"),
         s("verification_uri_complete")
     ));
-    let mut interval = da.get("interval").and_then(Value::as_u64).unwrap_or(5).max(1);
+    let mut interval = da
+        .get("interval")
+        .and_then(Value::as_u64)
+        .unwrap_or(5)
+        .max(1);
     let expires = da.get("expires_in").and_then(Value::as_u64).unwrap_or(600);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(expires.min(LOGIN_TIMEOUT.as_secs()));
-    let token_endpoint = p.discovery.token_endpoint.as_deref().ok_or("the provider has no token_endpoint")?;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(expires.min(LOGIN_TIMEOUT.as_secs()));
+    let token_endpoint = p
+        .discovery
+        .token_endpoint
+        .as_deref()
+        .ok_or("the provider has no token_endpoint")?;
     let device_code = s("device_code");
     loop {
         tokio::time::sleep(Duration::from_secs(interval)).await;
         if tokio::time::Instant::now() > deadline {
-            return Err("the device code expired before the sign-in finished; run login again".into());
+            return Err(
+                "the device code expired before the sign-in finished; run login again".into(),
+            );
         }
         let body = form(&[
             ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
@@ -165,7 +225,11 @@ pub async fn device_flow(idp: &Client, p: &FlowParams<'_>) -> Result<String, Str
             ("client_id", p.client_id),
         ]);
         let resp = idp
-            .post(token_endpoint, "application/x-www-form-urlencoded", body.as_bytes())
+            .post(
+                token_endpoint,
+                "application/x-www-form-urlencoded",
+                body.as_bytes(),
+            )
             .await
             .map_err(|e| e.to_string())?;
         let v = resp.json()?;

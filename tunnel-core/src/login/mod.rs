@@ -57,7 +57,10 @@ pub struct LoginResult {
 pub async fn login(opts: &LoginOptions) -> Result<LoginResult, String> {
     let base = opts.signer.trim_end_matches('/');
     let signer = Client::new(Some(&opts.ca))?;
-    let resp = signer.get(&format!("{base}/v1/login-config")).await.map_err(|e| e.to_string())?;
+    let resp = signer
+        .get(&format!("{base}/v1/login-config"))
+        .await
+        .map_err(|e| e.to_string())?;
     if resp.status != 200 {
         return Err(format!("{base}/v1/login-config: status {}", resp.status));
     }
@@ -79,7 +82,8 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginResult, String> {
         scope: scopes.join(" "),
         nonce: &nonce,
     };
-    let headless = std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none();
+    let headless =
+        std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none();
     let id_token = if opts.device || (headless && !opts.no_browser) {
         flows::device_flow(&idp, &params).await?
     } else {
@@ -87,14 +91,20 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginResult, String> {
     };
     let body = json!({ "csr": csr_pem(&key)?, "id_token": id_token, "lifetime": opts.lifetime });
     let resp = signer
-        .post(&format!("{base}/v1/certificates"), "application/json", body.to_string().as_bytes())
+        .post(
+            &format!("{base}/v1/certificates"),
+            "application/json",
+            body.to_string().as_bytes(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let v = resp.json()?;
     if resp.status != 200 {
         return Err(format!(
             "the signer refused: {} ({})",
-            v.get("error_description").and_then(Value::as_str).unwrap_or(""),
+            v.get("error_description")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
             v.get("error").and_then(Value::as_str).unwrap_or("")
         ));
     }
@@ -117,8 +127,16 @@ fn csr_pem(key: &PKey<Private>) -> Result<String, String> {
         .map_err(|e| format!("cannot make the certificate request: {e}"))
 }
 
-fn save(opts: &LoginOptions, lc: &Value, key: &PKey<Private>, v: &Value) -> Result<LoginResult, String> {
-    let chain = v.get("certificate").and_then(Value::as_str).ok_or("the signer sent no certificate")?;
+fn save(
+    opts: &LoginOptions,
+    lc: &Value,
+    key: &PKey<Private>,
+    v: &Value,
+) -> Result<LoginResult, String> {
+    let chain = v
+        .get("certificate")
+        .and_then(Value::as_str)
+        .ok_or("the signer sent no certificate")?;
     let t = targets(&opts.config)?;
     if let Some(cfg) = &t.new_config {
         create_dir(cfg.parent().unwrap_or(Path::new(".")))?;
@@ -133,9 +151,16 @@ fn save(opts: &LoginOptions, lc: &Value, key: &PKey<Private>, v: &Value) -> Resu
         cert: t.cert,
         key: t.key,
         config: opts.config.clone(),
-        serial: v.get("serial").and_then(Value::as_str).unwrap_or("").to_string(),
+        serial: v
+            .get("serial")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
         not_after: v.get("not_after").and_then(Value::as_i64).unwrap_or(0),
-        clamped: v.get("lifetime_clamped").and_then(Value::as_bool).unwrap_or(false),
+        clamped: v
+            .get("lifetime_clamped")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 

@@ -78,10 +78,14 @@ impl Jws {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .filter(Value::is_object)
             .ok_or(JwsError::Malformed("payload is not base64url JSON"))?;
-        let signature = b64url_decode(s).ok_or(JwsError::Malformed("signature is not base64url"))?;
+        let signature =
+            b64url_decode(s).ok_or(JwsError::Malformed("signature is not base64url"))?;
         Ok(Jws {
             alg: alg.to_string(),
-            kid: header.get("kid").and_then(Value::as_str).map(str::to_string),
+            kid: header
+                .get("kid")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             header,
             payload,
             signing_input: format!("{h}.{p}").into_bytes(),
@@ -161,18 +165,20 @@ fn raw_ecdsa_to_der(sig: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let (r, s) = sig.split_at(sig.len() / 2);
-    let sig = EcdsaSig::from_private_components(
-        BigNum::from_slice(r).ok()?,
-        BigNum::from_slice(s).ok()?,
-    )
-    .ok()?;
+    let sig =
+        EcdsaSig::from_private_components(BigNum::from_slice(r).ok()?, BigNum::from_slice(s).ok()?)
+            .ok()?;
     sig.to_der().ok()
 }
 
 /// The public key of a JWK, when its type and parameters suit `alg`.
 fn jwk_public_key(jwk: &Value, alg: &str) -> Option<PKey<Public>> {
     let s = |name: &str| jwk.get(name).and_then(Value::as_str);
-    let bn = |name: &str| s(name).and_then(b64url_decode).and_then(|b| BigNum::from_slice(&b).ok());
+    let bn = |name: &str| {
+        s(name)
+            .and_then(b64url_decode)
+            .and_then(|b| BigNum::from_slice(&b).ok())
+    };
     match (s("kty")?, &alg[..2]) {
         ("RSA", "RS" | "PS") => {
             let rsa = Rsa::from_public_components(bn("n")?, bn("e")?).ok()?;

@@ -48,7 +48,9 @@ fn jwk(key: &PKey<Private>, kid: &str) -> Value {
             json!({"kty":"EC","crv":"P-256","kid":kid,
                    "x":b64url(&x.to_vec_padded(32).unwrap()),"y":b64url(&y.to_vec_padded(32).unwrap())})
         }
-        _ => json!({"kty":"OKP","crv":"Ed25519","kid":kid,"x":b64url(&key.raw_public_key().unwrap())}),
+        _ => {
+            json!({"kty":"OKP","crv":"Ed25519","kid":kid,"x":b64url(&key.raw_public_key().unwrap())})
+        }
     }
 }
 
@@ -74,10 +76,17 @@ fn verifies_each_algorithm_and_refuses_tampering() {
         // Another payload under the same signature.
         let parts: Vec<&str> = t.split('.').collect();
         let forged = format!("{}.{}.{}", parts[0], b64url(br#"{"sub":"b"}"#), parts[2]);
-        assert_eq!(Jws::parse(&forged).unwrap().verify(&set), Err(JwsError::BadSignature), "{alg}");
+        assert_eq!(
+            Jws::parse(&forged).unwrap().verify(&set),
+            Err(JwsError::BadSignature),
+            "{alg}"
+        );
         // Unknown kid.
         let other = sign(alg, &key, json!({"alg":alg,"kid":"k2"}), json!({"sub":"a"}));
-        assert!(matches!(Jws::parse(&other).unwrap().verify(&set), Err(JwsError::NoKey(_))));
+        assert!(matches!(
+            Jws::parse(&other).unwrap().verify(&set),
+            Err(JwsError::NoKey(_))
+        ));
     }
 }
 
@@ -85,13 +94,19 @@ fn verifies_each_algorithm_and_refuses_tampering() {
 fn refuses_none_hmac_crit_and_garbage() {
     let claims = b64url(br#"{"sub":"a"}"#);
     for alg in ["none", "HS256", "", "RS1"] {
-        let t = format!("{}.{claims}.", b64url(format!(r#"{{"alg":"{alg}"}}"#).as_bytes()));
+        let t = format!(
+            "{}.{claims}.",
+            b64url(format!(r#"{{"alg":"{alg}"}}"#).as_bytes())
+        );
         assert_eq!(Jws::parse(&t).unwrap_err(), JwsError::Algorithm(alg.into()));
     }
     let t = format!("{}.{claims}.AA", b64url(br#"{"alg":"RS256","crit":["x"]}"#));
     assert_eq!(Jws::parse(&t).unwrap_err(), JwsError::Critical);
     for bad in ["", "a.b", "a.b.c.d", "!!.!!.!!"] {
-        assert!(matches!(Jws::parse(bad), Err(JwsError::Malformed(_))), "{bad}");
+        assert!(
+            matches!(Jws::parse(bad), Err(JwsError::Malformed(_))),
+            "{bad}"
+        );
     }
 }
 
@@ -99,5 +114,8 @@ fn refuses_none_hmac_crit_and_garbage() {
 fn an_rsa_key_cannot_verify_an_ec_algorithm() {
     let rsa = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
     let t = sign("RS256", &rsa, json!({"alg":"ES256"}), json!({}));
-    assert!(matches!(Jws::parse(&t).unwrap().verify(&[jwk(&rsa, "k")]), Err(JwsError::NoKey(_))));
+    assert!(matches!(
+        Jws::parse(&t).unwrap().verify(&[jwk(&rsa, "k")]),
+        Err(JwsError::NoKey(_))
+    ));
 }

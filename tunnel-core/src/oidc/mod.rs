@@ -8,8 +8,8 @@ use crate::http::client::Client;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openssl::pkey::{HasPublic, PKeyRef};
-use serde::Deserialize;
 use openssl::sha::sha256;
+use serde::Deserialize;
 
 /// base64url without padding.
 pub fn b64url(data: &[u8]) -> String {

@@ -33,7 +33,13 @@ pub async fn handle(signer: &Signer, peer: SocketAddr, req: &Request) -> (u16, V
         ("GET", "/v1/login-config") => (200, login_config(signer)),
         ("POST", "/v1/certificates") => certificates(signer, peer, &req.body).await,
         (_, "/v1/login-config" | "/v1/certificates") => (405, error_body("method_not_allowed", "")),
-        _ => (404, error_body("not_found", "the API is /v1/login-config and /v1/certificates")),
+        _ => (
+            404,
+            error_body(
+                "not_found",
+                "the API is /v1/login-config and /v1/certificates",
+            ),
+        ),
     }
 }
 
@@ -65,17 +71,21 @@ async fn certificates(signer: &Signer, peer: SocketAddr, body: &[u8]) -> (u16, V
             tracing::info!(
                 target: "audit", peer = %peer, result = "issued", email = %person.email,
                 sub = %person.sub, groups = %person.ous.join(","), serial = %issuance.serial,
-                not_after = issuance.not_after, clamped, duration_ms = started.elapsed().as_millis() as u64,
+                not_after = issuance.not_after, clamped, key_bound = person.key_bound, duration_ms = started.elapsed().as_millis() as u64,
                 "certificate issued"
             );
-            let mut chain = String::from_utf8_lossy(&issuance.cert.to_pem().unwrap_or_default()).into_owned();
+            let mut chain =
+                String::from_utf8_lossy(&issuance.cert.to_pem().unwrap_or_default()).into_owned();
             chain += &signer.ca_pem;
-            (200, json!({
-                "certificate": chain,
-                "serial": issuance.serial,
-                "not_after": issuance.not_after,
-                "lifetime_clamped": clamped,
-            }))
+            (
+                200,
+                json!({
+                    "certificate": chain,
+                    "serial": issuance.serial,
+                    "not_after": issuance.not_after,
+                    "lifetime_clamped": clamped,
+                }),
+            )
         }
         Err(r) => {
             tracing::warn!(
@@ -104,7 +114,8 @@ async fn certify(
         .keys_for(jws.kid.as_deref())
         .await
         .map_err(Refusal::ProviderUnavailable)?;
-    jws.verify(&keys).map_err(|e| Refusal::Signature(e.to_string()))?;
+    jws.verify(&keys)
+        .map_err(|e| Refusal::Signature(e.to_string()))?;
     if let Some(e) = jws.payload.get("email").and_then(Value::as_str) {
         *who = e.to_string();
     }

@@ -19,6 +19,9 @@ pub struct Person {
     pub ous: Vec<String>,
     /// The token's `exp`.
     pub exp: i64,
+    /// Whether the token carried the nonce of the CSR's key (false only when it had none
+    /// and `require_nonce` is off).
+    pub key_bound: bool,
 }
 
 /// Checks every claim; `nonce` is the one computed from the CSR's key.
@@ -30,10 +33,14 @@ pub fn check(cfg: &SignerConfig, c: &Value, nonce: &str, now: i64) -> Result<Per
     }
     check_audience(cfg, c)?;
     let exp = check_times(cfg, c, now)?;
-    if s("nonce") != Some(nonce) {
-        return Err(Refusal::Nonce);
-    }
-    let email = s("email").filter(|e| !e.is_empty()).ok_or(Refusal::NoEmail)?;
+    let key_bound = match s("nonce") {
+        Some(n) if n == nonce => true,
+        None if !cfg.require_nonce => false,
+        _ => return Err(Refusal::Nonce),
+    };
+    let email = s("email")
+        .filter(|e| !e.is_empty())
+        .ok_or(Refusal::NoEmail)?;
     let verified = matches!(c.get("email_verified"), Some(Value::Bool(true)))
         || s("email_verified") == Some("true");
     if cfg.require_email_verified && !verified {
@@ -62,6 +69,7 @@ pub fn check(cfg: &SignerConfig, c: &Value, nonce: &str, now: i64) -> Result<Per
         groups,
         ous,
         exp,
+        key_bound,
     })
 }
 
@@ -106,7 +114,11 @@ fn check_times(cfg: &SignerConfig, c: &Value, now: i64) -> Result<i64, Refusal> 
 
 fn groups_of(v: Option<&Value>) -> Vec<String> {
     match v {
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         Some(Value::String(s)) => vec![s.clone()],
         _ => vec![],
     }

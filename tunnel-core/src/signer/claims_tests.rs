@@ -17,10 +17,14 @@ fn cfg() -> SignerConfig {
         scopes: vec!["openid".into()],
         allowed_email_domains: vec!["example.com".into()],
         require_email_verified: true,
+        require_nonce: true,
         groups_claim: "groups".into(),
-        group_map: [("dba".to_string(), "dba".to_string()), ("g-123".into(), "web".into())]
-            .into_iter()
-            .collect(),
+        group_map: [
+            ("dba".to_string(), "dba".to_string()),
+            ("g-123".into(), "web".into()),
+        ]
+        .into_iter()
+        .collect(),
         required_groups: vec!["dba".into(), "dev".into()],
         default_lifetime: Duration::from_secs(3600),
         max_lifetime: Duration::from_secs(7200),
@@ -63,6 +67,7 @@ fn refuses_each_bad_claim() {
         ("iat", json!(NOW - 700), "token_time"),
         ("nbf", json!(NOW + 120), "token_time"),
         ("nonce", json!("M"), "nonce_mismatch"),
+        ("nonce", Value::Null, "nonce_mismatch"),
         ("email", Value::Null, "no_email"),
         ("email_verified", json!(false), "email_unverified"),
         ("email_verified", Value::Null, "email_unverified"),
@@ -84,7 +89,10 @@ fn refuses_each_bad_claim() {
 fn several_audiences_need_azp_and_leeway_applies() {
     let mut c = good();
     c["aud"] = json!(["tunnel", "other"]);
-    assert_eq!(check(&cfg(), &c, "N", NOW).unwrap_err().code(), "wrong_audience");
+    assert_eq!(
+        check(&cfg(), &c, "N", NOW).unwrap_err().code(),
+        "wrong_audience"
+    );
     c["azp"] = json!("tunnel");
     assert!(check(&cfg(), &c, "N", NOW).is_ok());
     let mut c = good();
@@ -98,4 +106,19 @@ fn several_audiences_need_azp_and_leeway_applies() {
     c["groups"] = json!("solo");
     let p = check(&cf, &c, "N", NOW).unwrap();
     assert_eq!((p.groups, p.ous), (vec!["solo".to_string()], vec![]));
+}
+
+#[test]
+fn a_missing_nonce_passes_only_when_not_required() {
+    let mut cf = cfg();
+    cf.require_nonce = false;
+    let mut c = good();
+    c.as_object_mut().unwrap().remove("nonce");
+    assert!(!check(&cf, &c, "N", NOW).unwrap().key_bound);
+    assert!(check(&cf, &good(), "N", NOW).unwrap().key_bound);
+    c["nonce"] = json!("M");
+    assert_eq!(
+        check(&cf, &c, "N", NOW).unwrap_err().code(),
+        "nonce_mismatch"
+    );
 }

@@ -1,8 +1,7 @@
 //! The signer's configuration file (`tunnel-server signer --config signer.toml`).
 
 use crate::config::{
-    check_log_level, check_readable, load_raw, parse_duration, resolve_path, ConfigError,
-    LogFormat,
+    check_log_level, check_readable, load_raw, parse_duration, resolve_path, ConfigError, LogFormat,
 };
 use crate::http::Url;
 use serde::Deserialize;
@@ -41,6 +40,7 @@ struct RawSigner {
     #[serde(default)]
     allowed_email_domains: Vec<String>,
     require_email_verified: Option<bool>,
+    require_nonce: Option<bool>,
     groups_claim: Option<String>,
     #[serde(default)]
     group_map: BTreeMap<String, String>,
@@ -84,6 +84,9 @@ pub struct SignerConfig {
     pub allowed_email_domains: Vec<String>,
     /// Refuse tokens whose `email_verified` is not true.
     pub require_email_verified: bool,
+    /// Refuse tokens without a `nonce` (default true). Turning it off admits providers that
+    /// drop the nonce in the device flow; a token with a wrong nonce is always refused.
+    pub require_nonce: bool,
     /// The claim that lists groups.
     pub groups_claim: String,
     /// Provider group → OU value; other groups are dropped.
@@ -131,14 +134,23 @@ fn file_key(file: &Path, key: &str, v: Option<String>, fix: &str) -> Result<Path
     Ok(p)
 }
 
-fn duration(file: &Path, key: &str, v: Option<String>, d: Duration) -> Result<Duration, ConfigError> {
+fn duration(
+    file: &Path,
+    key: &str,
+    v: Option<String>,
+    d: Duration,
+) -> Result<Duration, ConfigError> {
     v.map(|t| parse_duration(file, key, &t)).unwrap_or(Ok(d))
 }
 
 fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
     let listen = required(f, "listen", raw.listen, "e.g. listen = \"0.0.0.0:9443\"")?;
     let listen = listen.parse().map_err(|_| {
-        ConfigError::new(f, "listen", format!("{listen:?} is not an address like 0.0.0.0:9443"))
+        ConfigError::new(
+            f,
+            "listen",
+            format!("{listen:?} is not an address like 0.0.0.0:9443"),
+        )
     })?;
     let issuer = required(f, "issuer", raw.issuer, "the provider's issuer URL")?;
     match Url::parse(&issuer) {
@@ -158,16 +170,29 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
             "must list the email domains that may sign in, e.g. [\"example.com\"]",
         ));
     }
-    let default_lifetime = duration(f, "default_lifetime", raw.default_lifetime, DEFAULT_LIFETIME)?;
+    let default_lifetime = duration(
+        f,
+        "default_lifetime",
+        raw.default_lifetime,
+        DEFAULT_LIFETIME,
+    )?;
     let max_lifetime = duration(f, "max_lifetime", raw.max_lifetime, DEFAULT_MAX_LIFETIME)?;
     if default_lifetime > max_lifetime {
         return Err(ConfigError::new(
             f,
             "default_lifetime",
-            format!("is longer than max_lifetime ({}); shorten it", humantime::format_duration(max_lifetime)),
+            format!(
+                "is longer than max_lifetime ({}); shorten it",
+                humantime::format_duration(max_lifetime)
+            ),
         ));
     }
-    let gateway = required(f, "gateway", raw.gateway, "the gateway's host:port for clients")?;
+    let gateway = required(
+        f,
+        "gateway",
+        raw.gateway,
+        "the gateway's host:port for clients",
+    )?;
     let scopes = raw
         .scopes
         .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
@@ -183,14 +208,25 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         listen,
         cert: file_key(f, "cert", raw.cert, "the signer's HTTPS certificate (PEM)")?,
         key: file_key(f, "key", raw.key, "the signer's HTTPS key (PEM)")?,
-        ca_cert: file_key(f, "ca_cert", raw.ca_cert, "the user CA (tunnel-server pki init)")?,
+        ca_cert: file_key(
+            f,
+            "ca_cert",
+            raw.ca_cert,
+            "the user CA (tunnel-server pki init)",
+        )?,
         ca_key: file_key(f, "ca_key", raw.ca_key, "the user CA's key")?,
         issuer,
         issuer_ca: opt_file("issuer_ca", raw.issuer_ca)?,
-        client_id: required(f, "client_id", raw.client_id, "the client id registered at the provider")?,
+        client_id: required(
+            f,
+            "client_id",
+            raw.client_id,
+            "the client id registered at the provider",
+        )?,
         scopes,
         allowed_email_domains,
         require_email_verified: raw.require_email_verified.unwrap_or(true),
+        require_nonce: raw.require_nonce.unwrap_or(true),
         groups_claim: raw
             .groups_claim
             .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.to_string()),
@@ -202,7 +238,13 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
             .clock_skew
             .map(|t| humantime::parse_duration(t.trim()))
             .transpose()
-            .map_err(|e| ConfigError::new(f, "clock_skew", format!("not a duration ({e}); e.g. \"60s\"")))?
+            .map_err(|e| {
+                ConfigError::new(
+                    f,
+                    "clock_skew",
+                    format!("not a duration ({e}); e.g. \"60s\""),
+                )
+            })?
             .unwrap_or(DEFAULT_CLOCK_SKEW),
         max_token_age: duration(f, "max_token_age", raw.max_token_age, DEFAULT_MAX_TOKEN_AGE)?,
         gateway,

@@ -91,7 +91,9 @@ pub fn issue(
             });
         }
     }
-    Err(Refusal::Internal("every serial drawn is already in the index".into()))
+    Err(Refusal::Internal(
+        "every serial drawn is already in the index".into(),
+    ))
 }
 
 fn build(
@@ -164,7 +166,10 @@ mod tests {
 
     #[test]
     fn subject_uri_is_one_uri() {
-        assert_eq!(subject_uri("https://idp/", "a b/ü"), "https://idp#a%20b%2F%C3%BC");
+        assert_eq!(
+            subject_uri("https://idp/", "a b/ü"),
+            "https://idp#a%20b%2F%C3%BC"
+        );
     }
 
     #[test]

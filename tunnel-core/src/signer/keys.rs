@@ -68,7 +68,11 @@ impl ProviderKeys {
 
     async fn fetch(&self) -> Result<Vec<Value>, String> {
         let d = Discovery::fetch(&self.http, &self.issuer).await?;
-        let resp = self.http.get(&d.jwks_uri).await.map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .get(&d.jwks_uri)
+            .await
+            .map_err(|e| e.to_string())?;
         if resp.status != 200 {
             return Err(format!("{}: status {}", d.jwks_uri, resp.status));
         }

@@ -51,7 +51,13 @@ pub struct Signer {
 }
 
 fn read(path: &std::path::Path, key: &str, cfg: &SignerConfig) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {key}: cannot read {}: {e}", cfg.file.display(), path.display()))
+    std::fs::read(path).map_err(|e| {
+        format!(
+            "{}: {key}: cannot read {}: {e}",
+            cfg.file.display(),
+            path.display()
+        )
+    })
 }
 
 impl Signer {
@@ -63,20 +69,29 @@ impl Signer {
             .map_err(|_| format!("{f}: ca_cert: not a PEM certificate"))?;
         let ca_key = PKey::private_key_from_pem(&read(&cfg.ca_key, "ca_key", &cfg)?)
             .map_err(|_| format!("{f}: ca_key: not an unencrypted PEM private key"))?;
-        if !ca_cert.public_key().map(|p| p.public_eq(&ca_key)).unwrap_or(false) {
+        if !ca_cert
+            .public_key()
+            .map(|p| p.public_eq(&ca_key))
+            .unwrap_or(false)
+        {
             return Err(format!("{f}: ca_key: does not belong to ca_cert"));
         }
-        let ca_pem: Arc<str> = String::from_utf8_lossy(&ca_cert.to_pem().unwrap_or_default()).into();
+        let ca_pem: Arc<str> =
+            String::from_utf8_lossy(&ca_cert.to_pem().unwrap_or_default()).into();
         let gateway_ca_pem = match &cfg.gateway_ca {
             Some(p) => Some(String::from_utf8_lossy(&read(p, "gateway_ca", &cfg)?).into()),
             None => None,
         };
-        let http = Client::new(cfg.issuer_ca.as_deref()).map_err(|e| format!("{f}: issuer_ca: {e}"))?;
+        let http =
+            Client::new(cfg.issuer_ca.as_deref()).map_err(|e| format!("{f}: issuer_ca: {e}"))?;
         let acceptor = acceptor(&cfg).map_err(|e| format!("{f}: cert/key: {e}"))?;
         let store = Store::new(cfg.ca_cert.parent().unwrap_or(std::path::Path::new(".")));
         Ok(Signer {
             keys: Arc::new(keys::ProviderKeys::new(cfg.issuer.clone(), http)),
-            ca: Arc::new(Issued { cert: ca_cert, key: ca_key }),
+            ca: Arc::new(Issued {
+                cert: ca_cert,
+                key: ca_key,
+            }),
             ca_pem,
             gateway_ca_pem,
             store: Arc::new(store),
@@ -99,8 +114,14 @@ impl Signer {
                 .ok()
                 .map(|d| d.as_secs() as i64)
                 .filter(|s| *s > 0)
-                .ok_or_else(|| Refusal::BadRequest(format!("lifetime {s:?} is not a duration like \"8h\"")))?,
-            Some(_) => return Err(Refusal::BadRequest("lifetime must be a string or a number".into())),
+                .ok_or_else(|| {
+                    Refusal::BadRequest(format!("lifetime {s:?} is not a duration like \"8h\""))
+                })?,
+            Some(_) => {
+                return Err(Refusal::BadRequest(
+                    "lifetime must be a string or a number".into(),
+                ))
+            }
         };
         Ok((want.min(max), want > max))
     }
@@ -128,7 +149,10 @@ impl Signer {
             let me = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                if tokio::time::timeout(REQUEST_TIMEOUT, me.serve(tcp, peer)).await.is_err() {
+                if tokio::time::timeout(REQUEST_TIMEOUT, me.serve(tcp, peer))
+                    .await
+                    .is_err()
+                {
                     tracing::debug!(peer = %peer, "request timed out");
                 }
             });
@@ -137,8 +161,12 @@ impl Signer {
     }
 
     async fn serve(&self, tcp: TcpStream, peer: std::net::SocketAddr) {
-        let Ok(ssl) = openssl::ssl::Ssl::new(self.acceptor.context()) else { return };
-        let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
+        let Ok(ssl) = openssl::ssl::Ssl::new(self.acceptor.context()) else {
+            return;
+        };
+        let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else {
+            return;
+        };
         if let Err(e) = Pin::new(&mut tls).accept().await {
             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
             return;
@@ -146,11 +174,20 @@ impl Signer {
         let (status, body) = match read_request(&mut tls, api::MAX_REQUEST_BODY).await {
             Ok(req) => api::handle(self, peer, &req).await,
             Err(e) => match e.status() {
-                Some(s) => (s, serde_json::json!({ "error": "bad_request", "error_description": e.to_string() })),
+                Some(s) => (
+                    s,
+                    serde_json::json!({ "error": "bad_request", "error_description": e.to_string() }),
+                ),
                 None => return,
             },
         };
-        let _ = write_response(&mut tls, status, "application/json", body.to_string().as_bytes()).await;
+        let _ = write_response(
+            &mut tls,
+            status,
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+        .await;
     }
 }
 
@@ -178,13 +215,19 @@ pub async fn run_file(cfg: SignerConfig) -> i32 {
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            let msg = format!("{}: listen: cannot bind {listen}: {e}", signer.cfg.file.display());
+            let msg = format!(
+                "{}: listen: cannot bind {listen}: {e}",
+                signer.cfg.file.display()
+            );
             tracing::error!("{msg}");
             eprintln!("{msg}");
             return crate::EXIT_RUNTIME;
         }
     };
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(listen = %addr, issuer = %signer.cfg.issuer, client_id = %signer.cfg.client_id, "signer listening");
     crate::systemd::ready(&format!("signing on {addr}"));
     signer.run(listener, crate::signals::terminate()).await;

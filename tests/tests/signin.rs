@@ -1,0 +1,191 @@
+//! Sign-in end to end, as a person would: `tunnel-client login` against the signer and a
+//! real OpenID Provider (the test drives the provider's login and consent pages over HTTP
+//! like a browser), then the agent with the new certificate through the gateway.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tunnel_tests::backend::{connect, round_trip};
+use tunnel_tests::oidc::{login, Provider, SignerProc};
+use tunnel_tests::process::{command, field, Proc};
+use tunnel_tests::{backend_toml, bins, Backend, Gateway, Pki, PROMPT, READY};
+
+/// A gateway that trusts the user CA: `db` for OU dba, `web` for OU dev.
+struct World {
+    pki: Pki,
+    _provider: Provider,
+    signer: SignerProc,
+    gateway: Gateway,
+    _echo: Backend,
+}
+
+fn world(signer_extra: &str) -> World {
+    let pki = Pki::new();
+    let provider = Provider::start(pki.dir());
+    let users = SignerProc::new_user_ca(&pki);
+    let echo = Backend::echo();
+    let body = format!(
+        "listen = \"127.0.0.1:0\"\ncert = \"server.crt\"\nkey = \"server.key\"\nclient_ca = {}\nlog_format = \"json\"\n{}{}",
+        tunnel_tests::pki::toml_str(&users.join("ca.crt")),
+        backend_toml("db", echo.addr, "\"ou=dba\""),
+        backend_toml("web", echo.addr, "\"ou=dev\""),
+    );
+    let gateway = Gateway::start_file(&pki.write("gateway", "toml", &body));
+    let signer = SignerProc::start_in(
+        &pki,
+        &provider,
+        &gateway.addr.to_string(),
+        signer_extra,
+        users,
+    );
+    World {
+        pki,
+        _provider: provider,
+        signer,
+        gateway,
+        _echo: echo,
+    }
+}
+
+/// Starts the agent on the per-user config that login wrote, with one tunnel per backend.
+fn agent(home: &Path, backends: &[&str]) -> (Proc, Vec<SocketAddr>) {
+    let config: PathBuf = home.join("tunnel").join("client.toml");
+    let mut text = std::fs::read_to_string(&config).expect("login wrote the per-user config");
+    text += "log_format = \"json\"\n";
+    for b in backends {
+        text += &format!("\n[[tunnel]]\nlisten = \"127.0.0.1:0\"\nbackend = \"{b}\"\n");
+    }
+    std::fs::write(&config, text).expect("write config");
+    let mut cmd = command(&bins::client());
+    cmd.arg("--config").arg(&config);
+    let proc = Proc::spawn("tunnel-client", cmd);
+    let addrs = proc.wait_until("tunnel listening", READY, |evs| {
+        let a: Vec<SocketAddr> = evs
+            .iter()
+            .filter(|e| field(e, "message") == "tunnel listening")
+            .filter_map(|e| field(e, "listen").parse().ok())
+            .collect();
+        (a.len() >= backends.len()).then_some(a)
+    });
+    (proc, addrs)
+}
+
+fn echoes(addr: SocketAddr) -> bool {
+    let mut s = connect(addr);
+    round_trip(&mut s, b"select 1;\n").0 == b"select 1;\n"
+}
+
+#[test]
+fn alice_reaches_db_and_bob_only_web_after_signing_in() {
+    let w = world("");
+    let alice = tempfile::tempdir().unwrap();
+    let out = login(
+        &w.pki,
+        &w.signer,
+        alice.path(),
+        "alice",
+        &["--no-browser", "--lifetime", "1h"],
+    );
+    assert!(out.contains("Signed in"), "{out}");
+    let key = alice.path().join("tunnel").join("key.pem");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the key is private");
+    let (_a, addrs) = agent(alice.path(), &["db"]);
+    assert!(echoes(addrs[0]), "alice reaches db");
+    let ev = w
+        .gateway
+        .wait_for_audit(PROMPT, |e| field(e, "result") == "ok");
+    assert!(field(&ev, "subject").contains("alice@example.com"), "{ev}");
+    let ev = w
+        .signer
+        .proc
+        .wait_for_audit(PROMPT, |e| field(e, "result") == "issued");
+    assert_eq!(
+        ev["key_bound"],
+        serde_json::Value::Bool(true),
+        "the code flow binds the key: {ev}"
+    );
+
+    let bob = tempfile::tempdir().unwrap();
+    login(&w.pki, &w.signer, bob.path(), "bob", &["--no-browser"]);
+    let (_b, addrs) = agent(bob.path(), &["db", "web"]);
+    assert!(!echoes(addrs[0]), "bob is refused on db");
+    let ev = w
+        .gateway
+        .wait_for_audit(PROMPT, |e| field(e, "result") == "denied");
+    assert!(field(&ev, "subject").contains("bob@example.com"), "{ev}");
+    assert!(echoes(addrs[1]), "bob reaches web");
+}
+
+#[test]
+fn the_device_flow_signs_in_without_a_browser_on_the_machine() {
+    // oidc-provider, like RFC 8628, carries no nonce through the device flow: the signer
+    // refuses such unbound tokens unless told otherwise.
+    let w = world("");
+    let bob = tempfile::tempdir().unwrap();
+    let (ok, out) =
+        tunnel_tests::oidc::try_login(&w.pki, &w.signer, bob.path(), "bob", &["--device"]);
+    assert!(!ok && out.contains("nonce_mismatch"), "{out}");
+    w.signer.refusal("nonce_mismatch");
+
+    let w = world("require_nonce = false");
+    let bob = tempfile::tempdir().unwrap();
+    let out = login(&w.pki, &w.signer, bob.path(), "bob", &["--device"]);
+    assert!(out.contains("enter the code"), "{out}");
+    let (_b, addrs) = agent(bob.path(), &["web"]);
+    assert!(echoes(addrs[0]), "bob reaches web");
+    let ev = w.signer.proc.wait_for_audit(PROMPT, |e| {
+        field(e, "result") == "issued" && field(e, "email") == "bob@example.com"
+    });
+    assert_eq!(ev["key_bound"], serde_json::Value::Bool(false), "{ev}");
+}
+
+#[test]
+fn an_expired_certificate_is_refused_by_the_gateway_and_explained_by_the_agent() {
+    let w = world("");
+    let alice = tempfile::tempdir().unwrap();
+    login(
+        &w.pki,
+        &w.signer,
+        alice.path(),
+        "alice",
+        &["--no-browser", "--lifetime", "4s"],
+    );
+    let (agent, addrs) = agent(alice.path(), &["db"]);
+    agent.wait_for("an expiry warning", PROMPT, |e| {
+        field(e, "message").contains("cert expires soon")
+    });
+    let cert_path = alice.path().join("tunnel").join("cert.pem");
+    let cert = openssl::x509::X509::from_pem(&std::fs::read(&cert_path).unwrap()).unwrap();
+    let end = tunnel_core::pki::asn1_to_unix(cert.not_after()).unwrap();
+    while tunnel_core::pki::unix_now() <= end {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!echoes(addrs[0]), "no tunnel after expiry");
+    let ev = agent.wait_for("the expiry explained", PROMPT, |e| {
+        field(e, "error").contains("certificate expired at")
+    });
+    assert!(
+        field(&ev, "error").contains("run `tunnel-client login`"),
+        "{ev}"
+    );
+    // The gateway itself refuses the expired certificate.
+    let key = openssl::pkey::PKey::private_key_from_pem(
+        &std::fs::read(alice.path().join("tunnel").join("key.pem")).unwrap(),
+    )
+    .unwrap();
+    let creds = tunnel_tests::Creds {
+        cert: cert_path,
+        key: alice.path().join("tunnel").join("key.pem"),
+        issued: tunnel_core::pki::Issued { cert, key },
+    };
+    let client = tunnel_tests::tls::TlsClient::new(&creds, &w.pki.ca_crt);
+    let r = client.connect(w.gateway.addr, Some("db"));
+    let refused = match r {
+        Err(_) => true,
+        Ok(mut s) => tunnel_tests::tls::exchange(&mut s, b"x").0.is_empty(),
+    };
+    assert!(refused, "the gateway refuses an expired certificate");
+    w.gateway
+        .wait_for_audit(PROMPT, |e| field(e, "result") == "handshake_failed");
+}
