@@ -189,3 +189,94 @@ fn an_expired_certificate_is_refused_by_the_gateway_and_explained_by_the_agent()
     w.gateway
         .wait_for_audit(PROMPT, |e| field(e, "result") == "handshake_failed");
 }
+
+fn client_in(home: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = command(&bins::client());
+    cmd.env("XDG_CONFIG_HOME", home).args(args);
+    cmd
+}
+
+#[test]
+fn the_catalog_lists_exactly_what_each_person_may_reach_and_open_uses_it() {
+    let w = world("");
+    let alice = tempfile::tempdir().unwrap();
+    login(&w.pki, &w.signer, alice.path(), "alice", &["--no-browser"]);
+    let out = tunnel_tests::process::run_to_end(client_in(alice.path(), &["ls"]), PROMPT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert!(
+        rows[0].starts_with("db ") && rows[0].contains("ou=dba"),
+        "{text}"
+    );
+    w.gateway.wait_for_audit(PROMPT, |e| {
+        field(e, "backend") == "tunnel-catalog.invalid" && field(e, "result") == "ok"
+    });
+
+    let bob = tempfile::tempdir().unwrap();
+    login(&w.pki, &w.signer, bob.path(), "bob", &["--no-browser"]);
+    let out = tunnel_tests::process::run_to_end(client_in(bob.path(), &["ls"]), PROMPT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert!(rows.len() == 1 && rows[0].starts_with("web "), "{text}");
+
+    // open: a backend outside the catalog is refused; one in it gets a local port.
+    let out = tunnel_tests::process::run_to_end(client_in(bob.path(), &["open", "db"]), PROMPT);
+    assert!(!out.status.success(), "bob may not open db");
+    let open = Proc::spawn(
+        "tunnel-client open",
+        client_in(bob.path(), &["open", "web"]),
+    );
+    let deadline = std::time::Instant::now() + READY;
+    let addr = loop {
+        let out = String::from_utf8_lossy(&open.stdout()).into_owned();
+        if let Some(a) = out
+            .lines()
+            .find_map(|l| l.strip_prefix("web: listening on "))
+            .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+        {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "open printed no port: {out}\n{}",
+            open.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(echoes(addr), "bob reaches web through open");
+}
+
+#[test]
+fn the_catalog_name_without_the_catalog_protocol_reaches_nothing() {
+    let w = world("");
+    let alice = tempfile::tempdir().unwrap();
+    login(&w.pki, &w.signer, alice.path(), "alice", &["--no-browser"]);
+    let dir = alice.path().join("tunnel");
+    let cert =
+        openssl::x509::X509::from_pem(&std::fs::read(dir.join("cert.pem")).unwrap()).unwrap();
+    let key =
+        openssl::pkey::PKey::private_key_from_pem(&std::fs::read(dir.join("key.pem")).unwrap())
+            .unwrap();
+    let creds = tunnel_tests::Creds {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        issued: tunnel_core::pki::Issued { cert, key },
+    };
+    let client = tunnel_tests::tls::TlsClient::new(&creds, &w.pki.ca_crt);
+    let refused = match client.connect(w.gateway.addr, Some(tunnel_core::catalog::SNI)) {
+        Err(_) => true,
+        Ok(mut s) => tunnel_tests::tls::exchange(&mut s, b"x").0.is_empty(),
+    };
+    assert!(refused);
+    w.gateway
+        .wait_for_audit(PROMPT, |e| field(e, "result") == "denied");
+    // Positive control: the same certificate gets the catalog through the agent.
+    let out = tunnel_tests::process::run_to_end(client_in(alice.path(), &["ls"]), PROMPT);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("db "));
+}

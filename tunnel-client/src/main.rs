@@ -2,6 +2,7 @@
 //! configuration (file or flags), and hand over to `tunnel-core`.
 #![forbid(unsafe_code)]
 
+mod catalog;
 mod login;
 
 use clap::{Args, Parser, Subcommand};
@@ -60,13 +61,35 @@ enum Command {
     Stdio,
     /// Sign in with the identity provider and get a short-lived certificate from the signer.
     Login(login::LoginArgs),
+    /// List the backends this identity may reach (asks the gateway's catalog).
+    Ls,
+    /// Open a tunnel to one backend of the catalog on a local port, and print the port.
+    Open {
+        /// Backend name (as `tunnel-client ls` shows it).
+        name: String,
+        /// Local address to listen on.
+        #[arg(long = "listen", id = "open_listen", default_value = "127.0.0.1:0")]
+        listen: String,
+    },
 }
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if let Some(Command::Login(args)) = cli.command.take() {
-        return login::run(args, cli.config.as_deref(), cli.flags.ca);
-    }
+    let opened = match cli.command.take() {
+        Some(Command::Login(args)) => return login::run(args, cli.config.as_deref(), cli.flags.ca),
+        Some(Command::Ls) => return catalog::ls(cli.config.as_deref()),
+        Some(Command::Open { name, listen }) => {
+            match catalog::open(cli.config.as_deref(), &name, &listen) {
+                Ok(cfg) => Some(cfg),
+                Err(code) => return code,
+            }
+        }
+        other => {
+            cli.command = other;
+            None
+        }
+    };
+    let announce = opened.is_some();
     let stdio = matches!(cli.command, Some(Command::Stdio));
     let f = cli.flags;
     let flags_given = f.server.is_some()
@@ -74,13 +97,14 @@ fn main() -> ExitCode {
         || f.key.is_some()
         || f.ca.is_some()
         || f.listen.is_some();
-    let cfg = match (&cli.config, flags_given) {
-        (Some(_), true) => {
+    let cfg = match (opened, &cli.config, flags_given) {
+        (Some(cfg), _, _) => Ok(cfg),
+        (None, Some(_), true) => {
             eprintln!("tunnel-client: give either --config FILE or the one-off flags (--server --cert --key --ca --listen), not both");
             return ExitCode::from(EXIT_CONFIG as u8);
         }
-        (Some(path), false) => ClientConfig::load_with(path, stdio),
-        (None, _) => ClientConfig::from_flags(
+        (None, Some(path), false) => ClientConfig::load_with(path, stdio),
+        (None, None, _) => ClientConfig::from_flags(
             ClientFlags {
                 server: f.server,
                 server_name: f.server_name,
@@ -124,7 +148,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(EXIT_RUNTIME, format!("socket activation: {e}")),
     };
     match runtime() {
-        Ok(rt) => rt.block_on(run(cfg, activated, nofile)),
+        Ok(rt) => rt.block_on(run(cfg, activated, nofile, announce)),
         Err(code) => code,
     }
 }
@@ -158,7 +182,12 @@ async fn run_stdio(cfg: ClientConfig, backend: String) -> ExitCode {
     }
 }
 
-async fn run(cfg: ClientConfig, activated: systemd::Activated, nofile: Option<u64>) -> ExitCode {
+async fn run(
+    cfg: ClientConfig,
+    activated: systemd::Activated,
+    nofile: Option<u64>,
+    announce: bool,
+) -> ExitCode {
     let metrics = Arc::new(Metrics::new());
     let agent = match ClientAgent::new(cfg.clone(), metrics.clone()) {
         Ok(a) => a,
@@ -227,6 +256,9 @@ async fn run(cfg: ClientConfig, activated: systemd::Activated, nofile: Option<u6
         .set_health(tunnel_core::metrics::Health::Serving);
     for (addr, backend) in agent.tunnel_addrs() {
         tracing::info!(listen = %addr, backend = %backend, gateway = %cfg.server, "tunnel listening");
+        if announce {
+            println!("{backend}: listening on {addr}");
+        }
     }
     tracing::info!(
         gateway = %cfg.server,

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod catalog;
 pub mod check;
 pub mod client;
 pub mod config;

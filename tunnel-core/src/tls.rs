@@ -288,8 +288,12 @@ impl ServerTls {
 
         let crls = Arc::new(CrlSet::load(file, &cfg.crl, &cas, cfg.crl_check)?);
 
+        b.set_alpn_select_callback(crate::catalog::select_alpn);
         let sni_policy = policy.clone();
         b.set_servername_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
+            if crate::catalog::is_request(ssl) {
+                return Ok(());
+            }
             // Only names a backend could have get further: this also keeps control
             // characters and invalid UTF-8 out of logs and routing.
             let raw = ssl.servername_raw(NameType::HOST_NAME);
@@ -399,7 +403,8 @@ fn verify_client(
         ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
         return false;
     }
-    if depth == 0 {
+    // A catalog request is authorized per backend in its answer, not here.
+    if depth == 0 && !ssl.is_some_and(crate::catalog::selected) {
         let sni = ssl
             .and_then(|s| s.servername(NameType::HOST_NAME))
             .map(str::to_string);

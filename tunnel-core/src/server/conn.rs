@@ -191,6 +191,9 @@ async fn finish_tunnel(
             return outcome;
         }
     }
+    if crate::catalog::selected(tls.ssl()) {
+        return serve_catalog(&mut tls, cfg, id, rec).await;
+    }
     let backend_name = match cfg.policy.authorize(rec.sni.as_deref(), id) {
         Decision::Allow { backend, rule } => {
             rec.reason = format!("allowed by {rule}");
@@ -364,6 +367,25 @@ fn unknown_backend_reason(sni: Option<&str>) -> String {
 }
 
 /// Sends close_notify (bounded in time) so the client sees an orderly close.
+async fn serve_catalog(
+    tls: &mut SslStream<TcpStream>,
+    cfg: &ServerConfig,
+    id: &Identity,
+    rec: &mut AuditRecord,
+) -> Outcome {
+    rec.backend = Some(crate::catalog::SNI.to_string());
+    match crate::catalog::serve(tls, cfg, id).await {
+        Ok(n) => {
+            rec.reason = format!("catalog: {n} backend(s) listed");
+            Outcome::Ok
+        }
+        Err(e) => {
+            rec.reason = format!("catalog: {e}");
+            Outcome::Error
+        }
+    }
+}
+
 async fn close_tls(tls: &mut SslStream<TcpStream>) {
     use tokio::io::AsyncWriteExt;
     let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;

@@ -1,0 +1,163 @@
+//! The catalog: on its normal port, after the usual mTLS verification (chain, CRL, OCSP),
+//! the gateway tells a client which backends its identity may reach, and by which rule.
+//! It never lists a backend the identity may not use.
+//!
+//! A catalog request is a TLS connection with the reserved SNI [`SNI`] (a `.invalid` name,
+//! RFC 6761, so it can never be a backend) offering the ALPN protocol [`ALPN`]. The SNI is
+//! needed because OpenSSL asks for the server name before it selects ALPN, and the gateway
+//! refuses unknown names there; the ALPN names the protocol and its version. The answer is
+//! one JSON document, then the gateway closes: `{"identity": …, "backends": [{"name", "rule"}]}`.
+
+use crate::config::ServerConfig;
+use crate::identity::Identity;
+use crate::policy::Decision;
+use crate::tls::ClientTls;
+use openssl::ssl::{AlpnError, NameType, SslRef};
+use serde::{Deserialize, Serialize};
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The catalog's ALPN protocol name.
+pub const ALPN: &[u8] = b"tunnel-catalog/1";
+/// [`ALPN`] in the wire format of ALPN lists (length-prefixed).
+const ALPN_WIRE: &[u8] = b"\x10tunnel-catalog/1";
+/// The reserved server name of catalog requests.
+pub const SNI: &str = "tunnel-catalog.invalid";
+/// Largest catalog answer a client reads.
+const MAX_ANSWER: u64 = 1024 * 1024;
+
+/// One backend in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Backend name (the SNI to send).
+    pub name: String,
+    /// The allow rule that matches this identity.
+    pub rule: String,
+}
+
+/// The catalog answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    /// The identity the gateway saw (subject).
+    pub identity: String,
+    /// Backends it may reach.
+    pub backends: Vec<Entry>,
+}
+
+/// Whether this handshake asks for the catalog (by its reserved SNI).
+pub fn is_request(ssl: &SslRef) -> bool {
+    ssl.servername_raw(NameType::HOST_NAME) == Some(SNI.as_bytes())
+}
+
+/// Whether the catalog protocol was negotiated on this connection.
+pub fn selected(ssl: &SslRef) -> bool {
+    is_request(ssl) && ssl.selected_alpn_protocol() == Some(ALPN)
+}
+
+/// The gateway's ALPN choice: the catalog protocol for catalog requests (refused without
+/// it); no ALPN for tunnels, as before.
+pub fn select_alpn<'a>(ssl: &mut SslRef, offered: &'a [u8]) -> Result<&'a [u8], AlpnError> {
+    if !is_request(ssl) {
+        return Err(AlpnError::NOACK);
+    }
+    match openssl::ssl::select_next_proto(ALPN_WIRE, offered) {
+        Some(p) => Ok(p),
+        None => Err(AlpnError::ALERT_FATAL),
+    }
+}
+
+/// The backends `id` may reach under `cfg`.
+pub fn list(cfg: &ServerConfig, id: &Identity) -> Catalog {
+    let backends = cfg
+        .backends
+        .iter()
+        .filter_map(|b| match cfg.policy.authorize(Some(&b.name), id) {
+            Decision::Allow { backend, rule } => Some(Entry {
+                name: backend,
+                rule,
+            }),
+            _ => None,
+        })
+        .collect();
+    Catalog {
+        identity: id.subject.clone(),
+        backends,
+    }
+}
+
+/// Answers a catalog request on an established, verified connection; returns the number of
+/// backends listed.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    tls: &mut S,
+    cfg: &ServerConfig,
+    id: &Identity,
+) -> std::io::Result<usize> {
+    let catalog = list(cfg, id);
+    let mut body = serde_json::to_vec(&catalog).map_err(std::io::Error::other)?;
+    body.push(b'\n');
+    tls.write_all(&body).await?;
+    tls.flush().await?;
+    tls.shutdown().await?;
+    Ok(catalog.backends.len())
+}
+
+/// Asks the gateway at `server` for the catalog, with the agent's TLS settings.
+pub async fn fetch(tls: &ClientTls, server: &str) -> Result<Catalog, String> {
+    let tcp = tokio::net::TcpStream::connect(server)
+        .await
+        .map_err(|e| format!("cannot connect to gateway {server}: {e}"))?;
+    let mut ssl = tls.new_ssl(SNI).map_err(|e| e.to_string())?;
+    ssl.set_alpn_protos(ALPN_WIRE).map_err(|e| e.to_string())?;
+    let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
+    Pin::new(&mut s).connect().await.map_err(|e| {
+        let v = s.ssl().verify_result();
+        if v.as_raw() != 0 {
+            format!(
+                "gateway certificate rejected: {} (check ca and server_name)",
+                v.error_string()
+            )
+        } else {
+            format!("TLS handshake with gateway {server} failed: {e}")
+        }
+    })?;
+    if s.ssl().selected_alpn_protocol() != Some(ALPN) {
+        return Err(format!(
+            "gateway {server} does not offer the catalog (an older version?)"
+        ));
+    }
+    let mut raw = Vec::new();
+    (&mut s)
+        .take(MAX_ANSWER)
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| format!("gateway {server} refused the catalog request ({e}); is the certificate still valid?"))?;
+    serde_json::from_slice(&raw).map_err(|e| format!("gateway {server}: not a catalog answer: {e}"))
+}
+
+/// The catalog as a table for `tunnel-client ls`.
+pub fn format(c: &Catalog) -> String {
+    let width = c
+        .backends
+        .iter()
+        .map(|b| b.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(7);
+    let mut out = format!("{:width$}  ALLOWED BY\n", "BACKEND");
+    for b in &c.backends {
+        out += &format!("{:width$}  {}\n", b.name, b.rule);
+    }
+    if c.backends.is_empty() {
+        out += "(no backend allows this identity)\n";
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_wire_form_is_length_prefixed() {
+        assert_eq!(super::ALPN_WIRE[0] as usize, super::ALPN.len());
+        assert_eq!(&super::ALPN_WIRE[1..], super::ALPN);
+    }
+}
