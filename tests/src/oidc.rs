@@ -309,6 +309,8 @@ pub struct SignerProc {
     pub users_ca: PathBuf,
     /// The user CA's directory (index.json).
     pub users_dir: PathBuf,
+    /// Verifies the signer against `pki`'s CA; built once, as loading trust is slow.
+    connector: SslConnector,
 }
 
 impl SignerProc {
@@ -369,29 +371,24 @@ impl SignerProc {
         let proc = Proc::spawn("tunnel-server signer", cmd);
         let ev = proc.wait_for_message("signer listening", READY);
         let addr: SocketAddr = field(&ev, "listen").parse().expect("listen");
+        let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+        b.set_ca_file(&pki.ca_crt).expect("CA");
         SignerProc {
             proc,
             addr,
             url: format!("https://127.0.0.1:{}", addr.port()),
             users_ca,
             users_dir,
+            connector: b.build(),
         }
     }
 
-    /// POSTs `/v1/certificates` over HTTPS (verifying the signer with `ca`).
-    pub fn request(
-        &self,
-        ca: &Path,
-        csr: &str,
-        token: &str,
-        lifetime: Option<&str>,
-    ) -> (u16, Value) {
+    /// POSTs `/v1/certificates` over HTTPS (verifying the signer with the fixture's CA).
+    pub fn request(&self, csr: &str, token: &str, lifetime: Option<&str>) -> (u16, Value) {
         let body = json!({ "csr": csr, "id_token": token, "lifetime": lifetime }).to_string();
-        let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
-        b.set_ca_file(ca).expect("CA");
         let tcp = TcpStream::connect(self.addr).expect("connect to the signer");
-        let mut tls = b
-            .build()
+        let mut tls = self
+            .connector
             .connect("localhost", tcp)
             .expect("TLS to the signer");
         let req = format!(

@@ -36,7 +36,7 @@ impl Fixture {
     }
 
     fn post(&self, csr: &str, token: &str, lifetime: Option<&str>) -> (u16, Value) {
-        self.signer.request(&self.pki.ca_crt, csr, token, lifetime)
+        self.signer.request(csr, token, lifetime)
     }
 
     /// Asserts a refusal with `status`/`code` and its audit line, then that alice still

@@ -128,8 +128,10 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
         reason(status),
         body.len()
     );
-    s.write_all(head.as_bytes()).await?;
-    s.write_all(body).await?;
+    // One write: a response in two small segments waits on Nagle and delayed ACKs.
+    let mut all = head.into_bytes();
+    all.extend_from_slice(body);
+    s.write_all(&all).await?;
     s.flush().await?;
     s.shutdown().await
 }

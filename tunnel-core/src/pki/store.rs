@@ -163,22 +163,30 @@ impl Store {
         Ok(created)
     }
 
-    /// Records a certificate that was issued with this CA's key outside this directory
-    /// (by the signer) in the index, under the directory lock, so that `pki list` and `pki
-    /// revoke --serial` know it. `name` is what `pki list` shows. Returns false, recording
-    /// nothing, when the index already holds its serial (the caller draws a new one).
-    pub fn record_issued(&self, cert: &X509, name: &str) -> Result<bool, PkiError> {
-        let serial = serial_of(cert)?;
+    /// Records certificates that were issued with this CA's key outside this directory (by
+    /// the signer) in the index, with one locked read-modify-write for the whole batch, so
+    /// that `pki list` and `pki revoke --serial` know them. Each is recorded under its
+    /// `name` (what `pki list` shows). Returns, per certificate, false when the index already
+    /// held its serial (nothing recorded; the caller draws a new one).
+    pub fn record_issued(&self, certs: &[(X509, String)]) -> Result<Vec<bool>, PkiError> {
         let _lock = DirLock::exclusive(&self.dir)?;
         let mut index = Index::load(&self.dir)?;
-        if index.contains(&serial) {
-            return Ok(false);
+        let mut added = Vec::with_capacity(certs.len());
+        for (cert, name) in certs {
+            let serial = serial_of(cert)?;
+            if index.contains(&serial) {
+                added.push(false);
+                continue;
+            }
+            let mut entry = entry_for(cert, Path::new(name), &serial)?;
+            entry.name = name.clone();
+            index.certs.push(entry);
+            added.push(true);
         }
-        let mut entry = entry_for(cert, Path::new(name), &serial)?;
-        entry.name = name.to_string();
-        index.certs.push(entry);
-        index.save(&self.dir)?;
-        Ok(true)
+        if added.iter().any(|a| *a) {
+            index.save(&self.dir)?;
+        }
+        Ok(added)
     }
 
     /// Revokes a certificate and rewrites the CRL (valid for `crl_days`), so that the

@@ -128,7 +128,7 @@ async fn certify(
     }
     let s = signer.clone();
     let issuance = tokio::task::spawn_blocking(move || {
-        issue(&s.ca, &s.store, &s.cfg.issuer, &person, &key, lifetime).map(|i| (i, person))
+        issue(&s.ca, &s.recorder, &s.cfg.issuer, &person, &key, lifetime).map(|i| (i, person))
     })
     .await
     .map_err(|e| Refusal::Internal(e.to_string()))??;

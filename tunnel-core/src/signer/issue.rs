@@ -5,8 +5,8 @@
 //! user CA's pki index.
 
 use super::claims::Person;
+use super::record::Recorder;
 use super::refusal::Refusal;
-use crate::pki::store::Store;
 use crate::pki::{asn1_to_unix, random_serial, unix_now, Issued};
 use openssl::asn1::Asn1Time;
 use openssl::hash::MessageDigest;
@@ -66,7 +66,7 @@ pub struct Issuance {
 /// from now (never past the CA's own end).
 pub fn issue(
     ca: &Issued,
-    store: &Store,
+    recorder: &Recorder,
     issuer: &str,
     person: &Person,
     key: &PKey<Public>,
@@ -78,8 +78,8 @@ pub fn issue(
     let not_after = (now + lifetime_secs).min(ca_end);
     for _ in 0..SERIAL_TRIES {
         let cert = build(ca, issuer, person, key, now, not_after).map_err(internal)?;
-        let recorded = store
-            .record_issued(&cert, &person.email)
+        let recorded = recorder
+            .record(&cert, &person.email)
             .map_err(|e| Refusal::Internal(format!("pki index: {e}")))?;
         if recorded {
             let bn = cert.serial_number().to_bn().map_err(internal)?;

@@ -4,13 +4,14 @@
 //!
 //! [`config`] reads signer.toml; [`keys`] fetches and caches the provider's JWKS;
 //! [`claims`] checks the token's claims; [`replay`] makes each token single-use; [`issue`]
-//! checks the CSR and issues; [`api`] is the HTTP surface; [`refusal`] names every refusal.
+//! checks the CSR and issues; [`record`] writes the pki index; [`api`] is the HTTP surface; [`refusal`] names every refusal.
 
 pub mod api;
 pub mod claims;
 pub mod config;
 pub mod issue;
 pub mod keys;
+pub mod record;
 pub mod refusal;
 pub mod replay;
 
@@ -44,7 +45,7 @@ pub struct Signer {
     ca: Arc<Issued>,
     ca_pem: Arc<str>,
     gateway_ca_pem: Option<Arc<str>>,
-    store: Arc<Store>,
+    recorder: Arc<record::Recorder>,
     keys: Arc<keys::ProviderKeys>,
     replay: Arc<replay::ReplayCache>,
     acceptor: Arc<SslAcceptor>,
@@ -94,7 +95,7 @@ impl Signer {
             }),
             ca_pem,
             gateway_ca_pem,
-            store: Arc::new(store),
+            recorder: Arc::new(record::Recorder::new(store)),
             replay: Arc::default(),
             acceptor: Arc::new(acceptor),
             cfg: Arc::new(cfg),
@@ -161,6 +162,7 @@ impl Signer {
     }
 
     async fn serve(&self, tcp: TcpStream, peer: std::net::SocketAddr) {
+        let _ = tcp.set_nodelay(true);
         let Ok(ssl) = openssl::ssl::Ssl::new(self.acceptor.context()) else {
             return;
         };
