@@ -12,7 +12,7 @@ use tunnel_tests::process::field;
 use tunnel_tests::{Pki, PROMPT};
 
 struct Fixture {
-    pki: Pki,
+    _pki: Pki,
     provider: Provider,
     signer: SignerProc,
 }
@@ -22,7 +22,7 @@ fn fixture(extra: &str) -> Fixture {
     let provider = Provider::start(pki.dir());
     let signer = SignerProc::start(&pki, &provider, "127.0.0.1:1", extra);
     Fixture {
-        pki,
+        _pki: pki,
         provider,
         signer,
     }
