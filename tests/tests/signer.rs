@@ -244,3 +244,20 @@ fn refuses_a_csr_with_a_bad_signature() {
     let bad = csr_signed_by(&key, &other);
     fx.assert_refused(fx.post(&bad, &token, None), 400, "bad_csr");
 }
+
+#[test]
+fn a_broken_signer_config_exits_64_naming_the_key() {
+    let pki = Pki::new();
+    let path = pki.write(
+        "signer",
+        "toml",
+        "listen = \"127.0.0.1:0\"\nissuer = \"https://idp.example.com\"\nclient_id = \"t\"\ngateway = \"gw:1\"\n",
+    );
+    let out = tunnel_tests::run_server(&["signer", "--config", path.to_str().unwrap()], PROMPT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("signer.toml: allowed_email_domains: must list"),
+        "{err}"
+    );
+}

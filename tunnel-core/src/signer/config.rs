@@ -254,3 +254,66 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         log_level: raw.log_level,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "listen = \"127.0.0.1:0\"\nissuer = \"https://idp.example.com\"\n\
+        client_id = \"tunnel\"\nallowed_email_domains = [\"example.com\"]\ngateway = \"gw:8443\"\n";
+
+    fn error_of(extra: &str, drop: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signer.toml");
+        let text: String = BASE
+            .lines()
+            .filter(|l| drop.is_empty() || !l.starts_with(drop))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, text + extra).unwrap();
+        SignerConfig::load(&path).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn names_the_key_and_the_fix() {
+        let cases = [
+            (
+                "",
+                "allowed_email_domains",
+                "allowed_email_domains: must list",
+            ),
+            ("", "issuer", "issuer: is required"),
+            ("issuer2 = 1\n", "", "unknown field"),
+            ("", "gateway", "gateway: is required"),
+            (
+                "default_lifetime = \"13h\"\n",
+                "",
+                "default_lifetime: is longer than max_lifetime",
+            ),
+            (
+                "scopes = [\"email\"]\n",
+                "",
+                "scopes: must include \"openid\"",
+            ),
+            (
+                "max_lifetime = \"soon\"\n",
+                "",
+                "max_lifetime: \"soon\" is not a duration",
+            ),
+            // Every file key is checked once the rest is valid.
+            ("", "", "cert: is required"),
+        ];
+        for (extra, drop, want) in cases {
+            let e = error_of(extra, drop);
+            assert!(
+                e.contains("signer.toml: ") && e.contains(want),
+                "{want}: {e}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signer.toml");
+        std::fs::write(&path, BASE.replace("https://idp", "http://idp")).unwrap();
+        let e = SignerConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("issuer: must be an https:// URL"), "{e}");
+    }
+}

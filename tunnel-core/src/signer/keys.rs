@@ -16,6 +16,7 @@ pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 pub struct ProviderKeys {
     issuer: String,
     http: Client,
+    refetch_interval: Duration,
     state: Mutex<State>,
 }
 
@@ -31,12 +32,13 @@ impl ProviderKeys {
         ProviderKeys {
             issuer,
             http,
+            refetch_interval: REFETCH_INTERVAL,
             state: Mutex::new(State::default()),
         }
     }
 
     /// The keys, fetching them when none are cached, or when `kid` is unknown and the last
-    /// fetch is older than [`REFETCH_INTERVAL`].
+    /// fetch is older than the refetch interval ([`REFETCH_INTERVAL`]).
     pub async fn keys_for(&self, kid: Option<&str>) -> Result<Vec<Value>, String> {
         let mut st = self.state.lock().await;
         let known = |keys: &[Value]| match kid {
@@ -45,7 +47,9 @@ impl ProviderKeys {
                 .any(|k| k.get("kid").and_then(Value::as_str) == Some(kid)),
             None => !keys.is_empty(),
         };
-        let stale = st.fetched.map_or(true, |t| t.elapsed() >= REFETCH_INTERVAL);
+        let stale = st
+            .fetched
+            .map_or(true, |t| t.elapsed() >= self.refetch_interval);
         if st.fetched.is_none() || (!known(&st.keys) && stale) {
             st.fetched = Some(Instant::now());
             match self.fetch().await {
@@ -81,5 +85,61 @@ impl ProviderKeys {
             .and_then(Value::as_array)
             .cloned()
             .ok_or_else(|| format!("{}: no \"keys\" array", d.jwks_uri))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::server::{read_request, write_response};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A provider on loopback serving discovery and a JWK Set whose `kid` is `kid-N` after
+    /// N fetches of the set (a provider rotating its key on every fetch).
+    async fn rotating_provider() -> (String, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", l.local_addr().unwrap());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (iss, n) = (issuer.clone(), fetches.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let Ok(req) = read_request(&mut s, 0).await else {
+                    continue;
+                };
+                let body = if req.path().ends_with("openid-configuration") {
+                    serde_json::json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")})
+                } else {
+                    let k = n.fetch_add(1, Ordering::SeqCst) + 1;
+                    serde_json::json!({"keys": [{"kty": "RSA", "kid": format!("kid-{k}")}]})
+                };
+                let _ =
+                    write_response(&mut s, 200, "application/json", body.to_string().as_bytes())
+                        .await;
+            }
+        });
+        (issuer, fetches)
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refetches_at_most_once_per_interval() {
+        let (issuer, fetches) = rotating_provider().await;
+        let mut keys = ProviderKeys::new(issuer, Client::new(None).unwrap());
+        keys.refetch_interval = Duration::from_millis(300);
+        let kid = |k: &Vec<Value>| k[0]["kid"].as_str().unwrap().to_string();
+        assert_eq!(kid(&keys.keys_for(Some("kid-1")).await.unwrap()), "kid-1");
+        // Known kid: served from the cache.
+        keys.keys_for(Some("kid-1")).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // Unknown kids right away (forged tokens): no refetch within the interval.
+        for _ in 0..5 {
+            keys.keys_for(Some("kid-2")).await.unwrap();
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // After the interval an unknown kid refetches once: the rotated key is found.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(kid(&keys.keys_for(Some("kid-2")).await.unwrap()), "kid-2");
+        keys.keys_for(Some("kid-2")).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 }
