@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod bins;
+pub mod browser;
 pub mod data;
 pub mod ocsp;
 pub mod oidc;
