@@ -366,7 +366,7 @@ fn unknown_backend_reason(sni: Option<&str>) -> String {
     }
 }
 
-/// Sends close_notify (bounded in time) so the client sees an orderly close.
+/// Answers a catalog request (see [`crate::catalog`]) on a verified connection.
 async fn serve_catalog(
     tls: &mut SslStream<TcpStream>,
     cfg: &ServerConfig,
@@ -386,6 +386,7 @@ async fn serve_catalog(
     }
 }
 
+/// Sends close_notify (bounded in time) so the client sees an orderly close.
 async fn close_tls(tls: &mut SslStream<TcpStream>) {
     use tokio::io::AsyncWriteExt;
     let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
