@@ -193,7 +193,10 @@ async fn run(
         Ok(a) => a,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
-    privileges::check_key_mode(&cfg.key);
+    cfg.keys
+        .secret_files()
+        .iter()
+        .for_each(|f| privileges::check_key_mode(f));
     if activated.listeners.is_empty() {
         let listeners = match client::bind_all(&cfg).await {
             Ok(l) => l,

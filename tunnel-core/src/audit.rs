@@ -75,6 +75,8 @@ pub struct AuditRecord {
     pub reason: String,
     /// Whether the TLS session was resumed.
     pub resumed: bool,
+    /// The key exchange group negotiated (`X25519`, `X25519MLKEM768`...), once known.
+    pub group: Option<String>,
 }
 
 impl AuditRecord {
@@ -90,6 +92,7 @@ impl AuditRecord {
             bytes_down: 0,
             reason: String::new(),
             resumed: false,
+            group: None,
         }
     }
 
@@ -103,18 +106,19 @@ impl AuditRecord {
         let backend = self.backend.as_deref().unwrap_or("");
         let sni = self.sni.as_deref().unwrap_or("");
         let result = outcome.as_str();
+        let group = self.group.as_deref().unwrap_or("");
         match outcome {
             Outcome::Ok => tracing::info!(
                 target: "audit",
                 peer = %self.peer, subject = %subject, sans = %sans, sni = %sni, backend = %backend,
                 result, bytes_up = self.bytes_up, bytes_down = self.bytes_down, duration_ms,
-                resumed = self.resumed, reason = %self.reason, "connection closed"
+                resumed = self.resumed, group = %group, reason = %self.reason, "connection closed"
             ),
             _ => tracing::warn!(
                 target: "audit",
                 peer = %self.peer, subject = %subject, sans = %sans, sni = %sni, backend = %backend,
                 result, bytes_up = self.bytes_up, bytes_down = self.bytes_down, duration_ms,
-                resumed = self.resumed, reason = %self.reason, "connection closed"
+                resumed = self.resumed, group = %group, reason = %self.reason, "connection closed"
             ),
         }
     }

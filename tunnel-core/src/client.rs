@@ -38,7 +38,9 @@ pub struct ClientSnapshot {
 impl ClientSnapshot {
     fn files(&self) -> Vec<std::path::PathBuf> {
         let c = &self.cfg;
-        vec![c.file.clone(), c.cert.clone(), c.key.clone(), c.ca.clone()]
+        let mut v = vec![c.file.clone(), c.ca.clone()];
+        v.extend(c.keys.files());
+        v
     }
 
     fn expiries(&self) -> Vec<(String, i64)> {

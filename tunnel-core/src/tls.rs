@@ -8,7 +8,6 @@ use crate::identity::{asn1_text, Identity};
 use crate::policy::{Decision, Policy};
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
-use openssl::pkey::PKey;
 use openssl::ssl::{
     NameType, SniError, Ssl, SslAcceptor, SslAlert, SslConnector, SslMethod, SslMode, SslOptions,
     SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
@@ -18,7 +17,11 @@ use openssl::x509::{X509Ref, X509StoreContext, X509StoreContextRef, X509VerifyRe
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
+mod ffi;
+pub mod keys;
+pub mod policy;
 mod sessions;
+pub use ffi::negotiated_group;
 pub use sessions::MAX_CHAIN_AGE;
 
 /// Why the gateway refused a client during the handshake, recorded by the callbacks so the
@@ -99,48 +102,6 @@ fn proto(v: TlsVersion) -> SslVersion {
     }
 }
 
-fn load_cert_and_key(
-    builder: &mut openssl::ssl::SslContextBuilder,
-    file: &Path,
-    cert: &Path,
-    key: &Path,
-) -> Result<(), ConfigError> {
-    // Parse first so that errors name the right key.
-    read_certs(file, "cert", cert)?;
-    builder
-        .set_certificate_chain_file(cert)
-        .map_err(|e| ConfigError::new(file, "cert", format!("{}: {e}", cert.display())))?;
-    // Parse the key on its own first: OpenSSL's set_private_key also refuses a key that does
-    // not match the certificate, and that must not be reported as an unreadable key.
-    let pkey = std::fs::read(key)
-        .map_err(|e| e.to_string())
-        .and_then(|pem| PKey::private_key_from_pem(&pem).map_err(|e| e.to_string()))
-        .map_err(|e| {
-            ConfigError::new(
-                file,
-                "key",
-                format!(
-                    "{} is not a readable unencrypted PEM private key: {e}",
-                    key.display()
-                ),
-            )
-        })?;
-    builder
-        .set_private_key(&pkey)
-        .and_then(|()| builder.check_private_key())
-        .map_err(|_| {
-            ConfigError::new(
-                file,
-                "key",
-                format!(
-                    "{} does not match the certificate in {}",
-                    key.display(),
-                    cert.display()
-                ),
-            )
-        })
-}
-
 /// Sessions the gateway keeps for resumption (least recently used go first); each holds a
 /// reference to its client certificate, shared along a chain of resumptions.
 pub const SESSION_CACHE_SIZE: i32 = 20_000;
@@ -218,9 +179,10 @@ impl ServerTls {
         b.set_mode(SslMode::RELEASE_BUFFERS);
         // Read a record's header and body (and what follows) with one recv, not two.
         b.set_read_ahead(true);
-        load_cert_and_key(&mut b, file, &cfg.cert, &cfg.key)?;
-        let mut chain = read_certs(file, "cert", &cfg.cert)?;
-        let own = chain.remove(0);
+        let creds = cfg.keys.load(file)?;
+        keys::install(&mut b, file, &cfg.keys, &creds)?;
+        let (own, chain) = (creds.leaf, creds.chain);
+        cfg.tls.apply(&mut b).map_err(tls_err)?;
 
         if let Some(crate::config::StapleSource::File(p)) = &cfg.ocsp_staple {
             let der = std::fs::read(p).map_err(|e| {
@@ -285,6 +247,7 @@ impl ServerTls {
             b.set_session_cache_mode(SslSessionCacheMode::OFF);
             b.set_num_tickets(0).map_err(tls_err)?;
         }
+        cfg.tls.apply_server_resumption(&mut b).map_err(tls_err)?;
 
         let crls = Arc::new(CrlSet::load(file, &cfg.crl, &cas, cfg.crl_check)?);
 
@@ -475,8 +438,10 @@ impl ClientTls {
         b.set_mode(SslMode::RELEASE_BUFFERS | SslMode::NO_AUTO_CHAIN);
         // Read a record's header and body (and what follows) with one recv, not two.
         b.set_read_ahead(true);
-        load_cert_and_key(&mut b, file, &cfg.cert, &cfg.key)?;
-        let own = read_certs(file, "cert", &cfg.cert)?.remove(0);
+        let creds = cfg.keys.load(file)?;
+        keys::install(&mut b, file, &cfg.keys, &creds)?;
+        let own = creds.leaf;
+        cfg.tls.apply(&mut b).map_err(tls_err)?;
         let cas = read_certs(file, "ca", &cfg.ca)?;
         let mut store = X509StoreBuilder::new().map_err(tls_err)?;
         for ca in cas.iter().cloned() {
@@ -492,7 +457,7 @@ impl ClientTls {
             let store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
             b.set_status_callback(move |ssl| Ok(staple_is_good(ssl, &staple_cas, &store)))
                 .map_err(tls_err)?;
-        } else {
+        } else if cfg.tls.session_resumption {
             sessions = Some(sessions::SessionCache::install(&mut b));
         }
         Ok(ClientTls {

@@ -156,7 +156,10 @@ fn run(path: PathBuf) -> ExitCode {
             Ok(g) => g,
             Err(e) => return fail(EXIT_CONFIG, e),
         };
-        privileges::check_key_mode(&cfg.key);
+        cfg.keys
+            .secret_files()
+            .iter()
+            .for_each(|f| privileges::check_key_mode(f));
         let listeners = if activated.listeners.is_empty() {
             match server::bind_all(&cfg).await {
                 Ok(l) => l,

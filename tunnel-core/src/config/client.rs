@@ -30,6 +30,12 @@ struct RawClient {
     server_name: Option<String>,
     cert: Option<String>,
     key: Option<String>,
+    key_password_file: Option<String>,
+    keystore: Option<String>,
+    keystore_password_file: Option<String>,
+    pkcs11_module: Option<String>,
+    #[serde(default)]
+    tls: crate::tls::policy::RawTls,
     ca: Option<String>,
     connect_timeout: Option<String>,
     idle_timeout: Option<String>,
@@ -71,10 +77,10 @@ pub struct ClientConfig {
     pub server: String,
     /// Name verified in the gateway's certificate.
     pub server_name: String,
-    /// Client certificate chain (PEM).
-    pub cert: PathBuf,
-    /// Client private key (PEM).
-    pub key: PathBuf,
+    /// Client certificate chain and private key (PEM, PKCS#12 or PKCS#11).
+    pub keys: crate::tls::keys::KeySource,
+    /// TLS policy knobs (`[tls]`).
+    pub tls: crate::tls::policy::TlsPolicy,
     /// CA bundle that issued the gateway's certificate.
     pub ca: PathBuf,
     /// Deadline for TCP connect plus TLS handshake to the gateway.
@@ -161,6 +167,11 @@ impl ClientConfig {
             server_name: flags.server_name,
             cert: flags.cert,
             key: flags.key,
+            key_password_file: None,
+            keystore: None,
+            keystore_password_file: None,
+            pkcs11_module: None,
+            tls: Default::default(),
             ca: flags.ca,
             connect_timeout: None,
             idle_timeout: None,
@@ -204,8 +215,16 @@ impl ClientConfig {
             check_readable(file, key, &p)?;
             Ok(p)
         };
-        let cert = required("cert", raw.cert)?;
-        let key = required("key", raw.key)?;
+        let keys = crate::tls::keys::RawKeys {
+            cert: raw.cert,
+            key: raw.key,
+            key_password_file: raw.key_password_file,
+            keystore: raw.keystore,
+            keystore_password_file: raw.keystore_password_file,
+            pkcs11_module: raw.pkcs11_module,
+        }
+        .validate(file)?;
+        let tls = raw.tls.validate(file)?;
         let ca = required("ca", raw.ca)?;
         let dur = |key: &str, v: Option<String>, d: Duration| match v {
             None => Ok(d),
@@ -311,8 +330,8 @@ impl ClientConfig {
             file: file.to_path_buf(),
             server,
             server_name,
-            cert,
-            key,
+            keys,
+            tls,
             ca,
             connect_timeout,
             idle_timeout,

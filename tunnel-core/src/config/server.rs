@@ -40,6 +40,12 @@ struct RawServer {
     listen: Option<OneOrMany>,
     cert: Option<String>,
     key: Option<String>,
+    key_password_file: Option<String>,
+    keystore: Option<String>,
+    keystore_password_file: Option<String>,
+    pkcs11_module: Option<String>,
+    #[serde(default)]
+    tls: crate::tls::policy::RawTls,
     client_ca: Option<String>,
     #[serde(default)]
     crl: OneOrMany,
@@ -159,10 +165,10 @@ pub struct ServerConfig {
     pub file: PathBuf,
     /// Addresses to listen on.
     pub listen: Vec<SocketAddr>,
-    /// PEM certificate chain of the gateway.
-    pub cert: PathBuf,
-    /// PEM private key of the gateway.
-    pub key: PathBuf,
+    /// The gateway's certificate chain and private key (PEM, PKCS#12 or PKCS#11).
+    pub keys: crate::tls::keys::KeySource,
+    /// TLS policy knobs (`[tls]`).
+    pub tls: crate::tls::policy::TlsPolicy,
     /// PEM bundle of CAs that issue client certificates.
     pub client_ca: PathBuf,
     /// PEM CRL files.
@@ -271,8 +277,16 @@ impl ServerConfig {
             check_readable(file, key, &p)?;
             Ok(p)
         };
-        let cert = required("cert", raw.cert)?;
-        let key = required("key", raw.key)?;
+        let keys = crate::tls::keys::RawKeys {
+            cert: raw.cert,
+            key: raw.key,
+            key_password_file: raw.key_password_file,
+            keystore: raw.keystore,
+            keystore_password_file: raw.keystore_password_file,
+            pkcs11_module: raw.pkcs11_module,
+        }
+        .validate(file)?;
+        let tls = raw.tls.validate(file)?;
         let client_ca = required("client_ca", raw.client_ca)?;
         let mut crl = Vec::new();
         for (i, c) in raw.crl.into_vec().into_iter().enumerate() {
@@ -523,8 +537,8 @@ impl ServerConfig {
         Ok(ServerConfig {
             file: file.to_path_buf(),
             listen,
-            cert,
-            key,
+            keys,
+            tls,
             client_ca,
             crl,
             crl_expired,

@@ -86,6 +86,7 @@ async fn tunnel(sock: TcpStream, snap: &Snapshot, rec: &mut AuditRecord, gw: &Ga
     }
     metrics.handshake(hs_start.elapsed());
     rec.resumed = tls.ssl().session_reused();
+    rec.group = crate::tls::negotiated_group(tls.ssl());
     finish_tunnel(tls, snap, rec, gw).await
 }
 

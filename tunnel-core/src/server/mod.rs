@@ -66,12 +66,8 @@ impl Snapshot {
     /// Every file this configuration reads (for change detection).
     pub fn files(&self) -> Vec<std::path::PathBuf> {
         let c = &self.cfg;
-        let mut v = vec![
-            c.file.clone(),
-            c.cert.clone(),
-            c.key.clone(),
-            c.client_ca.clone(),
-        ];
+        let mut v = vec![c.file.clone(), c.client_ca.clone()];
+        v.extend(c.keys.files());
         v.extend(c.crl.iter().cloned());
         if let Some(StapleSource::File(p)) = &c.ocsp_staple {
             v.push(p.clone());

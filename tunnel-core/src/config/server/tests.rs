@@ -87,7 +87,7 @@ allow = [{ ou = "web", o = "Example" }]
     assert_eq!(c.log_format, LogFormat::Json);
     assert_eq!(c.tls_min_version, TlsVersion::Tls13);
     assert_eq!(c.policy.default_backend(), Some("web"));
-    assert_eq!(c.cert, f.dir.path().join("s.crt"));
+    assert_eq!(c.keys.files()[0], f.dir.path().join("s.crt"));
 }
 
 #[test]

@@ -1,0 +1,403 @@
+//! The agents' own certificate and private key, from any of the formats a PKI hands out:
+//! PEM certificate + PEM key (optionally encrypted, `key_password_file`), a PKCS#12 bundle
+//! (`keystore`, `keystore_password_file`), or a key in a PKCS#11 token
+//! (`key = "pkcs11:token=…;object=…"`, through OpenSSL's libp11 engine, see [`super::ffi`]).
+//!
+//! Everything is read again on every (re)load; a wrong password, a missing token or object is
+//! a configuration error naming the file or URI (with any `pin-value` blanked out).
+
+use crate::config::{check_readable, resolve_path, ConfigError};
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::SslContextBuilder;
+use openssl::x509::X509;
+use std::path::{Path, PathBuf};
+
+/// Where the agent's certificate and key come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// PEM certificate chain and PEM private key, encrypted when a password file is given.
+    Pem {
+        /// Certificate chain (leaf first).
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+        /// File holding the key's passphrase.
+        password_file: Option<PathBuf>,
+    },
+    /// A PKCS#12 bundle with key, certificate and chain.
+    Pkcs12 {
+        /// The bundle.
+        keystore: PathBuf,
+        /// File holding its password (none: empty password).
+        password_file: Option<PathBuf>,
+    },
+    /// PEM certificate chain; the key stays in a PKCS#11 token.
+    Pkcs11 {
+        /// Certificate chain (leaf first).
+        cert: PathBuf,
+        /// RFC 7512 URI of the key.
+        uri: String,
+        /// PKCS#11 module (default: p11-kit's proxy, which loads the system's modules).
+        module: Option<PathBuf>,
+        /// File holding the token's user PIN.
+        pin_file: Option<PathBuf>,
+    },
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URI may carry a PIN: print it redacted.
+        match self {
+            KeySource::Pkcs11 { cert, uri, .. } => {
+                write!(f, "Pkcs11 {{ cert: {cert:?}, uri: {:?} }}", redact_uri(uri))
+            }
+            KeySource::Pem { cert, key, .. } => write!(f, "Pem {{ cert: {cert:?}, key: {key:?} }}"),
+            KeySource::Pkcs12 { keystore, .. } => write!(f, "Pkcs12 {{ keystore: {keystore:?} }}"),
+        }
+    }
+}
+
+/// The key-related keys of either agent's file, as written.
+#[derive(Debug, Default)]
+pub(crate) struct RawKeys {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub key_password_file: Option<String>,
+    pub keystore: Option<String>,
+    pub keystore_password_file: Option<String>,
+    pub pkcs11_module: Option<String>,
+}
+
+/// The certificate chain and key, loaded.
+pub struct Credentials {
+    /// The agent's certificate.
+    pub leaf: X509,
+    /// The rest of the chain it sends.
+    pub chain: Vec<X509>,
+    /// Its private key.
+    pub key: PKey<Private>,
+}
+
+/// `pkcs11:` URI with the value of `pin-value` replaced, for messages and logs.
+pub fn redact_uri(uri: &str) -> String {
+    uri.split([';', '?'])
+        .map(|part| match part.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("pin-value") => format!("{k}=***"),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+impl RawKeys {
+    /// Checks which source is configured and that its files are readable.
+    pub(crate) fn validate(self, file: &Path) -> Result<KeySource, ConfigError> {
+        let err = |key: &str, msg: &str| ConfigError::new(file, key, msg);
+        let path = |key: &str, v: &str| -> Result<PathBuf, ConfigError> {
+            let p = resolve_path(file, v);
+            check_readable(file, key, &p)?;
+            Ok(p)
+        };
+        let opt = |key: &str, v: Option<String>| v.map(|v| path(key, &v)).transpose();
+        if let Some(ks) = self.keystore {
+            if self.cert.is_some() || self.key.is_some() || self.key_password_file.is_some() {
+                return Err(err(
+                    "keystore",
+                    "is set together with cert/key/key_password_file; a PKCS#12 keystore holds both certificate and key, remove the others",
+                ));
+            }
+            return Ok(KeySource::Pkcs12 {
+                keystore: path("keystore", &ks)?,
+                password_file: opt("keystore_password_file", self.keystore_password_file)?,
+            });
+        }
+        if self.keystore_password_file.is_some() {
+            return Err(err(
+                "keystore_password_file",
+                "is set without keystore; set keystore = \"x.p12\" or remove it",
+            ));
+        }
+        let cert = self.cert.ok_or_else(|| {
+            err(
+                "cert",
+                "missing; give the path of a PEM file (or use keystore = \"x.p12\")",
+            )
+        })?;
+        let cert = path("cert", &cert)?;
+        let key = self.key.ok_or_else(|| {
+            err(
+                "key",
+                "missing; give the path of a PEM file or a \"pkcs11:\" URI",
+            )
+        })?;
+        let password_file = opt("key_password_file", self.key_password_file)?;
+        if key.starts_with("pkcs11:") {
+            return Ok(KeySource::Pkcs11 {
+                cert,
+                uri: key,
+                module: opt("pkcs11_module", self.pkcs11_module)?,
+                pin_file: password_file,
+            });
+        }
+        if self.pkcs11_module.is_some() {
+            return Err(err(
+                "pkcs11_module",
+                "is set but key is not a \"pkcs11:\" URI; remove it or use key = \"pkcs11:...\"",
+            ));
+        }
+        Ok(KeySource::Pem {
+            cert,
+            key: path("key", &key)?,
+            password_file,
+        })
+    }
+}
+
+impl KeySource {
+    /// The files to watch for changes.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        match self {
+            KeySource::Pem {
+                cert,
+                key,
+                password_file,
+            } => {
+                v.extend([cert.clone(), key.clone()]);
+                v.extend(password_file.clone());
+            }
+            KeySource::Pkcs12 {
+                keystore,
+                password_file,
+            } => {
+                v.push(keystore.clone());
+                v.extend(password_file.clone());
+            }
+            KeySource::Pkcs11 { cert, pin_file, .. } => {
+                v.push(cert.clone());
+                v.extend(pin_file.clone());
+            }
+        }
+        v
+    }
+
+    /// The files holding secrets (key, keystore, passwords), whose mode is checked at start.
+    pub fn secret_files(&self) -> Vec<PathBuf> {
+        match self {
+            KeySource::Pem { cert, .. } | KeySource::Pkcs11 { cert, .. } => {
+                self.files().into_iter().filter(|f| f != cert).collect()
+            }
+            KeySource::Pkcs12 { .. } => self.files(),
+        }
+    }
+
+    /// Reads certificate chain and key.
+    pub fn load(&self, file: &Path) -> Result<Credentials, ConfigError> {
+        match self {
+            KeySource::Pem {
+                cert,
+                key,
+                password_file,
+            } => {
+                let (leaf, chain) = split_chain(super::read_certs(file, "cert", cert)?);
+                let key = load_pem_key(file, key, password_file.as_deref())?;
+                Ok(Credentials { leaf, chain, key })
+            }
+            KeySource::Pkcs12 {
+                keystore,
+                password_file,
+            } => load_pkcs12(file, keystore, password_file.as_deref()),
+            KeySource::Pkcs11 {
+                cert,
+                uri,
+                module,
+                pin_file,
+            } => {
+                let (leaf, chain) = split_chain(super::read_certs(file, "cert", cert)?);
+                let pin = pin_file
+                    .as_deref()
+                    .map(|p| read_secret(file, "key_password_file", p))
+                    .transpose()?;
+                let key = super::ffi::pkcs11_private_key(uri, module.as_deref(), pin.as_deref())
+                    .map_err(|e| {
+                        ConfigError::new(
+                            file,
+                            "key",
+                            format!(
+                                "cannot load the key {} from its PKCS#11 token: {e}; check that the token is present, the URI's token/object names and the PIN in key_password_file",
+                                redact_uri(uri)
+                            ),
+                        )
+                    })?;
+                Ok(Credentials { leaf, chain, key })
+            }
+        }
+    }
+}
+
+fn split_chain(mut certs: Vec<X509>) -> (X509, Vec<X509>) {
+    // read_certs never returns an empty list.
+    let leaf = certs.remove(0);
+    (leaf, certs)
+}
+
+/// A password file's content without its final line break.
+fn read_secret(file: &Path, key: &str, p: &Path) -> Result<Vec<u8>, ConfigError> {
+    let mut s = std::fs::read(p)
+        .map_err(|e| ConfigError::new(file, key, format!("cannot read {}: {e}", p.display())))?;
+    while s.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+        s.pop();
+    }
+    Ok(s)
+}
+
+fn load_pem_key(
+    file: &Path,
+    key: &Path,
+    password_file: Option<&Path>,
+) -> Result<PKey<Private>, ConfigError> {
+    let pem = std::fs::read(key).map_err(|e| {
+        ConfigError::new(file, "key", format!("cannot read {}: {e}", key.display()))
+    })?;
+    match password_file {
+        None => PKey::private_key_from_pem(&pem).map_err(|e| {
+            ConfigError::new(
+                file,
+                "key",
+                format!(
+                    "{} is not a readable unencrypted PEM private key: {e}; if it is encrypted, set key_password_file",
+                    key.display()
+                ),
+            )
+        }),
+        Some(pf) => {
+            let pass = read_secret(file, "key_password_file", pf)?;
+            PKey::private_key_from_pem_passphrase(&pem, &pass).map_err(|_| {
+                ConfigError::new(
+                    file,
+                    "key_password_file",
+                    format!(
+                        "{} does not decrypt the PEM key {} (wrong password, or not a PEM private key); fix the password file",
+                        pf.display(),
+                        key.display()
+                    ),
+                )
+            })
+        }
+    }
+}
+
+fn load_pkcs12(
+    file: &Path,
+    keystore: &Path,
+    password_file: Option<&Path>,
+) -> Result<Credentials, ConfigError> {
+    let der = std::fs::read(keystore).map_err(|e| {
+        ConfigError::new(
+            file,
+            "keystore",
+            format!("cannot read {}: {e}", keystore.display()),
+        )
+    })?;
+    let p12 = openssl::pkcs12::Pkcs12::from_der(&der).map_err(|e| {
+        ConfigError::new(
+            file,
+            "keystore",
+            format!("{} is not a PKCS#12 (DER) bundle: {e}", keystore.display()),
+        )
+    })?;
+    let pass = match password_file {
+        Some(pf) => read_secret(file, "keystore_password_file", pf)?,
+        None => Vec::new(),
+    };
+    let pass = String::from_utf8(pass).map_err(|_| {
+        ConfigError::new(
+            file,
+            "keystore_password_file",
+            "the password is not UTF-8 text",
+        )
+    })?;
+    let parsed = p12.parse2(&pass).map_err(|_| {
+        let key = if password_file.is_some() {
+            "keystore_password_file"
+        } else {
+            "keystore"
+        };
+        ConfigError::new(
+            file,
+            key,
+            format!(
+                "cannot open {}: wrong password (or a cipher this OpenSSL does not support); {}",
+                keystore.display(),
+                if password_file.is_some() {
+                    "fix the password file"
+                } else {
+                    "set keystore_password_file"
+                }
+            ),
+        )
+    })?;
+    let missing = |what: &str| {
+        ConfigError::new(
+            file,
+            "keystore",
+            format!(
+                "{} holds no {what}; export it with the certificate and its private key",
+                keystore.display()
+            ),
+        )
+    };
+    let leaf = parsed.cert.ok_or_else(|| missing("certificate"))?;
+    let key = parsed.pkey.ok_or_else(|| missing("private key"))?;
+    let chain = parsed
+        .ca
+        .map(|s| s.into_iter().collect())
+        .unwrap_or_default();
+    Ok(Credentials { leaf, chain, key })
+}
+
+/// Puts certificate, chain and key into a context, and checks that they match.
+pub fn install(
+    b: &mut SslContextBuilder,
+    file: &Path,
+    src: &KeySource,
+    creds: &Credentials,
+) -> Result<(), ConfigError> {
+    let tls_err =
+        |e: openssl::error::ErrorStack| ConfigError::new(file, "cert", format!("OpenSSL: {e}"));
+    b.set_certificate(&creds.leaf).map_err(tls_err)?;
+    for c in &creds.chain {
+        b.add_extra_chain_cert(c.clone()).map_err(tls_err)?;
+    }
+    let (key, what) = match src {
+        KeySource::Pem { key, cert, .. } => (
+            "key",
+            format!(
+                "{} does not match the certificate in {}",
+                key.display(),
+                cert.display()
+            ),
+        ),
+        KeySource::Pkcs12 { keystore, .. } => (
+            "keystore",
+            format!(
+                "the key in {} does not match its certificate",
+                keystore.display()
+            ),
+        ),
+        KeySource::Pkcs11 { uri, cert, .. } => (
+            "key",
+            format!(
+                "{} does not match the certificate in {}",
+                redact_uri(uri),
+                cert.display()
+            ),
+        ),
+    };
+    b.set_private_key(&creds.key)
+        .and_then(|()| b.check_private_key())
+        .map_err(|_| ConfigError::new(file, key, what))
+}
+
+#[cfg(test)]
+mod tests;
