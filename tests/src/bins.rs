@@ -53,6 +53,10 @@ fn build() -> PathBuf {
     if profile != "debug" {
         cmd.args(["--profile", &profile]);
     }
+    // The vendored-OpenSSL stage (scripts/test-vendored) tests binaries of that build.
+    if cfg!(feature = "vendored-openssl") {
+        cmd.args(["--features", "tunnel-core/vendored-openssl"]);
+    }
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the binaries: {e}"));

@@ -1,0 +1,194 @@
+//! TLS policy knobs (`[tls]`) on both agents: groups and cipher suites are applied (the
+//! gateway's audit event names the negotiated group), disjoint policies refuse the handshake,
+//! `session_resumption = false` makes every handshake full, and `check` names unsupported values.
+
+use std::net::TcpStream;
+use tunnel_tests::backend::round_trip;
+use tunnel_tests::process::{boolean, field};
+use tunnel_tests::*;
+
+fn echo_through(agent: &Agent) -> std::net::SocketAddr {
+    let mut s = TcpStream::connect(agent.addr()).expect("connect to agent");
+    let (got, err) = round_trip(&mut s, b"policy bytes");
+    assert_eq!(got, b"policy bytes", "echo through the tunnel ({err:?})");
+    s.local_addr().expect("local addr")
+}
+
+fn agent_with(pki: &Pki, gw: &Gateway, creds: &Creds, extra: &str) -> Agent {
+    Agent::start_spec(
+        pki,
+        &AgentSpec {
+            server: gw.addr.to_string(),
+            server_name: pki::SERVER_NAME,
+            creds,
+            ca: &pki.ca_crt,
+            backends: &["echo"],
+            extra,
+        },
+    )
+}
+
+#[test]
+fn group_and_suite_apply_and_disjoint_groups_refuse() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let alice = pki.client("alice");
+    let gw = Gateway::start(
+        &pki,
+        &format!(
+            "[tls]\ngroups = [\"P-384\", \"P-256\"]\ntls13_ciphersuites = [\"TLS_CHACHA20_POLY1305_SHA256\"]\nsignature_algorithms = [\"ecdsa_secp256r1_sha256\"]\n{}",
+            backend_toml("echo", backend.addr, "\"cn=alice\"")
+        ),
+    );
+    // Refusal first: the agent offers only X25519, the gateway only NIST curves.
+    let x25519 = agent_with(&pki, &gw, &alice, "[tls]\ngroups = [\"X25519\"]\n");
+    let mut s = TcpStream::connect(x25519.addr()).expect("connect");
+    let (got, _) = round_trip(&mut s, b"must not pass");
+    assert!(got.is_empty(), "no common group, yet bytes came back");
+    let ev = gw.proc.wait_for_audit(PROMPT, |_| true);
+    assert_eq!(field(&ev, "result"), "handshake_failed", "{ev}");
+    assert_eq!(backend.accepted(), 0);
+    drop(x25519);
+
+    // Positive control: P-384 is common and preferred.
+    let agent = agent_with(
+        &pki,
+        &gw,
+        &alice,
+        "[tls]\ngroups = [\"X25519\", \"P-384\"]\ntls13_ciphersuites = [\"TLS_CHACHA20_POLY1305_SHA256\", \"TLS_AES_128_GCM_SHA256\"]\n",
+    );
+    let _ = echo_through(&agent);
+    let ev = gw
+        .proc
+        .wait_for_audit(PROMPT, |e| field(e, "result") == "ok");
+    assert_eq!(field(&ev, "group"), "secp384r1", "{ev}");
+}
+
+#[test]
+fn default_group_is_x25519_and_named_in_the_audit_event() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let gw = Gateway::start(&pki, &backend_toml("echo", backend.addr, "\"any\""));
+    let agent = Agent::start(&pki, gw.addr, &pki.client("bob"), &["echo"]);
+    let _ = echo_through(&agent);
+    let ev = gw
+        .proc
+        .wait_for_audit(PROMPT, |e| field(e, "result") == "ok");
+    assert_eq!(field(&ev, "group"), "x25519", "{ev}");
+}
+
+/// Three connections in a row; returns how many the gateway saw resumed.
+fn resumed_count(pki: &Pki, gw_tls: &str, agent_tls: &str) -> usize {
+    let backend = Backend::echo();
+    let gw = Gateway::start(
+        pki,
+        &format!("{gw_tls}{}", backend_toml("echo", backend.addr, "\"any\"")),
+    );
+    let agent = agent_with(pki, &gw, &pki.client("carol"), agent_tls);
+    for _ in 0..3 {
+        let _ = echo_through(&agent);
+    }
+    let evs = gw.proc.wait_until("3 audit events", PROMPT, |evs| {
+        let a: Vec<_> = evs
+            .iter()
+            .filter(|e| process::is_audit(e))
+            .cloned()
+            .collect();
+        (a.len() >= 3).then_some(a)
+    });
+    evs.iter().filter(|e| boolean(e, "resumed")).count()
+}
+
+#[test]
+fn session_resumption_false_on_either_agent_makes_every_handshake_full() {
+    let pki = Pki::new();
+    assert_eq!(
+        resumed_count(&pki, "[tls]\nsession_resumption = false\n", ""),
+        0
+    );
+    assert_eq!(
+        resumed_count(&pki, "", "[tls]\nsession_resumption = false\n"),
+        0
+    );
+    // Positive control: by default the later connections resume.
+    assert!(resumed_count(&pki, "", "") >= 1);
+}
+
+fn check_output(pki: &Pki, tls: &str) -> (i32, String) {
+    let cfg = pki.write(
+        "check",
+        "toml",
+        &format!(
+            "{}{tls}{}",
+            Gateway::header(),
+            backend_toml("echo", "127.0.0.1:9", "\"any\"")
+        ),
+    );
+    let out = run_server(&["check", "--config", cfg.to_str().expect("utf-8")], READY);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[test]
+fn check_names_values_the_linked_openssl_does_not_support() {
+    let pki = Pki::new();
+    let cases = [
+        (
+            "groups = [\"X25519\", \"P-999\"]",
+            "tls.groups",
+            "\"P-999\"",
+        ),
+        (
+            "tls13_ciphersuites = [\"TLS_AES_512_GCM\"]",
+            "tls.tls13_ciphersuites",
+            "\"TLS_AES_512_GCM\"",
+        ),
+        (
+            "tls12_ciphers = [\"NOT-A-CIPHER\"]",
+            "tls.tls12_ciphers",
+            "\"NOT-A-CIPHER\"",
+        ),
+        (
+            "signature_algorithms = [\"rsa_pkcs1_md5\"]",
+            "tls.signature_algorithms",
+            "\"rsa_pkcs1_md5\"",
+        ),
+        ("grups = [\"X25519\"]", "tls", "grups"),
+    ];
+    for (line, key, name) in cases {
+        let (code, text) = check_output(&pki, &format!("[tls]\n{line}\n"));
+        assert_eq!(code, 64, "{line}: {text}");
+        assert!(text.contains(key) && text.contains(name), "{line}: {text}");
+    }
+    let (code, text) = check_output(
+        &pki,
+        "[tls]\ngroups = [\"X25519\", \"P-256\"]\ntls12_ciphers = [\"ECDHE-ECDSA-AES128-GCM-SHA256\"]\n",
+    );
+    assert_eq!(code, 0, "positive control: {text}");
+}
+
+#[test]
+fn client_agent_refuses_unsupported_values_at_start() {
+    let pki = Pki::new();
+    let creds = pki.client("dave");
+    let spec = AgentSpec {
+        server: "127.0.0.1:9".into(),
+        server_name: pki::SERVER_NAME,
+        creds: &creds,
+        ca: &pki.ca_crt,
+        backends: &["echo"],
+        extra: "[tls]\nsignature_algorithms = [\"ed25519\", \"dsa_sha999\"]\n",
+    };
+    let cfg = pki.write("client", "toml", &client_toml(&spec));
+    let mut cmd = command(&bins::client());
+    cmd.arg("--config").arg(&cfg);
+    let out = process::run_to_end(cmd, READY);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("tls.signature_algorithms") && err.contains("\"dsa_sha999\""),
+        "{err}"
+    );
+}
