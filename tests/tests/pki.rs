@@ -183,7 +183,7 @@ fn init_issue_verify_and_eku() {
 
     // A second init refuses to replace the CA.
     let before = std::fs::read(dir.join("ca.key")).unwrap();
-    let o = pki(&dir, &["init"], 1);
+    let o = pki(&dir, &["init"], 74);
     assert!(stderr(&o).contains("ca.crt"), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("refusing to overwrite"),
@@ -292,19 +292,19 @@ fn usage_errors_exit_64_and_runtime_errors_exit_1() {
     pki(&dir, &["revoke"], 64);
     pki(&dir, &["revoke", "--serial", "01", "--cert", "x.crt"], 64);
     // Runtime failures name the file and say what to do.
-    let o = pki(&dir, &["issue", "--client", "alice"], 1);
+    let o = pki(&dir, &["issue", "--client", "alice"], 74);
     assert!(
         stderr(&o).contains("alice.crt: already exists"),
         "{}",
         stderr(&o)
     );
-    let o = pki(&dir, &["revoke", "--serial", "0123"], 1);
+    let o = pki(&dir, &["revoke", "--serial", "0123"], 74);
     assert!(stderr(&o).contains("index.json"), "{}", stderr(&o));
     assert!(stderr(&o).contains("pki list"), "{}", stderr(&o));
     let o = pki(
         &dir,
         &["revoke", "--cert", s(&tmp.path().join("none.crt"))],
-        1,
+        74,
     );
     assert!(stderr(&o).contains("none.crt"), "{}", stderr(&o));
     let empty = tmp.path().join("empty");
@@ -314,7 +314,7 @@ fn usage_errors_exit_64_and_runtime_errors_exit_1() {
         &["crl"],
         &["list"],
     ] {
-        let o = pki(&empty, args, 1);
+        let o = pki(&empty, args, 74);
         assert!(stderr(&o).contains("pki init"), "{args:?}: {}", stderr(&o));
     }
 }

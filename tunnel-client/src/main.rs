@@ -5,76 +5,26 @@
 mod catalog;
 mod login;
 
-use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use clap::Parser;
 use std::process::ExitCode;
 use std::sync::Arc;
+use tunnel_client::cli::{Cli, Command};
 use tunnel_core::client::{self, ClientAgent};
 use tunnel_core::config::{ClientConfig, ClientFlags};
 use tunnel_core::metrics::Metrics;
-use tunnel_core::{logging, privileges, reload, systemd, EXIT_CONFIG, EXIT_RUNTIME};
-
-#[derive(Parser)]
-#[command(
-    name = "tunnel-client",
-    version,
-    about = "mTLS client agent: wraps local TCP ports (or stdin/stdout) in mutual TLS to a tunnel gateway"
-)]
-struct Cli {
-    /// Configuration file (TOML). Environment variables TUNNEL_CLIENT_<KEY> override keys.
-    #[arg(long, short, global = true)]
-    config: Option<PathBuf>,
-    #[command(flatten)]
-    flags: FlagArgs,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Args, Default)]
-struct FlagArgs {
-    /// Gateway host:port (one-off tunnel without a config file).
-    #[arg(long, global = true)]
-    server: Option<String>,
-    /// Name to verify in the gateway's certificate (default: host of --server).
-    #[arg(long, global = true)]
-    server_name: Option<String>,
-    /// Client certificate (PEM).
-    #[arg(long, global = true)]
-    cert: Option<String>,
-    /// Client private key (PEM).
-    #[arg(long, global = true)]
-    key: Option<String>,
-    /// CA bundle that issued the gateway's certificate (PEM).
-    #[arg(long, global = true)]
-    ca: Option<String>,
-    /// Local address to listen on (one-off tunnel).
-    #[arg(long)]
-    listen: Option<String>,
-    /// Backend name to reach (sent as SNI).
-    #[arg(long, global = true)]
-    backend: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Use stdin/stdout as the local side of one tunnel (for ssh -o ProxyCommand=...).
-    Stdio,
-    /// Sign in with the identity provider and get a short-lived certificate from the signer.
-    Login(login::LoginArgs),
-    /// List the backends this identity may reach (asks the gateway's catalog).
-    Ls,
-    /// Open a tunnel to one backend of the catalog on a local port, and print the port.
-    Open {
-        /// Backend name (as `tunnel-client ls` shows it).
-        name: String,
-        /// Local address to listen on.
-        #[arg(long = "listen", id = "open_listen", default_value = "127.0.0.1:0")]
-        listen: String,
-    },
-}
+use tunnel_core::{
+    logging, privileges, reload, systemd, EXIT_CONFIG, EXIT_RUNTIME, EXIT_UNAVAILABLE,
+};
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Bad usage exits 64 like a bad configuration, not clap's 2; --help/--version exit 0.
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_CONFIG as u8 } else { 0 });
+        }
+    };
     let opened = match cli.command.take() {
         Some(Command::Login(args)) => return login::run(args, cli.config.as_deref(), cli.flags.ca),
         Some(Command::Ls) => return catalog::ls(cli.config.as_deref()),
@@ -197,7 +147,7 @@ async fn run(
     if activated.listeners.is_empty() {
         let listeners = match client::bind_all(&cfg).await {
             Ok(l) => l,
-            Err(e) => return fail(EXIT_RUNTIME, format!("{}: {e}", cfg.file.display())),
+            Err(e) => return fail(EXIT_UNAVAILABLE, format!("{}: {e}", cfg.file.display())),
         };
         for (l, t) in listeners.into_iter().zip(&cfg.tunnels) {
             agent.add_listener(l, &t.backend);
@@ -233,7 +183,7 @@ async fn run(
             Ok(l) => Some(l),
             Err(e) => {
                 return fail(
-                    EXIT_RUNTIME,
+                    EXIT_UNAVAILABLE,
                     format!("{}: metrics: {e}", cfg.file.display()),
                 )
             }

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod check;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crl;
@@ -37,5 +38,12 @@ pub mod tls;
 
 /// Exit code for bad usage or configuration (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
-/// Exit code for a runtime failure such as a port already in use.
+/// Exit code for a runtime failure that no other code describes.
 pub const EXIT_RUNTIME: i32 = 1;
+/// Exit code when a needed service is unavailable: an address cannot be listened on
+/// (BSD `EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: i32 = 69;
+/// Exit code for an I/O error on a file the command works on (BSD `EX_IOERR`).
+pub const EXIT_IOERR: i32 = 74;
+
+pub use cli::{help_epilogue, version_line, EXIT_CODES};

@@ -4,49 +4,17 @@
 
 mod pki;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tunnel_core::config::{LogFormat, ServerConfig};
 use tunnel_core::metrics::Metrics;
 use tunnel_core::server::{self, Gateway};
-use tunnel_core::{logging, privileges, reload, signals, systemd, EXIT_CONFIG, EXIT_RUNTIME};
-
-#[derive(Parser)]
-#[command(
-    name = "tunnel-server",
-    version,
-    about = "mTLS gateway: verifies client certificates and forwards each client to the backends its identity may reach"
-)]
-struct Cli {
-    /// Configuration file (TOML). Environment variables TUNNEL_SERVER_<KEY> override keys.
-    #[arg(long, short, global = true)]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Validate the configuration (exit 0 when it is usable) and print a summary.
-    Check {
-        /// Also list the backends this certificate (PEM) may reach and the rule for each.
-        #[arg(long, value_name = "CERT")]
-        explain: Option<PathBuf>,
-    },
-    /// Run a self-contained demo on loopback: CA, gateway, client agent, echo backend.
-    Demo {
-        /// Exit after the two demonstration connections (status 0 when both behaved).
-        #[arg(long)]
-        exit_after_checks: bool,
-    },
-    /// A small CA for bootstrapping: init, issue server/client certs, revoke, emit a CRL, list.
-    Pki(pki::PkiArgs),
-    /// Run the sign-in signer: issues short-lived client certificates for OpenID Connect
-    /// ID tokens (HTTPS API; see the README, "Sign-in with your identity provider").
-    Signer,
-}
+use tunnel_core::{
+    logging, privileges, reload, signals, systemd, EXIT_CONFIG, EXIT_RUNTIME, EXIT_UNAVAILABLE,
+};
+use tunnel_server::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -160,7 +128,9 @@ fn run(path: PathBuf) -> ExitCode {
         let listeners = if activated.listeners.is_empty() {
             match server::bind_all(&cfg).await {
                 Ok(l) => l,
-                Err(e) => return fail(EXIT_RUNTIME, format!("{}: listen: {e}", path.display())),
+                Err(e) => {
+                    return fail(EXIT_UNAVAILABLE, format!("{}: listen: {e}", path.display()))
+                }
             }
         } else {
             gateway.service().set_socket_activated();
@@ -179,7 +149,12 @@ fn run(path: PathBuf) -> ExitCode {
         let metrics_listener = match cfg.metrics {
             Some(a) => match tunnel_core::metrics::bind(a).await {
                 Ok(l) => Some(l),
-                Err(e) => return fail(EXIT_RUNTIME, format!("{}: metrics: {e}", path.display())),
+                Err(e) => {
+                    return fail(
+                        EXIT_UNAVAILABLE,
+                        format!("{}: metrics: {e}", path.display()),
+                    )
+                }
             },
             None => None,
         };

@@ -10,7 +10,7 @@ pub enum PkiError {
     /// or IP address, an out-of-range number of days). Exit code 64.
     #[error("{0}")]
     Usage(String),
-    /// A file of the CA directory cannot be read, written or used. Exit code 1.
+    /// A file of the CA directory cannot be read, written or used. Exit code 74.
     #[error("{}: {message}", path.display())]
     File {
         /// The file concerned.
@@ -29,11 +29,13 @@ pub enum PkiError {
 }
 
 impl PkiError {
-    /// The process exit code for this error: 64 for bad usage, 1 for runtime failures.
+    /// The process exit code for this error: 64 for bad usage, 74 for a file of the CA
+    /// directory, 1 for OpenSSL failures.
     pub fn exit_code(&self) -> i32 {
         match self {
             PkiError::Usage(_) => crate::EXIT_CONFIG,
-            PkiError::File { .. } | PkiError::Crypto { .. } => crate::EXIT_RUNTIME,
+            PkiError::File { .. } => crate::EXIT_IOERR,
+            PkiError::Crypto { .. } => crate::EXIT_RUNTIME,
         }
     }
 
