@@ -110,6 +110,7 @@ impl ClientAgent {
             tls,
         };
         metrics.set_expiries(snap.expiries());
+        metrics.set_max_connections(snap.cfg.max_connections);
         metrics.reload(true);
         snap.warn_expiry();
         let files = snap.files();
@@ -219,6 +220,9 @@ impl ClientAgent {
             }
         }
         self.limit.resize(snap.cfg.max_connections);
+        self.service
+            .metrics
+            .set_max_connections(snap.cfg.max_connections);
         self.service.metrics.set_expiries(snap.expiries());
         self.service.set_watched(snap.files());
         let tunnels = snap.cfg.tunnels.clone();

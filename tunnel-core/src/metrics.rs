@@ -6,7 +6,11 @@
 //! `handshake_duration_seconds` (histogram), `handshake_failures_total{reason}`,
 //! `reloads_total{result}`, `last_reload_success_timestamp_seconds`,
 //! `certificate_expiry_seconds{which}` (own certificate `cert`, `ca`, and on the gateway the
-//! earliest CRL nextUpdate `crl`).
+//! earliest CRL nextUpdate `crl`), `max_connections` (the configured limit).
+//!
+//! `/metrics` answers in OpenMetrics when the scraper asks for it (Prometheus does), else in
+//! the classic text format 0.0.4 (curl, `promtool check metrics`), whose counter families are
+//! named with their `_total` suffix.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -54,6 +58,7 @@ pub struct Metrics {
     reloads: Family<Labels, Counter>,
     last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
     expiry: Family<Labels, Gauge>,
+    max_connections: Gauge,
     /// Unix times of expiry, turned into "seconds from now" at each scrape.
     expiry_at: Mutex<Vec<(String, i64)>>,
     health: AtomicU8,
@@ -125,6 +130,12 @@ impl Metrics {
             "Seconds until expiry: own certificate (which=cert), CA (which=ca), CRL nextUpdate (which=crl)",
             expiry.clone(),
         );
+        let max_connections = Gauge::default();
+        r.register(
+            "max_connections",
+            "Configured max_connections: connections served at once, more are refused",
+            max_connections.clone(),
+        );
         Metrics {
             registry: Mutex::new(r),
             connections,
@@ -135,6 +146,7 @@ impl Metrics {
             reloads,
             last_reload,
             expiry,
+            max_connections,
             expiry_at: Mutex::new(Vec::new()),
             health: AtomicU8::new(Health::Starting as u8),
         }
@@ -202,6 +214,12 @@ impl Metrics {
         }
     }
 
+    /// Sets the configured connection limit (at start and on every reload).
+    pub fn set_max_connections(&self, n: usize) {
+        self.max_connections
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// Sets the health reported by `/healthz`.
     pub fn set_health(&self, h: Health) {
         self.health.store(h as u8, Ordering::Relaxed);
@@ -214,6 +232,11 @@ impl Metrics {
             2 => Health::Draining,
             _ => Health::Starting,
         }
+    }
+
+    /// Every metric in the classic Prometheus text format 0.0.4.
+    pub fn render_classic(&self) -> String {
+        to_classic(&self.render())
     }
 
     /// The OpenMetrics text of every metric.
@@ -232,6 +255,50 @@ impl Metrics {
         }
         out
     }
+}
+
+/// OpenMetrics text to the classic text format: counter families take their samples'
+/// `_total` name in `# HELP`/`# TYPE`, and `# UNIT`/`# EOF` lines go.
+fn to_classic(om: &str) -> String {
+    let counters: Vec<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 64);
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let tail = if tail == "unknown" { "untyped" } else { tail };
+                let suffix = if counters.contains(&name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Whether an HTTP request head asks for OpenMetrics (`Accept: application/openmetrics-text`).
+fn wants_openmetrics(head: &str) -> bool {
+    head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("accept") && v.contains("application/openmetrics-text")
+        })
+    })
 }
 
 /// Decrements the active-connections gauge when dropped.
@@ -330,10 +397,15 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             let path = path.split('?').next().unwrap_or("");
             let (status, ctype, body) = match (method, path) {
-                ("GET", "/metrics") => (
+                ("GET", "/metrics") if wants_openmetrics(&head) => (
                     "200 OK",
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     metrics.render(),
+                ),
+                ("GET", "/metrics") => (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.render_classic(),
                 ),
                 ("GET", "/healthz") => match metrics.health() {
                     Health::Serving => ("200 OK", "text/plain", "ok\n".to_string()),
@@ -408,5 +480,36 @@ mod tests {
             text.contains("tunnel_certificate_expiry_seconds{which=\"cert\"} 10"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn classic_format_names_counter_families_with_total() {
+        let m = Metrics::new();
+        m.connection("db", "ok");
+        m.set_max_connections(7);
+        let text = m.render_classic();
+        for want in [
+            "# HELP tunnel_connections_total Connections ended",
+            "# TYPE tunnel_connections_total counter\n",
+            "tunnel_connections_total{backend=\"db\",result=\"ok\"} 1\n",
+            "# TYPE tunnel_max_connections gauge\ntunnel_max_connections 7\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            !text.contains("# TYPE tunnel_connections counter"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn accept_header_picks_the_format() {
+        let om = "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n";
+        assert!(wants_openmetrics(om));
+        assert!(!wants_openmetrics(
+            "GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n"
+        ));
+        assert!(!wants_openmetrics("GET /metrics HTTP/1.1\r\n\r\n"));
     }
 }

@@ -268,6 +268,7 @@ impl Gateway {
         let staple = Arc::new(Staple::default());
         let snap = Snapshot::new(cfg, staple.clone())?;
         metrics.set_expiries(snap.expiries());
+        metrics.set_max_connections(max);
         metrics.reload(true);
         snap.warn_expiry();
         let files = snap.files();
@@ -379,6 +380,9 @@ impl Gateway {
             }
         }
         self.limit.resize(snap.cfg.max_connections);
+        self.service
+            .metrics
+            .set_max_connections(snap.cfg.max_connections);
         self.service.metrics.set_expiries(snap.expiries());
         self.service.set_watched(snap.files());
         let wanted = snap.cfg.listen.clone();
