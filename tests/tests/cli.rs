@@ -104,6 +104,38 @@ fn an_address_in_use_exits_69_unavailable() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
+#[test]
+fn a_client_listen_address_in_use_exits_69_unavailable() {
+    let pki = Pki::new();
+    let alice = pki.client("alice");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let args = [
+        "--server",
+        "127.0.0.1:9",
+        "--server-name",
+        "localhost",
+        "--cert",
+        alice.cert.to_str().unwrap(),
+        "--key",
+        alice.key.to_str().unwrap(),
+        "--ca",
+        pki.ca_crt.to_str().unwrap(),
+        "--backend",
+        "db",
+        "--listen",
+    ];
+    let mut busy = args.to_vec();
+    busy.push(&listen);
+    let out = run(&bins::client(), &busy);
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    // Control: a missing key file is a configuration error, 64.
+    let mut broken = busy.clone();
+    broken[7] = "/nonexistent/alice.key";
+    let out = run(&bins::client(), &broken);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+}
+
 /// Runs `tunnel-server --config CFG` under a pseudo-terminal (util-linux `script`), with or
 /// without NO_COLOR; returns (exit status, what the terminal showed).
 fn on_a_terminal(cfg: &std::path::Path, no_color: bool) -> (Option<i32>, String) {
