@@ -244,7 +244,12 @@ fn client_agent_serves_a_socket_passed_by_systemd() {
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("metrics endpoint");
     s.set_read_timeout(Some(PROMPT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    // Ask for OpenMetrics as Prometheus does (without it /metrics answers in the classic format).
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nAccept: application/openmetrics-text; version=1.0.0\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let code = text
