@@ -61,6 +61,7 @@ struct RawServer {
     connect_timeout: Option<String>,
     idle_timeout: Option<String>,
     shutdown_timeout: Option<String>,
+    drain_delay: Option<String>,
     reload_interval: Option<String>,
     user: Option<String>,
     group: Option<String>,
@@ -199,6 +200,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Grace period for open connections at shutdown.
     pub shutdown_timeout: Duration,
+    /// At shutdown, how long `/healthz` answers 503 while new connections are still
+    /// accepted, so a load balancer takes the gateway out of rotation first (zero: none).
+    pub drain_delay: Duration,
     /// How often files are checked for changes (besides notifications).
     pub reload_interval: Duration,
     /// User to switch to after binding.
@@ -414,6 +418,10 @@ impl ServerConfig {
             raw.shutdown_timeout,
             DEFAULT_SHUTDOWN_TIMEOUT,
         )?;
+        let drain_delay = match raw.drain_delay.as_deref().map(str::trim) {
+            None | Some("0") | Some("0s") => Duration::ZERO,
+            Some(s) => parse_duration(file, "drain_delay", s)?,
+        };
         let reload_interval = dur(
             "reload_interval",
             raw.reload_interval,
@@ -543,6 +551,7 @@ impl ServerConfig {
             connect_timeout,
             idle_timeout,
             shutdown_timeout,
+            drain_delay,
             reload_interval,
             user: raw.user,
             group: raw.group,

@@ -452,6 +452,7 @@ impl Gateway {
     }
 
     async fn drain(&self) {
+        crate::fleet::drain_delay(&self.service.metrics, self.snapshot().cfg.drain_delay).await;
         let stops = self
             .listeners
             .lock()
