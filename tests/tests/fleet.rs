@@ -42,14 +42,20 @@ fn healthz_fails_at_sigterm_while_new_connections_are_still_served_for_drain_del
     assert_eq!(http::get(maddr, "/healthz").1, "draining\n");
     // Out of rotation, but still serving: a new connection made during drain_delay works.
     let mut late = client.connect(gw.addr, Some("data")).expect("handshake");
-    assert!(sent.elapsed() < Duration::from_secs(3), "too slow to prove anything");
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "too slow to prove anything"
+    );
     assert_eq!(exchange(&mut late, b"late").0, b"late");
     // After drain_delay the listener closes; the open tunnel keeps flowing.
     gw.wait_for_message("draining open connections", PROMPT);
     assert!(sent.elapsed() >= Duration::from_secs(3));
     let closing = Instant::now();
     while std::net::TcpStream::connect(gw.addr).is_ok() {
-        assert!(closing.elapsed() < PROMPT, "still accepting after drain_delay");
+        assert!(
+            closing.elapsed() < PROMPT,
+            "still accepting after drain_delay"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(exchange(&mut open, b"bye").0, b"bye");
@@ -94,4 +100,137 @@ fn a_gateway_that_cannot_load_its_certificate_never_answers_healthz() {
     let out = run_server(&["--config", cfg.to_str().unwrap()], PROMPT);
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     assert_eq!(http::get(maddr, "/healthz").0, 0, "health answered");
+}
+
+/// A session ticket key file with `keys` (hex lines, newest first), mode 0600.
+fn ticket_key_file(pki: &Pki, keys: &[&str]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = pki.write("tickets", "keys", &(keys.join("\n") + "\n"));
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+/// A fresh ticket key: 80 random bytes in hex, as `openssl rand -hex 80` writes it.
+fn new_ticket_key() -> String {
+    let mut b = [0u8; 80];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const OPEN_BANNER: &[u8] = b"open\n";
+
+/// A gateway with backends "open" (cn=alice, cn=carol) and "closed" (cn=root) using `keys`.
+fn ticket_gateway(pki: &Pki, keys: &std::path::Path, open: &Backend, closed: &Backend) -> Gateway {
+    Gateway::start(
+        pki,
+        &format!(
+            "session_ticket_keys = {}\n{}{}",
+            pki::toml_str(keys),
+            backend_toml("open", open.addr, "\"cn=alice\", \"cn=carol\""),
+            backend_toml("closed", closed.addr, "\"cn=root\"")
+        ),
+    )
+}
+
+/// A full handshake to "open" on `gw`; returns the session once its ticket has arrived.
+fn first_session(client: &TlsClient, gw: &Gateway) -> openssl::ssl::SslSession {
+    let mut s = client.connect(gw.addr, Some("open")).expect("handshake");
+    let mut banner = vec![0u8; OPEN_BANNER.len()];
+    std::io::Read::read_exact(&mut s, &mut banner).expect("banner");
+    assert!(!s.ssl().session_reused());
+    let sess = s.ssl().session().expect("session").to_owned();
+    let _ = exchange(&mut s, b"bye");
+    sess
+}
+
+/// Offers `sess` to `gw` for `sni`: (whether it resumed, bytes received, audit result).
+fn offer(
+    client: &TlsClient,
+    sess: &openssl::ssl::SslSession,
+    gw: &Gateway,
+    sni: &str,
+) -> (bool, Vec<u8>, String) {
+    let mut ssl = client.ssl(Some(sni));
+    // SAFETY: `sess` comes from a connection made with `client`'s own SslContext.
+    unsafe { ssl.set_session(sess).expect("set_session") };
+    let mut s = tls::connect_ssl(ssl, gw.addr).expect("handshake");
+    let reused = s.ssl().session_reused();
+    let peer = tls::local_addr(&s);
+    let got = exchange(&mut s, b"ping").0;
+    let ev = gw.audit_for(peer);
+    assert_eq!(process::boolean(&ev, "resumed"), reused, "{ev}");
+    (reused, got, field(&ev, "result").to_string())
+}
+
+#[test]
+fn a_session_resumes_on_another_gateway_with_the_same_ticket_keys_and_is_still_authorized() {
+    let pki = Pki::new();
+    let (open, closed) = (Backend::banner(OPEN_BANNER), Backend::banner(b"closed\n"));
+    let key = new_ticket_key();
+    let keys = ticket_key_file(&pki, &[&key]);
+    let a = ticket_gateway(&pki, &keys, &open, &closed);
+    let b = ticket_gateway(&pki, &keys, &open, &closed);
+    let alice = TlsClient::new(&pki.client("alice"), &pki.ca_crt);
+    let sess = first_session(&alice, &a);
+    let want = [OPEN_BANNER, b"ping"].concat();
+    assert_eq!(
+        offer(&alice, &sess, &b, "open"),
+        (true, want.clone(), "ok".into())
+    );
+    // Resumed on B under another name: authorized again, and refused.
+    let (reused, got, result) = offer(&alice, &sess, &b, "closed");
+    assert!(reused, "not resumed: the test proves nothing");
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(result, "denied");
+    assert_eq!(closed.accepted(), 0);
+    // A client of an intermediate CA (chain sent in the full handshake) resumes too.
+    let (_, carol) = pki.via_intermediate("carol");
+    let carol = TlsClient::new(&carol, &pki.ca_crt);
+    let sess = first_session(&carol, &b);
+    assert_eq!(offer(&carol, &sess, &a, "open"), (true, want, "ok".into()));
+}
+
+#[test]
+fn ticket_keys_differ_or_rotate_a_session_falls_back_or_resumes() {
+    let pki = Pki::new();
+    let (open, closed) = (Backend::banner(OPEN_BANNER), Backend::banner(b"closed\n"));
+    let (old, new) = (new_ticket_key(), new_ticket_key());
+    let a = ticket_gateway(&pki, &ticket_key_file(&pki, &[&old]), &open, &closed);
+    let other = ticket_gateway(&pki, &ticket_key_file(&pki, &[&new]), &open, &closed);
+    let rotated = ticket_gateway(&pki, &ticket_key_file(&pki, &[&new, &old]), &open, &closed);
+    let alice = TlsClient::new(&pki.client("alice"), &pki.ca_crt);
+    let sess = first_session(&alice, &a);
+    let want = [OPEN_BANNER, b"ping"].concat();
+    // Unknown key: a full handshake, still served.
+    assert_eq!(
+        offer(&alice, &sess, &other, "open"),
+        (false, want.clone(), "ok".into())
+    );
+    // The old key is still listed (second): the ticket opens.
+    assert_eq!(
+        offer(&alice, &sess, &rotated, "open"),
+        (true, want, "ok".into())
+    );
+}
+
+#[test]
+fn a_ticket_key_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let keys = ticket_key_file(&pki, &[&new_ticket_key()]);
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let cfg = pki.write(
+        "server",
+        "toml",
+        &(Gateway::header()
+            + &format!("session_ticket_keys = {}\n", pki::toml_str(&keys))
+            + &backend_toml("open", "127.0.0.1:1", "\"cn=alice\"")),
+    );
+    let out = run_server(&["--config", cfg.to_str().unwrap()], PROMPT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("session_ticket_keys") && err.contains("chmod 600"),
+        "{err}"
+    );
 }

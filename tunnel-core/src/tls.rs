@@ -19,7 +19,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 mod sessions;
+mod ticket_chain;
+mod ticket_keys;
 pub use sessions::MAX_CHAIN_AGE;
+pub use ticket_chain::resumed_intermediates;
+pub use ticket_keys::TicketKeys;
 
 /// Why the gateway refused a client during the handshake, recorded by the callbacks so the
 /// audit event can say more than "handshake failed".
@@ -275,8 +279,20 @@ impl ServerTls {
         // once) rather than sealed into stateless tickets: resuming a stateless ticket
         // decodes the whole session, client certificate included, which OpenSSL 3.0 makes
         // costlier than the rest of the resumed handshake. A reload starts a new cache.
-        b.set_options(SslOptions::NO_TICKET);
-        b.set_session_cache_size(SESSION_CACHE_SIZE);
+        match &cfg.session_ticket_keys {
+            None => {
+                b.set_options(SslOptions::NO_TICKET);
+                b.set_session_cache_size(SESSION_CACHE_SIZE);
+            }
+            // Shared keys: stateless tickets any gateway of the fleet can open.
+            Some(p) => {
+                b.set_session_cache_mode(SslSessionCacheMode::OFF);
+                TicketKeys::load(file, "session_ticket_keys", p)?
+                    .install(&mut b)
+                    .map_err(tls_err)?;
+                ticket_chain::install(&mut b).map_err(tls_err)?;
+            }
+        }
         if cfg.tls_min_version == TlsVersion::Tls12 {
             // In TLS 1.2 the SNI belongs to the session (RFC 6066): on resumption OpenSSL
             // reports the first handshake's name, not the one the client sends now, so a

@@ -52,6 +52,7 @@ struct RawServer {
     ocsp_timeout: Option<String>,
     ocsp_staple: Option<String>,
     revoke_established: Option<bool>,
+    session_ticket_keys: Option<String>,
     expiry_warning: Option<String>,
     default_backend: Option<String>,
     metrics: Option<String>,
@@ -182,6 +183,8 @@ pub struct ServerConfig {
     pub ocsp_timeout: Duration,
     /// Where the gateway's own OCSP staple comes from.
     pub ocsp_staple: Option<StapleSource>,
+    /// Shared session ticket keys: stateless tickets instead of the per-process cache.
+    pub session_ticket_keys: Option<PathBuf>,
     /// Close open connections of a certificate that a reloaded CRL revokes.
     pub revoke_established: bool,
     /// Warn this long before the own certificate, a CA or a CRL expires.
@@ -285,6 +288,14 @@ impl ServerConfig {
             crl.push(p);
         }
 
+        let session_ticket_keys = match raw.session_ticket_keys {
+            None => None,
+            Some(p) => {
+                let p = resolve_path(file, &p);
+                check_readable(file, "session_ticket_keys", &p)?;
+                Some(p)
+            }
+        };
         let crl_expired = match raw.crl_expired.as_deref() {
             None | Some("deny") => CrlExpired::Deny,
             Some("warn") => CrlExpired::Warn,
@@ -542,6 +553,7 @@ impl ServerConfig {
             ocsp_responder_allow,
             ocsp_timeout,
             ocsp_staple,
+            session_ticket_keys,
             revoke_established: raw.revoke_established.unwrap_or(false),
             expiry_warning,
             metrics,

@@ -300,10 +300,12 @@ fn verified_chain(
             return Ok(c.iter().map(|x| x.to_owned()).collect());
         }
     }
-    let sent: Vec<X509> = ssl
+    let mut sent: Vec<X509> = ssl
         .peer_cert_chain()
         .map(|c| c.iter().map(|x| x.to_owned()).collect())
         .unwrap_or_default();
+    // A ticket sealed by another gateway of the fleet brings the intermediates along.
+    sent.extend(crate::tls::resumed_intermediates(ssl));
     current
         .tls
         .reverify(cert, &sent, current.cfg.crl_expired)
@@ -356,6 +358,7 @@ fn client_chain(ssl: &openssl::ssl::SslRef, leaf: X509) -> Vec<X509> {
     if let Some(sent) = ssl.peer_cert_chain() {
         chain.extend(sent.iter().map(|x| x.to_owned()));
     }
+    chain.extend(crate::tls::resumed_intermediates(ssl));
     chain
 }
 

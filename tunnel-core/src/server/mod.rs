@@ -73,6 +73,7 @@ impl Snapshot {
             c.client_ca.clone(),
         ];
         v.extend(c.crl.iter().cloned());
+        v.extend(c.session_ticket_keys.iter().cloned());
         if let Some(StapleSource::File(p)) = &c.ocsp_staple {
             v.push(p.clone());
         }
