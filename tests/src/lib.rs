@@ -12,6 +12,7 @@ pub mod backend;
 pub mod bins;
 pub mod browser;
 pub mod data;
+pub mod haproxy;
 pub mod http;
 pub mod ocsp;
 pub mod oidc;

@@ -28,6 +28,7 @@ pub mod pki;
 pub mod policy;
 pub mod privileges;
 pub mod proxy;
+pub mod proxy_protocol_in;
 pub mod reload;
 pub mod server;
 pub mod service;

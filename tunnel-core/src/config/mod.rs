@@ -7,11 +7,13 @@
 //! Relative paths inside a file are resolved against the file's own directory.
 
 mod client;
+mod listener;
 mod server;
 
 pub(crate) use server::parse_log_format as server_log_format;
 
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};
+pub use listener::ProxyListener;
 pub use server::{
     valid_backend_name_bytes, BackendConfig, CrlCoverage, CrlExpired, LogFormat, ServerConfig,
     StapleSource, SERVER_ENV_PREFIX,

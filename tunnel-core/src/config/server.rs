@@ -74,6 +74,8 @@ struct RawServer {
     groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     backend: Vec<RawBackend>,
+    #[serde(default)]
+    listener: Vec<super::listener::RawListener>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +163,8 @@ pub struct ServerConfig {
     pub file: PathBuf,
     /// Addresses to listen on.
     pub listen: Vec<SocketAddr>,
+    /// Listeners that expect a PROXY protocol header, and from whom.
+    pub proxy_listeners: Vec<super::listener::ProxyListener>,
     /// PEM certificate chain of the gateway.
     pub cert: PathBuf,
     /// PEM private key of the gateway.
@@ -246,11 +250,18 @@ impl ServerConfig {
 
     fn validate(file: &Path, raw: RawServer) -> Result<Self, ConfigError> {
         let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
-        let listen_raw = raw
-            .listen
-            .ok_or_else(|| err("listen", "missing; e.g. listen = \"0.0.0.0:8443\"".into()))?
-            .into_vec();
-        if listen_raw.is_empty() {
+        let (listen_extra, proxy_listeners) = super::listener::validate(file, raw.listener)?;
+        let listen_raw = match raw.listen {
+            Some(l) => l.into_vec(),
+            None if !listen_extra.is_empty() => Vec::new(),
+            None => {
+                return Err(err(
+                    "listen",
+                    "missing; e.g. listen = \"0.0.0.0:8443\"".into(),
+                ))
+            }
+        };
+        if listen_raw.is_empty() && listen_extra.is_empty() {
             return Err(err("listen", "needs at least one address".into()));
         }
         let mut listen = Vec::new();
@@ -267,6 +278,15 @@ impl ServerConfig {
                 return Err(err(
                     &format!("listen[{i}]"),
                     format!("{addr} is listed twice"),
+                ));
+            }
+            listen.push(addr);
+        }
+        for (i, addr) in listen_extra.into_iter().enumerate() {
+            if listen.contains(&addr) && addr.port() != 0 {
+                return Err(err(
+                    &format!("listener[{i}].address"),
+                    format!("{addr} is also in listen; list it once"),
                 ));
             }
             listen.push(addr);
@@ -542,6 +562,7 @@ impl ServerConfig {
         Ok(ServerConfig {
             file: file.to_path_buf(),
             listen,
+            proxy_listeners,
             cert,
             key,
             client_ca,

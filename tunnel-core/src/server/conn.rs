@@ -21,11 +21,15 @@ use tracing::{debug, warn};
 
 /// One connection, from TCP accept to the audit event.
 pub(super) async fn handle(
-    sock: TcpStream,
+    mut sock: TcpStream,
     peer: SocketAddr,
+    listener: SocketAddr,
     snap: Arc<Snapshot>,
     gw: Arc<Gateway>,
 ) {
+    let Some(peer) = super::proxied::real_peer(&mut sock, peer, listener, &snap, &gw).await else {
+        return;
+    };
     let mut rec = AuditRecord::new(peer);
     let outcome = tunnel(sock, &snap, &mut rec, &gw).await;
     gw.service

@@ -7,6 +7,7 @@
 //! dialled is always the one that was authorized.
 
 mod conn;
+mod proxied;
 
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::{ConfigError, ServerConfig, StapleSource};
@@ -324,7 +325,7 @@ impl Gateway {
                             match gw2.limit.acquire_within(Duration::from_secs(1)).await {
                                 Some(permit) => {
                                     let snap = gw2.snapshot();
-                                    conn::handle(sock, peer, snap, gw2.clone()).await;
+                                    conn::handle(sock, peer, addr, snap, gw2.clone()).await;
                                     drop(permit);
                                 }
                                 None => gw2.refuse_overloaded(peer),
@@ -337,7 +338,7 @@ impl Gateway {
                 let snap = gw.snapshot();
                 gw.service.tracker.spawn(
                     async move {
-                        conn::handle(sock, peer, snap, gw2).await;
+                        conn::handle(sock, peer, addr, snap, gw2).await;
                         drop(permit);
                     }
                     .instrument(span),
