@@ -488,9 +488,15 @@ impl Agent {
 /// The client config file for `spec`: JSON logs, one `[[tunnel]]` per backend on an
 /// ephemeral port.
 pub fn client_toml(spec: &AgentSpec) -> String {
+    // A list (`["a:1", "b:2"]`) goes in as TOML; one address as a string.
+    let server = if spec.server.starts_with('[') {
+        spec.server.clone()
+    } else {
+        format!("\"{}\"", spec.server)
+    };
     let mut toml = format!(
-        "server = \"{}\"\nserver_name = \"{}\"\ncert = {}\nkey = {}\nca = {}\nlog_format = \"json\"\n{}\n",
-        spec.server,
+        "server = {}\nserver_name = \"{}\"\ncert = {}\nkey = {}\nca = {}\nlog_format = \"json\"\n{}\n",
+        server,
         spec.server_name,
         toml_str(&spec.creds.cert),
         toml_str(&spec.creds.key),

@@ -234,3 +234,81 @@ fn a_ticket_key_file_others_can_read_is_refused() {
         "{err}"
     );
 }
+
+/// An agent for "echo" with `server = [gateways...]`.
+fn failover_agent(pki: &Pki, alice: &pki::Creds, gateways: &[String]) -> Agent {
+    let list = gateways
+        .iter()
+        .map(|g| format!("\"{g}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Agent::start_spec(
+        pki,
+        &AgentSpec {
+            server: format!("[{list}]"),
+            server_name: pki::SERVER_NAME,
+            creds: alice,
+            ca: &pki.ca_crt,
+            backends: &["echo"],
+            extra: "connect_timeout = \"2s\"\nfailover_timeout = \"20s\"",
+        },
+    )
+}
+
+/// One hash-checked round trip through the agent; panics when it fails.
+fn through(agent: &Agent, seed: u64) {
+    let msg = data::pattern_bytes(seed, 50_000);
+    let (got, err) = backend::round_trip(&mut backend::connect(agent.addr()), &msg);
+    assert_eq!(
+        sha256_hex(&got),
+        sha256_hex(&msg),
+        "round trip {seed}: {err:?}"
+    );
+}
+
+#[test]
+fn the_agent_fails_over_to_the_next_gateway_and_recovers_promptly_when_one_dies() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let alice = pki.client("alice");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let a = Gateway::start(&pki, &backend_toml("echo", echo.addr, "\"cn=alice\""));
+    let b = Gateway::start(&pki, &backend_toml("echo", echo.addr, "\"cn=alice\""));
+    // The first gateway listed is down: the second is used.
+    let agent = failover_agent(
+        &pki,
+        &alice,
+        &[dead, a.addr.to_string(), b.addr.to_string()],
+    );
+    through(&agent, 1);
+    a.wait_for_audit(PROMPT, |e| field(e, "result") == "ok");
+    agent.wait_for_message("connected after failing over", PROMPT);
+    // Gateway A dies (SIGKILL, no drain): the next connection goes to B.
+    let mut a = a;
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    a.wait_exit(PROMPT);
+    let killed = Instant::now();
+    through(&agent, 2);
+    let recovered = killed.elapsed();
+    b.wait_for_audit(PROMPT, |e| field(e, "result") == "ok");
+    eprintln!("failover: first connection after the gateway died took {recovered:?}");
+    assert!(recovered < Duration::from_secs(5), "{recovered:?}");
+    // The dead addresses are backing off: the next connections go straight to B.
+    let failed_before = agent
+        .events()
+        .iter()
+        .filter(|e| field(e, "message") == "gateway failed; trying the next")
+        .count();
+    for seed in 3..6 {
+        through(&agent, seed);
+    }
+    let failed_after = agent
+        .events()
+        .iter()
+        .filter(|e| field(e, "message") == "gateway failed; trying the next")
+        .count();
+    assert_eq!(
+        failed_before, failed_after,
+        "dead gateways tried during their backoff"
+    );
+}

@@ -71,6 +71,7 @@ pub struct ClientAgent {
     service: Service,
     /// Listening address, its stop token, and the backend it tunnels to (changeable by reload).
     listeners: Mutex<Vec<(SocketAddr, CancellationToken, BackendSlot)>>,
+    failover: crate::failover::Failover,
 }
 
 /// Why a connection to the gateway could not be made.
@@ -90,6 +91,9 @@ pub enum DialError {
     /// Connect plus handshake took longer than `connect_timeout`.
     #[error("gateway {0} did not complete the TLS handshake within connect_timeout")]
     Timeout(String),
+    /// Every gateway failed within `failover_timeout`.
+    #[error("{0}")]
+    Exhausted(crate::failover::Failed),
     /// The TLS handshake failed (gateway certificate not trusted, alert from the gateway...).
     #[error("TLS handshake with gateway {addr} failed: {reason}")]
     Handshake {
@@ -118,6 +122,7 @@ impl ClientAgent {
             limit,
             service: Service::new(metrics, files),
             listeners: Mutex::new(Vec::new()),
+            failover: Default::default(),
         }))
     }
 
@@ -296,7 +301,8 @@ impl ClientAgent {
         self.service.drain(stops, grace, "client agent").await;
     }
 
-    /// Opens a verified mTLS connection to the gateway for `backend`.
+    /// Opens a verified mTLS connection for `backend` to the first gateway that works (see
+    /// [`crate::failover`]).
     pub async fn dial(&self, backend: &str) -> Result<GatewayStream, DialError> {
         let snap = self.snapshot();
         if let Some(end) = crate::tls::unix_time(snap.tls.cert.not_after())
@@ -306,7 +312,26 @@ impl ClientAgent {
                 crate::pki::store::format_time(end),
             ));
         }
-        let addr = snap.cfg.server.clone();
+        let cfg = &snap.cfg;
+        if cfg.servers.len() == 1 && cfg.servers[0].parse::<SocketAddr>().is_ok() {
+            // One fixed address: nothing to fail over to.
+            return self.dial_addr(&snap, cfg.servers[0].clone(), backend).await;
+        }
+        self.failover
+            .connect(&cfg.servers, cfg.failover_timeout, |a| {
+                self.dial_addr(&snap, a.to_string(), backend)
+            })
+            .await
+            .map_err(DialError::Exhausted)
+    }
+
+    /// Opens a verified mTLS connection for `backend` to the gateway at `addr`.
+    async fn dial_addr(
+        &self,
+        snap: &ClientSnapshot,
+        addr: String,
+        backend: &str,
+    ) -> Result<GatewayStream, DialError> {
         let fut = async {
             let tcp = TcpStream::connect(&addr)
                 .await

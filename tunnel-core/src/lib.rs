@@ -16,6 +16,7 @@ pub mod crl;
 pub mod demo;
 mod der;
 pub mod http;
+pub mod failover;
 pub mod fleet;
 pub mod identity;
 pub mod listeners;

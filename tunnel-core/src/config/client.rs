@@ -1,6 +1,6 @@
 //! The client agent's configuration file (`tunnel-client --config client.toml`).
 
-use super::server::{parse_log_format, valid_host_port};
+use super::server::parse_log_format;
 use super::{
     check_readable, load_raw, load_raw_str, parse_duration, parse_tls_version, resolve_path,
     ConfigError, LogFormat, TlsVersion,
@@ -26,7 +26,8 @@ pub const DEFAULT_CLIENT_MAX_CONNECTIONS: usize = 10_000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawClient {
-    server: Option<String>,
+    server: Option<super::OneOrMany>,
+    failover_timeout: Option<String>,
     server_name: Option<String>,
     cert: Option<String>,
     key: Option<String>,
@@ -67,8 +68,12 @@ pub struct TunnelConfig {
 pub struct ClientConfig {
     /// The file it was read from (or `<command line>`).
     pub file: PathBuf,
-    /// Gateway `host:port`.
+    /// The first gateway `host:port` (as named in logs).
     pub server: String,
+    /// Every gateway `host:port`, tried in order (see [`crate::failover`]).
+    pub servers: Vec<String>,
+    /// Bound on the time one connection spends trying gateways.
+    pub failover_timeout: Duration,
     /// Name verified in the gateway's certificate.
     pub server_name: String,
     /// Client certificate chain (PEM).
@@ -157,7 +162,8 @@ impl ClientConfig {
             });
         }
         let raw = RawClient {
-            server: flags.server,
+            server: flags.server.map(super::OneOrMany::One),
+            failover_timeout: None,
             server_name: flags.server_name,
             cert: flags.cert,
             key: flags.key,
@@ -180,19 +186,17 @@ impl ClientConfig {
 
     fn validate(file: &Path, raw: RawClient, stdio: bool) -> Result<Self, ConfigError> {
         let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
-        let server = raw
-            .server
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                err(
-                    "server",
-                    "missing; the gateway's host:port, e.g. \"gateway.example.com:8443\"".into(),
-                )
-            })?;
-        if !valid_host_port(&server) {
-            return Err(err("server", format!("{server:?} is not host:port")));
-        }
+        let servers = crate::failover::validate_servers(
+            file,
+            raw.server
+                .map(super::OneOrMany::into_vec)
+                .unwrap_or_default(),
+        )?;
+        let server = servers[0].clone();
+        let failover_timeout = match raw.failover_timeout {
+            None => crate::failover::DEFAULT_FAILOVER_TIMEOUT,
+            Some(t) => parse_duration(file, "failover_timeout", &t)?,
+        };
         let server_name = match raw.server_name {
             Some(n) if !n.trim().is_empty() => n.trim().to_string(),
             Some(_) => return Err(err("server_name", "is empty".into())),
@@ -310,6 +314,8 @@ impl ClientConfig {
         Ok(ClientConfig {
             file: file.to_path_buf(),
             server,
+            servers,
+            failover_timeout,
             server_name,
             cert,
             key,

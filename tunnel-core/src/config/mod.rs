@@ -14,6 +14,7 @@ pub(crate) use server::parse_log_format as server_log_format;
 
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};
 pub use listener::ProxyListener;
+pub(crate) use server::valid_host_port;
 pub use server::{
     valid_backend_name_bytes, BackendConfig, CrlCoverage, CrlExpired, LogFormat, ServerConfig,
     StapleSource, SERVER_ENV_PREFIX,
@@ -101,6 +102,7 @@ pub(crate) fn load_raw_str<T: DeserializeOwned>(
         .with_list_parse_key("listen")
         .with_list_parse_key("crl")
         .with_list_parse_key("ocsp_responder_allow")
+        .with_list_parse_key("server")
         .source(env);
     let built = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
