@@ -1,8 +1,10 @@
 //! `tunnel-bench`: measures our client agent + gateway and an stunnel client + server side by
 //! side on loopback, in front of the same backends, and prints a table of ours/stunnel
 //! ratios. `bench/run` installs what it needs, builds, and runs `tunnel-bench run`.
-#![forbid(unsafe_code)]
+// fleet.rs offers TLS sessions to OpenSSL (SSL_set_session), which the crate marks unsafe.
+#![deny(unsafe_code)]
 
+mod fleet;
 mod load;
 mod pairs;
 mod procs;
@@ -54,6 +56,19 @@ enum Cmd {
         /// Seconds to hold them.
         #[arg(long, default_value_t = 10)]
         secs: u64,
+    },
+    /// Session resumption for a fleet: resumption rate and gateway CPU per connection, per
+    /// session mode, one gateway and two behind HAProxy (needs haproxy).
+    Fleet {
+        /// Directory holding tunnel-server.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Seconds per row.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Client threads.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
     },
     /// Echo server on 127.0.0.1:PORT (the benchmark's echo backend).
     Echo {
@@ -118,6 +133,17 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Fleet {
+            bin_dir,
+            secs,
+            parallel,
+        } => match fleet::run(&bin_dir, secs, parallel) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tunnel-bench fleet: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Echo { port } => {
             procs::raise_nofile();
             let rt = tokio::runtime::Builder::new_current_thread()
