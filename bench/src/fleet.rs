@@ -114,7 +114,7 @@ impl Setup<'_> {
             _ => String::new(),
         };
         let cfg = format!(
-            "{listen}cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nlog_level = \"warn\"\n{tickets}\
+            "cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nlog_level = \"warn\"\n{tickets}{listen}\
              [[backend]]\nname = \"echo\"\naddress = \"{}\"\nallow = [\"cn={CLIENT_CN}\"]\n",
             self.pki.server_crt.display(),
             self.pki.server_key.display(),

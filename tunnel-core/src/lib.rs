@@ -13,6 +13,7 @@ pub mod check;
 pub mod client;
 pub mod config;
 pub mod crl;
+pub mod crl_fetch;
 pub mod demo;
 mod der;
 pub mod http;

@@ -152,6 +152,10 @@ fn run(path: PathBuf) -> ExitCode {
     };
     rt.block_on(async move {
         let metrics = Arc::new(Metrics::new());
+        // CRLs given as URLs: fetched (or their last good copy kept) before they are loaded.
+        if let Err(e) = tunnel_core::crl_fetch::prime(&cfg).await {
+            return fail(EXIT_CONFIG, e);
+        }
         let gateway = match Gateway::new(cfg.clone(), metrics.clone()) {
             Ok(g) => g,
             Err(e) => return fail(EXIT_CONFIG, e),

@@ -44,6 +44,7 @@ struct RawServer {
     #[serde(default)]
     crl: OneOrMany,
     crl_expired: Option<String>,
+    state_dir: Option<String>,
     crl_check: Option<String>,
     ocsp: Option<String>,
     ocsp_responder: Option<String>,
@@ -173,6 +174,11 @@ pub struct ServerConfig {
     pub client_ca: PathBuf,
     /// PEM CRL files.
     pub crl: Vec<PathBuf>,
+    /// `crl` entries that are URLs, each with the file in `state_dir` holding its last good
+    /// copy (also listed in `crl`).
+    pub crl_urls: Vec<(String, PathBuf)>,
+    /// Where fetched CRLs are kept.
+    pub state_dir: Option<PathBuf>,
     /// What to do when a CRL is past its nextUpdate.
     pub crl_expired: CrlExpired,
     /// Which chain certificates need a CRL of their issuer.
@@ -302,7 +308,20 @@ impl ServerConfig {
         let key = required("key", raw.key)?;
         let client_ca = required("client_ca", raw.client_ca)?;
         let mut crl = Vec::new();
+        let state_dir = raw.state_dir.map(|d| resolve_path(file, d.trim()));
+        let mut crl_urls = Vec::new();
         for (i, c) in raw.crl.into_vec().into_iter().enumerate() {
+            if crate::crl_fetch::is_url(&c) {
+                let url = c.trim().to_string();
+                crate::crl_fetch::check_url(&url).map_err(|e| err(&format!("crl[{i}]"), e))?;
+                let dir = state_dir.as_ref().ok_or_else(|| {
+                    err(&format!("crl[{i}]"), "a URL needs state_dir, the directory where the last good copy is kept (e.g. state_dir = \"/var/lib/tunnel\")".into())
+                })?;
+                let copy = crate::crl_fetch::cache_path(dir, &url);
+                crl.push(copy.clone());
+                crl_urls.push((url, copy));
+                continue;
+            }
             let p = resolve_path(file, &c);
             check_readable(file, &format!("crl[{i}]"), &p)?;
             crl.push(p);
@@ -567,6 +586,8 @@ impl ServerConfig {
             key,
             client_ca,
             crl,
+            crl_urls,
+            state_dir,
             crl_expired,
             crl_check,
             ocsp,

@@ -365,6 +365,7 @@ impl Gateway {
 
     async fn try_reload(self: &Arc<Self>, file: &std::path::Path) -> Result<(), String> {
         let cfg = ServerConfig::load(file).map_err(|e| e.to_string())?;
+        crate::crl_fetch::prime(&cfg).await?;
         let snap = Snapshot::new(cfg, self.staple.clone()).map_err(|e| e.to_string())?;
         // Bind new addresses before committing, so a bind failure leaves everything as it was.
         let mut new_listeners = Vec::new();
@@ -426,6 +427,10 @@ impl Gateway {
     pub async fn run(self: Arc<Self>, control: mpsc::Receiver<Control>) {
         self.service.metrics.set_health(Health::Serving);
         tokio::spawn(refresh_staple(Arc::downgrade(&self)));
+        let weak = Arc::downgrade(&self);
+        tokio::spawn(crate::crl_fetch::keep_fresh(move || {
+            weak.upgrade().map(|g| g.snapshot().cfg.clone())
+        }));
         crate::reload::control_loop(
             control,
             || async {
