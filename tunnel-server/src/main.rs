@@ -178,7 +178,7 @@ fn run(path: PathBuf) -> ExitCode {
         };
         let metrics_listener = match cfg.metrics {
             Some(a) => match tunnel_core::metrics::bind(a).await {
-                Ok(l) => Some(l),
+                Ok(l) => Some(l.allow(cfg.metrics_allow.clone())),
                 Err(e) => return fail(EXIT_RUNTIME, format!("{}: metrics: {e}", path.display())),
             },
             None => None,
