@@ -1,6 +1,8 @@
 //! The audit trail: exactly one event per connection, emitted when it ends, on the tracing
 //! target `audit` (so operators can route or filter it, e.g. `RUST_LOG=audit=info`).
 
+pub mod flood;
+
 use crate::identity::{printable, Identity};
 use std::fmt;
 use std::net::SocketAddr;

@@ -31,7 +31,8 @@ pub(super) async fn handle(
     gw.service
         .metrics
         .connection(rec.backend.as_deref().unwrap_or(""), outcome.as_str());
-    rec.finish(outcome);
+    // Refusals before authentication are rate-limited per source; metrics count them all.
+    gw.refused_log.finish(rec, outcome);
 }
 
 async fn tunnel(sock: TcpStream, snap: &Snapshot, rec: &mut AuditRecord, gw: &Gateway) -> Outcome {

@@ -118,6 +118,8 @@ pub struct Gateway {
     live: LiveConns,
     pending: PendingHandshakes,
     staple: Arc<Staple>,
+    /// Budget of audit lines for connections refused before a client proved an identity.
+    refused_log: Arc<crate::audit::flood::FloodLimit>,
 }
 
 /// Handshakes in progress, oldest first, so that a flood of stalled handshakes cannot keep
@@ -280,6 +282,7 @@ impl Gateway {
             live: LiveConns::default(),
             pending: PendingHandshakes::default(),
             staple,
+            refused_log: Arc::default(),
         }))
     }
 
@@ -424,6 +427,7 @@ impl Gateway {
     pub async fn run(self: Arc<Self>, control: mpsc::Receiver<Control>) {
         self.service.metrics.set_health(Health::Serving);
         tokio::spawn(refresh_staple(Arc::downgrade(&self)));
+        tokio::spawn(crate::audit::flood::run(Arc::downgrade(&self.refused_log)));
         crate::reload::control_loop(
             control,
             || async {
