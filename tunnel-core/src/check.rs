@@ -77,6 +77,12 @@ pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError>
                 );
             }
         }
+        if let Some(why) = cfg.policy.identity_problem(&id) {
+            let _ = writeln!(
+                out,
+                "  WARNING: the gateway would refuse this certificate: {why}"
+            );
+        }
         let allowed = cfg.policy.explain(&id);
         if allowed.is_empty() {
             let _ = writeln!(out, "  may reach no backend");
@@ -118,6 +124,12 @@ pub fn crl_coverage_lines(snap: &Snapshot) -> Vec<String> {
 
 /// Settings that are valid but probably not what the operator meant.
 fn write_warnings(out: &mut String, cfg: &crate::config::ServerConfig) {
+    for (key, rule) in cfg.policy.broad_rules() {
+        let _ = writeln!(
+            out,
+            "  WARNING: {key}: {rule} matches every client that has the attribute; write \"any\" if that is meant, or a narrower pattern"
+        );
+    }
     if let Some(m) = cfg.metrics {
         if !m.ip().is_loopback() && cfg.metrics_allow.is_empty() {
             let _ = writeln!(

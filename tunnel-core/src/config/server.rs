@@ -57,6 +57,7 @@ struct RawServer {
     metrics: Option<String>,
     #[serde(default)]
     metrics_allow: OneOrMany,
+    allow_multiple_cn: Option<bool>,
     max_connections: Option<i64>,
     max_handshakes: Option<i64>,
     handshake_timeout: Option<String>,
@@ -531,7 +532,8 @@ impl ServerConfig {
             }
         };
         let policy = Policy::compile(&raw.groups, rules, default_backend)
-            .map_err(|(key, msg)| err(&key, msg))?;
+            .map_err(|(key, msg)| err(&key, msg))?
+            .allow_multiple_cn(raw.allow_multiple_cn.unwrap_or(false));
 
         Ok(ServerConfig {
             file: file.to_path_buf(),

@@ -135,6 +135,16 @@ fn handshake_outcome(
             rec.backend = Some(backend);
             Outcome::Denied
         }
+        Some(Refusal::Refused {
+            identity,
+            backend,
+            reason,
+        }) => {
+            rec.reason = reason;
+            rec.identity = Some(identity);
+            rec.backend = Some(backend);
+            Outcome::Denied
+        }
         None => {
             let v = tls.ssl().verify_result();
             rec.reason = if v.as_raw() != 0 {
@@ -202,6 +212,12 @@ async fn finish_tunnel(
         }
         Decision::Deny { backend } => {
             rec.reason = format!("no allow rule of backend {backend:?} matches");
+            rec.backend = Some(backend);
+            close_tls(&mut tls).await;
+            return Outcome::Denied;
+        }
+        Decision::Refused { backend, reason } => {
+            rec.reason = reason;
             rec.backend = Some(backend);
             close_tls(&mut tls).await;
             return Outcome::Denied;
