@@ -156,7 +156,7 @@ fn run(path: PathBuf) -> ExitCode {
             Ok(g) => g,
             Err(e) => return fail(EXIT_CONFIG, e),
         };
-        privileges::check_key_mode(&cfg.key);
+        privileges::check_key_mode_for(&cfg.key, cfg.user.as_deref(), cfg.group.as_deref());
         let listeners = if activated.listeners.is_empty() {
             match server::bind_all(&cfg).await {
                 Ok(l) => l,
