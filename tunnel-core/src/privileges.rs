@@ -161,7 +161,8 @@ pub fn check_key_mode_for(key: &Path, user: Option<&str>, group: Option<&str>) {
         warn!(
             key = %key.display(),
             mode = format!("{mode:o}"),
-            "private key {problem}; chmod 600 it, or chmod 640 with the group the service runs as (e.g. 0640 root:tunnel)"
+            problem = %problem,
+            "private key is more open than the service needs; chmod 600 it, or 640 with the group the service runs as (e.g. 0640 root:tunnel)"
         );
     }
 }
