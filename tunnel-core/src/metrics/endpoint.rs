@@ -105,7 +105,7 @@ fn warn_exposure(addr: SocketAddr, allow: &[Cidr]) {
     if allow.is_empty() {
         warn!(
             metrics = %addr,
-            "the metrics endpoint {addr} is not a loopback address: anyone who can reach it reads the metrics (backend names, traffic); bind 127.0.0.1 or set metrics_allow"
+            "the metrics endpoint {addr} is not a loopback address: anyone who can reach it reads the metrics (backend names, traffic); bind 127.0.0.1, or on the gateway set metrics_allow"
         );
     } else {
         let nets: Vec<String> = allow.iter().map(ToString::to_string).collect();
