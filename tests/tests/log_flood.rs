@@ -91,6 +91,10 @@ fn a_burst_of_failed_handshakes_from_one_address_is_rate_limited() {
         logged <= MAX_LOGGED,
         "{logged} of {N} failed handshakes were logged one by one"
     );
+    eprintln!(
+        "{N} failed handshakes: {logged} audit lines, {} report line(s)",
+        summaries.len()
+    );
     for r in &summaries {
         assert_eq!(field(r, "source"), "127.0.0.1", "{r}");
         assert!(field(r, "results").contains("handshake_failed="), "{r}");

@@ -47,6 +47,7 @@ fn idle_connections_do_not_starve_healthz() {
             (200, "ok\n"),
             "health check {i} with {IDLE} idle connections open"
         );
+        eprintln!("health check {i} with {IDLE} idle connections: {took:?}");
         // A load balancer's check times out after a few seconds; allow for a loaded machine.
         assert!(
             took < Duration::from_secs(3),
