@@ -5,7 +5,7 @@
 //! JSON logs read back from stderr ([`process`]) for readiness and for audit events. Backends
 //! ([`backend`]) and raw TLS clients ([`tls`]) run in the test process; [`data`] makes and
 //! hashes deterministic byte streams so every transfer is checked byte for byte; [`ocsp`] runs
-//! a real `openssl ocsp` responder.
+//! a real `openssl ocsp` responder; [`http`] reads the metrics endpoint.
 #![forbid(unsafe_code)]
 
 pub mod backend;

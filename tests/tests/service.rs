@@ -505,7 +505,7 @@ fn a_world_readable_key_is_warned_about() {
     std::fs::set_permissions(&pki.server.key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let gw = Gateway::start(&pki, &backend_toml("data", echo.addr, "\"any\""));
     let ev = gw.wait_for_message(
-        "private key is readable by group or others; run chmod 600 on it",
+        "private key is more open than the service needs; chmod 600 it, or 640 with the group the service runs as (e.g. 0640 root:tunnel)",
         PROMPT,
     );
     assert_eq!(field(&ev, "mode"), "644");

@@ -392,6 +392,8 @@ impl ClientAgent {
             Ok(r) => r,
             Err(e) => {
                 // The local connection is dropped (closed) right away.
+                // The reason may quote the gateway (alerts, names): escaped like any peer text.
+                let e = crate::identity::printable(&e.to_string());
                 warn!(error = %e, "gateway refused or unreachable; closing local connection");
                 self.service
                     .metrics

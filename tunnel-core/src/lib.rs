@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod check;
+pub mod cidr;
 pub mod client;
 pub mod config;
 pub mod crl;

@@ -1,5 +1,5 @@
-//! Prometheus metrics (OpenMetrics text via `prometheus-client`) and the small HTTP endpoint
-//! that serves `/metrics` and `/healthz`.
+//! Prometheus metrics (OpenMetrics text via `prometheus-client`); the `endpoint` submodule is the small
+//! HTTP endpoint that serves `/metrics` and `/healthz`.
 //!
 //! Metric names (prefix `tunnel_`): `connections_total{backend,result}`,
 //! `active_connections{backend}`, `bytes_total{backend,direction}`,
@@ -8,19 +8,20 @@
 //! `certificate_expiry_seconds{which}` (own certificate `cert`, `ca`, and on the gateway the
 //! earliest CRL nextUpdate `crl`).
 
+mod endpoint;
+
+pub use endpoint::{bind, serve, Endpoint, MAX_OPEN};
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::warn;
 
 type Labels = Vec<(String, String)>;
 
@@ -268,108 +269,6 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// Concurrent metrics requests served; more are closed at once.
-const MAX_SCRAPES: usize = 32;
-
-/// Binds the metrics endpoint.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on metrics address {addr}: {e}"),
-        )
-    })
-}
-
-/// Serves `/metrics` and `/healthz` on `listener` forever (run it in its own task).
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    // A scraper that never reads must not pile up tasks and descriptors.
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
-    loop {
-        let (mut sock, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "too many metrics requests at once; closing");
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while n < buf.len() {
-                    let m = sock.read(&mut buf[n..]).await?;
-                    if m == 0 {
-                        break;
-                    }
-                    n += m;
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
-                        || buf[..n].windows(2).any(|w| w == b"\n\n")
-                    {
-                        break;
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                debug!(%peer, "metrics request not read");
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let mut parts = head.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let path = path.split('?').next().unwrap_or("");
-            let (status, ctype, body) = match (method, path) {
-                ("GET", "/metrics") => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(),
-                ),
-                ("GET", "/healthz") => match metrics.health() {
-                    Health::Serving => ("200 OK", "text/plain", "ok\n".to_string()),
-                    Health::Starting => (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        "starting\n".to_string(),
-                    ),
-                    Health::Draining => (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        "draining\n".to_string(),
-                    ),
-                },
-                ("GET", _) => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /metrics or /healthz\n".to_string(),
-                ),
-                _ => (
-                    "405 Method Not Allowed",
-                    "text/plain",
-                    "GET only\n".to_string(),
-                ),
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            })
-            .await;
-        });
-    }
 }
 
 #[cfg(test)]

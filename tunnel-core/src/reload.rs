@@ -163,7 +163,7 @@ fn watch_dirs(
 /// endpoint (when `metrics_addr` is set; bound by the caller before dropping privileges),
 /// signal handling, the file watcher and the systemd watchdog. Returns the control channel.
 pub fn start_service(
-    metrics_listener: Option<tokio::net::TcpListener>,
+    metrics_listener: Option<crate::metrics::Endpoint>,
     metrics: Arc<crate::metrics::Metrics>,
     watch: WatchList,
     reload_interval: Duration,

@@ -49,6 +49,15 @@ pub enum Refusal {
         /// Which backend.
         backend: String,
     },
+    /// The identity is refused whatever the rules say ([`Decision::Refused`]).
+    Refused {
+        /// Who.
+        identity: Identity,
+        /// Which backend.
+        backend: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Per-connection state shared with the OpenSSL callbacks.
@@ -432,6 +441,17 @@ fn verify_client(
                     n.set(Refusal::Denied {
                         identity: id,
                         backend,
+                    });
+                }
+                ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+                return false;
+            }
+            Decision::Refused { backend, reason } => {
+                if let Some(n) = &notes {
+                    n.set(Refusal::Refused {
+                        identity: id,
+                        backend,
+                        reason,
                     });
                 }
                 ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);

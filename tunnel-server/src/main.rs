@@ -160,7 +160,7 @@ fn run(path: PathBuf) -> ExitCode {
             Ok(g) => g,
             Err(e) => return fail(EXIT_CONFIG, e),
         };
-        privileges::check_key_mode(&cfg.key);
+        privileges::check_key_mode_for(&cfg.key, cfg.user.as_deref(), cfg.group.as_deref());
         let listeners = if activated.listeners.is_empty() {
             match server::bind_all(&cfg).await {
                 Ok(l) => l,
@@ -182,7 +182,7 @@ fn run(path: PathBuf) -> ExitCode {
         };
         let metrics_listener = match cfg.metrics {
             Some(a) => match tunnel_core::metrics::bind(a).await {
-                Ok(l) => Some(l),
+                Ok(l) => Some(l.allow(cfg.metrics_allow.clone())),
                 Err(e) => return fail(EXIT_RUNTIME, format!("{}: metrics: {e}", path.display())),
             },
             None => None,

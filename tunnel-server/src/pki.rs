@@ -120,12 +120,30 @@ struct IssueArgs {
     key_type: KeyType,
 }
 
+impl PkiCommand {
+    fn dir(&self) -> &std::path::Path {
+        match self {
+            PkiCommand::Init { dir, .. }
+            | PkiCommand::Revoke { dir, .. }
+            | PkiCommand::Crl { dir, .. }
+            | PkiCommand::List { dir } => dir,
+            PkiCommand::Issue(a) => &a.dir,
+        }
+    }
+}
+
 fn key_type(s: &str) -> Result<KeyType, String> {
     s.parse()
 }
 
 /// Runs one `pki` command and returns the process exit code.
 pub fn run(args: PkiArgs) -> ExitCode {
+    // Report what is tightened; refusals come from the command itself.
+    if let Ok(notes) = Store::new(args.command.dir()).secure() {
+        for n in notes {
+            eprintln!("tunnel-server pki: {n}");
+        }
+    }
     let (name, result) = match args.command {
         PkiCommand::Init {
             dir,

@@ -103,6 +103,7 @@ pub(crate) fn load_raw_str<T: DeserializeOwned>(
         .with_list_parse_key("crl")
         .with_list_parse_key("ocsp_responder_allow")
         .with_list_parse_key("server")
+        .with_list_parse_key("metrics_allow")
         .source(env);
     let built = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))

@@ -57,6 +57,9 @@ struct RawServer {
     expiry_warning: Option<String>,
     default_backend: Option<String>,
     metrics: Option<String>,
+    #[serde(default)]
+    metrics_allow: OneOrMany,
+    allow_multiple_cn: Option<bool>,
     max_connections: Option<i64>,
     max_handshakes: Option<i64>,
     handshake_timeout: Option<String>,
@@ -201,6 +204,8 @@ pub struct ServerConfig {
     pub expiry_warning: Duration,
     /// Metrics listener address.
     pub metrics: Option<SocketAddr>,
+    /// Networks allowed to reach the metrics endpoint (empty: everyone who can connect).
+    pub metrics_allow: Vec<crate::cidr::Cidr>,
     /// Cap on concurrent connections.
     pub max_connections: usize,
     /// Pending handshakes beyond which the oldest stalled one is closed for a new one.
@@ -423,6 +428,15 @@ impl ServerConfig {
                 )
             })?),
         };
+        let metrics_allow =
+            crate::cidr::parse_list(file, "metrics_allow", &raw.metrics_allow.into_vec())?;
+        if !metrics_allow.is_empty() && metrics.is_none() {
+            return Err(err(
+                "metrics_allow",
+                "is set but metrics is not; set metrics = \"IP:port\" or remove metrics_allow"
+                    .into(),
+            ));
+        }
         let max_connections = match raw.max_connections {
             None => DEFAULT_MAX_CONNECTIONS,
             Some(n) if (1..=1_000_000).contains(&n) => n as usize,
@@ -576,7 +590,8 @@ impl ServerConfig {
             }
         };
         let policy = Policy::compile(&raw.groups, rules, default_backend)
-            .map_err(|(key, msg)| err(&key, msg))?;
+            .map_err(|(key, msg)| err(&key, msg))?
+            .allow_multiple_cn(raw.allow_multiple_cn.unwrap_or(false));
 
         Ok(ServerConfig {
             file: file.to_path_buf(),
@@ -599,6 +614,7 @@ impl ServerConfig {
             revoke_established: raw.revoke_established.unwrap_or(false),
             expiry_warning,
             metrics,
+            metrics_allow,
             max_connections,
             max_handshakes,
             handshake_timeout,

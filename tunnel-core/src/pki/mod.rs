@@ -8,6 +8,7 @@
 mod error;
 mod index;
 mod names;
+mod perms;
 mod report;
 mod request;
 pub mod store;

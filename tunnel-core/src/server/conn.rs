@@ -35,7 +35,8 @@ pub(super) async fn handle(
     gw.service
         .metrics
         .connection(rec.backend.as_deref().unwrap_or(""), outcome.as_str());
-    rec.finish(outcome);
+    // Refusals before authentication are rate-limited per source; metrics count them all.
+    gw.refused_log.finish(rec, outcome);
 }
 
 async fn tunnel(sock: TcpStream, snap: &Snapshot, rec: &mut AuditRecord, gw: &Gateway) -> Outcome {
@@ -138,6 +139,16 @@ fn handshake_outcome(
             rec.backend = Some(backend);
             Outcome::Denied
         }
+        Some(Refusal::Refused {
+            identity,
+            backend,
+            reason,
+        }) => {
+            rec.reason = reason;
+            rec.identity = Some(identity);
+            rec.backend = Some(backend);
+            Outcome::Denied
+        }
         None => {
             let v = tls.ssl().verify_result();
             rec.reason = if v.as_raw() != 0 {
@@ -205,6 +216,12 @@ async fn finish_tunnel(
         }
         Decision::Deny { backend } => {
             rec.reason = format!("no allow rule of backend {backend:?} matches");
+            rec.backend = Some(backend);
+            close_tls(&mut tls).await;
+            return Outcome::Denied;
+        }
+        Decision::Refused { backend, reason } => {
+            rec.reason = reason;
             rec.backend = Some(backend);
             close_tls(&mut tls).await;
             return Outcome::Denied;

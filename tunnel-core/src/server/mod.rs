@@ -120,6 +120,8 @@ pub struct Gateway {
     live: LiveConns,
     pending: PendingHandshakes,
     staple: Arc<Staple>,
+    /// Budget of audit lines for connections refused before a client proved an identity.
+    refused_log: Arc<crate::audit::flood::FloodLimit>,
 }
 
 /// Handshakes in progress, oldest first, so that a flood of stalled handshakes cannot keep
@@ -282,6 +284,7 @@ impl Gateway {
             live: LiveConns::default(),
             pending: PendingHandshakes::default(),
             staple,
+            refused_log: Arc::default(),
         }))
     }
 
@@ -431,6 +434,7 @@ impl Gateway {
         tokio::spawn(crate::crl_fetch::keep_fresh(move || {
             weak.upgrade().map(|g| g.snapshot().cfg.clone())
         }));
+        tokio::spawn(crate::audit::flood::run(Arc::downgrade(&self.refused_log)));
         crate::reload::control_loop(
             control,
             || async {
