@@ -43,14 +43,14 @@ impl ClientSnapshot {
 
     fn expiries(&self) -> Vec<(String, i64)> {
         let mut v = Vec::new();
-        if let Some(t) = crate::tls::unix_time(self.tls.cert.not_after()) {
+        if let Some(t) = crate::time::unix_time(self.tls.cert.not_after()) {
             v.push(("cert".to_string(), t));
         }
         if let Some(t) = self
             .tls
             .cas
             .iter()
-            .filter_map(|c| crate::tls::unix_time(c.not_after()))
+            .filter_map(|c| crate::time::unix_time(c.not_after()))
             .min()
         {
             v.push(("ca".to_string(), t));
@@ -60,7 +60,7 @@ impl ClientSnapshot {
 
     /// Logs a warning when the own certificate or the CA expires within `expiry_warning`.
     pub fn warn_expiry(&self) {
-        crate::metrics::warn_expiries(&self.expiries(), self.cfg.expiry_warning);
+        crate::time::warn_expiries(&self.expiries(), self.cfg.expiry_warning);
     }
 }
 

@@ -33,6 +33,7 @@ pub mod service;
 pub mod signals;
 pub mod signer;
 pub mod systemd;
+pub mod time;
 pub mod tls;
 
 /// Exit code for bad usage or configuration (BSD `EX_USAGE`).

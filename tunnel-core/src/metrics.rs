@@ -185,7 +185,7 @@ impl Metrics {
             .get_or_create(&labels(&[("result", result)]))
             .inc();
         if ok {
-            self.last_reload.set(unix_now() as f64);
+            self.last_reload.set(crate::time::unix_now() as f64);
         }
     }
 
@@ -218,7 +218,7 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn render(&self) -> String {
-        let now = unix_now();
+        let now = crate::time::unix_now();
         if let Ok(items) = self.expiry_at.lock() {
             for (which, at) in items.iter() {
                 self.expiry
@@ -245,30 +245,8 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// How often a running agent re-checks expiry dates for warnings.
-pub const EXPIRY_CHECK_PERIOD: Duration = Duration::from_secs(6 * 3600);
-
-/// Logs a warning for each (what, unix expiry) within `lead` of now, an error when past.
-pub fn warn_expiries(items: &[(String, i64)], lead: Duration) {
-    let now = unix_now();
-    let lead = lead.as_secs() as i64;
-    for (which, at) in items {
-        let left = at - now;
-        if left < 0 {
-            tracing::error!(which = %which, expired_seconds_ago = -left, "{which} has expired");
-        } else if left < lead {
-            warn!(which = %which, days_left = left / 86_400, "{which} expires soon (expiry_warning)");
-        }
-    }
-}
-
-/// Unix time now, in seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+#[doc(hidden)]
+pub use crate::time::unix_now;
 
 /// Concurrent metrics requests served; more are closed at once.
 const MAX_SCRAPES: usize = 32;
@@ -392,7 +370,7 @@ mod tests {
                 .contains("tunnel_active_connections{backend=\"db\"} 1"));
         }
         m.reload(true);
-        m.set_expiries(vec![("cert".into(), unix_now() + 100)]);
+        m.set_expiries(vec![("cert".into(), crate::time::unix_now() + 100)]);
         let text = m.render();
         for want in [
             "tunnel_connections_total{backend=\"db\",result=\"ok\"} 2",

@@ -127,7 +127,7 @@ impl OcspChecker {
             );
         };
         let key = [cert_fingerprint(cert), cert_fingerprint(issuer)].concat();
-        if let Some(v) = self.cached(&key, crate::metrics::unix_now()) {
+        if let Some(v) = self.cached(&key, crate::time::unix_now()) {
             return v;
         }
         let cell = match self.inflight.lock() {
@@ -155,7 +155,7 @@ impl OcspChecker {
         issuer: &X509,
         chain: &[X509],
     ) -> Verdict {
-        let now = crate::metrics::unix_now();
+        let now = crate::time::unix_now();
         if let Some(v) = self.cached(key, now) {
             return v;
         }

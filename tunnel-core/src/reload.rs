@@ -179,7 +179,7 @@ pub fn start_service(
 }
 
 /// The control loop of an agent: reloads on [`Control::Reload`], re-checks expiry dates
-/// every [`crate::metrics::EXPIRY_CHECK_PERIOD`], and returns on [`Control::Shutdown`] (or
+/// every [`crate::time::EXPIRY_CHECK_PERIOD`], and returns on [`Control::Shutdown`] (or
 /// when every sender is gone).
 pub async fn control_loop<F, Fut, W>(
     mut control: mpsc::Receiver<Control>,
@@ -190,7 +190,7 @@ pub async fn control_loop<F, Fut, W>(
     Fut: std::future::Future<Output = ()>,
     W: Fn(),
 {
-    let period = crate::metrics::EXPIRY_CHECK_PERIOD;
+    let period = crate::time::EXPIRY_CHECK_PERIOD;
     let mut expiry_check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {

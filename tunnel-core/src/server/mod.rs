@@ -82,21 +82,21 @@ impl Snapshot {
     /// Logs a warning for the own certificate, a CA or a CRL that expires within
     /// `expiry_warning` (an error when already expired), and for each CA without a CRL.
     pub fn warn_expiry(&self) {
-        crate::metrics::warn_expiries(&self.expiries(), self.cfg.expiry_warning);
+        crate::time::warn_expiries(&self.expiries(), self.cfg.expiry_warning);
         self.tls.crls.warn_missing(&self.tls.cas);
     }
 
     /// Expiry times for the metrics: own certificate, earliest CA, earliest CRL nextUpdate.
     pub fn expiries(&self) -> Vec<(String, i64)> {
         let mut v = Vec::new();
-        if let Some(t) = crate::tls::unix_time(self.tls.cert.not_after()) {
+        if let Some(t) = crate::time::unix_time(self.tls.cert.not_after()) {
             v.push(("cert".to_string(), t));
         }
         if let Some(t) = self
             .tls
             .cas
             .iter()
-            .filter_map(|c| crate::tls::unix_time(c.not_after()))
+            .filter_map(|c| crate::time::unix_time(c.not_after()))
             .min()
         {
             v.push(("ca".to_string(), t));
@@ -465,7 +465,7 @@ impl Gateway {
         self.service
             .metrics
             .connection("", Outcome::Overloaded.as_str());
-        let now = crate::metrics::unix_now() as u64;
+        let now = crate::time::unix_now() as u64;
         // One audit line per second at most: a flood must not flood the log.
         if self.last_overload_log.swap(now, Ordering::Relaxed) != now {
             let mut rec = AuditRecord::new(peer);
@@ -499,7 +499,7 @@ async fn refresh_staple(gw: std::sync::Weak<Gateway>) {
                     {
                         Ok((der, next)) => {
                             staple.set(fp, der);
-                            let now = crate::metrics::unix_now();
+                            let now = crate::time::unix_now();
                             let half = next.map(|n| (n - now) / 2).unwrap_or(3600).clamp(60, 3600);
                             info!(responder = %url, refresh_in_secs = half, "OCSP staple refreshed");
                             Duration::from_secs(half as u64)
