@@ -197,7 +197,7 @@ async fn run(
     if activated.listeners.is_empty() {
         let listeners = match client::bind_all(&cfg).await {
             Ok(l) => l,
-            Err(e) => return fail(EXIT_RUNTIME, format!("{}: {e}", cfg.file.display())),
+            Err(e) => return fail(EXIT_RUNTIME, e),
         };
         for (l, t) in listeners.into_iter().zip(&cfg.tunnels) {
             agent.add_listener(l, &t.backend);

@@ -32,6 +32,7 @@ pub mod server;
 pub mod service;
 pub mod signals;
 pub mod signer;
+pub mod sync;
 pub mod systemd;
 pub mod time;
 pub mod tls;

@@ -160,7 +160,7 @@ fn run(path: PathBuf) -> ExitCode {
         let listeners = if activated.listeners.is_empty() {
             match server::bind_all(&cfg).await {
                 Ok(l) => l,
-                Err(e) => return fail(EXIT_RUNTIME, format!("{}: listen: {e}", path.display())),
+                Err(e) => return fail(EXIT_RUNTIME, e),
             }
         } else {
             gateway.service().set_socket_activated();

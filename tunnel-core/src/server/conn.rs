@@ -28,14 +28,14 @@ pub(super) async fn handle(
 ) {
     let mut rec = AuditRecord::new(peer);
     let outcome = tunnel(sock, &snap, &mut rec, &gw).await;
-    gw.service
+    gw.service()
         .metrics
         .connection(rec.backend.as_deref().unwrap_or(""), outcome.as_str());
     rec.finish(outcome);
 }
 
 async fn tunnel(sock: TcpStream, snap: &Snapshot, rec: &mut AuditRecord, gw: &Gateway) -> Outcome {
-    let metrics = &gw.service.metrics;
+    let metrics = &gw.service().metrics;
     let cfg = &snap.cfg;
     let (ssl, notes) = match snap.tls.new_ssl() {
         Ok(x) => x,
@@ -154,7 +154,7 @@ async fn finish_tunnel(
     rec: &mut AuditRecord,
     gw: &Gateway,
 ) -> Outcome {
-    let metrics = &gw.service.metrics;
+    let metrics = &gw.service().metrics;
     let Some(cert) = tls.ssl().peer_certificate() else {
         rec.reason = "no client certificate".into();
         return Outcome::HandshakeFailed;
@@ -248,7 +248,7 @@ async fn finish_tunnel(
     let _active = metrics.active_guard(&backend_name);
     let meters = metrics.byte_counters(&backend_name);
     let revoked = live.token.clone();
-    let abort = gw.service.abort.clone();
+    let abort = gw.service().abort.clone();
     let stop = async move {
         tokio::select! {
             _ = abort.cancelled() => {}

@@ -10,21 +10,22 @@ mod conn;
 
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::{ConfigError, ServerConfig, StapleSource};
-use crate::listeners::{self, Limit};
-use crate::metrics::{Health, Metrics};
+use crate::metrics::Metrics;
 use crate::ocsp::{OcspChecker, OcspMode, Staple};
 use crate::reload::Control;
-use crate::service::{Current, Service};
+use crate::service::lifecycle::{self, Agent, BindError, Lifecycle, ReloadError, Settings};
+use crate::service::Service;
 use crate::tls::ServerTls;
 use openssl::x509::X509;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
@@ -64,7 +65,7 @@ impl Snapshot {
     }
 
     /// Every file this configuration reads (for change detection).
-    pub fn files(&self) -> Vec<std::path::PathBuf> {
+    pub fn files(&self) -> Vec<PathBuf> {
         let c = &self.cfg;
         let mut v = vec![
             c.file.clone(),
@@ -78,42 +79,68 @@ impl Snapshot {
         }
         v
     }
+}
 
-    /// Logs a warning for the own certificate, a CA or a CRL that expires within
-    /// `expiry_warning` (an error when already expired), and for each CA without a CRL.
-    pub fn warn_expiry(&self) {
-        crate::time::warn_expiries(&self.expiries(), self.cfg.expiry_warning);
-        self.tls.crls.warn_missing(&self.tls.cas);
+/// What a gateway listener serves: every backend, chosen by the client's SNI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BySni;
+
+impl std::fmt::Display for BySni {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("backend chosen by SNI")
+    }
+}
+
+impl Settings for Snapshot {
+    type Route = BySni;
+
+    fn file(&self) -> &Path {
+        &self.cfg.file
     }
 
-    /// Expiry times for the metrics: own certificate, earliest CA, earliest CRL nextUpdate.
-    pub fn expiries(&self) -> Vec<(String, i64)> {
-        let mut v = Vec::new();
-        if let Some(t) = crate::time::unix_time(self.tls.cert.not_after()) {
-            v.push(("cert".to_string(), t));
-        }
-        if let Some(t) = self
-            .tls
-            .cas
-            .iter()
-            .filter_map(|c| crate::time::unix_time(c.not_after()))
-            .min()
-        {
-            v.push(("ca".to_string(), t));
-        }
+    fn listeners(&self) -> Vec<(SocketAddr, BySni)> {
+        self.cfg.listen.iter().map(|a| (*a, BySni)).collect()
+    }
+
+    fn listen_key(&self, _addr: SocketAddr) -> String {
+        "listen".into()
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        Snapshot::files(self)
+    }
+
+    /// Own certificate, earliest CA, earliest CRL nextUpdate.
+    fn expiries(&self) -> Vec<(String, i64)> {
+        let mut v = crate::time::cert_expiries(&self.tls.cert, &self.tls.cas);
         if let Some(t) = self.tls.crls.earliest_next_update() {
             v.push(("crl".to_string(), t));
         }
         v
     }
+
+    fn expiry_warning(&self) -> Duration {
+        self.cfg.expiry_warning
+    }
+
+    fn max_connections(&self) -> usize {
+        self.cfg.max_connections
+    }
+
+    fn shutdown_timeout(&self) -> Duration {
+        self.cfg.shutdown_timeout
+    }
+
+    /// Also warns for each CA without a CRL.
+    fn warn_expiry(&self) {
+        crate::time::warn_expiries(&self.expiries(), self.cfg.expiry_warning);
+        self.tls.crls.warn_missing(&self.tls.cas);
+    }
 }
 
 /// A running gateway's shared state.
 pub struct Gateway {
-    current: Current<Snapshot>,
-    limit: Arc<Limit>,
-    service: Service,
-    listeners: Mutex<Vec<(SocketAddr, CancellationToken)>>,
+    lifecycle: Lifecycle<Snapshot>,
     last_overload_log: AtomicU64,
     live: LiveConns,
     pending: PendingHandshakes,
@@ -264,18 +291,10 @@ impl Drop for LiveEntry {
 impl Gateway {
     /// Builds a gateway for `cfg` (loads certificates, CA, CRLs).
     pub fn new(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Arc<Gateway>, ConfigError> {
-        let max = cfg.max_connections;
         let staple = Arc::new(Staple::default());
         let snap = Snapshot::new(cfg, staple.clone())?;
-        metrics.set_expiries(snap.expiries());
-        metrics.reload(true);
-        snap.warn_expiry();
-        let files = snap.files();
         Ok(Arc::new(Gateway {
-            current: Current::new(snap),
-            limit: Arc::new(Limit::new(max)),
-            service: Service::new(metrics, files),
-            listeners: Mutex::new(Vec::new()),
+            lifecycle: Lifecycle::new(snap, metrics),
             last_overload_log: AtomicU64::new(0),
             live: LiveConns::default(),
             pending: PendingHandshakes::default(),
@@ -285,154 +304,39 @@ impl Gateway {
 
     /// The configuration in force.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.get()
+        self.lifecycle.snapshot()
     }
 
     /// The service core: metrics, watched files, socket activation.
     pub fn service(&self) -> &Service {
-        &self.service
+        self.lifecycle.service()
     }
 
     /// Starts accepting on `listener`.
     pub fn add_listener(self: &Arc<Self>, listener: TcpListener) {
-        let Ok(addr) = listener.local_addr() else {
-            return;
-        };
-        let stop = CancellationToken::new();
-        if let Ok(mut l) = self.listeners.lock() {
-            l.push((addr, stop.clone()));
-        }
-        let gw = self.clone();
-        tokio::spawn(listeners::accept_loop(
-            listener,
-            self.limit.clone(),
-            stop,
-            move |sock, peer, permit| {
-                let gw2 = gw.clone();
-                let span = tracing::info_span!("conn", %peer, identity = tracing::field::Empty, backend = tracing::field::Empty);
-                let Some(permit) = permit else {
-                    // Full. If stalled handshakes hold slots, close the oldest and take its
-                    // slot once it is free; otherwise refuse at once.
-                    if !gw.pending.evict_stalled() {
-                        gw.refuse_overloaded(peer);
-                        drop(sock);
-                        return;
-                    }
-                    gw.service.tracker.spawn(
-                        async move {
-                            match gw2.limit.acquire_within(Duration::from_secs(1)).await {
-                                Some(permit) => {
-                                    let snap = gw2.snapshot();
-                                    conn::handle(sock, peer, snap, gw2.clone()).await;
-                                    drop(permit);
-                                }
-                                None => gw2.refuse_overloaded(peer),
-                            }
-                        }
-                        .instrument(span),
-                    );
-                    return;
-                };
-                let snap = gw.snapshot();
-                gw.service.tracker.spawn(
-                    async move {
-                        conn::handle(sock, peer, snap, gw2).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
-            },
-        ));
+        lifecycle::add_listener(self, listener, BySni);
     }
 
     /// Addresses currently accepted on.
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .lock()
-            .map(|l| l.iter().map(|(a, _)| *a).collect())
-            .unwrap_or_default()
+        self.lifecycle
+            .listeners()
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect()
     }
 
     /// Re-reads the configuration file and everything it points at. On success new
     /// connections use it (open ones keep theirs) and listeners follow `listen`; on failure
     /// the old configuration keeps serving and the error is returned.
-    pub async fn reload(self: &Arc<Self>) -> Result<(), String> {
-        let file = self.snapshot().cfg.file.clone();
-        self.service.reload(&file, self.try_reload(&file)).await
-    }
-
-    async fn try_reload(self: &Arc<Self>, file: &std::path::Path) -> Result<(), String> {
-        let cfg = ServerConfig::load(file).map_err(|e| e.to_string())?;
-        let snap = Snapshot::new(cfg, self.staple.clone()).map_err(|e| e.to_string())?;
-        // Bind new addresses before committing, so a bind failure leaves everything as it was.
-        let mut new_listeners = Vec::new();
-        let current = self.listen_addrs();
-        let activated = self.service.socket_activated();
-        if !activated {
-            for addr in &snap.cfg.listen {
-                if !current.contains(addr) && addr.port() != 0 {
-                    let l = TcpListener::bind(addr).await.map_err(|e| {
-                        format!("{}: listen: cannot listen on {addr}: {e}", file.display())
-                    })?;
-                    new_listeners.push(l);
-                }
-            }
-        }
-        self.limit.resize(snap.cfg.max_connections);
-        self.service.metrics.set_expiries(snap.expiries());
-        self.service.set_watched(snap.files());
-        let wanted = snap.cfg.listen.clone();
-        let revoke_established = snap.cfg.revoke_established;
-        let snap = Arc::new(snap);
-        snap.warn_expiry();
-        self.current.set(snap.clone());
-        // A new certificate or staple setting wants a new staple now.
-        self.staple.wake.notify_one();
-        if revoke_established {
-            let cut = self.live.cut_revoked(&snap.tls.crls);
-            if cut > 0 {
-                warn!(
-                    connections = cut,
-                    "closed open connections of certificates revoked by the new CRL"
-                );
-            }
-        }
-        for l in new_listeners {
-            if let Ok(a) = l.local_addr() {
-                info!(listen = %a, "listening on new address");
-            }
-            self.add_listener(l);
-        }
-        if !activated {
-            if let Ok(mut ls) = self.listeners.lock() {
-                ls.retain(|(addr, stop)| {
-                    let keep = wanted.contains(addr)
-                        || wanted.iter().any(|w| w.port() == 0 && w.ip() == addr.ip());
-                    if !keep {
-                        info!(listen = %addr, "no longer listening (removed from listen)");
-                        stop.cancel();
-                    }
-                    keep
-                });
-            }
-        }
-        Ok(())
+    pub async fn reload(self: &Arc<Self>) -> Result<(), ReloadError> {
+        lifecycle::reload(self).await
     }
 
     /// Runs until [`Control::Shutdown`]: reloads on [`Control::Reload`]; then stops accepting,
     /// lets open connections finish for up to `shutdown_timeout`, and closes the rest.
     pub async fn run(self: Arc<Self>, control: mpsc::Receiver<Control>) {
-        self.service.metrics.set_health(Health::Serving);
-        tokio::spawn(refresh_staple(Arc::downgrade(&self)));
-        crate::reload::control_loop(
-            control,
-            || async {
-                let _ = self.reload().await;
-            },
-            || self.snapshot().warn_expiry(),
-        )
-        .await;
-        self.drain().await;
+        lifecycle::run(self, control).await;
     }
 
     /// Serves `listeners` until `shutdown` completes, then drains (for embedding and tests).
@@ -440,29 +344,40 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        for l in listeners {
-            self.add_listener(l);
-        }
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = tx.send(Control::Shutdown).await;
-        });
-        self.run(rx).await;
+        let listeners = listeners.into_iter().map(|l| (l, BySni)).collect();
+        lifecycle::serve(self, listeners, shutdown).await;
     }
 
-    async fn drain(&self) {
-        let stops = self
-            .listeners
-            .lock()
-            .map(|l| l.iter().map(|(_, stop)| stop.clone()).collect())
-            .unwrap_or_default();
-        let grace = self.snapshot().cfg.shutdown_timeout;
-        self.service.drain(stops, grace, "gateway").await;
+    /// A connection over `max_connections`: if stalled handshakes hold slots, close the
+    /// oldest and take its slot once it is free; otherwise refuse at once.
+    fn over_limit(self: &Arc<Self>, sock: TcpStream, peer: SocketAddr, span: tracing::Span) {
+        if !self.pending.evict_stalled() {
+            self.refuse_overloaded(peer);
+            return;
+        }
+        let gw = self.clone();
+        self.service().tracker.spawn(
+            async move {
+                match gw
+                    .lifecycle
+                    .limit()
+                    .acquire_within(Duration::from_secs(1))
+                    .await
+                {
+                    Some(slot) => {
+                        let snap = gw.snapshot();
+                        conn::handle(sock, peer, snap, gw.clone()).await;
+                        drop(slot);
+                    }
+                    None => gw.refuse_overloaded(peer),
+                }
+            }
+            .instrument(span),
+        );
     }
 
     fn refuse_overloaded(&self, peer: SocketAddr) {
-        self.service
+        self.service()
             .metrics
             .connection("", Outcome::Overloaded.as_str());
         let now = crate::time::unix_now() as u64;
@@ -472,6 +387,60 @@ impl Gateway {
             rec.reason = "max_connections reached; connection refused (further refusals this second not logged)".into();
             rec.finish(Outcome::Overloaded);
         }
+    }
+}
+
+impl Agent for Gateway {
+    type Settings = Snapshot;
+    const NAME: &'static str = "gateway";
+
+    fn lifecycle(&self) -> &Lifecycle<Snapshot> {
+        &self.lifecycle
+    }
+
+    fn load(&self, file: &Path) -> Result<Snapshot, ReloadError> {
+        let cfg = ServerConfig::load(file)?;
+        Ok(Snapshot::new(cfg, self.staple.clone())?)
+    }
+
+    fn connection(
+        self: &Arc<Self>,
+        sock: TcpStream,
+        peer: SocketAddr,
+        slot: Option<OwnedSemaphorePermit>,
+        _route: BySni,
+    ) {
+        let span = tracing::info_span!("conn", %peer, identity = tracing::field::Empty, backend = tracing::field::Empty);
+        let Some(slot) = slot else {
+            return self.over_limit(sock, peer, span);
+        };
+        let snap = self.snapshot();
+        let gw = self.clone();
+        self.service().tracker.spawn(
+            async move {
+                conn::handle(sock, peer, snap, gw).await;
+                drop(slot);
+            }
+            .instrument(span),
+        );
+    }
+
+    fn committed(&self, snap: &Arc<Snapshot>) {
+        // A new certificate or staple setting wants a new staple now.
+        self.staple.wake.notify_one();
+        if snap.cfg.revoke_established {
+            let cut = self.live.cut_revoked(&snap.tls.crls);
+            if cut > 0 {
+                warn!(
+                    connections = cut,
+                    "closed open connections of certificates revoked by the new CRL"
+                );
+            }
+        }
+    }
+
+    fn started(self: &Arc<Self>) {
+        tokio::spawn(refresh_staple(Arc::downgrade(self)));
     }
 }
 
@@ -525,13 +494,15 @@ async fn refresh_staple(gw: std::sync::Weak<Gateway>) {
 }
 
 /// Binds every `listen` address of `cfg`.
-pub async fn bind_all(cfg: &ServerConfig) -> Result<Vec<TcpListener>, std::io::Error> {
+pub async fn bind_all(cfg: &ServerConfig) -> Result<Vec<TcpListener>, BindError> {
     let mut out = Vec::new();
     for addr in &cfg.listen {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        out.push(l);
+        out.push(TcpListener::bind(addr).await.map_err(|source| BindError {
+            file: cfg.file.clone(),
+            key: "listen".into(),
+            addr: *addr,
+            source,
+        })?);
     }
     Ok(out)
 }
