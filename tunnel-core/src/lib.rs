@@ -15,6 +15,7 @@ pub mod config;
 pub mod crl;
 pub mod demo;
 mod der;
+pub mod exit;
 pub mod http;
 pub mod identity;
 pub mod listeners;
@@ -32,12 +33,10 @@ pub mod server;
 pub mod service;
 pub mod signals;
 pub mod signer;
+pub mod start;
 pub mod sync;
 pub mod systemd;
 pub mod time;
 pub mod tls;
 
-/// Exit code for bad usage or configuration (BSD `EX_USAGE`).
-pub const EXIT_CONFIG: i32 = 64;
-/// Exit code for a runtime failure such as a port already in use.
-pub const EXIT_RUNTIME: i32 = 1;
+pub use exit::{Exit, StartError, EXIT_CONFIG, EXIT_RUNTIME};
