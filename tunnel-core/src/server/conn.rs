@@ -183,7 +183,7 @@ async fn finish_tunnel(
             };
         }
     };
-    live.set_chain(chain.clone());
+    live.set(chain.clone());
     if let Some(checker) = &current.ocsp {
         if let Some((why, outcome)) = ocsp_refusal(checker, &chain, cfg.ocsp).await {
             rec.reason = why;

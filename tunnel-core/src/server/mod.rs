@@ -8,7 +8,7 @@
 
 mod conn;
 
-use crate::audit::{AuditRecord, Outcome};
+use crate::admission::{LiveConns, Overload, PendingHandshakes};
 use crate::config::{ConfigError, ServerConfig, StapleSource};
 use crate::metrics::Metrics;
 use crate::ocsp::{OcspChecker, OcspMode, Staple};
@@ -16,17 +16,13 @@ use crate::reload::Control;
 use crate::service::lifecycle::{self, Agent, BindError, Lifecycle, ReloadError, Settings};
 use crate::service::Service;
 use crate::tls::ServerTls;
-use openssl::x509::X509;
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 /// One immutable configuration in force: new connections take the current snapshot.
@@ -141,151 +137,10 @@ impl Settings for Snapshot {
 /// A running gateway's shared state.
 pub struct Gateway {
     lifecycle: Lifecycle<Snapshot>,
-    last_overload_log: AtomicU64,
+    overload: Overload,
     live: LiveConns,
     pending: PendingHandshakes,
     staple: Arc<Staple>,
-}
-
-/// Handshakes in progress, oldest first, so that a flood of stalled handshakes cannot keep
-/// legitimate clients out: beyond `max_handshakes`, the oldest handshakes pending for longer
-/// than [`STALLED`] are closed to make room.
-#[derive(Default)]
-pub(crate) struct PendingHandshakes {
-    next: AtomicU64,
-    map: Arc<Mutex<std::collections::BTreeMap<u64, (std::time::Instant, CancellationToken)>>>,
-}
-
-/// A handshake pending this long is fair game for eviction under pressure; real clients
-/// finish in milliseconds.
-pub(crate) const STALLED: Duration = Duration::from_secs(1);
-
-/// One pending handshake; removed from the set when dropped.
-pub(crate) struct PendingEntry {
-    id: u64,
-    /// Cancelled when this handshake is evicted.
-    pub(crate) token: CancellationToken,
-    map: Arc<Mutex<std::collections::BTreeMap<u64, (std::time::Instant, CancellationToken)>>>,
-}
-
-impl PendingHandshakes {
-    pub(crate) fn start(&self, cap: usize) -> PendingEntry {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let token = CancellationToken::new();
-        if let Ok(mut m) = self.map.lock() {
-            while m.len() >= cap {
-                let Some((&oldest, (since, _))) = m.iter().next() else {
-                    break;
-                };
-                if since.elapsed() < STALLED {
-                    break;
-                }
-                if let Some((_, t)) = m.remove(&oldest) {
-                    t.cancel();
-                }
-            }
-            m.insert(id, (std::time::Instant::now(), token.clone()));
-        }
-        PendingEntry {
-            id,
-            token,
-            map: self.map.clone(),
-        }
-    }
-}
-
-impl PendingHandshakes {
-    /// Closes the oldest handshake if it has been pending longer than [`STALLED`]; returns
-    /// whether one was closed.
-    pub(crate) fn evict_stalled(&self) -> bool {
-        let Ok(mut m) = self.map.lock() else {
-            return false;
-        };
-        let Some((&oldest, (since, _))) = m.iter().next() else {
-            return false;
-        };
-        if since.elapsed() < STALLED {
-            return false;
-        }
-        if let Some((_, t)) = m.remove(&oldest) {
-            t.cancel();
-        }
-        true
-    }
-}
-
-impl Drop for PendingEntry {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(&self.id);
-        }
-    }
-}
-
-/// Open tunnels and their clients' verified chains (leaf first), so a reload can close those
-/// its CRLs revoke: the client certificate or a CA that issued it.
-#[derive(Default)]
-struct LiveConns {
-    next: AtomicU64,
-    map: LiveMap,
-}
-
-/// Tunnel id -> (client chain, what cancels the tunnel).
-type LiveMap = Arc<Mutex<HashMap<u64, (Vec<X509>, CancellationToken)>>>;
-
-/// Removes its tunnel from [`LiveConns`] when dropped.
-struct LiveEntry {
-    id: u64,
-    token: CancellationToken,
-    map: LiveMap,
-}
-
-impl LiveConns {
-    fn register(&self, chain: Vec<X509>) -> LiveEntry {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let token = CancellationToken::new();
-        if let Ok(mut m) = self.map.lock() {
-            m.insert(id, (chain, token.clone()));
-        }
-        LiveEntry {
-            id,
-            token,
-            map: self.map.clone(),
-        }
-    }
-
-    /// Cancels every open tunnel with a certificate in its chain that `crls` revokes; returns
-    /// how many.
-    fn cut_revoked(&self, crls: &crate::tls::CrlSet) -> usize {
-        let Ok(m) = self.map.lock() else { return 0 };
-        let mut n = 0;
-        for (chain, token) in m.values() {
-            if crls.is_revoked(chain) && !token.is_cancelled() {
-                token.cancel();
-                n += 1;
-            }
-        }
-        n
-    }
-}
-
-impl LiveEntry {
-    /// Replaces the registered chain with the one verified after the handshake.
-    fn set_chain(&self, chain: Vec<X509>) {
-        if let Ok(mut m) = self.map.lock() {
-            if let Some(e) = m.get_mut(&self.id) {
-                e.0 = chain;
-            }
-        }
-    }
-}
-
-impl Drop for LiveEntry {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(&self.id);
-        }
-    }
 }
 
 impl Gateway {
@@ -295,7 +150,7 @@ impl Gateway {
         let snap = Snapshot::new(cfg, staple.clone())?;
         Ok(Arc::new(Gateway {
             lifecycle: Lifecycle::new(snap, metrics),
-            last_overload_log: AtomicU64::new(0),
+            overload: Overload::default(),
             live: LiveConns::default(),
             pending: PendingHandshakes::default(),
             staple,
@@ -377,16 +232,7 @@ impl Gateway {
     }
 
     fn refuse_overloaded(&self, peer: SocketAddr) {
-        self.service()
-            .metrics
-            .connection("", Outcome::Overloaded.as_str());
-        let now = crate::time::unix_now() as u64;
-        // One audit line per second at most: a flood must not flood the log.
-        if self.last_overload_log.swap(now, Ordering::Relaxed) != now {
-            let mut rec = AuditRecord::new(peer);
-            rec.reason = "max_connections reached; connection refused (further refusals this second not logged)".into();
-            rec.finish(Outcome::Overloaded);
-        }
+        self.overload.refuse(&self.service().metrics, peer);
     }
 }
 
@@ -429,7 +275,9 @@ impl Agent for Gateway {
         // A new certificate or staple setting wants a new staple now.
         self.staple.wake.notify_one();
         if snap.cfg.revoke_established {
-            let cut = self.live.cut_revoked(&snap.tls.crls);
+            let cut = self
+                .live
+                .cut_revoked(|chain| snap.tls.crls.is_revoked(chain));
             if cut > 0 {
                 warn!(
                     connections = cut,

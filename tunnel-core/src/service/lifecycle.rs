@@ -6,8 +6,8 @@
 
 use super::reconcile::{reconcile, Plan};
 use super::{Current, Service};
+use crate::admission::Limit;
 use crate::config::ConfigError;
-use crate::listeners::Limit;
 use crate::metrics::{Health, Metrics};
 use crate::reload::Control;
 use std::fmt;
