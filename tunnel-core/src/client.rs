@@ -89,7 +89,7 @@ pub enum DialError {
     Connect {
         /// Gateway address.
         addr: String,
-        /// Cause.
+        /// Why the connect failed (refused, unreachable, DNS...).
         source: std::io::Error,
     },
     /// The own certificate has expired: the gateway would refuse it, so no tunnel is tried.

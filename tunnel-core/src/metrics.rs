@@ -192,14 +192,13 @@ impl Metrics {
     /// Sets the expiry times (unix seconds) reported as `certificate_expiry_seconds`; series
     /// no longer configured (a CRL removed) disappear.
     pub fn set_expiries(&self, items: Vec<(String, i64)>) {
-        if let Ok(mut g) = self.expiry_at.lock() {
-            for (which, _) in g.iter() {
-                if !items.iter().any(|(w, _)| w == which) {
-                    self.expiry.remove(&labels(&[("which", which)]));
-                }
+        let mut g = crate::sync::lock(&self.expiry_at);
+        for (which, _) in g.iter() {
+            if !items.iter().any(|(w, _)| w == which) {
+                self.expiry.remove(&labels(&[("which", which)]));
             }
-            *g = items;
         }
+        *g = items;
     }
 
     /// Sets the health reported by `/healthz`.
@@ -219,17 +218,13 @@ impl Metrics {
     /// The OpenMetrics text of every metric.
     pub fn render(&self) -> String {
         let now = crate::time::unix_now();
-        if let Ok(items) = self.expiry_at.lock() {
-            for (which, at) in items.iter() {
-                self.expiry
-                    .get_or_create(&labels(&[("which", which)]))
-                    .set(at - now);
-            }
+        for (which, at) in crate::sync::lock(&self.expiry_at).iter() {
+            self.expiry
+                .get_or_create(&labels(&[("which", which)]))
+                .set(at - now);
         }
         let mut out = String::new();
-        if let Ok(r) = self.registry.lock() {
-            let _ = encode(&mut out, &r);
-        }
+        let _ = encode(&mut out, &crate::sync::lock(&self.registry));
         out
     }
 }

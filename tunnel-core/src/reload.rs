@@ -90,7 +90,7 @@ pub fn spawn_file_watcher(list: WatchList, poll: Duration, tx: mpsc::Sender<Cont
             None
         }
     };
-    let current = move || list.lock().map(|g| g.clone()).unwrap_or_default();
+    let current = move || crate::sync::lock(&list).clone();
     // Baseline and directory watches are taken here, not in the task: the caller announces
     // readiness right after, and a file changed from then on must not be missed (a task
     // scheduled late would take the changed file as its baseline and never reload).

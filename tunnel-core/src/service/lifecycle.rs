@@ -92,9 +92,9 @@ pub struct BindError {
     pub file: PathBuf,
     /// The key naming the address.
     pub key: String,
-    /// The address.
+    /// The address that could not be bound.
     pub addr: SocketAddr,
-    /// Why.
+    /// What the operating system said (address in use, permission denied...).
     pub source: std::io::Error,
 }
 
