@@ -247,8 +247,6 @@ impl ClientAgent {
         let meters = self.service().metrics.byte_counters(backend);
         let idle = self.snapshot().cfg.idle_timeout;
         let piped = proxy::pipe(local, remote, idle, cancel, Some(meters)).await;
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let (up, down) = (piped.a_to_b, piped.b_to_a);
         let result = match &piped.end {
             End::Closed | End::Cancelled => "ok",
             End::Idle => "timeout",
@@ -256,48 +254,35 @@ impl ClientAgent {
             End::Error(_) => "error",
         };
         self.service().metrics.connection(backend, result);
-        match piped.end {
-            End::Closed => {
-                info!(
-                    bytes_up = up,
-                    bytes_down = down,
-                    duration_ms,
-                    "tunnel closed"
-                );
-                true
-            }
-            End::Idle => {
-                info!(
-                    bytes_up = up,
-                    bytes_down = down,
-                    duration_ms,
-                    "tunnel closed after idle_timeout"
-                );
-                false
-            }
-            End::Cancelled => {
-                info!(
-                    bytes_up = up,
-                    bytes_down = down,
-                    duration_ms,
-                    "tunnel closed at shutdown"
-                );
-                false
-            }
-            End::Error(e) => {
-                let text = e.to_string();
-                if text.contains("alert") {
-                    warn!(bytes_up = up, bytes_down = down, error = %text,
-                        "gateway refused the connection (TLS alert); see the gateway's audit log");
-                } else if proxy::is_disconnect(&e) {
-                    debug!(bytes_up = up, bytes_down = down, error = %text, "peer disconnected");
-                } else {
-                    warn!(bytes_up = up, bytes_down = down, error = %text, "tunnel failed");
-                }
-                false
-            }
-        }
+        log_end(piped, started)
     }
+}
+
+/// Logs how a tunnel ended; returns whether every byte was delivered and both sides closed
+/// normally.
+fn log_end(piped: proxy::Piped, started: Instant) -> bool {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (up, down) = (piped.a_to_b, piped.b_to_a);
+    let closed = |how: &str| info!(bytes_up = up, bytes_down = down, duration_ms, "{how}");
+    match piped.end {
+        End::Closed => {
+            closed("tunnel closed");
+            return true;
+        }
+        End::Idle => closed("tunnel closed after idle_timeout"),
+        End::Cancelled => closed("tunnel closed at shutdown"),
+        End::Error(e) => match crate::refused::received_alert(&e) {
+            // The gateway decides after the handshake (TLS 1.3 verifies the client certificate
+            // then): its refusal arrives as an alert on the first read.
+            Some(alert) => warn!(bytes_up = up, bytes_down = down, alert, error = %e,
+                "gateway refused the connection (TLS alert); see the gateway's audit log"),
+            None if proxy::is_disconnect(&e) => {
+                debug!(bytes_up = up, bytes_down = down, error = %e, "peer disconnected")
+            }
+            None => warn!(bytes_up = up, bytes_down = down, error = %e, "tunnel failed"),
+        },
+    }
+    false
 }
 
 impl Agent for ClientAgent {

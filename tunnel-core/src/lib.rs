@@ -29,6 +29,7 @@ pub mod pki;
 pub mod policy;
 pub mod privileges;
 pub mod proxy;
+pub mod refused;
 pub mod reload;
 pub mod server;
 pub mod service;
