@@ -6,6 +6,8 @@
 //! the handshake. All of it is mapped here and nowhere else, so one refusal has one text.
 
 use crate::audit::Outcome;
+use crate::config::CrlExpired;
+use crate::crl::CrlCheck;
 use openssl::ssl::SslAlert;
 use openssl::x509::X509VerifyResult;
 use std::ffi::c_int;
@@ -62,6 +64,12 @@ pub enum Refused {
     /// The CRL of a CA in the client's chain is past its nextUpdate and `crl_expired = "deny"`.
     #[error("the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\"); publish a fresh CRL")]
     CrlExpired,
+    /// A CA of the chain has no CRL configured and `crl_check` requires one.
+    #[error("no CRL of CA {ca} is configured and crl_check requires one; add its CRL to crl, or set crl_check = \"leaf\" or \"available\"")]
+    CrlMissing {
+        /// The CA without a CRL (one-line name).
+        ca: String,
+    },
     /// `ocsp = "require"` and the responder does not know the certificate.
     #[error("OCSP responder does not know this certificate (ocsp = \"require\")")]
     OcspUnknown,
@@ -72,6 +80,10 @@ pub enum Refused {
     /// again on resumption).
     #[error("resumed session refused: {0}")]
     Resumed(Box<Refused>),
+    /// A connection handshaken under the previous configuration whose chain does not verify
+    /// under the one a reload put in force meanwhile.
+    #[error("refused under the reloaded configuration: {0}")]
+    Reloaded(Box<Refused>),
     /// A reload with `revoke_established` revoked the certificate while the tunnel was being
     /// set up.
     #[error("certificate revoked while the tunnel was being set up (revoke_established)")]
@@ -119,7 +131,8 @@ impl Refused {
             Refused::OcspUnknown | Refused::OcspUnavailable(_) => Outcome::Denied,
             Refused::Revoked(_) | Refused::RevokedDuringSetup => Outcome::Revoked,
             Refused::CrlExpired => Outcome::CrlExpired,
-            Refused::Resumed(inner) => inner.outcome(),
+            Refused::CrlMissing { .. } => Outcome::CrlMissing,
+            Refused::Resumed(inner) | Refused::Reloaded(inner) => inner.outcome(),
             Refused::BackendUnreachable { .. } => Outcome::BackendUnreachable,
             Refused::Overloaded => Outcome::Overloaded,
         }
@@ -134,8 +147,9 @@ impl Refused {
             Refused::Denied { .. } => "denied",
             Refused::Revoked(_) | Refused::RevokedDuringSetup => "revoked",
             Refused::CrlExpired => "crl_expired",
+            Refused::CrlMissing { .. } => "crl_missing",
             Refused::OcspUnknown | Refused::OcspUnavailable(_) => "ocsp",
-            Refused::Resumed(inner) => inner.metric_label(),
+            Refused::Resumed(inner) | Refused::Reloaded(inner) => inner.metric_label(),
             Refused::BackendTimeout(_) | Refused::BackendUnreachable { .. } => {
                 "backend_unreachable"
             }
@@ -154,10 +168,23 @@ impl Refused {
     pub fn alert(&self) -> Option<Alert> {
         match self {
             Refused::UnknownBackend { .. } => Some(Alert::UnrecognizedName),
-            Refused::Denied { .. } | Refused::Revoked(RevokedBy::Crl) | Refused::CrlExpired => {
-                Some(Alert::HandshakeFailure)
-            }
+            Refused::Denied { .. }
+            | Refused::Revoked(RevokedBy::Crl)
+            | Refused::CrlExpired
+            | Refused::CrlMissing { .. } => Some(Alert::HandshakeFailure),
             _ => None,
+        }
+    }
+
+    /// The refusal for a chain [`crate::crl::CrlSet::check_chain`] judged `check`, under
+    /// `crl_expired`; `None` when the chain may pass.
+    pub fn from_crl(check: CrlCheck, crl_expired: CrlExpired) -> Option<Refused> {
+        match check {
+            CrlCheck::Good => None,
+            CrlCheck::Revoked => Some(Refused::Revoked(RevokedBy::Crl)),
+            CrlCheck::Expired(_) if crl_expired == CrlExpired::Warn => None,
+            CrlCheck::Expired(_) => Some(Refused::CrlExpired),
+            CrlCheck::Missing(ca) => Some(Refused::CrlMissing { ca }),
         }
     }
 

@@ -6,6 +6,8 @@ use crate::config::{ClientConfig, ConfigError, ServerConfig, TlsVersion};
 pub use crate::crl::{CrlCheck, CrlSet};
 use crate::identity::{asn1_text, Identity};
 use crate::policy::{Decision, Policy};
+use crate::refused::{Alert, Refused};
+use crate::time::unix_now;
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
@@ -21,48 +23,22 @@ use std::sync::{Arc, Mutex, OnceLock};
 mod sessions;
 pub use sessions::MAX_CHAIN_AGE;
 
-/// Why the gateway refused a client during the handshake, recorded by the callbacks so the
-/// audit event can say more than "handshake failed".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// The SNI names no backend (or no SNI and no default backend).
-    UnknownBackend(Option<String>),
-    /// A certificate in the chain is on a CRL.
-    Revoked(Identity),
-    /// The CRL of the client's CA is past its nextUpdate and `crl_expired = "deny"`.
-    CrlExpired(Identity),
-    /// A CA of the chain has no CRL and `crl_check` requires one.
-    CrlMissing {
-        /// Who.
-        identity: Identity,
-        /// The CA without a CRL (one-line name).
-        ca: String,
-    },
-    /// The identity may not reach the backend.
-    Denied {
-        /// Who.
-        identity: Identity,
-        /// Which backend.
-        backend: String,
-    },
-}
-
-/// Per-connection state shared with the OpenSSL callbacks.
+/// Per-connection state shared with the OpenSSL callbacks: the refusal a callback decided
+/// (and the client's identity when known), so the audit event says more than "handshake
+/// failed".
 #[derive(Debug, Default)]
 pub struct HandshakeNotes {
-    refusal: Mutex<Option<Refusal>>,
+    refusal: Mutex<Option<(Refused, Option<Identity>)>>,
 }
 
 impl HandshakeNotes {
-    fn set(&self, r: Refusal) {
-        if let Ok(mut g) = self.refusal.lock() {
-            g.get_or_insert(r);
-        }
+    fn set(&self, r: Refused, identity: Option<Identity>) {
+        crate::sync::lock(&self.refusal).get_or_insert((r, identity));
     }
 
-    /// The refusal recorded during the handshake, if any.
-    pub fn take(&self) -> Option<Refusal> {
-        self.refusal.lock().ok().and_then(|mut g| g.take())
+    /// The refusal recorded during the handshake, with the identity when it was known.
+    pub fn take(&self) -> Option<(Refused, Option<Identity>)> {
+        crate::sync::lock(&self.refusal).take()
     }
 }
 
@@ -170,8 +146,8 @@ impl ServerTls {
         leaf: &X509,
         sent: &[X509],
         crl_expired: crate::config::CrlExpired,
-    ) -> Result<Vec<X509>, (CrlCheck, String)> {
-        let fail = |e: ErrorStack| (CrlCheck::Good, format!("OpenSSL: {e}"));
+    ) -> Result<Vec<X509>, Refused> {
+        let fail = |e: ErrorStack| Refused::Setup(e.to_string());
         let mut untrusted = openssl::stack::Stack::new().map_err(fail)?;
         for c in sent {
             untrusted.push(c.clone()).map_err(fail)?;
@@ -180,27 +156,23 @@ impl ServerTls {
         let verified = ctx
             .init(&self.verify_store, leaf, &untrusted, |c| {
                 if !c.verify_cert()? {
-                    return Ok(Err(format!(
+                    return Ok(Err(Refused::HandshakeFailed(format!(
                         "client certificate no longer valid: {}",
                         c.error().error_string()
-                    )));
+                    ))));
                 }
                 Ok(Ok(c
                     .chain()
                     .map(|ch| ch.iter().map(|x| x.to_owned()).collect::<Vec<_>>())
                     .unwrap_or_default()))
             })
-            .map_err(fail)?
-            .map_err(|why| (CrlCheck::Good, why))?;
-        match self.crls.check_chain(&verified, crate::metrics::unix_now()) {
-            CrlCheck::Good => Ok(verified),
-            CrlCheck::Expired(_) if crl_expired == crate::config::CrlExpired::Warn => Ok(verified),
-            other => {
-                let why = crl_refusal_text(&other);
-                Err((other, why))
-            }
+            .map_err(fail)??;
+        match Refused::from_crl(self.crls.check_chain(&verified, unix_now()), crl_expired) {
+            None => Ok(verified),
+            Some(r) => Err(r),
         }
     }
+
     /// Builds the acceptor for `cfg`; `policy` is consulted during full handshakes so that a
     /// refused client gets a TLS alert rather than a silent close.
     pub fn new(
@@ -268,7 +240,7 @@ impl ServerTls {
         let verify_store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
         b.set_verify_depth(cfg.verify_depth);
         // Sessions resume only within this product; authorization is re-checked after every
-        // handshake anyway (see server.rs).
+        // handshake anyway (see server/conn.rs).
         b.set_session_id_context(b"mtls-tunnel-gateway")
             .map_err(tls_err)?;
         // Sessions are kept in this context's cache (stateful TLS 1.3 tickets, each usable
@@ -311,10 +283,13 @@ impl ServerTls {
                 None if sni_policy.target(None).is_some() => return Ok(()),
                 None => None,
             };
-            if let Some(n) = ssl.ex_data(notes_index()) {
-                n.set(Refusal::UnknownBackend(sni));
+            let refused = Refused::UnknownBackend { sni };
+            if let Some(a) = refused.alert().and_then(Alert::ssl_alert) {
+                *alert = a;
             }
-            *alert = SslAlert::UNRECOGNIZED_NAME;
+            if let Some(n) = ssl.ex_data(notes_index()) {
+                n.set(refused, None);
+            }
             Err(SniError::ALERT_FATAL)
         });
 
@@ -348,8 +323,9 @@ impl ServerTls {
     }
 }
 
-/// OpenSSL's per-certificate verify callback: chain verification result, then revocation of
-/// every certificate, then (for the leaf) authorization against the SNI's backend.
+/// OpenSSL's per-certificate verify callback: chain verification result, then (at the leaf,
+/// once the chain is complete) revocation of the whole chain and authorization against the
+/// SNI's backend. A refusal is noted for the audit and becomes the handshake's alert.
 fn verify_client(
     ok: bool,
     ctx: &mut X509StoreContextRef,
@@ -360,88 +336,75 @@ fn verify_client(
     if !ok {
         return false;
     }
+    // The whole chain is checked once, at the leaf (OpenSSL calls this callback from the
+    // trust anchor down, so the chain is complete by then).
+    if ctx.error_depth() != 0 {
+        return true;
+    }
     let Some(cert) = ctx.current_cert().map(|c| c.to_owned()) else {
         return false;
     };
-    let depth = ctx.error_depth();
     let ssl = X509StoreContext::ssl_idx()
         .ok()
         .and_then(|idx| ctx.ex_data(idx));
     let notes = ssl.and_then(|s| s.ex_data(notes_index())).cloned();
-    let leaf_identity = || {
-        ctx.chain()
-            .and_then(|c| c.iter().next().map(Identity::from_cert))
-            .unwrap_or_else(|| Identity::from_cert(&cert))
-    };
-    if depth != 0 {
-        // The whole chain is checked once, at the leaf (OpenSSL calls this callback from
-        // the trust anchor down, so the chain is complete by then).
-        return true;
-    }
-    // Without CRLs there is nothing to look up: skip copying the chain.
-    let chain: Vec<X509> = match crls.is_empty() {
-        true => Vec::new(),
-        false => ctx
-            .chain()
-            .map(|c| c.iter().map(|x| x.to_owned()).collect())
-            .unwrap_or_default(),
-    };
-    let refusal = match crls.check_chain(&chain, crate::metrics::unix_now()) {
-        CrlCheck::Good => None,
-        CrlCheck::Revoked => Some(Refusal::Revoked(leaf_identity())),
-        CrlCheck::Expired(_) if crl_expired == crate::config::CrlExpired::Warn => None,
-        CrlCheck::Expired(_) => Some(Refusal::CrlExpired(leaf_identity())),
-        CrlCheck::Missing(ca) => Some(Refusal::CrlMissing {
-            identity: leaf_identity(),
-            ca,
-        }),
-    };
-    if let Some(r) = refusal {
-        if let Some(n) = &notes {
-            n.set(r);
-        }
-        ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
-        return false;
-    }
+    let sni = ssl
+        .and_then(|s| s.servername(NameType::HOST_NAME))
+        .map(str::to_string);
     // A catalog request is authorized per backend in its answer, not here.
-    if depth == 0 && !ssl.is_some_and(crate::catalog::selected) {
-        let sni = ssl
-            .and_then(|s| s.servername(NameType::HOST_NAME))
-            .map(str::to_string);
-        let id = Identity::from_cert(&cert);
-        match policy.authorize(sni.as_deref(), &id) {
-            Decision::Allow { .. } => {}
-            Decision::Deny { backend } => {
-                if let Some(n) = &notes {
-                    n.set(Refusal::Denied {
-                        identity: id,
-                        backend,
-                    });
-                }
-                ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
-                return false;
-            }
-            Decision::UnknownBackend { sni } => {
-                if let Some(n) = &notes {
-                    n.set(Refusal::UnknownBackend(sni));
-                }
-                ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
-                return false;
-            }
-        }
+    let catalog = ssl.is_some_and(crate::catalog::selected);
+    let Some(refused) = client_refusal(
+        ctx,
+        &cert,
+        sni.as_deref(),
+        catalog,
+        policy,
+        crls,
+        crl_expired,
+    ) else {
+        return true;
+    };
+    let identity = Identity::from_cert(&cert);
+    ctx.set_error(match refused.alert() {
+        Some(a) => a.verify_error(),
+        None => X509VerifyResult::APPLICATION_VERIFICATION,
+    });
+    if let Some(n) = &notes {
+        n.set(refused, Some(identity));
     }
-    true
+    false
 }
 
-/// What the audit log says about a chain refused by [`CrlSet::check_chain`].
-pub fn crl_refusal_text(check: &CrlCheck) -> String {
-    match check {
-        CrlCheck::Good => String::new(),
-        CrlCheck::Revoked => "certificate revoked by CRL".into(),
-        CrlCheck::Expired(_) => "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\"); publish a fresh CRL".into(),
-        CrlCheck::Missing(ca) => format!(
-            "no CRL of CA {ca} is configured and crl_check requires one; add its CRL to crl, or set crl_check = \"leaf\" or \"available\""
-        ),
+/// Why the client with leaf `cert` (the chain is in `ctx`) is refused, if it is: a revoked
+/// or uncovered chain, or (unless it asks for the `catalog`) no rule of the backend its SNI
+/// names.
+fn client_refusal(
+    ctx: &X509StoreContextRef,
+    cert: &X509,
+    sni: Option<&str>,
+    catalog: bool,
+    policy: &Policy,
+    crls: &CrlSet,
+    crl_expired: crate::config::CrlExpired,
+) -> Option<Refused> {
+    // Without CRLs there is nothing to look up: skip copying the chain.
+    if !crls.is_empty() {
+        let chain: Vec<X509> = ctx
+            .chain()
+            .map(|c| c.iter().map(|x| x.to_owned()).collect())
+            .unwrap_or_default();
+        let check = crls.check_chain(&chain, unix_now());
+        if let Some(r) = Refused::from_crl(check, crl_expired) {
+            return Some(r);
+        }
+    }
+    if catalog {
+        return None;
+    }
+    match policy.authorize(sni, &Identity::from_cert(cert)) {
+        Decision::Allow { .. } => None,
+        Decision::Deny { backend } => Some(Refused::Denied { backend }),
+        Decision::UnknownBackend { sni } => Some(Refused::UnknownBackend { sni }),
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::crl::CrlCheck;
 use crate::pki::{self, CertSpec};
 use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
 use std::pin::Pin;
@@ -25,6 +26,8 @@ fn each_refusal_maps_to_one_outcome_label_and_alert() {
         (Refused::Revoked(RevokedBy::Crl), "revoked", "revoked", Some(HandshakeFailure), "certificate revoked by CRL"),
         (Refused::Revoked(RevokedBy::Ocsp), "revoked", "revoked", None, "certificate revoked (OCSP)"),
         (Refused::CrlExpired, "crl_expired", "crl_expired", Some(HandshakeFailure), "past its nextUpdate (crl_expired = \"deny\")"),
+        (Refused::CrlMissing { ca: "CN=Sub CA".into() }, "crl_missing", "crl_missing", Some(HandshakeFailure), "no CRL of CA CN=Sub CA is configured and crl_check requires one"),
+        (Refused::Reloaded(Box::new(Refused::Revoked(RevokedBy::Crl))), "revoked", "revoked", None, "refused under the reloaded configuration: certificate revoked by CRL"),
         (Refused::OcspUnknown, "denied", "ocsp", None, "OCSP responder does not know this certificate"),
         (Refused::OcspUnavailable("responder did not answer".into()), "denied", "ocsp", None, "no OCSP answer and ocsp = \"require\": responder did not answer"),
         (resumed_revoked, "revoked", "revoked", None, "resumed session refused: certificate revoked by CRL"),
@@ -50,6 +53,29 @@ fn the_crl_expired_refusal_has_one_text() {
     let resumed = Refused::Resumed(Box::new(Refused::CrlExpired)).to_string();
     assert_eq!(resumed, format!("resumed session refused: {direct}"));
     assert!(direct.contains("publish a fresh CRL"), "{direct}");
+}
+
+#[test]
+fn crl_verdicts_become_refusals_once() {
+    use crate::config::CrlExpired::{Deny, Warn};
+    assert_eq!(Refused::from_crl(CrlCheck::Good, Deny), None);
+    assert_eq!(
+        Refused::from_crl(CrlCheck::Revoked, Warn),
+        Some(Refused::Revoked(RevokedBy::Crl))
+    );
+    assert_eq!(
+        Refused::from_crl(CrlCheck::Expired(1), Deny),
+        Some(Refused::CrlExpired)
+    );
+    assert_eq!(
+        Refused::from_crl(CrlCheck::Expired(1), Warn),
+        None,
+        "crl_expired = \"warn\""
+    );
+    assert_eq!(
+        Refused::from_crl(CrlCheck::Missing("CN=CA".into()), Warn),
+        Some(Refused::CrlMissing { ca: "CN=CA".into() })
+    );
 }
 
 #[test]
