@@ -240,9 +240,6 @@ impl Drop for ActiveGuard {
     }
 }
 
-#[doc(hidden)]
-pub use crate::time::unix_now;
-
 /// Concurrent metrics requests served; more are closed at once.
 const MAX_SCRAPES: usize = 32;
 

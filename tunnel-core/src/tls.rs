@@ -523,13 +523,6 @@ fn staple_is_good(ssl: &mut SslRef, cas: &[X509], store: &openssl::x509::store::
     }
 }
 
-/// An ASN.1 time as unix seconds.
-pub fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
-    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
-    let d = epoch.diff(t).ok()?;
-    Some(d.days as i64 * 86_400 + d.secs as i64)
-}
-
 /// The first common name of a certificate, for logs.
 pub fn common_name(cert: &X509Ref) -> String {
     cert.subject_name()

@@ -11,6 +11,7 @@ mod conn;
 use crate::admission::{LiveConns, Overload, PendingHandshakes};
 use crate::config::{ConfigError, ServerConfig, StapleSource};
 use crate::metrics::Metrics;
+use crate::ocsp::staple::StapleTarget;
 use crate::ocsp::{OcspChecker, OcspMode, Staple};
 use crate::reload::Control;
 use crate::service::lifecycle::{self, Agent, BindError, Lifecycle, ReloadError, Settings};
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tracing::{info, warn, Instrument};
+use tracing::{warn, Instrument};
 
 /// One immutable configuration in force: new connections take the current snapshot.
 pub struct Snapshot {
@@ -58,6 +59,18 @@ impl Snapshot {
             tls,
             ocsp,
         })
+    }
+
+    /// What the OCSP staple refresher needs from this configuration.
+    pub fn staple_target(&self) -> StapleTarget {
+        let tls = &self.tls;
+        StapleTarget {
+            fetch: self.cfg.ocsp_staple == Some(StapleSource::Fetch),
+            cert: tls.cert.clone(),
+            issuers: tls.chain.iter().chain(tls.cas.iter()).cloned().collect(),
+            responder: self.cfg.ocsp_responder.clone(),
+            timeout: self.cfg.ocsp_timeout,
+        }
     }
 
     /// Every file this configuration reads (for change detection).
@@ -288,56 +301,9 @@ impl Agent for Gateway {
     }
 
     fn started(self: &Arc<Self>) {
-        tokio::spawn(refresh_staple(Arc::downgrade(self)));
-    }
-}
-
-/// Keeps the gateway's OCSP staple fresh while `ocsp_staple = "fetch"`: fetch, then again
-/// halfway to its nextUpdate (at most hourly), retrying every minute after a failure, and at
-/// once after a reload that changed the certificate or the setting. Ends with the gateway.
-async fn refresh_staple(gw: std::sync::Weak<Gateway>) {
-    loop {
-        let Some(g) = gw.upgrade() else { return };
-        let snap = g.snapshot();
-        let staple = g.staple.clone();
-        drop(g);
-        let cert = snap.tls.cert.clone();
-        let fp = crate::ocsp::cert_fingerprint(&cert);
-        let wait = if snap.cfg.ocsp_staple != Some(StapleSource::Fetch) {
-            Duration::from_secs(3600)
-        } else {
-            let issuer =
-                crate::ocsp::find_issuer(&cert, snap.tls.chain.iter().chain(snap.tls.cas.iter()));
-            let url = crate::ocsp::responder_of(&cert).or_else(|| snap.cfg.ocsp_responder.clone());
-            match (issuer, url) {
-                (Some(issuer), Some(url)) => {
-                    match crate::ocsp::fetch_staple(&cert, &issuer, &url, snap.cfg.ocsp_timeout)
-                        .await
-                    {
-                        Ok((der, next)) => {
-                            staple.set(fp, der);
-                            let now = crate::time::unix_now();
-                            let half = next.map(|n| (n - now) / 2).unwrap_or(3600).clamp(60, 3600);
-                            info!(responder = %url, refresh_in_secs = half, "OCSP staple refreshed");
-                            Duration::from_secs(half as u64)
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "cannot fetch an OCSP staple; retrying in 60s");
-                            Duration::from_secs(60)
-                        }
-                    }
-                }
-                _ => {
-                    warn!("ocsp_staple = \"fetch\" needs the issuer (in cert or client_ca) and a responder (AIA or ocsp_responder)");
-                    Duration::from_secs(300)
-                }
-            }
-        };
-        drop(snap);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = staple.wake.notified() => {}
-        }
+        let gw = Arc::downgrade(self);
+        let target = move || gw.upgrade().map(|g| g.snapshot().staple_target());
+        tokio::spawn(crate::ocsp::staple::refresh(self.staple.clone(), target));
     }
 }
 
