@@ -167,7 +167,7 @@ impl ClientAgent {
     /// Opens a verified mTLS connection to the gateway for `backend`.
     pub async fn dial(&self, backend: &str) -> Result<GatewayStream, DialError> {
         let snap = self.snapshot();
-        if let Some(end) = crate::tls::unix_time(snap.tls.cert.not_after())
+        if let Some(end) = crate::time::unix_time(snap.tls.cert.not_after())
             .filter(|end| *end <= crate::pki::unix_now())
         {
             return Err(DialError::CertificateExpired(

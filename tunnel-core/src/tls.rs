@@ -12,8 +12,8 @@ use openssl::error::ErrorStack;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    NameType, SniError, Ssl, SslAcceptor, SslAlert, SslConnector, SslMethod, SslMode, SslOptions,
-    SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    NameType, SniError, Ssl, SslAcceptor, SslAcceptorBuilder, SslAlert, SslConnector, SslMethod,
+    SslMode, SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509Ref, X509StoreContext, X509StoreContextRef, X509VerifyResult, X509};
@@ -193,106 +193,13 @@ impl ServerTls {
         load_cert_and_key(&mut b, file, &cfg.cert, &cfg.key)?;
         let mut chain = read_certs(file, "cert", &cfg.cert)?;
         let own = chain.remove(0);
-
-        if let Some(crate::config::StapleSource::File(p)) = &cfg.ocsp_staple {
-            let der = std::fs::read(p).map_err(|e| {
-                ConfigError::new(
-                    file,
-                    "ocsp_staple",
-                    format!("cannot read {}: {e}", p.display()),
-                )
-            })?;
-            openssl::ocsp::OcspResponse::from_der(&der).map_err(|e| {
-                ConfigError::new(
-                    file,
-                    "ocsp_staple",
-                    format!("{} is not a DER OCSP response: {e}", p.display()),
-                )
-            })?;
-            staple.set(crate::ocsp::cert_fingerprint(&own), der);
-        }
-        if cfg.ocsp_staple.is_some() {
-            let fp = crate::ocsp::cert_fingerprint(&own);
-            b.set_status_callback(move |ssl| match staple.get_for(&fp) {
-                Some(der) => ssl.set_ocsp_status(&der).map(|_| true),
-                None => Ok(false),
-            })
-            .map_err(tls_err)?;
-        }
-
-        let cas = read_certs(file, "client_ca", &cfg.client_ca)?;
-        let mut store = X509StoreBuilder::new().map_err(tls_err)?;
-        let mut names = openssl::stack::Stack::new().map_err(tls_err)?;
-        for ca in &cas {
-            store.add_cert(ca.clone()).map_err(|e| {
-                ConfigError::new(
-                    file,
-                    "client_ca",
-                    format!("{}: {e}", cfg.client_ca.display()),
-                )
-            })?;
-            names
-                .push(ca.subject_name().to_owned().map_err(tls_err)?)
-                .map_err(tls_err)?;
-        }
-        b.set_verify_cert_store(store.build()).map_err(tls_err)?;
-        b.set_client_ca_list(names);
-        let verify_store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
+        serve_staple(&mut b, cfg, &own, staple)?;
+        let (cas, verify_store) = trust_client_cas(&mut b, cfg)?;
         b.set_verify_depth(cfg.verify_depth);
-        // Sessions resume only within this product; authorization is re-checked after every
-        // handshake anyway (see server/conn.rs).
-        b.set_session_id_context(b"mtls-tunnel-gateway")
-            .map_err(tls_err)?;
-        // Sessions are kept in this context's cache (stateful TLS 1.3 tickets, each usable
-        // once) rather than sealed into stateless tickets: resuming a stateless ticket
-        // decodes the whole session, client certificate included, which OpenSSL 3.0 makes
-        // costlier than the rest of the resumed handshake. A reload starts a new cache.
-        b.set_options(SslOptions::NO_TICKET);
-        b.set_session_cache_size(SESSION_CACHE_SIZE);
-        if cfg.tls_min_version == TlsVersion::Tls12 {
-            // In TLS 1.2 the SNI belongs to the session (RFC 6066): on resumption OpenSSL
-            // reports the first handshake's name, not the one the client sends now, so a
-            // resumed session would reach the backend of its first connection whatever it asks
-            // for. With TLS 1.2 allowed, do not resume at all (no cache, no tickets).
-            b.set_session_cache_mode(SslSessionCacheMode::OFF);
-            b.set_num_tickets(0).map_err(tls_err)?;
-        }
-
+        resumption(&mut b, cfg)?;
         let crls = Arc::new(CrlSet::load(file, &cfg.crl, &cas, cfg.crl_check)?);
-
         b.set_alpn_select_callback(crate::catalog::select_alpn);
-        let sni_policy = policy.clone();
-        b.set_servername_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
-            if crate::catalog::is_request(ssl) {
-                return Ok(());
-            }
-            // Only names a backend could have get further: this also keeps control
-            // characters and invalid UTF-8 out of logs and routing.
-            let raw = ssl.servername_raw(NameType::HOST_NAME);
-            let sni = match raw {
-                Some(r) if !crate::config::valid_backend_name_bytes(r) => {
-                    Some(crate::identity::printable(&String::from_utf8_lossy(r)))
-                }
-                Some(r) => {
-                    let name = String::from_utf8_lossy(r).to_string();
-                    if sni_policy.target(Some(&name)).is_some() {
-                        return Ok(());
-                    }
-                    Some(name)
-                }
-                None if sni_policy.target(None).is_some() => return Ok(()),
-                None => None,
-            };
-            let refused = Refused::UnknownBackend { sni };
-            if let Some(a) = refused.alert().and_then(Alert::ssl_alert) {
-                *alert = a;
-            }
-            if let Some(n) = ssl.ex_data(notes_index()) {
-                n.set(refused, None);
-            }
-            Err(SniError::ALERT_FATAL)
-        });
-
+        route_by_sni(&mut b, policy.clone());
         let vcrls = crls.clone();
         let crl_expired = cfg.crl_expired;
         b.set_verify_callback(
@@ -321,6 +228,135 @@ impl ServerTls {
     pub fn context(&self) -> &openssl::ssl::SslContextRef {
         self.acceptor.context()
     }
+}
+
+/// `ocsp_staple`: loads a staple file (checked to be a DER OCSP response) and serves the
+/// staple in force, if it is for `own`.
+fn serve_staple(
+    b: &mut SslAcceptorBuilder,
+    cfg: &ServerConfig,
+    own: &X509,
+    staple: Arc<crate::ocsp::Staple>,
+) -> Result<(), ConfigError> {
+    let file = cfg.file.as_path();
+    let tls_err = |e: ErrorStack| ConfigError::new(file, "", format!("OpenSSL: {e}"));
+    if let Some(crate::config::StapleSource::File(p)) = &cfg.ocsp_staple {
+        let der = std::fs::read(p).map_err(|e| {
+            ConfigError::new(
+                file,
+                "ocsp_staple",
+                format!("cannot read {}: {e}", p.display()),
+            )
+        })?;
+        openssl::ocsp::OcspResponse::from_der(&der).map_err(|e| {
+            ConfigError::new(
+                file,
+                "ocsp_staple",
+                format!("{} is not a DER OCSP response: {e}", p.display()),
+            )
+        })?;
+        staple.set(crate::ocsp::cert_fingerprint(own), der);
+    }
+    if cfg.ocsp_staple.is_some() {
+        let fp = crate::ocsp::cert_fingerprint(own);
+        b.set_status_callback(move |ssl| match staple.get_for(&fp) {
+            Some(der) => ssl.set_ocsp_status(&der).map(|_| true),
+            None => Ok(false),
+        })
+        .map_err(tls_err)?;
+    }
+
+    Ok(())
+}
+
+/// `client_ca`: the CAs client certificates must chain to, announced to clients; returns
+/// them and a store for verifying resumed sessions again.
+fn trust_client_cas(
+    b: &mut SslAcceptorBuilder,
+    cfg: &ServerConfig,
+) -> Result<(Vec<X509>, openssl::x509::store::X509Store), ConfigError> {
+    let file = cfg.file.as_path();
+    let tls_err = |e: ErrorStack| ConfigError::new(file, "", format!("OpenSSL: {e}"));
+    let cas = read_certs(file, "client_ca", &cfg.client_ca)?;
+    let mut store = X509StoreBuilder::new().map_err(tls_err)?;
+    let mut names = openssl::stack::Stack::new().map_err(tls_err)?;
+    for ca in &cas {
+        store.add_cert(ca.clone()).map_err(|e| {
+            ConfigError::new(
+                file,
+                "client_ca",
+                format!("{}: {e}", cfg.client_ca.display()),
+            )
+        })?;
+        names
+            .push(ca.subject_name().to_owned().map_err(tls_err)?)
+            .map_err(tls_err)?;
+    }
+    b.set_verify_cert_store(store.build()).map_err(tls_err)?;
+    b.set_client_ca_list(names);
+    let verify_store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
+    Ok((cas, verify_store))
+}
+
+/// Session resumption: a per-context cache of single-use sessions, none with TLS 1.2.
+fn resumption(b: &mut SslAcceptorBuilder, cfg: &ServerConfig) -> Result<(), ConfigError> {
+    let tls_err = |e: ErrorStack| ConfigError::new(&cfg.file, "", format!("OpenSSL: {e}"));
+    // Sessions resume only within this product; authorization is re-checked after every
+    // handshake anyway (see server/conn.rs).
+    b.set_session_id_context(b"mtls-tunnel-gateway")
+        .map_err(tls_err)?;
+    // Sessions are kept in this context's cache (stateful TLS 1.3 tickets, each usable
+    // once) rather than sealed into stateless tickets: resuming a stateless ticket
+    // decodes the whole session, client certificate included, which OpenSSL 3.0 makes
+    // costlier than the rest of the resumed handshake. A reload starts a new cache.
+    b.set_options(SslOptions::NO_TICKET);
+    b.set_session_cache_size(SESSION_CACHE_SIZE);
+    if cfg.tls_min_version == TlsVersion::Tls12 {
+        // In TLS 1.2 the SNI belongs to the session (RFC 6066): on resumption OpenSSL
+        // reports the first handshake's name, not the one the client sends now, so a
+        // resumed session would reach the backend of its first connection whatever it asks
+        // for. With TLS 1.2 allowed, do not resume at all (no cache, no tickets).
+        b.set_session_cache_mode(SslSessionCacheMode::OFF);
+        b.set_num_tickets(0).map_err(tls_err)?;
+    }
+
+    Ok(())
+}
+
+/// The SNI callback: only a name with a backend (or none, with `default_backend`) goes on;
+/// anything else gets `unrecognized_name`.
+fn route_by_sni(b: &mut SslAcceptorBuilder, policy: Arc<Policy>) {
+    let sni_policy = policy;
+    b.set_servername_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
+        if crate::catalog::is_request(ssl) {
+            return Ok(());
+        }
+        // Only names a backend could have get further: this also keeps control
+        // characters and invalid UTF-8 out of logs and routing.
+        let raw = ssl.servername_raw(NameType::HOST_NAME);
+        let sni = match raw {
+            Some(r) if !crate::config::valid_backend_name_bytes(r) => {
+                Some(crate::identity::printable(&String::from_utf8_lossy(r)))
+            }
+            Some(r) => {
+                let name = String::from_utf8_lossy(r).to_string();
+                if sni_policy.target(Some(&name)).is_some() {
+                    return Ok(());
+                }
+                Some(name)
+            }
+            None if sni_policy.target(None).is_some() => return Ok(()),
+            None => None,
+        };
+        let refused = Refused::UnknownBackend { sni };
+        if let Some(a) = refused.alert().and_then(Alert::ssl_alert) {
+            *alert = a;
+        }
+        if let Some(n) = ssl.ex_data(notes_index()) {
+            n.set(refused, None);
+        }
+        Err(SniError::ALERT_FATAL)
+    });
 }
 
 /// OpenSSL's per-certificate verify callback: chain verification result, then (at the leaf,
