@@ -58,19 +58,13 @@ pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError>
         let _ = writeln!(out, "  sha256: {}", id.sha256);
         match snap.tls.reverify(&cert, &certs, cfg.crl_expired) {
             Ok(_) => {}
-            Err((crate::crl::CrlCheck::Good, why)) => {
-                let _ = writeln!(
-                    out,
-                    "  WARNING: the gateway would refuse this certificate: {why}"
-                );
-            }
-            Err((crate::crl::CrlCheck::Revoked, _)) => {
+            Err(crate::refused::Refused::Revoked(_)) => {
                 let _ = writeln!(
                     out,
                     "  WARNING: this certificate is revoked by a configured CRL"
                 );
             }
-            Err((_, why)) => {
+            Err(why) => {
                 let _ = writeln!(
                     out,
                     "  WARNING: the gateway would refuse this certificate: {why}"

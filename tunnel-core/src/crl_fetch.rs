@@ -182,7 +182,7 @@ fn validate(body: &[u8], cas: &[X509]) -> Result<(Vec<u8>, Option<i64>), String>
     if !signed {
         return Err("not signed by a CA of client_ca".into());
     }
-    let next = crl.next_update().and_then(crate::tls::unix_time);
+    let next = crl.next_update().and_then(crate::time::unix_time);
     Ok((crl.to_pem().map_err(|e| e.to_string())?, next))
 }
 
@@ -253,7 +253,7 @@ where
         }
         let cas =
             crate::tls::read_certs(&cfg.file, "client_ca", &cfg.client_ca).unwrap_or_default();
-        let now = crate::metrics::unix_now();
+        let now = crate::time::unix_now();
         wait = MAX_PERIOD;
         for (url, cache) in &cfg.crl_urls {
             let r = refresh(url, cache, &cas).await;

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod audit;
 pub mod catalog;
 pub mod check;
@@ -17,6 +18,7 @@ pub mod crl;
 pub mod crl_fetch;
 pub mod demo;
 mod der;
+pub mod exit;
 pub mod failover;
 pub mod fleet;
 pub mod http;
@@ -32,15 +34,16 @@ pub mod policy;
 pub mod privileges;
 pub mod proxy;
 pub mod proxy_protocol_in;
+pub mod refused;
 pub mod reload;
 pub mod server;
 pub mod service;
 pub mod signals;
 pub mod signer;
+pub mod start;
+pub mod sync;
 pub mod systemd;
+pub mod time;
 pub mod tls;
 
-/// Exit code for bad usage or configuration (BSD `EX_USAGE`).
-pub const EXIT_CONFIG: i32 = 64;
-/// Exit code for a runtime failure such as a port already in use.
-pub const EXIT_RUNTIME: i32 = 1;
+pub use exit::{Exit, StartError, EXIT_CONFIG, EXIT_RUNTIME};

@@ -21,7 +21,6 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::warn;
 
 type Labels = Vec<(String, String)>;
 
@@ -186,21 +185,20 @@ impl Metrics {
             .get_or_create(&labels(&[("result", result)]))
             .inc();
         if ok {
-            self.last_reload.set(unix_now() as f64);
+            self.last_reload.set(crate::time::unix_now() as f64);
         }
     }
 
     /// Sets the expiry times (unix seconds) reported as `certificate_expiry_seconds`; series
     /// no longer configured (a CRL removed) disappear.
     pub fn set_expiries(&self, items: Vec<(String, i64)>) {
-        if let Ok(mut g) = self.expiry_at.lock() {
-            for (which, _) in g.iter() {
-                if !items.iter().any(|(w, _)| w == which) {
-                    self.expiry.remove(&labels(&[("which", which)]));
-                }
+        let mut g = crate::sync::lock(&self.expiry_at);
+        for (which, _) in g.iter() {
+            if !items.iter().any(|(w, _)| w == which) {
+                self.expiry.remove(&labels(&[("which", which)]));
             }
-            *g = items;
         }
+        *g = items;
     }
 
     /// Sets the health reported by `/healthz`.
@@ -219,18 +217,14 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn render(&self) -> String {
-        let now = unix_now();
-        if let Ok(items) = self.expiry_at.lock() {
-            for (which, at) in items.iter() {
-                self.expiry
-                    .get_or_create(&labels(&[("which", which)]))
-                    .set(at - now);
-            }
+        let now = crate::time::unix_now();
+        for (which, at) in crate::sync::lock(&self.expiry_at).iter() {
+            self.expiry
+                .get_or_create(&labels(&[("which", which)]))
+                .set(at - now);
         }
         let mut out = String::new();
-        if let Ok(r) = self.registry.lock() {
-            let _ = encode(&mut out, &r);
-        }
+        let _ = encode(&mut out, &crate::sync::lock(&self.registry));
         out
     }
 }
@@ -244,31 +238,6 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.gauge.dec();
     }
-}
-
-/// How often a running agent re-checks expiry dates for warnings.
-pub const EXPIRY_CHECK_PERIOD: Duration = Duration::from_secs(6 * 3600);
-
-/// Logs a warning for each (what, unix expiry) within `lead` of now, an error when past.
-pub fn warn_expiries(items: &[(String, i64)], lead: Duration) {
-    let now = unix_now();
-    let lead = lead.as_secs() as i64;
-    for (which, at) in items {
-        let left = at - now;
-        if left < 0 {
-            tracing::error!(which = %which, expired_seconds_ago = -left, "{which} has expired");
-        } else if left < lead {
-            warn!(which = %which, days_left = left / 86_400, "{which} expires soon (expiry_warning)");
-        }
-    }
-}
-
-/// Unix time now, in seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -291,7 +260,7 @@ mod tests {
                 .contains("tunnel_active_connections{backend=\"db\"} 1"));
         }
         m.reload(true);
-        m.set_expiries(vec![("cert".into(), unix_now() + 100)]);
+        m.set_expiries(vec![("cert".into(), crate::time::unix_now() + 100)]);
         let text = m.render();
         for want in [
             "tunnel_connections_total{backend=\"db\",result=\"ok\"} 2",

@@ -3,12 +3,12 @@
 
 use clap::{ArgGroup, Args, Subcommand};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use tunnel_core::pki::store::{
     self, IssueRequest, LeafKind, RevokeTarget, Store, DEFAULT_CA_DAYS, DEFAULT_CA_NAME,
     DEFAULT_CERT_DAYS, DEFAULT_CRL_DAYS,
 };
 use tunnel_core::pki::KeyType;
+use tunnel_core::{Exit, StartError};
 
 const AFTER_HELP: &str = "\
 Files in DIR: ca.crt, ca.key (0600), NAME.crt and NAME.key (0600) per certificate,
@@ -136,8 +136,8 @@ fn key_type(s: &str) -> Result<KeyType, String> {
     s.parse()
 }
 
-/// Runs one `pki` command and returns the process exit code.
-pub fn run(args: PkiArgs) -> ExitCode {
+/// Runs one `pki` command, printing its result.
+pub fn run(args: PkiArgs) -> Result<Exit, StartError> {
     // Report what is tightened; refusals come from the command itself.
     if let Ok(notes) = Store::new(args.command.dir()).secure() {
         for n in notes {
@@ -207,14 +207,10 @@ pub fn run(args: PkiArgs) -> ExitCode {
             Store::new(dir).list().map(|l| store::format_list(&l)),
         ),
     };
-    match result {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tunnel-server pki {name}: {e}");
-            ExitCode::from(e.exit_code() as u8)
-        }
-    }
+    let out = result.map_err(|source| StartError::Pki {
+        command: name,
+        source,
+    })?;
+    print!("{out}");
+    Ok(Exit::Success)
 }

@@ -79,7 +79,7 @@ pub async fn serve(ep: Endpoint, metrics: Arc<Metrics>) {
         };
         if !allow.is_empty() && !allow.iter().any(|c| c.contains(peer.ip())) {
             // At most one line a second: refusals must not flood the log either.
-            let now = super::unix_now();
+            let now = crate::time::unix_now();
             if now != last_refusal_log {
                 last_refusal_log = now;
                 info!(%peer, "metrics connection refused: address not in metrics_allow (further refusals this second not logged)");

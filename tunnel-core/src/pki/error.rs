@@ -29,12 +29,18 @@ pub enum PkiError {
 }
 
 impl PkiError {
-    /// The process exit code for this error: 64 for bad usage, 1 for runtime failures.
-    pub fn exit_code(&self) -> i32 {
+    /// The process exit status for this error: usage (64) for bad usage, failure (1) for
+    /// runtime failures.
+    pub fn exit(&self) -> crate::Exit {
         match self {
-            PkiError::Usage(_) => crate::EXIT_CONFIG,
-            PkiError::File { .. } | PkiError::Crypto { .. } => crate::EXIT_RUNTIME,
+            PkiError::Usage(_) => crate::Exit::Usage,
+            PkiError::File { .. } | PkiError::Crypto { .. } => crate::Exit::Failure,
         }
+    }
+
+    /// The numeric exit code of [`PkiError::exit`].
+    pub fn exit_code(&self) -> i32 {
+        self.exit().code()
     }
 
     pub(crate) fn usage(message: impl Into<String>) -> PkiError {

@@ -28,8 +28,10 @@ pub(super) async fn real_peer(
             Some(real)
         }
         Err(refused) => {
-            gw.service.metrics.connection("", refused.outcome.as_str());
-            gw.service.metrics.handshake_failure("proxy_protocol");
+            gw.service()
+                .metrics
+                .connection("", refused.outcome.as_str());
+            gw.service().metrics.handshake_failure("proxy_protocol");
             let mut rec = AuditRecord::new(peer);
             rec.reason = refused.reason;
             rec.finish(refused.outcome);
