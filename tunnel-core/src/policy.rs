@@ -352,7 +352,12 @@ impl Policy {
                     .find(|(b, _)| *b == s)
                     .map(|(b, _)| b.clone())
             }
-            None => self.default_backend.clone(),
+            // Only a default that names a backend (config validation ensures it; this keeps
+            // `authorize` total for any `Policy` built through the public API).
+            None => self
+                .default_backend
+                .clone()
+                .filter(|d| self.backends.iter().any(|(b, _)| b == d)),
         }
     }
 
@@ -363,12 +368,11 @@ impl Policy {
                 sni: sni.map(str::to_string),
             };
         };
-        let rules = &self
-            .backends
-            .iter()
-            .find(|(b, _)| *b == backend)
-            .expect("target() returned a known backend")
-            .1;
+        let Some((_, rules)) = self.backends.iter().find(|(b, _)| *b == backend) else {
+            return Decision::UnknownBackend {
+                sni: sni.map(str::to_string),
+            };
+        };
         match rules.iter().find(|r| self.rule_matches(r, id)) {
             Some(r) => Decision::Allow {
                 backend,
