@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod bins;
 pub mod browser;
+pub mod control;
 pub mod data;
 pub mod haproxy;
 pub mod http;
@@ -20,7 +21,8 @@ pub mod pki;
 pub mod process;
 pub mod tls;
 
-pub use backend::{free_port, Backend, Transfer};
+pub use backend::{closed_port, free_port, Backend, ClosedPort, Transfer};
+pub use control::assert_serves;
 pub use data::{hash_reader, send_pattern, sha256_hex, Digest};
 pub use pki::{Creds, Pki};
 pub use process::{client_toml, command, field, run_server, Agent, AgentSpec, Gateway, Proc};
