@@ -4,9 +4,10 @@
 use super::common::{config, edits, fixture, mutate};
 use openssl::x509::X509;
 use proptest::prelude::*;
+use tunnel_core::config::CrlCoverage;
+use tunnel_core::crl::{CrlCheck, CrlSet};
 use tunnel_core::ocsp::{parse_response, store_of, Verdict};
 use tunnel_core::pki;
-use tunnel_core::tls::{CrlCheck, CrlSet};
 
 /// Loads `pem` as the only CRL; when it loads, checks every fixture certificate.
 fn load_and_check(pem: &[u8], case: u64) -> Result<(), TestCaseError> {
@@ -14,12 +15,17 @@ fn load_and_check(pem: &[u8], case: u64) -> Result<(), TestCaseError> {
     let path = f.dir.join(format!("crl-{}-{case}.pem", std::process::id()));
     std::fs::write(&path, pem).expect("write");
     let cfg = f.dir.join("server.toml");
-    let res = CrlSet::load(&cfg, std::slice::from_ref(&path), &[f.ca.cert.clone()]);
+    let res = CrlSet::load(
+        &cfg,
+        std::slice::from_ref(&path),
+        std::slice::from_ref(&f.ca.cert),
+        CrlCoverage::Chain,
+    );
     let _ = std::fs::remove_file(&path);
     match res {
         Ok(set) => {
             for c in &f.clients {
-                let _ = set.check(&c.cert, pki::unix_now());
+                let _ = set.check_chain(&[c.cert.clone(), f.ca.cert.clone()], pki::unix_now());
             }
             let _ = set.expired(pki::unix_now());
             let _ = set.earliest_next_update();
@@ -56,9 +62,15 @@ fn pem_of_der(der: &[u8]) -> Vec<u8> {
 
 fn ocsp(der: &[u8], which: usize) -> Result<(Verdict, Option<i64>), String> {
     let f = fixture();
-    let store = store_of(&[f.ca.cert.clone()]).unwrap();
+    let store = store_of(std::slice::from_ref(&f.ca.cert)).unwrap();
     let cert: &X509 = &f.clients[which % f.clients.len()].cert;
-    parse_response(der, cert, &f.ca.cert, &store, &[f.ca.cert.clone()])
+    parse_response(
+        der,
+        cert,
+        &f.ca.cert,
+        &store,
+        std::slice::from_ref(&f.ca.cert),
+    )
 }
 
 proptest! {
@@ -96,6 +108,33 @@ proptest! {
     }
 }
 
+fn responder_url() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "\\PC{0,40}",
+        "(http|https|HTTP|ftp)://[a-zA-Z0-9.:\\[\\]@%_\\-]{0,24}(/[ -~]{0,16})?",
+        "http://[a-z0-9.]{1,12}(:[0-9]{0,7})?[\r\n\t /a-z]{0,8}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// AIA URLs come from client certificates: whatever they say, parsing never panics and
+    /// what it accepts is safe to dial, to send as `Host:` and to log.
+    #[test]
+    fn responder_urls_never_panic_and_accepted_ones_are_clean(url in responder_url()) {
+        if let Ok(u) = tunnel_core::ocsp::url::parse(&url) {
+            let authority = u.authority();
+            for part in [&u.host, &u.path, &authority] {
+                prop_assert!(!part.chars().any(|c| c.is_control() || c == ' '), "{:?} from {:?}", u, url);
+            }
+            prop_assert!(!u.host.is_empty(), "{:?}", u);
+            prop_assert!(u.port != 0, "{:?}", u);
+            prop_assert!(u.path.starts_with('/'), "{:?}", u);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(config(16))]
 
@@ -110,12 +149,18 @@ proptest! {
         let crl = pki::make_crl(&f.ca, &listed, -1, 7).unwrap();
         let path = f.dir.join(format!("crl-mask-{}-{mask}.pem", std::process::id()));
         std::fs::write(&path, crl.to_pem().unwrap()).unwrap();
-        let set = CrlSet::load(&f.dir.join("server.toml"), std::slice::from_ref(&path), &[f.ca.cert.clone()]);
+        let set = CrlSet::load(
+            &f.dir.join("server.toml"),
+            std::slice::from_ref(&path),
+            std::slice::from_ref(&f.ca.cert),
+            CrlCoverage::Chain,
+        );
         let _ = std::fs::remove_file(&path);
         let set = set.map_err(|e| TestCaseError::fail(e.to_string()))?;
         for (i, c) in f.clients.iter().enumerate() {
             let want = if mask & (1 << i) != 0 { CrlCheck::Revoked } else { CrlCheck::Good };
-            prop_assert_eq!(set.check(&c.cert, pki::unix_now()), want, "client {}", i);
+            let chain = [c.cert.clone(), f.ca.cert.clone()];
+            prop_assert_eq!(set.check_chain(&chain, pki::unix_now()), want, "client {}", i);
         }
     }
 }
