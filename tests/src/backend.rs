@@ -207,8 +207,10 @@ pub fn wait_accepting(addr: SocketAddr, timeout: Duration, what: &str) {
 /// A plain TCP connection with read/write timeouts, so a test can never hang on it.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(crate::PROMPT)).expect("timeout");
-    s.set_write_timeout(Some(crate::PROMPT)).expect("timeout");
+    s.set_read_timeout(Some(crate::IO_TIMEOUT))
+        .expect("timeout");
+    s.set_write_timeout(Some(crate::IO_TIMEOUT))
+        .expect("timeout");
     s
 }
 

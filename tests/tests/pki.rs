@@ -9,7 +9,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 use tunnel_tests::field;
 
 /// The `tunnel-server` binary, built once (`cargo build -p tunnel-server`) into the target
@@ -422,7 +421,8 @@ fn echo_through(dir: &Path, addr: SocketAddr, who: &str) -> (SocketAddr, Option<
     let connector = b.build();
     let tcp = TcpStream::connect(addr).unwrap();
     let peer = tcp.local_addr().unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.set_read_timeout(Some(tunnel_tests::IO_TIMEOUT))
+        .unwrap();
     let mut cfg = connector.configure().unwrap();
     // SNI selects the backend; the gateway's certificate is checked for its own name.
     cfg.set_verify_hostname(false);

@@ -12,7 +12,7 @@ use tunnel_tests::*;
 /// Read timeout where a test measures when the gateway closes: longer than any bound it
 /// asserts (timeout + PROMPT, generous for a loaded 2-core machine), so that "never closed"
 /// cannot pass as "closed late".
-const SLOW_CLOSE: Duration = Duration::from_secs(30);
+const SLOW_CLOSE: Duration = Duration::from_secs(45);
 
 fn assert_echo_works(addr: std::net::SocketAddr, msg: &[u8]) {
     let mut s = connect(addr);
