@@ -74,6 +74,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tunnel_core::panic::install();
     let mut cli = Cli::parse();
     let opened = match cli.command.take() {
         Some(Command::Login(args)) => return login::run(args, cli.config.as_deref(), cli.flags.ca),
@@ -230,7 +231,12 @@ async fn run(
     }
     let metrics_listener = match cfg.metrics {
         Some(a) => match tunnel_core::metrics::bind(a).await {
-            Ok(l) => Some(l),
+            Ok(l) => {
+                // The bound address (with `metrics = "…:0"` the port the kernel chose).
+                let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::info!(metrics = %addr, "metrics listening");
+                Some(l)
+            }
             Err(e) => {
                 return fail(
                     EXIT_RUNTIME,

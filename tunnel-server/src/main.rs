@@ -49,6 +49,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tunnel_core::panic::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -187,6 +188,8 @@ fn run(path: PathBuf) -> ExitCode {
             },
             None => None,
         };
+        // The bound address (with `metrics = "…:0"` the port the kernel chose).
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         // Everything privileged is done: listeners bound, keys read.
         if let Err(e) = privileges::drop_privileges(cfg.user.as_deref(), cfg.group.as_deref()) {
             return fail(EXIT_CONFIG, format!("{}: {e}", path.display()));
@@ -225,7 +228,7 @@ fn run(path: PathBuf) -> ExitCode {
             cert = %tunnel_core::identity::one_line_name(snap.tls.cert.subject_name()),
             cert_expires = %snap.tls.cert.not_after(),
             crls = snap.tls.crls.len(),
-            metrics = %cfg.metrics.map(|m| m.to_string()).unwrap_or_default(),
+            metrics = %metrics_addr.map(|m| m.to_string()).unwrap_or_default(),
             nofile = nofile.unwrap_or(0),
             "gateway listening"
         );
