@@ -139,6 +139,10 @@ proptest! {
                 prop_assert_eq!(policy.target(sni.as_deref()), Some(backend.clone()));
                 prop_assert!(!explained.iter().any(|(n, _)| *n == backend) || b.iter().filter(|(n, _)| *n == backend).count() > 1);
             }
+            Decision::Refused { backend, reason } => {
+                prop_assert_eq!(policy.target(sni.as_deref()), Some(backend));
+                prop_assert_eq!(policy.identity_problem(&id), Some(reason));
+            }
             Decision::UnknownBackend { sni: s } => {
                 prop_assert_eq!(policy.target(sni.as_deref()), None);
                 prop_assert_eq!(s, sni);
