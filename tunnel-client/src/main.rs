@@ -71,6 +71,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tunnel_core::panic::install();
     let mut cli = Cli::parse();
     let opened = match cli.command.take() {
         Some(Command::Login(args)) => return login::run(args, cli.config.as_deref(), cli.flags.ca),

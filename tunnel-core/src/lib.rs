@@ -29,6 +29,7 @@ pub mod login;
 pub mod metrics;
 pub mod ocsp;
 pub mod oidc;
+pub mod panic;
 pub mod pki;
 pub mod policy;
 pub mod privileges;

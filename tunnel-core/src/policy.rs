@@ -435,7 +435,12 @@ impl Policy {
                     .find(|(b, _)| *b == s)
                     .map(|(b, _)| b.clone())
             }
-            None => self.default_backend.clone(),
+            // Only a default that names a backend (config validation ensures it; this keeps
+            // `authorize` total for any `Policy` built through the public API).
+            None => self
+                .default_backend
+                .clone()
+                .filter(|d| self.backends.iter().any(|(b, _)| b == d)),
         }
     }
 

@@ -60,6 +60,8 @@ pub async fn gateway(
     let metrics_listener = bind_metrics(cfg.metrics, &cfg.file)
         .await?
         .map(|ep| ep.allow(cfg.metrics_allow.clone()));
+    // The bound address (with `metrics = "…:0"` the port the kernel chose).
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     // Everything privileged is done: listeners bound, keys read.
     privileges::drop_privileges(cfg.user.as_deref(), cfg.group.as_deref())
         .map_err(|e| StartError::Usage(format!("{}: {e}", cfg.file.display())))?;
@@ -84,7 +86,7 @@ pub async fn gateway(
         cert = %identity::one_line_name(snap.tls.cert.subject_name()),
         cert_expires = %snap.tls.cert.not_after(),
         crls = snap.tls.crls.len(),
-        metrics = %cfg.metrics.map(|m| m.to_string()).unwrap_or_default(),
+        metrics = %metrics_addr.map(|m| m.to_string()).unwrap_or_default(),
         nofile = nofile.unwrap_or(0),
         "gateway listening"
     );
@@ -116,6 +118,10 @@ pub async fn client_agent(
         }
     }
     let metrics_listener = bind_metrics(cfg.metrics, &cfg.file).await?;
+    if let Some(addr) = metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        // The bound address (with `metrics = "…:0"` the port the kernel chose).
+        info!(metrics = %addr, "metrics listening");
+    }
     let control = go_live(agent.service(), metrics_listener, cfg.reload_interval)?;
     for (addr, backend) in agent.tunnel_addrs() {
         info!(listen = %addr, backend = %backend, gateway = %cfg.server, "tunnel listening");
@@ -190,10 +196,10 @@ async fn bind_metrics(
     file: &Path,
 ) -> Result<Option<Endpoint>, StartError> {
     let Some(a) = metrics else { return Ok(None) };
-    crate::metrics::bind(a)
+    let ep = crate::metrics::bind(a)
         .await
-        .map(Some)
-        .map_err(|e| StartError::Runtime(format!("{}: metrics: {e}", file.display())))
+        .map_err(|e| StartError::Runtime(format!("{}: metrics: {e}", file.display())))?;
+    Ok(Some(ep))
 }
 
 /// Starts the metrics endpoint, signal handling, the file watcher and the watchdog, and

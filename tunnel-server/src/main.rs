@@ -46,6 +46,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tunnel_core::panic::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e).into(),
