@@ -8,6 +8,7 @@
 
 mod client;
 mod listener;
+mod operator;
 mod server;
 
 pub(crate) use server::parse_log_format as server_log_format;
@@ -15,6 +16,7 @@ pub(crate) use server::parse_log_format as server_log_format;
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};
 pub use listener::ProxyListener;
 pub(crate) use server::valid_host_port;
+pub use operator::{BackendTarget, ProxyProtocol, ADMIN_SOCKET_NAME};
 pub use server::{
     valid_backend_name_bytes, BackendConfig, CrlCoverage, CrlExpired, LogFormat, ServerConfig,
     StapleSource, SERVER_ENV_PREFIX,
