@@ -8,6 +8,7 @@
 //! a real `openssl ocsp` responder.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod bins;
 pub mod browser;

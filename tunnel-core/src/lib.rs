@@ -32,6 +32,7 @@ pub mod policy;
 pub mod privileges;
 pub mod proxy;
 pub mod proxy_protocol_in;
+pub mod proxy_v2;
 pub mod reload;
 pub mod server;
 pub mod service;
@@ -39,6 +40,7 @@ pub mod signals;
 pub mod signer;
 pub mod systemd;
 pub mod tls;
+pub mod upstream;
 
 /// Exit code for bad usage or configuration (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;

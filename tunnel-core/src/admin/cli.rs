@@ -186,3 +186,51 @@ pub fn disconnect_text(resp: &Response) -> String {
     }
     out
 }
+
+/// The gateway's admin socket when neither `--socket` nor `--config` says otherwise.
+pub const DEFAULT_SERVER_SOCKET: &str = "/run/tunnel/admin.sock";
+
+/// Sends `req` and renders the reply: JSON (the reply as is) or text.
+pub fn run(socket: &Path, req: &Request, json: bool) -> Result<String, CliError> {
+    let resp = call(socket, req)?;
+    if json {
+        let mut s = serde_json::to_string_pretty(&resp).unwrap_or_default();
+        s.push('\n');
+        return Ok(s);
+    }
+    Ok(match req {
+        Request::Sessions { .. } => sessions_table(resp.sessions.as_deref().unwrap_or(&[])),
+        Request::Disconnect { .. } => disconnect_text(&resp),
+        Request::Status => status_text(&resp),
+    })
+}
+
+/// The socket to use: `--socket`, else the config file's `admin_socket` (read by `from_config`),
+/// else `default`.
+pub fn socket_path(
+    explicit: Option<&Path>,
+    config: Option<&Path>,
+    from_config: impl FnOnce(&Path) -> Result<Option<std::path::PathBuf>, String>,
+    default: &str,
+) -> Result<std::path::PathBuf, CliError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let Some(file) = config else {
+        return Ok(default.into());
+    };
+    match from_config(file) {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(CliError {
+            code: crate::EXIT_CONFIG,
+            message: format!(
+                "{}: admin_socket: not set, so the service has no admin socket; set admin_socket = \"{default}\" and restart",
+                file.display()
+            ),
+        }),
+        Err(e) => Err(CliError {
+            code: crate::EXIT_CONFIG,
+            message: e,
+        }),
+    }
+}

@@ -8,6 +8,9 @@
 
 mod conn;
 mod proxied;
+mod operator;
+
+pub use operator::{bind_admin, AdminBinding};
 
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::{ConfigError, ServerConfig, StapleSource};
@@ -120,6 +123,7 @@ pub struct Gateway {
     live: LiveConns,
     pending: PendingHandshakes,
     staple: Arc<Staple>,
+    sessions: crate::admin::Sessions,
 }
 
 /// Handshakes in progress, oldest first, so that a flood of stalled handshakes cannot keep
@@ -282,6 +286,7 @@ impl Gateway {
             live: LiveConns::default(),
             pending: PendingHandshakes::default(),
             staple,
+            sessions: Default::default(),
         }))
     }
 
