@@ -167,3 +167,68 @@ fn expired_certificate_cuts_its_tunnel() {
     assert!(dying.is_cut());
     keeps.round_trip(100_000).unwrap();
 }
+
+/// The uid and gid of `nobody` (the unprivileged local user of these tests).
+const NOBODY: u32 = 65534;
+
+fn sessions_as_nobody(sock: &std::path::Path) -> std::process::Output {
+    let mut cmd = tunnel_tests::command(&tunnel_tests::bins::server());
+    cmd.args(["sessions", "--json", "--socket", sock.to_str().unwrap()]);
+    tunnel_tests::admin::as_user(cmd, NOBODY, NOBODY)
+}
+
+fn chmod(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn admin_socket_refuses_other_local_users() {
+    use std::os::unix::fs::MetadataExt;
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let (gw, sock) = setup(&pki, &echo, "");
+    let alice = pki.client("alice");
+    let _t = EchoTunnel::open(&pki, &alice, gw.addr, "db", 1);
+    let meta = std::fs::metadata(&sock).expect("socket exists");
+    assert_eq!(meta.mode() & 0o777, 0o660, "admin socket mode");
+    // Let nobody reach the socket file itself; its mode must keep nobody out.
+    chmod(pki.dir(), 0o755);
+    let out = sessions_as_nobody(&sock);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(err.contains("refused"), "{err}");
+    assert!(out.stdout.is_empty());
+    // Even with the file mode opened up by mistake, the peer-credential check refuses.
+    chmod(&sock, 0o666);
+    let out = sessions_as_nobody(&sock);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(err.contains("permission denied: nobody (uid 65534)"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("alice"));
+    gw.wait_for("the refusal warning", PROMPT, |e| {
+        field(e, "message").starts_with("admin socket: refused") && number(e, "uid") == 65534
+    });
+    // Positive control: root still gets the list.
+    assert_eq!(sessions(&sock, &[]).len(), 1);
+}
+
+#[test]
+fn admin_group_members_are_admitted() {
+    use std::os::unix::fs::MetadataExt;
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(NOBODY))
+        .expect("group lookup")
+        .expect("a group with gid 65534 (nogroup)")
+        .name;
+    let (gw, sock) = setup(&pki, &echo, &format!("admin_group = \"{group}\"\n"));
+    let alice = pki.client("alice");
+    let _t = EchoTunnel::open(&pki, &alice, gw.addr, "db", 1);
+    assert_eq!(std::fs::metadata(&sock).unwrap().gid(), NOBODY);
+    chmod(pki.dir(), 0o755);
+    let out = sessions_as_nobody(&sock);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sessions"][0]["subject"], "CN=alice");
+}
