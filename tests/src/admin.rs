@@ -76,7 +76,13 @@ pub struct EchoTunnel {
 
 impl EchoTunnel {
     /// Connects with `creds` to `gateway`, SNI `backend`, and checks one round trip.
-    pub fn open(pki: &Pki, creds: &Creds, gateway: SocketAddr, backend: &str, seed: u64) -> EchoTunnel {
+    pub fn open(
+        pki: &Pki,
+        creds: &Creds,
+        gateway: SocketAddr,
+        backend: &str,
+        seed: u64,
+    ) -> EchoTunnel {
         let c = TlsClient::new(creds, &pki.ca_crt);
         let tls = c
             .connect(gateway, Some(backend))
@@ -122,7 +128,12 @@ impl EchoTunnel {
 
 /// Whether a fresh tunnel for `creds` to `backend` carries bytes (false when the gateway
 /// refuses it after the handshake).
-pub fn tunnel_works(pki: &Pki, creds: &Creds, gateway: SocketAddr, backend: &str) -> (bool, SocketAddr) {
+pub fn tunnel_works(
+    pki: &Pki,
+    creds: &Creds,
+    gateway: SocketAddr,
+    backend: &str,
+) -> (bool, SocketAddr) {
     let c = TlsClient::new(creds, &pki.ca_crt);
     let Ok(mut tls) = c.connect(gateway, Some(backend)) else {
         return (false, "0.0.0.0:0".parse().expect("addr"));
@@ -144,8 +155,8 @@ pub fn expiring_client(pki: &Pki, cn: &str, secs: i64) -> Creds {
     let name = name.build();
     let mut b = X509Builder::new().expect("builder");
     b.set_version(2).expect("version");
-    let serial = Asn1Integer::from_bn(&BigNum::from_u32(0x5EC0 + secs as u32).expect("bn"))
-        .expect("serial");
+    let serial =
+        Asn1Integer::from_bn(&BigNum::from_u32(0x5EC0 + secs as u32).expect("bn")).expect("serial");
     b.set_serial_number(&serial).expect("serial");
     b.set_subject_name(&name).expect("subject");
     b.set_issuer_name(ca.cert.subject_name()).expect("issuer");
@@ -157,8 +168,14 @@ pub fn expiring_client(pki: &Pki, cn: &str, secs: i64) -> Creds {
         .expect("notAfter");
     b.append_extension(BasicConstraints::new().critical().build().expect("bc"))
         .expect("bc");
-    b.append_extension(KeyUsage::new().critical().digital_signature().build().expect("ku"))
-        .expect("ku");
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .build()
+            .expect("ku"),
+    )
+    .expect("ku");
     b.append_extension(ExtendedKeyUsage::new().client_auth().build().expect("eku"))
         .expect("eku");
     b.sign(&ca.key, MessageDigest::sha256()).expect("sign");
@@ -180,7 +197,10 @@ pub fn expiring_client(pki: &Pki, cn: &str, secs: i64) -> Creds {
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
     while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
-use tunnel_tests::admin::{disconnect, expiring_client, sessions, tunnel_works, wait_until, EchoTunnel};
+use tunnel_tests::admin::{
+    disconnect, expiring_client, sessions, tunnel_works, wait_until, EchoTunnel,
+};
 use tunnel_tests::process::number;
 use tunnel_tests::{backend_toml, field, Backend, Gateway, Pki, PROMPT};
 
@@ -39,7 +41,10 @@ fn sessions_list_matches_open_tunnels() {
     t[2].round_trip(50_000).unwrap();
     let list = sessions(&sock, &[]);
     assert_eq!(list.len(), 3, "{list:?}");
-    for (tunnel, (cn, backend)) in t.iter().zip([("alice", "db"), ("alice", "web"), ("bob", "db")]) {
+    for (tunnel, (cn, backend)) in t
+        .iter()
+        .zip([("alice", "db"), ("alice", "web"), ("bob", "db")])
+    {
         let s = list
             .iter()
             .find(|s| field(s, "peer") == tunnel.local.to_string())
@@ -61,17 +66,25 @@ fn sessions_list_matches_open_tunnels() {
     }
     assert_eq!(sessions(&sock, &["--backend", "db"]).len(), 2);
     assert_eq!(sessions(&sock, &["--identity", "bob"]).len(), 1);
-    assert_eq!(sessions(&sock, &["--identity", "CN=al*", "--backend", "web"]).len(), 1);
+    assert_eq!(
+        sessions(&sock, &["--identity", "CN=al*", "--backend", "web"]).len(),
+        1
+    );
     // The human table lists the same tunnels.
     let out = tunnel_tests::admin::server_cli(&["sessions", "--socket", sock.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("3 session(s)"), "{text}");
+    assert!(
+        out.status.success() && text.contains("3 session(s)"),
+        "{text}"
+    );
     for tunnel in &t {
         assert!(text.contains(&tunnel.local.to_string()), "{text}");
     }
     // A closed tunnel leaves the list.
     drop(t.pop());
-    wait_until("bob's tunnel to leave the list", PROMPT, || sessions(&sock, &[]).len() == 2);
+    wait_until("bob's tunnel to leave the list", PROMPT, || {
+        sessions(&sock, &[]).len() == 2
+    });
 }
 
 #[test]
@@ -89,7 +102,7 @@ fn disconnect_by_each_selector_cuts_only_matches() {
     let mut by_serial = EchoTunnel::open(&pki, &bob, gw.addr, "db", 2);
     let mut by_backend = EchoTunnel::open(&pki, &carol, gw.addr, "web", 3);
     let mut by_identity = EchoTunnel::open(&pki, &dave, gw.addr, "db", 4);
-    let mut keeps = vec![
+    let mut keeps = [
         EchoTunnel::open(&pki, &alice, gw.addr, "db", 5),
         EchoTunnel::open(&pki, &carol, gw.addr, "db", 6),
     ];
@@ -101,10 +114,21 @@ fn disconnect_by_each_selector_cuts_only_matches() {
             .expect("listed");
         number(s, "id").to_string()
     };
-    let bob_serial = bob.issued.cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+    let bob_serial = bob
+        .issued
+        .cert
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string();
     let steps: Vec<(Vec<String>, &mut EchoTunnel)> = vec![
         (vec!["--id".into(), id_of(&by_id)], &mut by_id),
-        (vec!["--serial".into(), bob_serial.to_lowercase()], &mut by_serial),
+        (
+            vec!["--serial".into(), bob_serial.to_lowercase()],
+            &mut by_serial,
+        ),
         (vec!["--backend".into(), "web".into()], &mut by_backend),
         (vec!["--identity".into(), "da*".into()], &mut by_identity),
     ];
@@ -121,7 +145,8 @@ fn disconnect_by_each_selector_cuts_only_matches() {
         assert!(why.contains(&reason) && why.contains("uid 0"), "{ev}");
         // The others still stream, every byte checked.
         for k in keeps.iter_mut() {
-            k.round_trip(100_000).unwrap_or_else(|e| panic!("{args:?} also cut {}: {e}", k.local));
+            k.round_trip(100_000)
+                .unwrap_or_else(|e| panic!("{args:?} also cut {}: {e}", k.local));
         }
     }
     assert_eq!(sessions(&sock, &[]).len(), 2);
@@ -136,9 +161,25 @@ fn block_for_refuses_then_admits_again() {
     let (gw, sock) = setup(&pki, &echo, "");
     let (bob, alice) = (pki.client("bob"), pki.client("alice"));
     let mut t = EchoTunnel::open(&pki, &bob, gw.addr, "db", 1);
-    let out = disconnect(&sock, &["--identity", "bob", "--block-for", "3s", "--reason", "offboarded"]);
-    assert!(out.contains("disconnected 1 tunnel(s)") && out.contains("blocked until"), "{out}");
-    assert!(out.contains("CRL"), "the output must point at the durable way: {out}");
+    let out = disconnect(
+        &sock,
+        &[
+            "--identity",
+            "bob",
+            "--block-for",
+            "3s",
+            "--reason",
+            "offboarded",
+        ],
+    );
+    assert!(
+        out.contains("disconnected 1 tunnel(s)") && out.contains("blocked until"),
+        "{out}"
+    );
+    assert!(
+        out.contains("CRL"),
+        "the output must point at the durable way: {out}"
+    );
     assert!(t.is_cut());
     let blocked_at = std::time::Instant::now();
     let (ok, local) = tunnel_works(&pki, &bob, gw.addr, "web");
@@ -149,8 +190,13 @@ fn block_for_refuses_then_admits_again() {
     // Others are not blocked.
     assert!(tunnel_works(&pki, &alice, gw.addr, "db").0);
     // Admitted again once the block ends.
-    wait_until("bob to be admitted again", PROMPT, || tunnel_works(&pki, &bob, gw.addr, "db").0);
-    assert!(blocked_at.elapsed() >= Duration::from_secs(2), "the block ended early");
+    wait_until("bob to be admitted again", PROMPT, || {
+        tunnel_works(&pki, &bob, gw.addr, "db").0
+    });
+    assert!(
+        blocked_at.elapsed() >= Duration::from_secs(2),
+        "the block ended early"
+    );
 }
 
 #[test]
@@ -204,7 +250,10 @@ fn admin_socket_refuses_other_local_users() {
     let out = sessions_as_nobody(&sock);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(77), "{err}");
-    assert!(err.contains("permission denied: nobody (uid 65534)"), "{err}");
+    assert!(
+        err.contains("permission denied: nobody (uid 65534)"),
+        "{err}"
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("alice"));
     gw.wait_for("the refusal warning", PROMPT, |e| {
         field(e, "message").starts_with("admin socket: refused") && number(e, "uid") == 65534
@@ -228,7 +277,11 @@ fn admin_group_members_are_admitted() {
     assert_eq!(std::fs::metadata(&sock).unwrap().gid(), NOBODY);
     chmod(pki.dir(), 0o755);
     let out = sessions_as_nobody(&sock);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["sessions"][0]["subject"], "CN=alice");
 }

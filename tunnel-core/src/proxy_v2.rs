@@ -54,7 +54,8 @@ pub struct ProxyInfo<'a> {
 pub fn header(info: &ProxyInfo) -> io::Result<Vec<u8>> {
     let id = info.identity;
     let (src, dst) = same_family(info.source, info.destination);
-    let mut b = Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst));
+    let mut b =
+        Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst));
     if let Some(sni) = info.sni {
         b = b.write_tlv(Type::Authority, sni.as_bytes())?;
     }

@@ -86,8 +86,13 @@ fn send(sock: &SocketArg, config: Option<&Path>, req: &Request) -> ExitCode {
             .map(|c| c.admin_socket)
             .map_err(|e| e.to_string())
     };
-    let out = cli::socket_path(sock.socket.as_deref(), config, from_config, DEFAULT_SERVER_SOCKET)
-        .and_then(|path| cli::run(&path, req, sock.json));
+    let out = cli::socket_path(
+        sock.socket.as_deref(),
+        config,
+        from_config,
+        DEFAULT_SERVER_SOCKET,
+    )
+    .and_then(|path| cli::run(&path, req, sock.json));
     match out {
         Ok(text) => {
             print!("{text}");

@@ -57,7 +57,10 @@ pub fn call(path: &Path, req: &Request) -> Result<Response, CliError> {
     if reply.trim().is_empty() {
         return Err(CliError {
             code: EXIT_UNAVAILABLE,
-            message: format!("{}: the admin socket closed without a reply", path.display()),
+            message: format!(
+                "{}: the admin socket closed without a reply",
+                path.display()
+            ),
         });
     }
     let resp: Response = serde_json::from_str(&reply).map_err(|e| CliError {
@@ -82,7 +85,16 @@ pub fn call(path: &Path, req: &Request) -> Result<Response, CliError> {
 /// `sessions` as a table.
 pub fn sessions_table(sessions: &[SessionView]) -> String {
     let mut rows = vec![[
-        "ID", "PEER", "IDENTITY", "BACKEND", "STARTED", "UP", "DOWN", "IDLE", "RESUMED", "NOT-AFTER",
+        "ID",
+        "PEER",
+        "IDENTITY",
+        "BACKEND",
+        "STARTED",
+        "UP",
+        "DOWN",
+        "IDLE",
+        "RESUMED",
+        "NOT-AFTER",
     ]
     .map(String::from)
     .to_vec()];
@@ -148,10 +160,10 @@ fn tunnel_row(t: &TunnelStatus) -> Vec<String> {
 /// RFC 3339 (UTC, seconds) or `-`.
 pub fn time_text(t: Option<i64>) -> String {
     match t.filter(|t| *t >= 0) {
-        Some(t) => humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + Duration::from_secs(t as u64),
-        )
-        .to_string(),
+        Some(t) => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t as u64))
+                .to_string()
+        }
         None => "-".into(),
     }
 }
@@ -176,7 +188,10 @@ fn table(rows: &[Vec<String>]) -> String {
 
 /// The text `disconnect` prints.
 pub fn disconnect_text(resp: &Response) -> String {
-    let mut out = format!("disconnected {} tunnel(s)\n", resp.disconnected.unwrap_or(0));
+    let mut out = format!(
+        "disconnected {} tunnel(s)\n",
+        resp.disconnected.unwrap_or(0)
+    );
     if let Some(u) = resp.blocked_until {
         out += &format!("blocked until {}\n", time_text(Some(u)));
     }

@@ -204,7 +204,11 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         .ok_or("a request is a JSON object such as {\"v\":1,\"cmd\":\"sessions\"}")?;
     match obj.remove("v").and_then(|v| v.as_u64()) {
         Some(v) if v == VERSION as u64 => {}
-        Some(v) => return Err(format!("protocol version {v} is not supported; this server speaks v{VERSION}")),
+        Some(v) => {
+            return Err(format!(
+                "protocol version {v} is not supported; this server speaks v{VERSION}"
+            ))
+        }
         None => return Err(format!("missing \"v\"; send \"v\":{VERSION}")),
     }
     serde_json::from_value(value).map_err(|e| format!("bad request: {e}"))

@@ -205,9 +205,10 @@ impl Sessions {
         let keys = match sel {
             Selector::Identity(p) => vec![BlockKey::Pattern(p.clone())],
             Selector::Serial(s) => vec![BlockKey::Serial(normalize_serial(s))],
-            Selector::Id(_) | Selector::Backend(_) => {
-                fingerprints.into_iter().map(BlockKey::Fingerprint).collect()
-            }
+            Selector::Id(_) | Selector::Backend(_) => fingerprints
+                .into_iter()
+                .map(BlockKey::Fingerprint)
+                .collect(),
         };
         for key in keys {
             g.blocks.push(Block {
@@ -254,8 +255,14 @@ impl Entry {
             backend: i.backend.clone(),
             started: self.started_unix,
             duration_ms: self.started.elapsed().as_millis() as u64,
-            bytes_up: self.counters.a_to_b.load(std::sync::atomic::Ordering::Relaxed),
-            bytes_down: self.counters.b_to_a.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_up: self
+                .counters
+                .a_to_b
+                .load(std::sync::atomic::Ordering::Relaxed),
+            bytes_down: self
+                .counters
+                .b_to_a
+                .load(std::sync::atomic::Ordering::Relaxed),
             idle_ms: self.counters.idle_for().as_millis() as u64,
             resumed: i.resumed,
             not_after: i.not_after,
@@ -378,7 +385,10 @@ pub fn unix_now() -> i64 {
 /// Time left until Unix second `t` (zero when past).
 fn until_unix(t: i64) -> Option<Duration> {
     let at = UNIX_EPOCH.checked_add(Duration::from_secs(t.max(0) as u64))?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]

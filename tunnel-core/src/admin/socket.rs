@@ -91,7 +91,9 @@ fn groups_of(uid: u32) -> Vec<u32> {
 pub fn group_id(name: &str) -> Result<u32, String> {
     match Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("no group named {name:?}; create it or change admin_group")),
+        Ok(None) => Err(format!(
+            "no group named {name:?}; create it or change admin_group"
+        )),
         Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
     }
 }
@@ -233,11 +235,11 @@ mod tests {
             admin_gid: Some(50),
         };
         let cases = [
-            (0, 0, vec![], true),       // root
-            (990, 1, vec![], true),     // service user
-            (1000, 990, vec![], true),  // service group
+            (0, 0, vec![], true),        // root
+            (990, 1, vec![], true),      // service user
+            (1000, 990, vec![], true),   // service group
             (1000, 100, vec![50], true), // admin group, supplementary
-            (1000, 50, vec![], true),   // admin group, primary
+            (1000, 50, vec![], true),    // admin group, primary
             (65534, 65534, vec![], false),
             (1000, 100, vec![7, 8], false),
         ];

@@ -85,7 +85,11 @@ pub(crate) fn parse_proxy_protocol(
 }
 
 /// Parses an optional connection cap (1..=1000000).
-pub(crate) fn parse_cap(file: &Path, key: &str, v: Option<i64>) -> Result<Option<usize>, ConfigError> {
+pub(crate) fn parse_cap(
+    file: &Path,
+    key: &str,
+    v: Option<i64>,
+) -> Result<Option<usize>, ConfigError> {
     match v {
         None => Ok(None),
         Some(n) if (1..=1_000_000).contains(&n) => Ok(Some(n as usize)),
@@ -142,12 +146,21 @@ mod tests {
         let ok = [
             ("10.0.0.5:5432", BackendTarget::Tcp("10.0.0.5:5432".into())),
             ("db:5432", BackendTarget::Tcp("db:5432".into())),
-            ("unix:/run/x.sock", BackendTarget::Unix("/run/x.sock".into())),
+            (
+                "unix:/run/x.sock",
+                BackendTarget::Unix("/run/x.sock".into()),
+            ),
         ];
         for (a, want) in ok {
             assert_eq!(parse_target(f, "k", a).unwrap(), want, "{a}");
         }
-        for bad in ["unix:relative.sock", "unix:", "db", "db:0", &format!("unix:/{}", "a".repeat(120))] {
+        for bad in [
+            "unix:relative.sock",
+            "unix:",
+            "db",
+            "db:0",
+            &format!("unix:/{}", "a".repeat(120)),
+        ] {
             let e = parse_target(f, "backend[0].address", bad).unwrap_err();
             assert_eq!(e.key, "backend[0].address", "{bad}");
         }
@@ -161,7 +174,10 @@ mod tests {
             admin_socket(f, None, Some("/run/tunnel")).unwrap(),
             Some(PathBuf::from("/run/tunnel/admin.sock"))
         );
-        assert_eq!(admin_socket(f, Some("off"), Some("/run/tunnel")).unwrap(), None);
+        assert_eq!(
+            admin_socket(f, Some("off"), Some("/run/tunnel")).unwrap(),
+            None
+        );
         assert_eq!(
             admin_socket(f, Some("a.sock"), None).unwrap(),
             Some(PathBuf::from("/etc/t/a.sock"))
@@ -174,7 +190,10 @@ mod tests {
         let f = Path::new("s.toml");
         assert_eq!(parse_cap(f, "k", Some(3)).unwrap(), Some(3));
         assert!(parse_cap(f, "k", Some(0)).is_err());
-        assert_eq!(parse_proxy_protocol(f, "k", Some("v2")).unwrap(), ProxyProtocol::V2);
+        assert_eq!(
+            parse_proxy_protocol(f, "k", Some("v2")).unwrap(),
+            ProxyProtocol::V2
+        );
         assert!(parse_proxy_protocol(f, "k", Some("v1")).is_err());
     }
 }

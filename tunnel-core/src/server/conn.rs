@@ -229,34 +229,30 @@ async fn finish_tunnel(
             return outcome;
         }
     };
-    let mut upstream =
-        match tokio::time::timeout(cfg.connect_timeout, crate::upstream::connect(&backend.target))
-            .await
-        {
-            Err(_) => {
-                rec.reason = format!(
-                    "connecting to {} took longer than connect_timeout",
-                    backend.address
-                );
-                close_tls(&mut tls).await;
-                return Outcome::Timeout;
-            }
-            Ok(Err(e)) => {
-                rec.reason = format!("{}: {e}", backend.address);
-                close_tls(&mut tls).await;
-                return Outcome::BackendUnreachable;
-            }
-            Ok(Ok(s)) => s,
-        };
+    let mut upstream = match tokio::time::timeout(
+        cfg.connect_timeout,
+        crate::upstream::connect(&backend.target),
+    )
+    .await
+    {
+        Err(_) => {
+            rec.reason = format!(
+                "connecting to {} took longer than connect_timeout",
+                backend.address
+            );
+            close_tls(&mut tls).await;
+            return Outcome::Timeout;
+        }
+        Ok(Err(e)) => {
+            rec.reason = format!("{}: {e}", backend.address);
+            close_tls(&mut tls).await;
+            return Outcome::BackendUnreachable;
+        }
+        Ok(Ok(s)) => s,
+    };
     let local = tls.get_ref().local_addr().ok();
-    let sent = super::operator::send_proxy_header(
-        &mut upstream,
-        backend,
-        tls.ssl(),
-        local,
-        rec,
-        &session,
-    );
+    let sent =
+        super::operator::send_proxy_header(&mut upstream, backend, tls.ssl(), local, rec, &session);
     if let Err(e) = sent.await {
         rec.reason = format!("{}: cannot send the PROXY header: {e}", backend.address);
         close_tls(&mut tls).await;
@@ -283,8 +279,15 @@ async fn finish_tunnel(
         }
     };
     let counters = session.counters();
-    let piped =
-        proxy::pipe_counted(tls, upstream, cfg.idle_timeout, stop, Some(meters), counters).await;
+    let piped = proxy::pipe_counted(
+        tls,
+        upstream,
+        cfg.idle_timeout,
+        stop,
+        Some(meters),
+        counters,
+    )
+    .await;
     rec.bytes_up = piped.a_to_b;
     rec.bytes_down = piped.b_to_a;
     match piped.end {

@@ -4,9 +4,9 @@
 
 use super::Gateway;
 use crate::admin::gateway::GatewayAdmin;
+use crate::admin::socket;
 use crate::admin::{Access, Cut, Limits, Refused, SessionGuard, SessionInfo};
 use crate::audit::{AuditRecord, Outcome};
-use crate::admin::socket;
 use crate::config::{BackendConfig, ProxyProtocol, ServerConfig};
 use crate::identity::Identity;
 use crate::proxy_v2::{self, ProxyInfo};
@@ -44,7 +44,10 @@ pub(super) fn admit(
                 crate::admin::cli::time_text(Some(until))
             ),
             Refused::BackendFull(n) => {
-                format!("backend {:?} has max_connections ({n}) open tunnels", backend.name)
+                format!(
+                    "backend {:?} has max_connections ({n}) open tunnels",
+                    backend.name
+                )
             }
             Refused::IdentityFull(n) => format!(
                 "this identity has max_connections_per_identity ({n}) open tunnels to backend {:?}",

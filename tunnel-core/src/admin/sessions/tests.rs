@@ -43,9 +43,13 @@ fn caps_per_backend_and_per_identity() {
 #[test]
 fn disconnect_cuts_only_matches_and_blocks() {
     let s = Sessions::default();
-    let a = s.admit(info("alice", "db", "0A"), Limits::default()).unwrap();
+    let a = s
+        .admit(info("alice", "db", "0A"), Limits::default())
+        .unwrap();
     let b = s.admit(info("bob", "db", "0B"), Limits::default()).unwrap();
-    let c = s.admit(info("carol", "web", "0C"), Limits::default()).unwrap();
+    let c = s
+        .admit(info("carol", "web", "0C"), Limits::default())
+        .unwrap();
     let (n, until) = s.disconnect(
         &Selector::Serial("a".into()),
         "root (uid 0)",
@@ -66,9 +70,17 @@ fn disconnect_cuts_only_matches_and_blocks() {
         s.admit(info("alice", "web", "a"), Limits::default()),
         Err(Refused::Blocked { .. })
     ));
-    assert_eq!(s.disconnect(&Selector::Backend("DB".into()), "x", "y", None).0, 1);
+    assert_eq!(
+        s.disconnect(&Selector::Backend("DB".into()), "x", "y", None)
+            .0,
+        1
+    );
     assert!(b.why().is_some() && c.why().is_none());
-    assert_eq!(s.disconnect(&Selector::Identity("car*".into()), "x", "y", None).0, 1);
+    assert_eq!(
+        s.disconnect(&Selector::Identity("car*".into()), "x", "y", None)
+            .0,
+        1
+    );
     let ids: Vec<u64> = s.list(None, None).iter().map(|v| v.id).collect();
     assert_eq!(ids, vec![a.id(), b.id(), c.id()]);
     assert_eq!(s.list(Some("web"), None).len(), 1);
@@ -92,5 +104,7 @@ async fn expiry_cut_fires_at_not_after() {
         .expect("cut by expiry");
     assert_eq!(g.why(), Some(Cut::Expired));
     // Without disconnect_expired nothing fires.
-    assert!(tokio::time::timeout(Duration::from_secs(60), g.cut(false)).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_secs(60), g.cut(false))
+        .await
+        .is_err());
 }
