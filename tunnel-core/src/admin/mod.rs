@@ -1,8 +1,9 @@
 //! Operator control over a running service through its admin socket (issue 11): the
 //! line-delimited JSON protocol ([`protocol`]), the peer-credential-checked Unix socket
 //! ([`socket`]), the gateway's live-session registry ([`sessions`]) and request handler
-//! ([`gateway`]), and the command-line side ([`cli`]).
+//! ([`gateway`]), the client agent's `status` ([`agent`]), and the command-line side ([`cli`]).
 
+pub mod agent;
 pub mod cli;
 pub mod gateway;
 pub mod protocol;
