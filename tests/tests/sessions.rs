@@ -285,3 +285,21 @@ fn admin_group_members_are_admitted() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["sessions"][0]["subject"], "CN=alice");
 }
+
+#[test]
+fn admin_socket_defaults_to_systemds_runtime_directory() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let run = tempfile::tempdir().unwrap();
+    let config = pki.write("server", "toml", &(Gateway::header() + &backend_toml("db", echo.addr, "\"any\"")));
+    let mut cmd = tunnel_tests::command(&tunnel_tests::bins::server());
+    cmd.arg("--config").arg(&config).env("RUNTIME_DIRECTORY", run.path());
+    let gw = tunnel_tests::Proc::spawn("tunnel-server", cmd);
+    let ev = gw.wait_for_message("gateway listening", tunnel_tests::READY);
+    let addr = field(&ev, "listen").parse().unwrap();
+    let alice = pki.client("alice");
+    let _t = EchoTunnel::open(&pki, &alice, addr, "db", 1);
+    let list = sessions(&run.path().join("admin.sock"), &[]);
+    assert_eq!(list.len(), 1);
+    assert_eq!(field(&list[0], "subject"), "CN=alice");
+}

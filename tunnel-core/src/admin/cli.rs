@@ -221,7 +221,7 @@ pub fn run(socket: &Path, req: &Request, json: bool) -> Result<String, CliError>
 }
 
 /// The socket to use: `--socket`, else the config file's `admin_socket` (read by `from_config`),
-/// else `default`.
+/// else `default` (where the shipped systemd unit puts it).
 pub fn socket_path(
     explicit: Option<&Path>,
     config: Option<&Path>,
@@ -236,13 +236,8 @@ pub fn socket_path(
     };
     match from_config(file) {
         Ok(Some(p)) => Ok(p),
-        Ok(None) => Err(CliError {
-            code: crate::EXIT_CONFIG,
-            message: format!(
-                "{}: admin_socket: not set, so the service has no admin socket; set admin_socket = \"{default}\" and restart",
-                file.display()
-            ),
-        }),
+        // Not in the file: the service uses systemd's runtime directory, if any.
+        Ok(None) => Ok(default.into()),
         Err(e) => Err(CliError {
             code: crate::EXIT_CONFIG,
             message: e,
