@@ -321,3 +321,59 @@ fn per_backend_and_per_identity_caps() {
     a2.round_trip(100_000).unwrap();
     b1.round_trip(100_000).unwrap();
 }
+
+#[test]
+fn bad_operator_keys_name_the_key_and_exit_64() {
+    let pki = Pki::new();
+    let cases = [
+        ("address = \"unix:relative.sock\"", "backend[0].address", ""),
+        (
+            "address = \"127.0.0.1:1\"\nproxy_protocol = \"v1\"",
+            "backend[0].proxy_protocol",
+            "",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nmax_connections = 0",
+            "backend[0].max_connections",
+            "",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nmax_connections_per_identity = -1",
+            "backend[0].max_connections_per_identity",
+            "",
+        ),
+        (
+            "address = \"127.0.0.1:1\"",
+            "admin_socket",
+            "admin_socket = \"\"\n",
+        ),
+        (
+            "address = \"127.0.0.1:1\"",
+            "admin_group",
+            "admin_group = \" \"\n",
+        ),
+    ];
+    for (backend, key, top) in cases {
+        let text = format!(
+            "{}{top}\n[[backend]]\nname = \"db\"\n{backend}\nallow = [\"any\"]\n",
+            Gateway::header()
+        );
+        let path = pki.write("bad", "toml", &text);
+        let out = tunnel_tests::run_server(&["check", "--config", path.to_str().unwrap()], PROMPT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{key}: {err}");
+        assert!(err.contains(&format!(": {key}: ")), "{key}: {err}");
+    }
+    // And the good ones pass.
+    let text = format!(
+        "{}admin_socket = \"off\"\ndisconnect_expired = true\n\n[[backend]]\nname = \"db\"\naddress = \"unix:/run/db.sock\"\nproxy_protocol = \"v2\"\nmax_connections = 5\nmax_connections_per_identity = 1\nallow = [\"any\"]\n",
+        Gateway::header()
+    );
+    let path = pki.write("good", "toml", &text);
+    let out = tunnel_tests::run_server(&["check", "--config", path.to_str().unwrap()], PROMPT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -291,9 +291,15 @@ fn admin_socket_defaults_to_systemds_runtime_directory() {
     let pki = Pki::new();
     let echo = Backend::echo();
     let run = tempfile::tempdir().unwrap();
-    let config = pki.write("server", "toml", &(Gateway::header() + &backend_toml("db", echo.addr, "\"any\"")));
+    let config = pki.write(
+        "server",
+        "toml",
+        &(Gateway::header() + &backend_toml("db", echo.addr, "\"any\"")),
+    );
     let mut cmd = tunnel_tests::command(&tunnel_tests::bins::server());
-    cmd.arg("--config").arg(&config).env("RUNTIME_DIRECTORY", run.path());
+    cmd.arg("--config")
+        .arg(&config)
+        .env("RUNTIME_DIRECTORY", run.path());
     let gw = tunnel_tests::Proc::spawn("tunnel-server", cmd);
     let ev = gw.wait_for_message("gateway listening", tunnel_tests::READY);
     let addr = field(&ev, "listen").parse().unwrap();
