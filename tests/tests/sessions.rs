@@ -90,7 +90,15 @@ fn sessions_list_matches_open_tunnels() {
 #[test]
 fn disconnect_by_each_selector_cuts_only_matches() {
     let pki = Pki::new();
-    let echo = Backend::echo();
+    // An echo backend that reports each connection's end: a cut must close the backend side
+    // too, and only that one.
+    let (ended_tx, ended) = std::sync::mpsc::channel();
+    let echo = Backend::spawn(move |s: std::net::TcpStream| {
+        let mut r = s.try_clone().expect("clone");
+        let mut w = s;
+        let _ = std::io::copy(&mut r, &mut w);
+        let _ = ended_tx.send(());
+    });
     let (gw, sock) = setup(&pki, &echo, "");
     let (alice, bob, carol, dave) = (
         pki.client("alice"),
@@ -139,6 +147,9 @@ fn disconnect_by_each_selector_cuts_only_matches() {
         let out = disconnect(&sock, &a);
         assert!(out.contains("disconnected 1 tunnel(s)"), "{args:?}: {out}");
         assert!(victim.is_cut(), "{args:?} did not cut its tunnel");
+        ended
+            .recv_timeout(PROMPT)
+            .unwrap_or_else(|_| panic!("{args:?}: the backend side stayed open"));
         let ev = audit_of(&gw, victim);
         assert_eq!(field(&ev, "result"), "disconnected", "{ev}");
         let why = field(&ev, "reason");
@@ -150,6 +161,10 @@ fn disconnect_by_each_selector_cuts_only_matches() {
         }
     }
     assert_eq!(sessions(&sock, &[]).len(), 2);
+    assert!(
+        ended.try_recv().is_err(),
+        "a backend connection of a kept tunnel ended"
+    );
     let out = disconnect(&sock, &["--identity", "nobody-matches"]);
     assert!(out.contains("disconnected 0 tunnel(s)"), "{out}");
 }

@@ -13,6 +13,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// An admin connection that sends no request for this long is closed.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Mode of the socket file: owner and group may connect, others may not.
 pub const SOCKET_MODE: u32 = 0o660;
 
@@ -142,6 +145,8 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     info!(admin_socket = %path.display(), "admin socket listening");
+    // Removes the socket file when serving ends, also when the runtime drops this task at exit.
+    let _remove = RemoveOnDrop(path);
     loop {
         let sock = tokio::select! {
             _ = stop.cancelled() => break,
@@ -157,7 +162,14 @@ pub async fn serve(
         let h = handler.clone();
         tokio::spawn(async move { session(sock, access, h).await });
     }
-    let _ = std::fs::remove_file(&path);
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 async fn session(sock: UnixStream, access: Access, handler: Arc<dyn Handler>) {
@@ -190,11 +202,15 @@ async fn session(sock: UnixStream, access: Access, handler: Arc<dyn Handler>) {
     }
     let mut lines = BufReader::new(r.take(MAX_LINE as u64 * 64)).lines();
     loop {
-        let line = match lines.next_line().await {
-            Ok(Some(l)) => l,
-            Ok(None) => return,
-            Err(e) => {
+        let line = match tokio::time::timeout(IDLE, lines.next_line()).await {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
                 debug!(error = %e, "admin socket: read failed");
+                return;
+            }
+            Err(_) => {
+                debug!("admin socket: idle client closed");
                 return;
             }
         };

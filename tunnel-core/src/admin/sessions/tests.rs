@@ -108,3 +108,28 @@ async fn expiry_cut_fires_at_not_after() {
         .await
         .is_err());
 }
+
+#[test]
+fn block_after_cut_by_id_or_backend_is_by_fingerprint() {
+    let s = Sessions::default();
+    let a = s
+        .admit(info("alice", "db", "1"), Limits::default())
+        .unwrap();
+    let _b = s.admit(info("bob", "web", "2"), Limits::default()).unwrap();
+    let (n, until) = s.disconnect(
+        &Selector::Id(a.id()),
+        "x",
+        "y",
+        Some(Duration::from_secs(60)),
+    );
+    assert_eq!((n, until.is_some()), (1, true));
+    // alice's certificate is blocked on every backend; bob is not.
+    assert!(s
+        .admit(info("alice", "web", "1"), Limits::default())
+        .is_err());
+    assert!(s.admit(info("bob", "db", "2"), Limits::default()).is_ok());
+    // No block without --block-for.
+    let (_, until) = s.disconnect(&Selector::Backend("web".into()), "x", "y", None);
+    assert_eq!(until, None);
+    assert!(s.admit(info("bob", "web", "2"), Limits::default()).is_ok());
+}
