@@ -9,6 +9,7 @@ use crate::ocsp::{OcspMode, Verdict as OcspVerdict};
 use crate::policy::Decision;
 use crate::proxy::{self, End};
 use crate::tls::{CrlCheck, Refusal};
+use crate::upstream;
 use openssl::ssl::NameType;
 use openssl::x509::X509;
 use std::net::SocketAddr;
@@ -229,27 +230,23 @@ async fn finish_tunnel(
             return outcome;
         }
     };
-    let mut upstream = match tokio::time::timeout(
-        cfg.connect_timeout,
-        crate::upstream::connect(&backend.target),
-    )
-    .await
-    {
-        Err(_) => {
-            rec.reason = format!(
-                "connecting to {} took longer than connect_timeout",
-                backend.address
-            );
-            close_tls(&mut tls).await;
-            return Outcome::Timeout;
-        }
-        Ok(Err(e)) => {
-            rec.reason = format!("{}: {e}", backend.address);
-            close_tls(&mut tls).await;
-            return Outcome::BackendUnreachable;
-        }
-        Ok(Ok(s)) => s,
-    };
+    let mut upstream =
+        match tokio::time::timeout(cfg.connect_timeout, upstream::connect(&backend.target)).await {
+            Err(_) => {
+                rec.reason = format!(
+                    "connecting to {} took longer than connect_timeout",
+                    backend.address
+                );
+                close_tls(&mut tls).await;
+                return Outcome::Timeout;
+            }
+            Ok(Err(e)) => {
+                rec.reason = format!("{}: {e}", backend.address);
+                close_tls(&mut tls).await;
+                return Outcome::BackendUnreachable;
+            }
+            Ok(Ok(s)) => s,
+        };
     let local = tls.get_ref().local_addr().ok();
     let sent =
         super::operator::send_proxy_header(&mut upstream, backend, tls.ssl(), local, rec, &session);
