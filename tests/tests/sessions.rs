@@ -80,6 +80,16 @@ fn sessions_list_matches_open_tunnels() {
     for tunnel in &t {
         assert!(text.contains(&tunnel.local.to_string()), "{text}");
     }
+    // --config finds the socket through the file's admin_socket.
+    let cfg = gw.config.to_str().unwrap().to_string();
+    let out = tunnel_tests::admin::server_cli(&["sessions", "--json", "--config", &cfg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sessions"].as_array().map(Vec::len), Some(3));
     // A closed tunnel leaves the list.
     drop(t.pop());
     wait_until("bob's tunnel to leave the list", PROMPT, || {

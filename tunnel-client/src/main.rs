@@ -88,9 +88,7 @@ const DEFAULT_SOCKET: &str = "/run/tunnel-client/admin.sock";
 fn status(socket: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitCode {
     use tunnel_core::admin::cli;
     let from_config = |f: &std::path::Path| {
-        ClientConfig::load(f)
-            .map(|c| c.admin_socket)
-            .map_err(|e| e.to_string())
+        tunnel_core::config::admin_socket_of(f, false).map_err(|e| e.to_string())
     };
     let out = cli::socket_path(
         socket.as_deref(),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tunnel_core::admin::cli::{self, CliError, DEFAULT_SERVER_SOCKET};
 use tunnel_core::admin::Request;
-use tunnel_core::config::ServerConfig;
+use tunnel_core::config::admin_socket_of;
 
 /// Where the admin socket is.
 #[derive(Args)]
@@ -81,11 +81,7 @@ pub fn disconnect(a: DisconnectArgs, config: Option<&Path>) -> ExitCode {
 }
 
 fn send(sock: &SocketArg, config: Option<&Path>, req: &Request) -> ExitCode {
-    let from_config = |f: &Path| {
-        ServerConfig::load(f)
-            .map(|c| c.admin_socket)
-            .map_err(|e| e.to_string())
-    };
+    let from_config = |f: &Path| admin_socket_of(f, true).map_err(|e| e.to_string());
     let out = cli::socket_path(
         sock.socket.as_deref(),
         config,

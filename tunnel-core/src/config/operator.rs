@@ -124,6 +124,23 @@ pub(crate) fn admin_socket(
     }
 }
 
+/// The `admin_socket` of a gateway (`server = true`) or agent configuration file, without
+/// validating the rest: the admin commands need only this key, and an operator in
+/// `admin_group` may not be able to read the keys and certificates the file names.
+pub fn admin_socket_of(path: &Path, server: bool) -> Result<Option<PathBuf>, ConfigError> {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        admin_socket: Option<String>,
+    }
+    let prefix = if server {
+        super::SERVER_ENV_PREFIX
+    } else {
+        super::CLIENT_ENV_PREFIX
+    };
+    let raw: Only = super::load_raw(path, prefix)?;
+    admin_socket(path, raw.admin_socket.as_deref(), None)
+}
+
 /// Checks `admin_group`: a non-empty name.
 pub(crate) fn admin_group(file: &Path, v: Option<String>) -> Result<Option<String>, ConfigError> {
     match v {
