@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 pub const ADMIN_SOCKET_NAME: &str = "admin.sock";
 
 /// What a backend connection starts with before the client's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ProxyProtocol {
     /// Nothing: the backend sees the gateway as the peer.
     #[default]
@@ -65,23 +66,6 @@ pub(crate) fn parse_target(file: &Path, key: &str, a: &str) -> Result<BackendTar
         key,
         format!("{a:?} is not host:port or unix:/path, e.g. \"10.0.0.5:5432\", \"db.internal:5432\" or \"unix:/run/postgresql/.s.PGSQL.5432\""),
     ))
-}
-
-/// Parses `proxy_protocol`.
-pub(crate) fn parse_proxy_protocol(
-    file: &Path,
-    key: &str,
-    v: Option<&str>,
-) -> Result<ProxyProtocol, ConfigError> {
-    match v {
-        None | Some("off") => Ok(ProxyProtocol::Off),
-        Some("v2") => Ok(ProxyProtocol::V2),
-        Some(o) => Err(ConfigError::new(
-            file,
-            key,
-            format!("{o:?} is not a choice; use \"v2\" or \"off\" (default)"),
-        )),
-    }
 }
 
 /// Parses an optional connection cap (1..=1000000).
@@ -203,14 +187,9 @@ mod tests {
     }
 
     #[test]
-    fn caps_and_proxy_protocol() {
+    fn caps() {
         let f = Path::new("s.toml");
         assert_eq!(parse_cap(f, "k", Some(3)).unwrap(), Some(3));
         assert!(parse_cap(f, "k", Some(0)).is_err());
-        assert_eq!(
-            parse_proxy_protocol(f, "k", Some("v2")).unwrap(),
-            ProxyProtocol::V2
-        );
-        assert!(parse_proxy_protocol(f, "k", Some("v1")).is_err());
     }
 }

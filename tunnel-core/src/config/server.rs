@@ -90,7 +90,8 @@ struct RawBackend {
     address: Option<String>,
     #[serde(default)]
     allow: Vec<RawRule>,
-    proxy_protocol: Option<String>,
+    #[serde(default)]
+    proxy_protocol: super::operator::ProxyProtocol,
     max_connections: Option<i64>,
     max_connections_per_identity: Option<i64>,
 }
@@ -580,11 +581,7 @@ impl ServerConfig {
                 name,
                 address,
                 target,
-                proxy_protocol: operator::parse_proxy_protocol(
-                    file,
-                    &format!("backend[{i}].proxy_protocol"),
-                    b.proxy_protocol.as_deref(),
-                )?,
+                proxy_protocol: b.proxy_protocol,
                 max_connections: operator::parse_cap(
                     file,
                     &format!("backend[{i}].max_connections"),
