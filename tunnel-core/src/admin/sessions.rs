@@ -36,18 +36,34 @@ pub struct Limits {
     pub per_identity: Option<usize>,
 }
 
-/// Why a tunnel was not admitted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a tunnel was not admitted. `Display` is the audit `reason`; [`Refused::outcome`] the
+/// audit `result`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     /// An operator blocked this identity (`disconnect --block-for`) until this Unix time.
+    #[error("blocked by an operator (disconnect --block-for) until {}", super::cli::time_text(Some(*until)))]
     Blocked {
         /// Unix seconds.
         until: i64,
     },
     /// The backend has `max_connections` open tunnels.
-    BackendFull(usize),
+    #[error("backend {0:?} has max_connections ({1}) open tunnels")]
+    BackendFull(String, usize),
     /// This identity has `max_connections_per_identity` open tunnels to the backend.
-    IdentityFull(usize),
+    #[error("this identity has max_connections_per_identity ({1}) open tunnels to backend {0:?}")]
+    IdentityFull(String, usize),
+}
+
+impl Refused {
+    /// The audit result: `denied` for a block, `overloaded` for a cap.
+    pub fn outcome(&self) -> crate::audit::Outcome {
+        match self {
+            Refused::Blocked { .. } => crate::audit::Outcome::Denied,
+            Refused::BackendFull(..) | Refused::IdentityFull(..) => {
+                crate::audit::Outcome::Overloaded
+            }
+        }
+    }
 }
 
 /// Why an open tunnel was cut.
@@ -128,7 +144,7 @@ impl Sessions {
         let same_backend = || g.open.values().filter(|e| e.info.backend == info.backend);
         if let Some(max) = limits.backend {
             if same_backend().count() >= max {
-                return Err(Refused::BackendFull(max));
+                return Err(Refused::BackendFull(info.backend.clone(), max));
             }
         }
         if let Some(max) = limits.per_identity {
@@ -138,7 +154,7 @@ impl Sessions {
                 .count()
                 >= max
             {
-                return Err(Refused::IdentityFull(max));
+                return Err(Refused::IdentityFull(info.backend.clone(), max));
             }
         }
         g.next += 1;

@@ -5,7 +5,7 @@
 use super::Gateway;
 use crate::admin::gateway::GatewayAdmin;
 use crate::admin::socket;
-use crate::admin::{Access, Cut, Limits, Refused, SessionGuard, SessionInfo};
+use crate::admin::{Access, Cut, Limits, SessionGuard, SessionInfo};
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::{BackendConfig, ProxyProtocol, ServerConfig};
 use crate::identity::Identity;
@@ -38,26 +38,8 @@ pub(super) fn admit(
         per_identity: backend.max_connections_per_identity,
     };
     gw.sessions.admit(info, limits).map_err(|r| {
-        rec.reason = match r {
-            Refused::Blocked { until } => format!(
-                "blocked by an operator (disconnect --block-for) until {}",
-                crate::admin::cli::time_text(Some(until))
-            ),
-            Refused::BackendFull(n) => {
-                format!(
-                    "backend {:?} has max_connections ({n}) open tunnels",
-                    backend.name
-                )
-            }
-            Refused::IdentityFull(n) => format!(
-                "this identity has max_connections_per_identity ({n}) open tunnels to backend {:?}",
-                backend.name
-            ),
-        };
-        match r {
-            Refused::Blocked { .. } => Outcome::Denied,
-            _ => Outcome::Overloaded,
-        }
+        rec.reason = r.to_string();
+        r.outcome()
     })
 }
 

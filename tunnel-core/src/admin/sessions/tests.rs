@@ -27,14 +27,14 @@ fn caps_per_backend_and_per_identity() {
     let _a2 = s.admit(info("alice", "db", "1"), lim).unwrap();
     assert_eq!(
         s.admit(info("alice", "db", "1"), lim).err(),
-        Some(Refused::IdentityFull(2))
+        Some(Refused::IdentityFull("db".into(), 2))
     );
     // Another backend has its own count.
     let _other = s.admit(info("alice", "web", "1"), lim).unwrap();
     let _b = s.admit(info("bob", "db", "2"), lim).unwrap();
     assert_eq!(
         s.admit(info("carol", "db", "3"), lim).err(),
-        Some(Refused::BackendFull(3))
+        Some(Refused::BackendFull("db".into(), 3))
     );
     drop(a1);
     assert!(s.admit(info("carol", "db", "3"), lim).is_ok());
