@@ -7,8 +7,8 @@
 //! dialled is always the one that was authorized.
 
 mod conn;
-mod proxied;
 mod operator;
+mod proxied;
 
 pub use operator::{bind_admin, AdminBinding};
 
