@@ -72,6 +72,8 @@ pub struct ClientAgent {
     /// Listening address, its stop token, and the backend it tunnels to (changeable by reload).
     listeners: Mutex<Vec<(SocketAddr, CancellationToken, BackendSlot)>>,
     failover: crate::failover::Failover,
+    /// Counts and last errors for `tunnel-client status`.
+    pub(crate) stats: crate::admin::agent::AgentStats,
 }
 
 /// Why a connection to the gateway could not be made.
@@ -123,6 +125,7 @@ impl ClientAgent {
             service: Service::new(metrics, files),
             listeners: Mutex::new(Vec::new()),
             failover: Default::default(),
+            stats: Default::default(),
         }))
     }
 
@@ -388,9 +391,11 @@ impl ClientAgent {
         C: Future<Output = ()>,
     {
         let started = Instant::now();
+        let _open = self.stats.open(backend);
         let remote = match self.dial(backend).await {
             Ok(r) => r,
             Err(e) => {
+                self.stats.failed(backend, &e.to_string());
                 // The local connection is dropped (closed) right away.
                 // The reason may quote the gateway (alerts, names): escaped like any peer text.
                 let e = crate::identity::printable(&e.to_string());
@@ -445,6 +450,9 @@ impl ClientAgent {
             }
             End::Error(e) => {
                 let text = e.to_string();
+                if !proxy::is_disconnect(&e) {
+                    self.stats.failed(backend, &text);
+                }
                 if text.contains("alert") {
                     warn!(bytes_up = up, bytes_down = down, error = %text,
                         "gateway refused the connection (TLS alert); see the gateway's audit log");

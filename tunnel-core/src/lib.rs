@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod audit;
 pub mod catalog;
 pub mod check;
@@ -33,6 +34,7 @@ pub mod policy;
 pub mod privileges;
 pub mod proxy;
 pub mod proxy_protocol_in;
+pub mod proxy_v2;
 pub mod reload;
 pub mod server;
 pub mod service;
@@ -40,6 +42,7 @@ pub mod signals;
 pub mod signer;
 pub mod systemd;
 pub mod tls;
+pub mod upstream;
 
 /// Exit code for bad usage or configuration (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;

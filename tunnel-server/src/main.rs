@@ -2,6 +2,7 @@
 //! configuration, and hand over to `tunnel-core`.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod pki;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,10 @@ enum Command {
     /// Run the sign-in signer: issues short-lived client certificates for OpenID Connect
     /// ID tokens (HTTPS API; see the README, "Sign-in with your identity provider").
     Signer,
+    /// List live tunnels (asks the running gateway through its admin socket).
+    Sessions(admin::SessionsArgs),
+    /// Close matching live tunnels at once (both TCP sides), optionally blocking the identity.
+    Disconnect(admin::DisconnectArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Pki(args)) => pki::run(args),
         Some(Command::Signer) => run_signer(cli.config),
+        Some(Command::Sessions(args)) => admin::sessions(args, cli.config.as_deref()),
+        Some(Command::Disconnect(args)) => admin::disconnect(args, cli.config.as_deref()),
         Some(Command::Check { explain }) => {
             let Some(path) = cli.config else {
                 eprintln!("tunnel-server check: --config FILE is required");
@@ -190,9 +197,16 @@ fn run(path: PathBuf) -> ExitCode {
         };
         // The bound address (with `metrics = "…:0"` the port the kernel chose).
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let admin_socket = match server::bind_admin(&cfg) {
+            Ok(a) => a,
+            Err(e) => return fail(EXIT_RUNTIME, e),
+        };
         // Everything privileged is done: listeners bound, keys read.
         if let Err(e) = privileges::drop_privileges(cfg.user.as_deref(), cfg.group.as_deref()) {
             return fail(EXIT_CONFIG, format!("{}: {e}", path.display()));
+        }
+        if let Some(a) = admin_socket {
+            gateway.serve_admin(a);
         }
         for l in listeners {
             gateway.add_listener(l);

@@ -43,6 +43,7 @@ struct RawClient {
     log_format: Option<String>,
     log_level: Option<String>,
     tls_min_version: Option<String>,
+    admin_socket: Option<String>,
     #[serde(default)]
     tunnel: Vec<RawTunnel>,
 }
@@ -106,6 +107,8 @@ pub struct ClientConfig {
     pub tls_min_version: TlsVersion,
     /// The tunnels.
     pub tunnels: Vec<TunnelConfig>,
+    /// The agent's admin socket (`tunnel-client status`), if any.
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// Settings given on the command line instead of in a file (one-off tunnels and `stdio`).
@@ -179,6 +182,7 @@ impl ClientConfig {
             log_format: None,
             log_level: None,
             tls_min_version: None,
+            admin_socket: Some("off".into()),
             tunnel,
         };
         Self::validate(file, raw, stdio)
@@ -332,6 +336,11 @@ impl ClientConfig {
             log_level: raw.log_level,
             tls_min_version,
             tunnels,
+            admin_socket: super::operator::admin_socket(
+                file,
+                raw.admin_socket.as_deref(),
+                std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
+            )?,
         })
     }
 }

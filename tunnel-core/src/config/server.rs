@@ -1,5 +1,6 @@
 //! The gateway's configuration file (`tunnel-server --config server.toml`).
 
+use super::operator;
 use super::{
     check_readable, load_raw, load_raw_str, parse_duration, parse_tls_version, resolve_path,
     ConfigError, OneOrMany, TlsVersion,
@@ -74,6 +75,9 @@ struct RawServer {
     log_level: Option<String>,
     tls_min_version: Option<String>,
     verify_depth: Option<i64>,
+    admin_socket: Option<String>,
+    admin_group: Option<String>,
+    disconnect_expired: Option<bool>,
     #[serde(default)]
     groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -89,6 +93,10 @@ struct RawBackend {
     address: Option<String>,
     #[serde(default)]
     allow: Vec<RawRule>,
+    #[serde(default)]
+    proxy_protocol: super::operator::ProxyProtocol,
+    max_connections: Option<i64>,
+    max_connections_per_identity: Option<i64>,
 }
 
 /// Log output format.
@@ -156,8 +164,16 @@ pub enum CrlCoverage {
 pub struct BackendConfig {
     /// The SNI name clients send to reach it (lower case).
     pub name: String,
-    /// `host:port` to dial.
+    /// `host:port` or `unix:/path` to dial.
     pub address: String,
+    /// `address`, parsed.
+    pub target: super::operator::BackendTarget,
+    /// Whether to send a PROXY protocol header first.
+    pub proxy_protocol: super::operator::ProxyProtocol,
+    /// Cap on this backend's open tunnels.
+    pub max_connections: Option<usize>,
+    /// Cap on one identity's open tunnels to this backend.
+    pub max_connections_per_identity: Option<usize>,
 }
 
 /// The validated gateway configuration.
@@ -239,6 +255,12 @@ pub struct ServerConfig {
     pub backends: Vec<BackendConfig>,
     /// Authorization rules compiled from `[groups]` and every backend's `allow`.
     pub policy: Policy,
+    /// The admin socket (`sessions`, `disconnect`), if any.
+    pub admin_socket: Option<PathBuf>,
+    /// Group allowed to use the admin socket (besides root and the service user).
+    pub admin_group: Option<String>,
+    /// Close a tunnel when its client certificate's notAfter passes.
+    pub disconnect_expired: bool,
 }
 
 impl ServerConfig {
@@ -561,12 +583,7 @@ impl ServerConfig {
                         "missing; e.g. \"127.0.0.1:5432\"".into(),
                     )
                 })?;
-            if !valid_host_port(&address) {
-                return Err(err(
-                    &format!("backend[{i}].address"),
-                    format!("{address:?} is not host:port, e.g. \"10.0.0.5:5432\" or \"db.internal:5432\""),
-                ));
-            }
+            let target = operator::parse_target(file, &format!("backend[{i}].address"), &address)?;
             if b.allow.is_empty() {
                 return Err(err(
                     &format!("backend[{i}].allow"),
@@ -574,7 +591,22 @@ impl ServerConfig {
                 ));
             }
             rules.push((name.clone(), format!("backend[{i}].allow"), b.allow));
-            backends.push(BackendConfig { name, address });
+            backends.push(BackendConfig {
+                name,
+                address,
+                target,
+                proxy_protocol: b.proxy_protocol,
+                max_connections: operator::parse_cap(
+                    file,
+                    &format!("backend[{i}].max_connections"),
+                    b.max_connections,
+                )?,
+                max_connections_per_identity: operator::parse_cap(
+                    file,
+                    &format!("backend[{i}].max_connections_per_identity"),
+                    b.max_connections_per_identity,
+                )?,
+            });
         }
         let default_backend = match raw.default_backend {
             None => None,
@@ -631,6 +663,13 @@ impl ServerConfig {
             verify_depth,
             backends,
             policy,
+            admin_socket: operator::admin_socket(
+                file,
+                raw.admin_socket.as_deref(),
+                std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
+            )?,
+            admin_group: operator::admin_group(file, raw.admin_group)?,
+            disconnect_expired: raw.disconnect_expired.unwrap_or(false),
         })
     }
 

@@ -9,6 +9,7 @@ use crate::ocsp::{OcspMode, Verdict as OcspVerdict};
 use crate::policy::Decision;
 use crate::proxy::{self, End};
 use crate::tls::{CrlCheck, Refusal};
+use crate::upstream;
 use openssl::ssl::NameType;
 use openssl::x509::X509;
 use std::net::SocketAddr;
@@ -239,9 +240,15 @@ async fn finish_tunnel(
         return Outcome::Error;
     };
 
-    let upstream =
-        match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&backend.address)).await
-        {
+    let session = match super::operator::admit(gw, rec, id, &cert, backend) {
+        Ok(s) => s,
+        Err(outcome) => {
+            close_tls(&mut tls).await;
+            return outcome;
+        }
+    };
+    let mut upstream =
+        match tokio::time::timeout(cfg.connect_timeout, upstream::connect(&backend.target)).await {
             Err(_) => {
                 rec.reason = format!(
                     "connecting to {} took longer than connect_timeout",
@@ -257,7 +264,14 @@ async fn finish_tunnel(
             }
             Ok(Ok(s)) => s,
         };
-    let _ = upstream.set_nodelay(true);
+    let local = tls.get_ref().local_addr().ok();
+    let sent =
+        super::operator::send_proxy_header(&mut upstream, backend, tls.ssl(), local, rec, &session);
+    if let Err(e) = sent.await {
+        rec.reason = format!("{}: cannot send the PROXY header: {e}", backend.address);
+        close_tls(&mut tls).await;
+        return Outcome::BackendUnreachable;
+    }
     if live.token.is_cancelled() {
         rec.reason =
             "certificate revoked while the tunnel was being set up (revoke_established)".into();
@@ -270,13 +284,24 @@ async fn finish_tunnel(
     let meters = metrics.byte_counters(&backend_name);
     let revoked = live.token.clone();
     let abort = gw.service.abort.clone();
+    let cut = session.cut(cfg.disconnect_expired);
     let stop = async move {
         tokio::select! {
             _ = abort.cancelled() => {}
             _ = revoked.cancelled() => {}
+            _ = cut => {}
         }
     };
-    let piped = proxy::pipe(tls, upstream, cfg.idle_timeout, stop, Some(meters)).await;
+    let counters = session.counters();
+    let piped = proxy::pipe_counted(
+        tls,
+        upstream,
+        cfg.idle_timeout,
+        stop,
+        Some(meters),
+        counters,
+    )
+    .await;
     rec.bytes_up = piped.a_to_b;
     rec.bytes_down = piped.b_to_a;
     match piped.end {
@@ -284,6 +309,9 @@ async fn finish_tunnel(
         End::Idle => {
             rec.reason = format!("idle for idle_timeout ({:?})", cfg.idle_timeout);
             Outcome::Timeout
+        }
+        End::Cancelled if session.why().is_some() => {
+            super::operator::cut_outcome(&session, rec).unwrap_or(Outcome::Ok)
         }
         End::Cancelled if live.token.is_cancelled() => {
             rec.reason = "certificate revoked while connected (revoke_established)".into();

@@ -7,7 +7,10 @@
 //! dialled is always the one that was authorized.
 
 mod conn;
+mod operator;
 mod proxied;
+
+pub use operator::{bind_admin, AdminBinding};
 
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::{ConfigError, ServerConfig, StapleSource};
@@ -122,6 +125,7 @@ pub struct Gateway {
     staple: Arc<Staple>,
     /// Budget of audit lines for connections refused before a client proved an identity.
     refused_log: Arc<crate::audit::flood::FloodLimit>,
+    sessions: crate::admin::Sessions,
 }
 
 /// Handshakes in progress, oldest first, so that a flood of stalled handshakes cannot keep
@@ -285,6 +289,7 @@ impl Gateway {
             pending: PendingHandshakes::default(),
             staple,
             refused_log: Arc::default(),
+            sessions: Default::default(),
         }))
     }
 
