@@ -8,6 +8,7 @@
 //! a real `openssl ocsp` responder; [`http`] reads the metrics endpoint.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod bins;
 pub mod browser;

@@ -68,6 +68,42 @@ enum Command {
         #[arg(long = "listen", id = "open_listen", default_value = "127.0.0.1:0")]
         listen: String,
     },
+    /// Show the running agent's tunnels, gateway, certificate expiry and last errors.
+    Status {
+        /// Admin socket (default: admin_socket of --config, else /run/tunnel-client/admin.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Print the reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The agent's admin socket when neither `--socket` nor `--config` says otherwise.
+const DEFAULT_SOCKET: &str = "/run/tunnel-client/admin.sock";
+
+fn status(socket: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitCode {
+    use tunnel_core::admin::cli;
+    let from_config = |f: &std::path::Path| {
+        tunnel_core::config::admin_socket_of(f, false).map_err(|e| e.to_string())
+    };
+    let out = cli::socket_path(
+        socket.as_deref(),
+        config.as_deref(),
+        from_config,
+        DEFAULT_SOCKET,
+    )
+    .and_then(|p| cli::run(&p, &tunnel_core::admin::Request::Status, json));
+    match out {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}", e.message);
+            ExitCode::from(e.code as u8)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -76,6 +112,7 @@ fn main() -> ExitCode {
     let opened = match cli.command.take() {
         Some(Command::Login(args)) => return login::run(args, cli.config.as_deref(), cli.flags.ca),
         Some(Command::Ls) => return catalog::ls(cli.config.as_deref()),
+        Some(Command::Status { socket, json }) => return status(socket, cli.config.clone(), json),
         Some(Command::Open { name, listen }) => {
             match catalog::open(cli.config.as_deref(), &name, &listen) {
                 Ok(cfg) => Some(cfg),

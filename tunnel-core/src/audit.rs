@@ -31,6 +31,10 @@ pub enum Outcome {
     Overloaded,
     /// An I/O error after the tunnel was set up.
     Error,
+    /// Cut by an operator through the admin socket (`tunnel-server disconnect`).
+    Disconnected,
+    /// Cut when the client certificate's notAfter passed (`disconnect_expired`).
+    Expired,
 }
 
 impl Outcome {
@@ -47,6 +51,8 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Overloaded => "overloaded",
             Outcome::Error => "error",
+            Outcome::Disconnected => "disconnected",
+            Outcome::Expired => "expired",
         }
     }
 }

@@ -81,6 +81,8 @@ pub struct ClientAgent {
     lifecycle: Lifecycle<ClientSnapshot>,
     /// Which gateway of `server` to try first, and which failed recently.
     failover: crate::failover::Failover,
+    /// Counts and last errors for `tunnel-client status`.
+    pub(crate) stats: crate::admin::agent::AgentStats,
 }
 
 /// Why a connection to the gateway could not be made.
@@ -124,6 +126,7 @@ impl ClientAgent {
         Ok(Arc::new(ClientAgent {
             lifecycle: Lifecycle::new(snap, metrics),
             failover: Default::default(),
+            stats: Default::default(),
         }))
     }
 
@@ -257,9 +260,11 @@ impl ClientAgent {
         C: Future<Output = ()>,
     {
         let started = Instant::now();
+        let _open = self.stats.open(backend);
         let remote = match self.dial(backend).await {
             Ok(r) => r,
             Err(e) => {
+                self.stats.failed(backend, &e.to_string());
                 // The local connection is dropped (closed) right away.
                 // The reason may quote the gateway (alerts, names): escaped like any peer text.
                 let e = crate::identity::printable(&e.to_string());
@@ -282,6 +287,11 @@ impl ClientAgent {
             End::Error(_) => "error",
         };
         self.service().metrics.connection(backend, result);
+        if let End::Error(e) = &piped.end {
+            if !proxy::is_disconnect(e) {
+                self.stats.failed(backend, &e.to_string());
+            }
+        }
         log_end(piped, started)
     }
 }

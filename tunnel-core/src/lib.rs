@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod admission;
 pub mod audit;
 pub mod catalog;
@@ -35,6 +36,7 @@ pub mod policy;
 pub mod privileges;
 pub mod proxy;
 pub mod proxy_protocol_in;
+pub mod proxy_v2;
 pub mod refused;
 pub mod reload;
 pub mod server;
@@ -46,5 +48,6 @@ pub mod sync;
 pub mod systemd;
 pub mod time;
 pub mod tls;
+pub mod upstream;
 
 pub use exit::{Exit, StartError, EXIT_CONFIG, EXIT_RUNTIME};

@@ -111,6 +111,9 @@ pub enum Refused {
         /// What the connect said.
         error: String,
     },
+    /// The live-session registry refused the tunnel: an operator block or a per-backend cap.
+    #[error(transparent)]
+    Admission(crate::admin::Refused),
     /// The gateway is at `max_connections`.
     #[error(
         "max_connections reached; connection refused (further refusals this second not logged)"
@@ -145,6 +148,7 @@ impl Refused {
             Refused::Resumed(inner) | Refused::Reloaded(inner) => inner.outcome(),
             Refused::BackendUnreachable { .. } => Outcome::BackendUnreachable,
             Refused::Overloaded => Outcome::Overloaded,
+            Refused::Admission(r) => r.outcome(),
         }
     }
 
@@ -164,6 +168,8 @@ impl Refused {
                 "backend_unreachable"
             }
             Refused::Overloaded => "overloaded",
+            Refused::Admission(crate::admin::Refused::Blocked { .. }) => "denied",
+            Refused::Admission(_) => "overloaded",
             Refused::Setup(_)
             | Refused::HandshakeFailed(_)
             | Refused::NoClientCertificate

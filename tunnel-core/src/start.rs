@@ -62,9 +62,13 @@ pub async fn gateway(
         .map(|ep| ep.allow(cfg.metrics_allow.clone()));
     // The bound address (with `metrics = "…:0"` the port the kernel chose).
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let admin_socket = server::bind_admin(&cfg).map_err(StartError::Runtime)?;
     // Everything privileged is done: listeners bound, keys read.
     privileges::drop_privileges(cfg.user.as_deref(), cfg.group.as_deref())
         .map_err(|e| StartError::Usage(format!("{}: {e}", cfg.file.display())))?;
+    if let Some(a) = admin_socket {
+        gateway.serve_admin(a);
+    }
     for l in listeners {
         gateway.add_listener(l);
     }
@@ -106,6 +110,10 @@ pub async fn client_agent(
     let metrics = Arc::new(Metrics::new());
     let agent = ClientAgent::new(cfg.clone(), metrics.clone())?;
     privileges::check_key_mode(&cfg.key);
+    if let Some(path) = &cfg.admin_socket {
+        crate::admin::agent::serve(&agent, path)
+            .map_err(|e| StartError::Runtime(format!("{}: {e}", cfg.file.display())))?;
+    }
     if activated.listeners.is_empty() {
         let listeners = client::bind_all(&cfg).await?;
         for (l, t) in listeners.into_iter().zip(&cfg.tunnels) {

@@ -2,6 +2,7 @@
 //! configuration, and hand over to `tunnel-core`.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod pki;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,10 @@ enum Command {
     /// Run the sign-in signer: issues short-lived client certificates for OpenID Connect
     /// ID tokens (HTTPS API; see the README, "Sign-in with your identity provider").
     Signer,
+    /// List live tunnels (asks the running gateway through its admin socket).
+    Sessions(admin::SessionsArgs),
+    /// Close matching live tunnels at once (both TCP sides), optionally blocking the identity.
+    Disconnect(admin::DisconnectArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +55,12 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e).into(),
+    };
+    // The admin clients answer with their own exit status.
+    let cli = match cli.command {
+        Some(Command::Sessions(args)) => return admin::sessions(args, cli.config.as_deref()),
+        Some(Command::Disconnect(args)) => return admin::disconnect(args, cli.config.as_deref()),
+        _ => cli,
     };
     match dispatch(cli) {
         Ok(exit) => exit.into(),
@@ -61,6 +72,7 @@ fn dispatch(cli: Cli) -> Result<Exit, StartError> {
     match cli.command {
         Some(Command::Pki(args)) => pki::run(args),
         Some(Command::Signer) => run_signer(cli.config),
+        Some(Command::Sessions(_)) | Some(Command::Disconnect(_)) => Ok(Exit::Usage),
         Some(Command::Check { explain }) => {
             let path = cli.config.ok_or_else(|| {
                 StartError::Usage("tunnel-server check: --config FILE is required".into())

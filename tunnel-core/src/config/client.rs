@@ -45,6 +45,7 @@ struct RawClient {
     log_level: Option<LogLevel>,
     #[serde(default)]
     tls_min_version: TlsVersion,
+    admin_socket: Option<String>,
     #[serde(default)]
     tunnel: Vec<RawTunnel>,
 }
@@ -108,6 +109,8 @@ pub struct ClientConfig {
     pub tls_min_version: TlsVersion,
     /// The tunnels.
     pub tunnels: Vec<TunnelConfig>,
+    /// The agent's admin socket (`tunnel-client status`), if any.
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// Settings given on the command line instead of in a file (one-off tunnels and `stdio`).
@@ -181,6 +184,7 @@ impl ClientConfig {
             log_format: LogFormat::default(),
             log_level: None,
             tls_min_version: TlsVersion::default(),
+            admin_socket: Some("off".into()),
             tunnel,
         };
         Self::validate(file, raw, stdio)
@@ -234,6 +238,11 @@ impl ClientConfig {
             log_level: raw.log_level.map(|l| l.0),
             tls_min_version: raw.tls_min_version,
             tunnels: tunnels(file, raw.tunnel)?,
+            admin_socket: super::operator::admin_socket(
+                file,
+                raw.admin_socket.as_deref(),
+                std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
+            )?,
         })
     }
 }

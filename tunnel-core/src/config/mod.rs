@@ -8,11 +8,13 @@
 
 mod client;
 mod listener;
+mod operator;
 mod server;
 mod values;
 
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};
 pub use listener::ProxyListener;
+pub use operator::{admin_socket_of, BackendTarget, ProxyProtocol, ADMIN_SOCKET_NAME};
 pub(crate) use server::valid_host_port;
 pub use server::{
     valid_backend_name_bytes, BackendConfig, ServerConfig, StapleSource, SERVER_ENV_PREFIX,

@@ -1,5 +1,6 @@
 //! The gateway's configuration file (`tunnel-server --config server.toml`).
 
+use super::operator;
 use super::values::{
     count_or, duration_or, Bounded, ConnCount, CrlCoverage, CrlExpired, DurationOrZero,
     HumanDuration, LogFormat, LogLevel, MetricsAddr, TlsVersion,
@@ -83,6 +84,9 @@ struct RawServer {
     #[serde(default)]
     tls_min_version: TlsVersion,
     verify_depth: Option<Bounded<1, 16>>,
+    admin_socket: Option<String>,
+    admin_group: Option<String>,
+    disconnect_expired: Option<bool>,
     #[serde(default)]
     groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -98,6 +102,10 @@ struct RawBackend {
     address: Option<String>,
     #[serde(default)]
     allow: Vec<RawRule>,
+    #[serde(default)]
+    proxy_protocol: super::operator::ProxyProtocol,
+    max_connections: Option<i64>,
+    max_connections_per_identity: Option<i64>,
 }
 
 /// Source of the gateway's OCSP staple.
@@ -118,8 +126,16 @@ pub const DEFAULT_OCSP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct BackendConfig {
     /// The SNI name clients send to reach it (lower case).
     pub name: String,
-    /// `host:port` to dial.
+    /// `host:port` or `unix:/path` to dial.
     pub address: String,
+    /// `address`, parsed.
+    pub target: super::operator::BackendTarget,
+    /// Whether to send a PROXY protocol header first.
+    pub proxy_protocol: super::operator::ProxyProtocol,
+    /// Cap on this backend's open tunnels.
+    pub max_connections: Option<usize>,
+    /// Cap on one identity's open tunnels to this backend.
+    pub max_connections_per_identity: Option<usize>,
 }
 
 /// The validated gateway configuration.
@@ -201,6 +217,12 @@ pub struct ServerConfig {
     pub backends: Vec<BackendConfig>,
     /// Authorization rules compiled from `[groups]` and every backend's `allow`.
     pub policy: Policy,
+    /// The admin socket (`sessions`, `disconnect`), if any.
+    pub admin_socket: Option<PathBuf>,
+    /// Group allowed to use the admin socket (besides root and the service user).
+    pub admin_group: Option<String>,
+    /// Close a tunnel when its client certificate's notAfter passes.
+    pub disconnect_expired: bool,
 }
 
 impl ServerConfig {
@@ -319,6 +341,13 @@ impl ServerConfig {
             verify_depth: count_or(raw.verify_depth, DEFAULT_VERIFY_DEPTH as usize) as u32,
             backends,
             policy,
+            admin_socket: operator::admin_socket(
+                file,
+                raw.admin_socket.as_deref(),
+                std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
+            )?,
+            admin_group: operator::admin_group(file, raw.admin_group)?,
+            disconnect_expired: raw.disconnect_expired.unwrap_or(false),
         })
     }
 
@@ -433,6 +462,8 @@ fn backends(
             return Err(err(&format!("backend[{i}].name"), msg));
         }
         let address = backend_address(file, i, b.address)?;
+        let key = |k: &str| format!("backend[{i}].{k}");
+        let target = operator::parse_target(file, &key("address"), &address)?;
         if b.allow.is_empty() {
             return Err(err(
                 &format!("backend[{i}].allow"),
@@ -440,7 +471,18 @@ fn backends(
             ));
         }
         rules.push((name.clone(), format!("backend[{i}].allow"), b.allow));
-        backends.push(BackendConfig { name, address });
+        backends.push(BackendConfig {
+            name,
+            address,
+            target,
+            proxy_protocol: b.proxy_protocol,
+            max_connections: operator::parse_cap(file, &key("max_connections"), b.max_connections)?,
+            max_connections_per_identity: operator::parse_cap(
+                file,
+                &key("max_connections_per_identity"),
+                b.max_connections_per_identity,
+            )?,
+        });
     }
     let default_backend = match default_backend {
         None => None,
@@ -475,20 +517,13 @@ fn backend_name(file: &Path, i: usize, name: Option<String>) -> Result<String, C
     Ok(name)
 }
 
-/// `backend[i].address`: present and `host:port`.
+/// `backend[i].address`: present (its form is checked by [`operator::parse_target`]).
 fn backend_address(file: &Path, i: usize, address: Option<String>) -> Result<String, ConfigError> {
     let key = format!("backend[{i}].address");
     let address = address
         .map(|a| a.trim().to_string())
         .filter(|a| !a.is_empty())
         .ok_or_else(|| ConfigError::new(file, &key, "missing; e.g. \"127.0.0.1:5432\""))?;
-    if !valid_host_port(&address) {
-        return Err(ConfigError::new(
-            file,
-            &key,
-            format!("{address:?} is not host:port, e.g. \"10.0.0.5:5432\" or \"db.internal:5432\""),
-        ));
-    }
     Ok(address)
 }
 

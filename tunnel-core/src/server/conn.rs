@@ -4,8 +4,10 @@
 //! `Result<_, Refused>`; [`Refused`] maps a refusal to the audit and the metrics.
 
 use super::{Gateway, Snapshot};
+use crate::admin::SessionGuard;
 use crate::admission::Guard;
 use crate::audit::{AuditRecord, Outcome};
+use crate::config::BackendConfig;
 use crate::config::ServerConfig;
 use crate::identity::Identity;
 use crate::ocsp::{OcspMode, Verdict as OcspVerdict};
@@ -13,6 +15,7 @@ use crate::policy::Decision;
 use crate::proxy::{self, End};
 use crate::refused::{Refused, RevokedBy};
 use crate::tls::HandshakeNotes;
+use crate::upstream::{self, Upstream};
 use openssl::error::ErrorStack;
 use openssl::ssl::NameType;
 use openssl::x509::X509;
@@ -143,7 +146,9 @@ fn handshake_refusal(
 
 /// A tunnel ready to relay: the backend dialled, under the snapshot that decided it.
 struct Established {
-    upstream: TcpStream,
+    upstream: Upstream,
+    /// The tunnel's entry in the live-session registry (operator cuts, caps, expiry).
+    session: SessionGuard,
     backend: String,
     address: String,
     live: Guard<Vec<X509>>,
@@ -191,18 +196,26 @@ async fn establish(
         return Ok(Next::Catalog { current, id });
     }
     let backend = authorize(&current, &id, rec)?;
-    let address = current
+    let target = current
         .cfg
         .backend(&backend)
-        .ok_or(Refused::BackendVanished)?
-        .address
-        .clone();
-    let upstream = dial(&address, current.cfg.connect_timeout).await?;
+        .ok_or(Refused::BackendVanished)?;
+    let address = target.address.clone();
+    let session = super::operator::admit(gw, rec, &id, &cert, target)?;
+    let mut upstream = dial(target, current.cfg.connect_timeout).await?;
+    let local = tls.get_ref().local_addr().ok();
+    super::operator::send_proxy_header(&mut upstream, target, tls.ssl(), local, rec, &session)
+        .await
+        .map_err(|e| Refused::BackendUnreachable {
+            address: address.clone(),
+            error: format!("cannot send the PROXY header: {e}"),
+        })?;
     if live.token.is_cancelled() {
         return Err(Refused::RevokedDuringSetup);
     }
     Ok(Next::Relay(Established {
         upstream,
+        session,
         backend,
         address,
         live,
@@ -225,18 +238,16 @@ fn authorize(current: &Snapshot, id: &Identity, rec: &mut AuditRecord) -> Result
     }
 }
 
-/// Connects to the backend within `connect_timeout`.
-async fn dial(address: &str, connect_timeout: Duration) -> Result<TcpStream, Refused> {
-    match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
-        Err(_) => Err(Refused::BackendTimeout(address.to_string())),
+/// Connects to the backend (TCP or Unix socket) within `connect_timeout`.
+async fn dial(backend: &BackendConfig, connect_timeout: Duration) -> Result<Upstream, Refused> {
+    let address = &backend.address;
+    match tokio::time::timeout(connect_timeout, upstream::connect(&backend.target)).await {
+        Err(_) => Err(Refused::BackendTimeout(address.clone())),
         Ok(Err(e)) => Err(Refused::BackendUnreachable {
-            address: address.to_string(),
+            address: address.clone(),
             error: e.to_string(),
         }),
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
+        Ok(Ok(s)) => Ok(s),
     }
 }
 
@@ -254,14 +265,17 @@ async fn relay(
     let meters = metrics.byte_counters(&t.backend);
     let revoked = t.live.token.clone();
     let abort = gw.service().abort.clone();
+    let cut = t.session.cut(t.current.cfg.disconnect_expired);
     let stop = async move {
         tokio::select! {
             _ = abort.cancelled() => {}
             _ = revoked.cancelled() => {}
+            _ = cut => {}
         }
     };
     let idle = t.current.cfg.idle_timeout;
-    let piped = proxy::pipe(tls, t.upstream, idle, stop, Some(meters)).await;
+    let counters = t.session.counters();
+    let piped = proxy::pipe_counted(tls, t.upstream, idle, stop, Some(meters), counters).await;
     rec.bytes_up = piped.a_to_b;
     rec.bytes_down = piped.b_to_a;
     let (outcome, reason) = match piped.end {
@@ -270,6 +284,9 @@ async fn relay(
             Outcome::Timeout,
             format!("idle for idle_timeout ({idle:?})"),
         ),
+        End::Cancelled if t.session.why().is_some() => {
+            return super::operator::cut_outcome(&t.session, rec).unwrap_or(Outcome::Ok);
+        }
         End::Cancelled if t.live.token.is_cancelled() => (
             Outcome::Revoked,
             "certificate revoked while connected (revoke_established)".into(),

@@ -7,6 +7,7 @@
 //! dialled is always the one that was authorized.
 
 mod conn;
+mod operator;
 mod proxied;
 
 use crate::admission::{LiveConns, Overload, PendingHandshakes};
@@ -18,6 +19,7 @@ use crate::reload::Control;
 use crate::service::lifecycle::{self, Agent, BindError, Lifecycle, ReloadError, Settings};
 use crate::service::Service;
 use crate::tls::ServerTls;
+pub use operator::{bind_admin, AdminBinding};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -162,6 +164,7 @@ pub struct Gateway {
     staple: Arc<Staple>,
     /// Budget of audit lines for connections refused before a client proved an identity.
     refused_log: Arc<crate::audit::flood::FloodLimit>,
+    sessions: crate::admin::Sessions,
 }
 
 impl Gateway {
@@ -176,6 +179,7 @@ impl Gateway {
             pending: PendingHandshakes::default(),
             staple,
             refused_log: Arc::default(),
+            sessions: Default::default(),
         }))
     }
 
