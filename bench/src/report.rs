@@ -216,7 +216,7 @@ pub fn gateway_table(metrics: &[Metric]) -> String {
             target_cell(m.better, m.gateway_target)
         );
     }
-    for m in metrics.iter().filter(|m| m.op != "conn") {
+    for m in metrics.iter().filter(|m| m.key != "memory") {
         let cells: Vec<String> = gws
             .iter()
             .map(|k| per_op_cell(m.median_of(*k).and_then(Sample::gateway_per_op), m.op))
