@@ -124,6 +124,15 @@ pub enum Command {
         #[arg(long = "listen", id = "open_listen", default_value = "127.0.0.1:0")]
         listen: String,
     },
+    /// Show the running agent's tunnels, gateway, certificate expiry and last errors.
+    Status {
+        /// Admin socket (default: admin_socket of --config, else /run/tunnel-client/admin.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Print the reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `tunnel-client login` (the signer's CA is the global `--ca`).

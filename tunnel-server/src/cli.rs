@@ -113,7 +113,62 @@ pub enum Command {
     /// Run the sign-in signer: issues short-lived client certificates for OpenID Connect
     /// ID tokens (HTTPS API; see the README, "Sign-in with your identity provider").
     Signer,
+    /// List live tunnels (asks the running gateway through its admin socket).
+    Sessions(SessionsArgs),
+    /// Close matching live tunnels at once (both TCP sides), optionally blocking the identity.
+    Disconnect(DisconnectArgs),
 }
+
+/// Where the admin socket is.
+#[derive(Args)]
+pub struct SocketArg {
+    /// Admin socket (default: admin_socket of --config, else /run/tunnel/admin.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print the reply as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sessions` arguments.
+#[derive(Args)]
+pub struct SessionsArgs {
+    #[command(flatten)]
+    pub sock: SocketArg,
+    /// Only tunnels to this backend.
+    #[arg(long, value_name = "B")]
+    pub backend: Option<String>,
+    /// Only identities this pattern (`*` wildcards) matches: subject, CN, a SAN or fingerprint.
+    #[arg(long, value_name = "PATTERN")]
+    pub identity: Option<String>,
+}
+
+/// `disconnect` arguments.
+#[derive(Args)]
+#[command(group(ArgGroup::new("select").required(true).args(["id", "identity", "backend", "serial"])))]
+pub struct DisconnectArgs {
+    #[command(flatten)]
+    pub sock: SocketArg,
+    /// The tunnel with this id (see `sessions`).
+    #[arg(long, value_name = "N")]
+    pub id: Option<u64>,
+    /// Tunnels whose identity this pattern matches.
+    #[arg(long, value_name = "PATTERN")]
+    pub identity: Option<String>,
+    /// Every tunnel to this backend.
+    #[arg(long, value_name = "B")]
+    pub backend: Option<String>,
+    /// Tunnels of the certificate with this serial number (hex).
+    #[arg(long, value_name = "HEX")]
+    pub serial: Option<String>,
+    /// Why (recorded in the audit events).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Also refuse new connections of these identities for this long (in memory only).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub block_for: Option<std::time::Duration>,
+}
+
 
 const PKI_AFTER_HELP: &str = "\
 Files in DIR: ca.crt, ca.key (0600), NAME.crt and NAME.key (0600) per certificate,
@@ -226,6 +281,19 @@ pub struct IssueArgs {
     /// Key algorithm: ecdsa-p256, rsa2048 or ed25519.
     #[arg(long, value_name = "TYPE", default_value = "ecdsa-p256", value_parser = key_type)]
     pub key_type: KeyType,
+}
+
+impl PkiCommand {
+    /// The CA directory the command works on.
+    pub fn dir(&self) -> &std::path::Path {
+        match self {
+            PkiCommand::Init { dir, .. }
+            | PkiCommand::Revoke { dir, .. }
+            | PkiCommand::Crl { dir, .. }
+            | PkiCommand::List { dir } => dir,
+            PkiCommand::Issue(a) => &a.dir,
+        }
+    }
 }
 
 fn key_type(s: &str) -> Result<KeyType, String> {

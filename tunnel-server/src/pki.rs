@@ -1,12 +1,19 @@
-//! `tunnel-server pki`: the command line of the built-in CA. Thin: parse, call
-//! `tunnel_core::pki::store`, print the outcome or the error, pick the exit code.
+//! `tunnel-server pki`: the command line of the built-in CA. Thin: call
+//! `tunnel_core::pki::store`, print the outcome or the error, pick the exit code (the clap
+//! definitions are in `tunnel_server::cli`).
 
-use std::process::ExitCode;
 use tunnel_core::pki::store::{self, IssueRequest, LeafKind, RevokeTarget, Store};
+use tunnel_core::{Exit, StartError};
 use tunnel_server::cli::{PkiArgs, PkiCommand};
 
-/// Runs one `pki` command and returns the process exit code.
-pub fn run(args: PkiArgs) -> ExitCode {
+/// Runs one `pki` command, printing its result.
+pub fn run(args: PkiArgs) -> Result<Exit, StartError> {
+    // Report what is tightened; refusals come from the command itself.
+    if let Ok(notes) = Store::new(args.command.dir()).secure() {
+        for n in notes {
+            eprintln!("tunnel-server pki: {n}");
+        }
+    }
     let (name, result) = match args.command {
         PkiCommand::Init {
             dir,
@@ -70,14 +77,10 @@ pub fn run(args: PkiArgs) -> ExitCode {
             Store::new(dir).list().map(|l| store::format_list(&l)),
         ),
     };
-    match result {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tunnel-server pki {name}: {e}");
-            ExitCode::from(e.exit_code() as u8)
-        }
-    }
+    let out = result.map_err(|source| StartError::Pki {
+        command: name,
+        source,
+    })?;
+    print!("{out}");
+    Ok(Exit::Success)
 }

@@ -29,14 +29,19 @@ pub enum PkiError {
 }
 
 impl PkiError {
-    /// The process exit code for this error: 64 for bad usage, 74 for a file of the CA
-    /// directory, 1 for OpenSSL failures.
-    pub fn exit_code(&self) -> i32 {
+    /// The process exit status for this error: usage (64) for bad usage, I/O error (74) for
+    /// a file of the CA directory, failure (1) for OpenSSL failures.
+    pub fn exit(&self) -> crate::Exit {
         match self {
-            PkiError::Usage(_) => crate::EXIT_CONFIG,
-            PkiError::File { .. } => crate::EXIT_IOERR,
-            PkiError::Crypto { .. } => crate::EXIT_RUNTIME,
+            PkiError::Usage(_) => crate::Exit::Usage,
+            PkiError::File { .. } => crate::Exit::IoError,
+            PkiError::Crypto { .. } => crate::Exit::Failure,
         }
+    }
+
+    /// The numeric exit code of [`PkiError::exit`].
+    pub fn exit_code(&self) -> i32 {
+        self.exit().code()
     }
 
     pub(crate) fn usage(message: impl Into<String>) -> PkiError {
