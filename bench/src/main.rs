@@ -1,9 +1,14 @@
 //! `tunnel-bench`: measures our client agent + gateway and an stunnel client + server side by
 //! side on loopback, in front of the same backends, and prints a table of ours/stunnel
 //! ratios. `bench/run` installs what it needs, builds, and runs `tunnel-bench run`.
-#![forbid(unsafe_code)]
+// fleet.rs offers TLS sessions to OpenSSL (SSL_set_session), which the crate marks unsafe.
+#![deny(unsafe_code)]
 
+mod fleet;
+mod floor;
+mod gateways;
 mod load;
+mod nginx_mod;
 mod pairs;
 mod procs;
 mod report;
@@ -11,7 +16,7 @@ mod tools;
 
 use clap::{Parser, Subcommand};
 use pairs::{Backends, Bins, Kind, Pair, Pki};
-use report::{Better, Metric, Sample, Scale};
+use report::{Better, Metric, Results, Sample, Scale};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 #[command(
     name = "tunnel-bench",
-    about = "Benchmark of the tunnel pair against stunnel on loopback"
+    about = "Benchmark of our tunnel pair and gateway against stunnel, HAProxy and nginx on loopback"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,7 +37,7 @@ struct Cli {
 enum Cmd {
     /// Run the benchmark and print the table.
     Run(RunArgs),
-    /// Start the backends and both pairs, print their ports and pids, and keep them up for
+    /// Start the backends and every setup, print their ports and pids, and keep them up for
     /// SECS seconds (for profiling by hand).
     Serve {
         /// How long to keep everything up.
@@ -54,6 +59,19 @@ enum Cmd {
         /// Seconds to hold them.
         #[arg(long, default_value_t = 10)]
         secs: u64,
+    },
+    /// Session resumption for a fleet: resumption rate and gateway CPU per connection, per
+    /// session mode, one gateway and two behind HAProxy (needs haproxy).
+    Fleet {
+        /// Directory holding tunnel-server.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Seconds per row.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Client threads.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
     },
     /// Echo server on 127.0.0.1:PORT (the benchmark's echo backend).
     Echo {
@@ -77,10 +95,11 @@ struct RunArgs {
     /// Repetitions of each rate measurement, alternating which pair goes first (default 3, quick 1).
     #[arg(long)]
     reps: Option<usize>,
-    /// Only these metrics (comma-separated: bulk,connrate,reqrate,handshakes,memory,scale).
+    /// Only these metrics (comma-separated:
+    /// bulk,bulkdown,connrate,reqrate,handshakes,floor,memory,scale).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Only these pairs (ours, stunnel).
+    /// Only these setups (ours, ours-gw, stunnel, haproxy, nginx).
     #[arg(long, value_delimiter = ',')]
     pairs: Vec<String>,
     /// Connections for the scale test (default 9000, quick 1000).
@@ -104,9 +123,10 @@ struct RunArgs {
     #[arg(long)]
     perf: Option<PathBuf>,
     /// Before each rate measurement, wait up to this many seconds for other work on the
-    /// machine to stop (measurements still disturbed are flagged in the table).
-    #[arg(long, default_value_t = 60)]
-    wait_idle: u64,
+    /// machine to stop (measurements still disturbed are flagged in the table); default 60,
+    /// quick 5.
+    #[arg(long)]
+    wait_idle: Option<u64>,
     /// Also write the table to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -118,6 +138,17 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Fleet {
+            bin_dir,
+            secs,
+            parallel,
+        } => match fleet::run(&bin_dir, secs, parallel) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tunnel-bench fleet: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Echo { port } => {
             procs::raise_nofile();
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -191,7 +222,7 @@ fn serve(secs: u64, bin_dir: PathBuf) -> Result<(), String> {
     let args = RunArgs::parse_from(["run", "--bin-dir", &bin_dir.to_string_lossy(), "--keep"]);
     let mut b = setup(args)?;
     let mut pairs = Vec::new();
-    for k in [Kind::Ours, Kind::Stunnel] {
+    for k in Kind::ALL {
         let mut p = b.start_pair(k)?;
         b.sanity(&mut p)?;
         let (c, g) = p.pids();
@@ -232,10 +263,14 @@ fn setup(args: RunArgs) -> Result<Bench, String> {
         client: bin("tunnel-client")?,
         stunnel: find(&["stunnel4", "stunnel"])?,
         nginx: find(&["nginx"])?,
+        nginx_stream: None,
+        haproxy: procs::find_program(&["haproxy"]),
         iperf3: find(&["iperf3"])?,
         wrk: find(&["wrk"])?,
         me: std::env::current_exe().map_err(|e| e.to_string())?,
     };
+    let mut bins = bins;
+    bins.nginx_stream = nginx_mod::stream_module(&bins.nginx)?;
     let pki = Pki::create(&bins.server, &dir)?;
     let backends = Backends::start(&bins, &dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -256,6 +291,63 @@ fn setup(args: RunArgs) -> Result<Bench, String> {
     })
 }
 
+fn metrics() -> Vec<Metric> {
+    let m =
+        |key, title, unit, op, better, targets| Metric::new(key, title, unit, op, better, targets);
+    vec![
+        m(
+            "bulk",
+            "bulk upload, one stream",
+            "Gbit/s",
+            "GB",
+            Better::Higher,
+            (1.2, 1.5),
+        ),
+        m(
+            "bulkdown",
+            "bulk download, one stream",
+            "Gbit/s",
+            "GB",
+            Better::Higher,
+            (1.2, 1.5),
+        ),
+        m(
+            "connrate",
+            "connection rate, new connection per request",
+            "conn/s",
+            "conn",
+            Better::Higher,
+            (1.2, 2.5),
+        ),
+        m(
+            "reqrate",
+            "request rate, persistent connections",
+            "req/s",
+            "req",
+            Better::Higher,
+            (1.2, 2.0),
+        ),
+        m(
+            "handshakes",
+            "gateway full mTLS handshakes",
+            "handshakes/s",
+            "handshake",
+            Better::Higher,
+            (1.2, 2.0),
+        ),
+        m(
+            "memory",
+            "idle memory per tunnel",
+            "KiB",
+            "tunnel",
+            Better::Lower,
+            (0.5, 0.3),
+        ),
+    ]
+}
+
+const RATE_KEYS: [&str; 5] = ["bulk", "bulkdown", "connrate", "reqrate", "handshakes"];
+
 fn run(args: RunArgs) -> Result<(), String> {
     let nofile = procs::raise_nofile();
     procs::stop_children_on_signals();
@@ -263,95 +355,46 @@ fn run(args: RunArgs) -> Result<(), String> {
     let secs = b.secs;
     let mut machine = machine(&b.bins, nofile);
     let idle = background_load();
-    machine += &format!("Background load at start: {idle:.2} cores busy.\n");
+    machine += &format!(
+        "Background load at start: {idle:.2} cores busy, {}.\n",
+        procs::loadavg()
+    );
     if idle > BUSY_WARN {
         machine += "WARNING: the machine was not idle; numbers are disturbed by other work.\n";
     }
     eprintln!("{machine}");
     let wants = |m: &str| args.only.is_empty() || args.only.iter().any(|o| o == m);
-    let kinds: Vec<Kind> = [Kind::Ours, Kind::Stunnel]
+    let kinds: Vec<Kind> = Kind::ALL
         .into_iter()
         .filter(|k| args.pairs.is_empty() || args.pairs.iter().any(|p| p == k.name()))
         .collect();
     let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 });
-
-    let mut metrics = vec![
-        Metric::new("bulk, one stream", "Gbit/s", "GB", Better::Higher, 1.3),
-        Metric::new(
-            "connection rate, new connection per request",
-            "conn/s",
-            "conn",
-            Better::Higher,
-            2.0,
-        ),
-        Metric::new(
-            "request rate, persistent connections",
-            "req/s",
-            "req",
-            Better::Higher,
-            1.3,
-        ),
-        Metric::new(
-            "gateway full mTLS handshakes",
-            "handshakes/s",
-            "handshake",
-            Better::Higher,
-            1.5,
-        ),
-        Metric::new(
-            "idle memory, both agents, at 2,000 connections",
-            "KiB/conn",
-            "conn",
-            Better::Lower,
-            0.4,
-        ),
-    ];
-    metrics[4].title = "idle memory, both agents, per connection";
-    let rate_keys = ["bulk", "connrate", "reqrate", "handshakes"];
-    if rate_keys.iter().any(|k| wants(k)) {
-        let mut pairs: Vec<Pair> = Vec::new();
-        for k in &kinds {
-            pairs.push(b.start_pair(*k)?);
-        }
-        for p in pairs.iter_mut() {
-            b.sanity(p)?;
-        }
-        for (mi, key) in rate_keys.iter().enumerate() {
-            if !wants(key) {
-                continue;
-            }
-            for rep in 0..reps {
-                let order: Vec<usize> = if rep % 2 == 0 {
-                    (0..pairs.len()).collect()
-                } else {
-                    (0..pairs.len()).rev().collect()
-                };
-                for i in order {
-                    let p = &mut pairs[i];
-                    eprintln!("{key} rep {} of {reps}: {}", rep + 1, p.kind.name());
-                    let s = b.measure(key, p, rep == 0)?;
-                    eprintln!("  -> {:.2} {} {}", s.value, metrics[mi].unit, s.note);
-                    metrics[mi].of(p.kind).push(s);
-                    p.check()?;
-                    b.backends.check()?;
-                }
-            }
-        }
+    let mut metrics = metrics();
+    let speed = if wants("floor") || wants("handshakes") {
+        let openssl = find(&["openssl"])?;
+        let t = Duration::from_secs(if args.quick { 1 } else { 3 });
+        eprintln!("openssl speed (floor)");
+        Some(floor::measure(&openssl, t)?)
+    } else {
+        None
+    };
+    if RATE_KEYS.iter().any(|k| wants(k)) {
+        b.rates(&kinds, reps, &mut metrics, &wants)?;
     }
     if wants("memory") {
         for k in &kinds {
             let s = b.memory(*k)?;
             eprintln!("memory {}: {:.1} KiB/conn {}", k.name(), s.value, s.note);
-            metrics[4].of(*k).push(s);
+            metrics[5].of(*k).push(s);
         }
     }
-    let mut scale: [Scale; 2] = Default::default();
+    let mut scale = Vec::new();
     if wants("scale") {
         let n = args.scale.unwrap_or(if args.quick { 1000 } else { 9000 });
         for k in &kinds {
             let s = b.scale(*k, n)?;
             eprintln!("scale {}: {}/{} ok {:?}", k.name(), s.ok, n, s.errors);
-            scale[if *k == Kind::Ours { 0 } else { 1 }] = s;
+            scale.push((*k, s));
         }
     }
     let command = std::iter::once("bench/run".to_string())
@@ -362,13 +405,16 @@ fn run(args: RunArgs) -> Result<(), String> {
         )
         .collect::<Vec<_>>()
         .join(" ");
-    let table = report::render(
-        &machine,
-        &command,
-        &metrics,
-        &scale,
-        &config_text(&b.args, reps, secs),
-    );
+    machine += &format!("Load at the end: {}.\n", procs::loadavg());
+    let table = report::render(&Results {
+        machine: &machine,
+        command: &command,
+        metrics: &metrics,
+        scale: &scale,
+        speed: speed.as_ref(),
+        openssl_35: openssl::version::number() >= 0x3050_0000,
+        config: &config_text(&b.args, reps, secs),
+    });
     println!("{table}");
     if let Some(out) = &args.out {
         std::fs::write(out, &table).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -383,14 +429,19 @@ fn run(args: RunArgs) -> Result<(), String> {
 
 fn config_text(args: &RunArgs, reps: usize, secs: Duration) -> String {
     format!(
-        "Each rate is the median of {reps} run(s) of {}s, alternating which pair goes first. \
-         Bulk: iperf3, one stream, client to server. Connection rate: wrk, one thread, {1} \
-         connections, `Connection: close` (one request per tunnelled connection) to nginx. \
-         Request rate: the same over {1} persistent connections. Handshakes: own loop, {1} \
-         concurrent, straight to the gateway with the client certificate, full handshakes only \
-         (no session offered), each proven by a 1-byte echo through the backend. Idle memory: \
-         RSS growth of client + gateway after opening {2} echo-checked connections (after a \
-         warm-up), divided by their number. Logs: ours log_level = \"{3}\", stunnel debug = {4}.",
+        "Each rate is the median of {reps} run(s) of {}s, rotating which setup goes first. \
+         Bulk: iperf3, one stream, upload (client to server) and download (-R). Connection rate: \
+         wrk, one thread, {1} connections, `Connection: close` (one request per tunnelled \
+         connection) to nginx. Request rate: the same over {1} persistent connections. \
+         Handshakes: own loop, {1} concurrent, straight to the gateway with the client \
+         certificate, full handshakes only (no session offered), each proven by a 1-byte echo \
+         through the backend (our pair's row is our gateway's). Idle memory: RSS growth of \
+         client and gateway (child processes included) after opening {2} echo-checked \
+         connections (after a warm-up), divided by their number. Gateways: TLS 1.3 only, client \
+         certificate required and verified, backend by SNI, their defaults otherwise (HAProxy: \
+         1 h client/server timeouts; nginx: worker_processes auto, worker_connections 20000); \
+         only ours also authorizes the client identity per backend. Logs: ours log_level = \
+         \"{3}\", stunnel debug = {4}, HAProxy and nginx warnings only.",
         secs.as_secs(),
         args.conns,
         args.idle,
@@ -433,7 +484,7 @@ fn machine(bins: &Bins, nofile: u64) -> String {
     let commit = tools::version_of(Path::new("git"), &["describe", "--always", "--dirty"], "");
     format!(
         "Machine: nproc {nproc}, CPU {cpu}, {} GiB RAM, kernel {}, RLIMIT_NOFILE {nofile}, no CPU pinning.\n\
-         Versions: ours {} ({commit}), {}; {}; {}; {}; {}; {}.\n",
+         Versions: ours {} ({commit}), {}; {}; {}; {}; {}; {}; {}.\n",
         mem / 1024 / 1024,
         kernel.trim(),
         v(&bins.server, &["--version"], "tunnel-server"),
@@ -441,6 +492,10 @@ fn machine(bins: &Bins, nofile: u64) -> String {
         v(&bins.stunnel, &["-version"], "stunnel "),
         v(Path::new("openssl"), &["version"], "OpenSSL"),
         v(&bins.nginx, &["-v"], "nginx"),
+        bins.haproxy
+            .as_deref()
+            .map(|h| v(h, &["-v"], "HAProxy version"))
+            .unwrap_or_else(|| "no HAProxy".into()),
         v(&bins.iperf3, &["--version"], "iperf"),
         v(&bins.wrk, &["-v"], "wrk")
             .split(" [")
@@ -450,6 +505,48 @@ fn machine(bins: &Bins, nofile: u64) -> String {
 }
 
 impl Bench {
+    /// Every rate metric, `reps` times, rotating which setup goes first.
+    fn rates(
+        &mut self,
+        kinds: &[Kind],
+        reps: usize,
+        metrics: &mut [Metric],
+        wants: &dyn Fn(&str) -> bool,
+    ) -> Result<(), String> {
+        let mut pairs: Vec<Pair> = Vec::new();
+        for k in kinds {
+            pairs.push(self.start_pair(*k)?);
+        }
+        for p in pairs.iter_mut() {
+            self.sanity(p)?;
+        }
+        for m in metrics.iter_mut().filter(|m| RATE_KEYS.contains(&m.key)) {
+            if !wants(m.key) {
+                continue;
+            }
+            for rep in 0..reps {
+                let n = pairs.len();
+                for j in 0..n {
+                    let p = &mut pairs[(j + rep) % n];
+                    // Handshakes go straight to the gateway: our pair's is our gateway's.
+                    if m.key == "handshakes"
+                        && p.kind == Kind::Ours
+                        && kinds.contains(&Kind::OursGw)
+                    {
+                        continue;
+                    }
+                    eprintln!("{} rep {} of {reps}: {}", m.key, rep + 1, p.kind.name());
+                    let s = self.measure(m.key, p, rep == 0)?;
+                    eprintln!("  -> {:.2} {} {}", s.value, m.unit, s.note);
+                    m.of(p.kind).push(s);
+                    p.check()?;
+                    self.backends.check()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn start_pair(&mut self, kind: Kind) -> Result<Pair, String> {
         self.starts += 1;
         let d = self.dir.join(format!("{}-{}", kind.name(), self.starts));
@@ -503,14 +600,19 @@ impl Bench {
             (Some(dir), true) => Some(start_perf(dir, key, p)?),
             _ => None,
         };
-        let background = wait_idle(Duration::from_secs(self.args.wait_idle));
+        let wait = self
+            .args
+            .wait_idle
+            .unwrap_or(if self.args.quick { 5 } else { 60 });
+        let background = wait_idle(Duration::from_secs(wait));
         let (c0, g0) = p.cpu();
         let m0 = procs::machine_cpu();
         let t0 = Instant::now();
         let mut s = Sample::default();
         match key {
-            "bulk" => {
-                s.value = tools::iperf3(&self.bins.iperf3, p.local.bulk, self.secs)?;
+            "bulk" | "bulkdown" => {
+                let down = key == "bulkdown";
+                s.value = tools::iperf3(&self.bins.iperf3, p.local.bulk, self.secs, down)?;
                 s.ops = s.value * self.secs.as_secs_f64() / 8.0;
             }
             "connrate" | "reqrate" => {
@@ -578,12 +680,12 @@ impl Bench {
         self.rt.block_on(load::check_and_close(warm.streams, 64, t));
         std::thread::sleep(Duration::from_millis(500));
         let (cp, gp) = p.pids();
-        let before = (procs::rss_kib(cp)?, procs::rss_kib(gp)?);
+        let before = p.rss_kib()?;
         let held = self
             .rt
             .block_on(load::open_many(addr, self.args.idle, 50, t));
         std::thread::sleep(Duration::from_secs(1));
-        let after = (procs::rss_kib(cp)?, procs::rss_kib(gp)?);
+        let after = p.rss_kib()?;
         let threads = (procs::threads(cp), procs::threads(gp));
         let n = held.streams.len();
         let closed = self.rt.block_on(load::check_and_close(held.streams, 64, t));
@@ -602,6 +704,7 @@ impl Bench {
         let (c, g) = (per(after.0, before.0), per(after.1, before.1));
         Ok(Sample {
             value: c + g,
+            gateway_value: Some(g),
             note: format!(
                 "client {c:.1} + gateway {g:.1} KiB/conn; RSS before {}+{} MiB, with {n} open {}+{} MiB; threads {}+{}",
                 before.0 / 1024,
@@ -626,10 +729,7 @@ impl Bench {
             wanted: n,
             open: held.streams.len(),
             open_secs: held.secs,
-            rss: (
-                procs::rss_kib(cp).unwrap_or(0),
-                procs::rss_kib(gp).unwrap_or(0),
-            ),
+            rss: p.rss_kib().unwrap_or((0, 0)),
             threads: (procs::threads(cp), procs::threads(gp)),
             errors: held.errors.clone(),
             ..Scale::default()

@@ -1,7 +1,8 @@
 //! The things under test and in front of which they sit: one PKI, the backends (nginx for
-//! HTTP, iperf3 for bulk, our echo server), and the two pairs, ours (tunnel-client +
-//! tunnel-server) and stunnel's (client + server), each configured for the same backends.
+//! HTTP, iperf3 for bulk, our echo server), and the setups measured: our pair, and stunnel's
+//! client in front of each gateway (ours, stunnel's server, HAProxy, nginx).
 
+use crate::gateways;
 use crate::procs::{free_ports, wait_port, Proc};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,8 +22,12 @@ pub struct Bins {
     pub client: PathBuf,
     /// stunnel (Debian's stunnel4).
     pub stunnel: PathBuf,
-    /// nginx (the HTTP backend).
+    /// nginx (the HTTP backend, and a gateway with its stream module).
     pub nginx: PathBuf,
+    /// nginx's dynamic stream module, when it is not built in (Debian: libnginx-mod-stream).
+    pub nginx_stream: Option<PathBuf>,
+    /// HAProxy (a gateway), when installed.
+    pub haproxy: Option<PathBuf>,
     /// iperf3 (the bulk backend and load).
     pub iperf3: PathBuf,
     /// wrk (HTTP load).
@@ -81,7 +86,7 @@ impl Pki {
 }
 
 /// Ports of the three backends, or of the three local listeners of a client.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
     /// Tiny HTTP responses (nginx).
     pub http: u16,
@@ -92,7 +97,8 @@ pub struct Ports {
 }
 
 impl Ports {
-    fn named(&self) -> [(&'static str, u16); 3] {
+    /// (name, port) of each: the backend names the gateways select by SNI.
+    pub fn named(&self) -> [(&'static str, u16); 3] {
         [
             ("http", self.http),
             ("bulk", self.bulk),
@@ -174,21 +180,55 @@ pub struct Options {
     pub stunnel_ciphersuites: Option<String>,
 }
 
-/// Which implementation a pair is.
+/// Which client + gateway combination a setup is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// tunnel-client + tunnel-server.
+    /// Our pair: tunnel-client + tunnel-server.
     Ours,
-    /// stunnel client + stunnel server.
+    /// stunnel's client + tunnel-server (our gateway alone).
+    OursGw,
+    /// stunnel's client + stunnel's server (stunnel's pair, and its gateway alone).
     Stunnel,
+    /// stunnel's client + HAProxy.
+    Haproxy,
+    /// stunnel's client + nginx (stream module).
+    Nginx,
 }
 
 impl Kind {
-    /// Short name for tables and files.
+    /// Every setup, in table order.
+    pub const ALL: [Kind; 5] = [
+        Kind::Ours,
+        Kind::OursGw,
+        Kind::Stunnel,
+        Kind::Haproxy,
+        Kind::Nginx,
+    ];
+
+    /// Short name for tables, files and `--pairs`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Ours => "ours",
+            Kind::OursGw => "ours-gw",
             Kind::Stunnel => "stunnel",
+            Kind::Haproxy => "haproxy",
+            Kind::Nginx => "nginx",
+        }
+    }
+
+    /// Position in [`Kind::ALL`].
+    pub fn index(self) -> usize {
+        Kind::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
+
+    /// What runs on each side, for the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Ours => "tunnel-client + tunnel-server",
+            Kind::OursGw => "stunnel client + tunnel-server",
+            Kind::Stunnel => "stunnel client + stunnel server",
+            Kind::Haproxy => "stunnel client + HAProxy",
+            Kind::Nginx => "stunnel client + nginx stream",
         }
     }
 }
@@ -225,9 +265,16 @@ impl Pair {
             bulk: p[2],
             echo: p[3],
         };
-        let (mut gateway, mut client) = match kind {
-            Kind::Ours => start_ours(bins, pki, backends, gateway_port, &local, dir, opts.verbose)?,
-            Kind::Stunnel => start_stunnel(bins, pki, backends, gateway_port, &local, dir, opts)?,
+        let gw = gateway_port;
+        let mut gateway = match kind {
+            Kind::Ours | Kind::OursGw => gateways::ours_server(bins, pki, backends, gw, dir, opts)?,
+            Kind::Stunnel => gateways::stunnel_server(bins, pki, backends, gw, dir, opts)?,
+            Kind::Haproxy => gateways::haproxy(bins, pki, backends, gw, dir)?,
+            Kind::Nginx => gateways::nginx(bins, pki, backends, gw, dir)?,
+        };
+        let mut client = match kind {
+            Kind::Ours => gateways::ours_client(bins, pki, gw, &local, dir, opts)?,
+            _ => gateways::stunnel_client(bins, pki, gw, &local, dir, opts)?,
         };
         wait_port(gateway_port, &mut [&mut gateway], READY)?;
         for (_, port) in local.named() {
@@ -253,118 +300,20 @@ impl Pair {
         self.gateway.check_alive()
     }
 
-    /// CPU seconds used so far by (client, gateway).
+    /// CPU seconds used so far by (client, gateway), child processes included (nginx's
+    /// workers).
     pub fn cpu(&self) -> (f64, f64) {
         (
-            crate::procs::cpu_secs(self.client.pid()),
-            crate::procs::cpu_secs(self.gateway.pid()),
+            crate::procs::tree_cpu_secs(self.client.pid()),
+            crate::procs::tree_cpu_secs(self.gateway.pid()),
         )
     }
-}
 
-fn q(p: &Path) -> String {
-    // TOML basic string: escape backslashes and quotes.
-    p.display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-}
-
-fn start_ours(
-    bins: &Bins,
-    pki: &Pki,
-    backends: &Ports,
-    gw: u16,
-    local: &Ports,
-    dir: &Path,
-    verbose: bool,
-) -> Result<(Proc, Proc), String> {
-    let level = if verbose { "info" } else { "warn" };
-    let mut server = format!(
-        "listen = \"127.0.0.1:{gw}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\
-         log_level = \"{level}\"\n",
-        q(&pki.server_crt),
-        q(&pki.server_key),
-        q(&pki.ca)
-    );
-    for (name, port) in backends.named() {
-        server += &format!(
-            "\n[[backend]]\nname = \"{name}\"\naddress = \"127.0.0.1:{port}\"\n\
-             allow = [\"cn={CLIENT_CN}\"]\n"
-        );
+    /// RSS of (client, gateway) in KiB, child processes included.
+    pub fn rss_kib(&self) -> Result<(u64, u64), String> {
+        Ok((
+            crate::procs::tree_rss_kib(self.client.pid())?,
+            crate::procs::tree_rss_kib(self.gateway.pid())?,
+        ))
     }
-    let mut client = format!(
-        "server = \"127.0.0.1:{gw}\"\nserver_name = \"{SERVER_NAME}\"\ncert = \"{}\"\n\
-         key = \"{}\"\nca = \"{}\"\nlog_level = \"{level}\"\n",
-        q(&pki.client_crt),
-        q(&pki.client_key),
-        q(&pki.ca)
-    );
-    for (name, port) in local.named() {
-        client += &format!("\n[[tunnel]]\nlisten = \"127.0.0.1:{port}\"\nbackend = \"{name}\"\n");
-    }
-    let sconf = dir.join("server.toml");
-    let cconf = dir.join("client.toml");
-    std::fs::write(&sconf, server).map_err(|e| e.to_string())?;
-    std::fs::write(&cconf, client).map_err(|e| e.to_string())?;
-    let mut scmd = Command::new(&bins.server);
-    scmd.arg("--config").arg(&sconf).env_remove("RUST_LOG");
-    let gateway = Proc::spawn("tunnel-server", scmd, &dir.join("server.log"))?;
-    let mut ccmd = Command::new(&bins.client);
-    ccmd.arg("--config").arg(&cconf).env_remove("RUST_LOG");
-    let client = Proc::spawn("tunnel-client", ccmd, &dir.join("client.log"))?;
-    Ok((gateway, client))
-}
-
-fn start_stunnel(
-    bins: &Bins,
-    pki: &Pki,
-    backends: &Ports,
-    gw: u16,
-    local: &Ports,
-    dir: &Path,
-    opts: &Options,
-) -> Result<(Proc, Proc), String> {
-    let level = if opts.verbose { "notice" } else { "warning" };
-    let suites = match &opts.stunnel_ciphersuites {
-        Some(c) => format!("ciphersuites = {c}\n"),
-        None => String::new(),
-    };
-    // Service-level options in the global section are defaults for every service.
-    let mut server = format!(
-        "foreground = yes\npid =\ndebug = {level}\n\
-         cert = {}\nkey = {}\nCAfile = {}\nverifyChain = yes\nrequireCert = yes\n\
-         sslVersion = TLSv1.3\n{suites}\n[gateway]\naccept = 127.0.0.1:{gw}\nconnect = 127.0.0.1:{}\n",
-        pki.server_crt.display(),
-        pki.server_key.display(),
-        pki.ca.display(),
-        backends.http
-    );
-    for (name, port) in backends.named() {
-        server += &format!("\n[{name}]\nsni = gateway:{name}\nconnect = 127.0.0.1:{port}\n");
-    }
-    let mut client = format!(
-        "foreground = yes\npid =\ndebug = {level}\nclient = yes\n\
-         cert = {}\nkey = {}\nCAfile = {}\nverifyChain = yes\ncheckHost = {SERVER_NAME}\n\
-         sslVersion = TLSv1.3\n{suites}",
-        pki.client_crt.display(),
-        pki.client_key.display(),
-        pki.ca.display()
-    );
-    for (name, port) in local.named() {
-        client += &format!(
-            "\n[{name}]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{gw}\nsni = {name}\n"
-        );
-    }
-    let sconf = dir.join("stunnel-server.conf");
-    let cconf = dir.join("stunnel-client.conf");
-    std::fs::write(&sconf, server).map_err(|e| e.to_string())?;
-    std::fs::write(&cconf, client).map_err(|e| e.to_string())?;
-    let mut scmd = Command::new(&bins.stunnel);
-    scmd.arg(&sconf);
-    let gateway = Proc::spawn("stunnel server", scmd, &dir.join("stunnel-server.log"))?;
-    let mut ccmd = Command::new(&bins.stunnel);
-    ccmd.arg(&cconf);
-    let client = Proc::spawn("stunnel client", ccmd, &dir.join("stunnel-client.log"))?;
-    Ok((gateway, client))
 }

@@ -272,3 +272,49 @@ pub fn machine_cpu() -> (f64, f64) {
     let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
     ((total - idle) / clock_ticks(), total / clock_ticks())
 }
+
+/// `pid` and its direct children (nginx's workers under its master), for CPU and memory of
+/// multi-process gateways.
+pub fn with_children(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let ppid = text
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// CPU seconds of `pid` and its direct children.
+pub fn tree_cpu_secs(pid: u32) -> f64 {
+    with_children(pid).into_iter().map(cpu_secs).sum()
+}
+
+/// RSS of `pid` and its direct children, KiB.
+pub fn tree_rss_kib(pid: u32) -> Result<u64, String> {
+    let mut sum = 0;
+    for p in with_children(pid) {
+        sum += rss_kib(p)?;
+    }
+    Ok(sum)
+}
+
+/// The load average line of /proc/loadavg ("load average 1/5/15 min: a, b, c").
+pub fn loadavg() -> String {
+    let t = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let f: Vec<&str> = t.split_whitespace().take(3).collect();
+    format!("load average {}", f.join(", "))
+}

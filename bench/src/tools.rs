@@ -73,13 +73,16 @@ pub fn parse_wrk(text: &str) -> Option<WrkResult> {
     seen_rate.then_some(r)
 }
 
-/// Runs one iperf3 stream for `dur` through 127.0.0.1:`port`; returns Gbit/s received.
-pub fn iperf3(iperf3: &Path, port: u16, dur: Duration) -> Result<f64, String> {
-    let out = Command::new(iperf3)
-        .args(["-c", "127.0.0.1", "-p", &port.to_string(), "-J", "-t"])
-        .arg(dur.as_secs().max(1).to_string())
-        .output()
-        .map_err(|e| format!("iperf3: {e}"))?;
+/// Runs one iperf3 stream for `dur` through 127.0.0.1:`port`, client to server or (`download`,
+/// iperf3 -R) server to client; returns Gbit/s received.
+pub fn iperf3(iperf3: &Path, port: u16, dur: Duration, download: bool) -> Result<f64, String> {
+    let mut cmd = Command::new(iperf3);
+    cmd.args(["-c", "127.0.0.1", "-p", &port.to_string(), "-J", "-t"])
+        .arg(dur.as_secs().max(1).to_string());
+    if download {
+        cmd.arg("-R");
+    }
+    let out = cmd.output().map_err(|e| format!("iperf3: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("iperf3 output is not JSON ({e}): {text}"))?;

@@ -148,8 +148,42 @@ fn echo(s: TcpStream) {
     let _ = w.shutdown(Shutdown::Write);
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (bound to port 0, then released). For
-/// programs that cannot report the port they bound (stunnel), and for "nothing listens here".
+/// An address on 127.0.0.1 where nothing listens, reserved for as long as the value lives: a
+/// TCP socket bound there but not listening, so connections are refused (RST) and no other
+/// program can take the port meanwhile (unlike [`free_port`]). For "backend down", "gateway
+/// down" and "`listen` must be ignored".
+pub struct ClosedPort {
+    _socket: std::os::fd::OwnedFd,
+    /// The reserved address.
+    pub addr: SocketAddr,
+}
+
+/// A fresh [`ClosedPort`].
+pub fn closed_port() -> ClosedPort {
+    use nix::sys::socket::{
+        bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket(2)");
+    let any = SockaddrIn::from(std::net::SocketAddrV4::new([127, 0, 0, 1].into(), 0));
+    bind(fd.as_raw_fd(), &any).expect("bind(2)");
+    let bound: SockaddrIn = getsockname(fd.as_raw_fd()).expect("getsockname(2)");
+    ClosedPort {
+        _socket: fd,
+        addr: SocketAddr::from(std::net::SocketAddrV4::from(bound)),
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bound to port 0, then released): racy, for
+/// programs that bind the port themselves and cannot report it or be handed a listener:
+/// stunnel, `systemd-socket-activate`, and addresses a gateway adds on reload. Everything else
+/// binds port 0 ([`Backend`], the gateway's and agent's `listen`) or uses [`closed_port`].
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("local_addr").port()
@@ -173,8 +207,10 @@ pub fn wait_accepting(addr: SocketAddr, timeout: Duration, what: &str) {
 /// A plain TCP connection with read/write timeouts, so a test can never hang on it.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(crate::PROMPT)).expect("timeout");
-    s.set_write_timeout(Some(crate::PROMPT)).expect("timeout");
+    s.set_read_timeout(Some(crate::IO_TIMEOUT))
+        .expect("timeout");
+    s.set_write_timeout(Some(crate::IO_TIMEOUT))
+        .expect("timeout");
     s
 }
 

@@ -1,6 +1,10 @@
 //! Child processes of the tests: the gateway and the client agent with `log_format = "json"`,
 //! their stderr parsed line by line on a thread (one JSON object per line), readiness and
 //! audit events awaited with timeouts, SIGTERM, and kill on drop.
+//!
+//! Teardown checks the process: dropping a [`Proc`] fails the test when it logged a panic, or
+//! when it exited on its own although the test never expected it to (no [`Proc::wait_exit`],
+//! no terminating signal, no [`Proc::expect_exit`]).
 
 use crate::pki::{toml_str, Creds, Pki, SERVER_NAME};
 use crate::{bins, READY};
@@ -11,6 +15,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -144,6 +149,7 @@ pub struct Proc {
     child: Child,
     logs: Arc<Logs>,
     status: Option<ExitStatus>,
+    exit_expected: std::sync::atomic::AtomicBool,
 }
 
 impl Proc {
@@ -203,7 +209,25 @@ impl Proc {
             child,
             logs,
             status: None,
+            exit_expected: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Tells teardown that this process may end on its own (e.g. a client that fails to
+    /// start on purpose).
+    pub fn expect_exit(&self) {
+        self.exit_expected.store(true, Ordering::Relaxed);
+    }
+
+    /// The first panic the process logged: an event of the panic hook (target `panic`) or the
+    /// standard `panicked at` line.
+    pub fn panic_logged(&self) -> Option<String> {
+        let st = self.logs.lock();
+        st.events
+            .iter()
+            .zip(st.lines.iter())
+            .find(|(e, l)| field(e, "target") == "panic" || l.contains("panicked at"))
+            .map(|(_, l)| l.clone())
     }
 
     /// The process id.
@@ -292,8 +316,26 @@ impl Proc {
         self.wait_for("an audit event", timeout, |e| is_audit(e) && pred(e))
     }
 
-    /// Sends `sig` to the process.
+    /// The address the metrics endpoint is bound to (configure `metrics = "127.0.0.1:0"`): the
+    /// `metrics` field of the gateway's `gateway listening` or the agent's `metrics listening`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.wait_until("the metrics address", READY, |evs| {
+            evs.iter()
+                .filter(|e| {
+                    matches!(
+                        field(e, "message"),
+                        "gateway listening" | "metrics listening"
+                    )
+                })
+                .find_map(|e| field(e, "metrics").parse().ok())
+        })
+    }
+
+    /// Sends `sig` to the process (a terminating signal makes its exit expected).
     pub fn signal(&self, sig: Signal) {
+        if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGKILL) {
+            self.expect_exit();
+        }
         kill(Pid::from_raw(self.pid()), sig).expect("kill(2)");
     }
 
@@ -318,6 +360,7 @@ impl Proc {
 
     /// Waits for the process to exit; panics after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.expect_exit();
         let deadline = Instant::now() + timeout;
         while self.running() {
             if Instant::now() >= deadline {
@@ -335,12 +378,36 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if self.running() {
+        // A process closes stderr a moment before it can be reaped: give it that moment.
+        if self.logs.lock().stderr_closed {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while self.running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let exited_early = !self.running() && !self.exit_expected.load(Ordering::Relaxed);
+        if !exited_early {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
             eprintln!("----- log of {} -----\n{}", self.name, self.log_text());
+            return;
+        }
+        if let Some(line) = self.panic_logged() {
+            panic!(
+                "{} logged a panic: {line}\n----- its log -----\n{}",
+                self.name,
+                self.log_text()
+            );
+        }
+        if exited_early {
+            panic!(
+                "{} exited before the test ended ({:?}) without the test expecting it\n----- its log -----\n{}",
+                self.name,
+                self.status,
+                self.log_text()
+            );
         }
     }
 }
@@ -488,9 +555,15 @@ impl Agent {
 /// The client config file for `spec`: JSON logs, one `[[tunnel]]` per backend on an
 /// ephemeral port.
 pub fn client_toml(spec: &AgentSpec) -> String {
+    // A list (`["a:1", "b:2"]`) goes in as TOML; one address as a string.
+    let server = if spec.server.starts_with('[') {
+        spec.server.clone()
+    } else {
+        format!("\"{}\"", spec.server)
+    };
     let mut toml = format!(
-        "server = \"{}\"\nserver_name = \"{}\"\ncert = {}\nkey = {}\nca = {}\nlog_format = \"json\"\n{}\n",
-        spec.server,
+        "server = {}\nserver_name = \"{}\"\ncert = {}\nkey = {}\nca = {}\nlog_format = \"json\"\n{}\n",
+        server,
         spec.server_name,
         toml_str(&spec.creds.cert),
         toml_str(&spec.creds.key),

@@ -73,8 +73,15 @@ impl Fixture {
         let ev = self.gw.audit_for(peer);
         assert_eq!(field(&ev, "result"), "denied", "{ev}");
         assert_eq!(field(&ev, "backend"), backend, "{ev}");
+        assert_eq!(
+            field(&ev, "reason"),
+            format!("no allow rule of backend {backend:?} matches"),
+            "{ev}"
+        );
         assert_subject(&ev, who);
         assert_eq!(self.backend.accepted(), before, "the backend was dialled");
+        // Positive control: the gateway still serves a client that may reach `any`.
+        self.allowed("carol", "any", "any");
     }
 }
 
@@ -242,7 +249,14 @@ fn sha256_rule_pins_one_certificate() {
         got.is_empty(),
         "a re-issued certificate passed a sha256 pin"
     );
-    assert_eq!(field(&f.gw.audit_for(peer), "result"), "denied");
+    let ev = f.gw.audit_for(peer);
+    assert_eq!(field(&ev, "result"), "denied", "{ev}");
+    assert_eq!(
+        field(&ev, "reason"),
+        "no allow rule of backend \"sha256\" matches",
+        "{ev}"
+    );
+    f.allowed("alice", "sha256", &format!("sha256={fp}"));
 }
 
 #[test]
@@ -266,7 +280,13 @@ fn any_rule_admits_every_verified_client_only() {
     assert!(got.is_empty());
     let ev = f.gw.audit_for(peer);
     assert_eq!(field(&ev, "result"), "handshake_failed", "{ev}");
+    assert_eq!(
+        field(&ev, "reason"),
+        "client certificate rejected: unable to get local issuer certificate",
+        "{ev}"
+    );
     assert_eq!(f.backend.accepted(), before);
+    f.allowed("carol", "any", "any");
 }
 
 #[test]
@@ -304,6 +324,16 @@ fn denied_through_the_agent_closes_the_local_connection() {
     assert!(started.elapsed() < PROMPT);
     let ev = f.gw.wait_for_audit(PROMPT, |e| field(e, "backend") == "cn");
     assert_eq!(field(&ev, "result"), "denied", "{ev}");
+    assert_eq!(
+        field(&ev, "reason"),
+        "no allow rule of backend \"cn\" matches",
+        "{ev}"
+    );
     assert_subject(&ev, "bob");
     assert_eq!(f.backend.accepted(), before);
+    // Positive control: the allowed tunnel of the same agent still works.
+    let mut s = tunnel_tests::backend::connect(agent.listens[1]);
+    let (got, err) = round_trip(&mut s, b"again\n");
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, [BANNER, b"again\n"].concat());
 }

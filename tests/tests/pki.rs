@@ -4,12 +4,12 @@
 
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use tunnel_tests::field;
 
 /// The `tunnel-server` binary, built once (`cargo build -p tunnel-server`) into the target
 /// directory this test runs from.
@@ -183,7 +183,7 @@ fn init_issue_verify_and_eku() {
 
     // A second init refuses to replace the CA.
     let before = std::fs::read(dir.join("ca.key")).unwrap();
-    let o = pki(&dir, &["init"], 1);
+    let o = pki(&dir, &["init"], 74);
     assert!(stderr(&o).contains("ca.crt"), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("refusing to overwrite"),
@@ -292,19 +292,19 @@ fn usage_errors_exit_64_and_runtime_errors_exit_1() {
     pki(&dir, &["revoke"], 64);
     pki(&dir, &["revoke", "--serial", "01", "--cert", "x.crt"], 64);
     // Runtime failures name the file and say what to do.
-    let o = pki(&dir, &["issue", "--client", "alice"], 1);
+    let o = pki(&dir, &["issue", "--client", "alice"], 74);
     assert!(
         stderr(&o).contains("alice.crt: already exists"),
         "{}",
         stderr(&o)
     );
-    let o = pki(&dir, &["revoke", "--serial", "0123"], 1);
+    let o = pki(&dir, &["revoke", "--serial", "0123"], 74);
     assert!(stderr(&o).contains("index.json"), "{}", stderr(&o));
     assert!(stderr(&o).contains("pki list"), "{}", stderr(&o));
     let o = pki(
         &dir,
         &["revoke", "--cert", s(&tmp.path().join("none.crt"))],
-        1,
+        74,
     );
     assert!(stderr(&o).contains("none.crt"), "{}", stderr(&o));
     let empty = tmp.path().join("empty");
@@ -314,7 +314,7 @@ fn usage_errors_exit_64_and_runtime_errors_exit_1() {
         &["crl"],
         &["list"],
     ] {
-        let o = pki(&empty, args, 1);
+        let o = pki(&empty, args, 74);
         assert!(stderr(&o).contains("pki init"), "{args:?}: {}", stderr(&o));
     }
 }
@@ -367,6 +367,7 @@ cert = "gw.example.com.crt"
 key = "gw.example.com.key"
 client_ca = "ca.crt"
 crl = ["crl.pem"]
+log_format = "json"
 
 [[backend]]
 name = "db"
@@ -406,27 +407,10 @@ fn check_explain_accepts_the_generated_certs() {
     assert!(stdout(&o).contains("revoked"), "{}", stdout(&o));
 }
 
-/// Kills the gateway when the test ends, however it ends.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Connects through the gateway to backend `db` as `who`; returns what the echo backend
-/// sent back, or None when the gateway refused.
-fn echo_through(dir: &Path, port: u16, who: &str) -> Option<Vec<u8>> {
+/// Connects through the gateway to backend `db` as `who`; returns the client's local address
+/// (the `peer` of the gateway's audit event) and what the echo backend sent back, or None
+/// when the gateway refused.
+fn echo_through(dir: &Path, addr: SocketAddr, who: &str) -> (SocketAddr, Option<Vec<u8>>) {
     let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
     b.set_ca_file(dir.join("ca.crt")).unwrap();
     b.set_certificate_file(dir.join(format!("{who}.crt")), SslFiletype::PEM)
@@ -435,18 +419,23 @@ fn echo_through(dir: &Path, port: u16, who: &str) -> Option<Vec<u8>> {
         .unwrap();
     b.set_verify(SslVerifyMode::PEER);
     let connector = b.build();
-    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    let peer = tcp.local_addr().unwrap();
+    tcp.set_read_timeout(Some(tunnel_tests::IO_TIMEOUT))
+        .unwrap();
     let mut cfg = connector.configure().unwrap();
     // SNI selects the backend; the gateway's certificate is checked for its own name.
     cfg.set_verify_hostname(false);
     cfg.param_mut().set_host("gw.example.com").unwrap();
-    let mut tls = cfg.connect("db", tcp).ok()?;
-    tls.write_all(b"hello through the tunnel").ok()?;
-    let mut buf = vec![0u8; 64];
-    let n = tls.read(&mut buf).ok()?;
-    buf.truncate(n);
-    Some(buf)
+    let got = (|| {
+        let mut tls = cfg.connect("db", tcp).ok()?;
+        tls.write_all(b"hello through the tunnel").ok()?;
+        let mut buf = vec![0u8; 64];
+        let n = tls.read(&mut buf).ok()?;
+        buf.truncate(n);
+        Some(buf)
+    })();
+    (peer, got)
 }
 
 #[test]
@@ -471,40 +460,24 @@ fn gateway_serves_generated_certs_and_refuses_the_revoked_one() {
             });
         }
     });
-    let port = free_port();
-    let cfg = write_config(
-        &dir,
-        &format!("127.0.0.1:{port}"),
-        &backend_addr.to_string(),
-    );
-    let _gw = Gateway(
-        Command::new(server_bin())
-            .args(["--config", s(&cfg)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(
-        echo_through(&dir, port, "alice").as_deref(),
-        Some(&b"hello through the tunnel"[..])
-    );
-    assert_eq!(
-        echo_through(&dir, port, "carol").as_deref(),
-        Some(&b"hello through the tunnel"[..])
-    );
-    assert_eq!(
-        echo_through(&dir, port, "dave"),
-        None,
-        "revoked dave got through"
-    );
+    let cfg = write_config(&dir, "127.0.0.1:0", &backend_addr.to_string());
+    let mut gw = tunnel_tests::Gateway::start_file(&cfg);
+    let hello = Some(b"hello through the tunnel".to_vec());
+    let served = |gw: &tunnel_tests::Gateway, who: &str| {
+        let (peer, got) = echo_through(&dir, gw.addr, who);
+        assert_eq!(got, hello, "{who} was not served");
+        let ev = gw.audit_for(peer);
+        assert_eq!(field(&ev, "result"), "ok", "{ev}");
+        assert_eq!(field(&ev, "subject"), format!("CN={who},OU=dba"), "{ev}");
+    };
+    served(&gw, "alice");
+    served(&gw, "carol");
+    let (peer, got) = echo_through(&dir, gw.addr, "dave");
+    assert_eq!(got, None, "revoked dave got through");
+    let ev = gw.audit_for(peer);
+    assert_eq!(field(&ev, "result"), "revoked", "{ev}");
+    assert_eq!(field(&ev, "subject"), "CN=dave,OU=dba", "{ev}");
+    // Positive control: the gateway still serves dave's twin after refusing dave.
+    served(&gw, "carol");
+    assert!(gw.running(), "the gateway exited");
 }

@@ -5,9 +5,14 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use tunnel_tests::backend::{connect, free_port, round_trip};
+use tunnel_tests::backend::{connect, round_trip};
 use tunnel_tests::tls::{exchange, local_addr, TlsClient};
 use tunnel_tests::*;
+
+/// Read timeout where a test measures when the gateway closes: longer than any bound it
+/// asserts (timeout + PROMPT, generous for a loaded 2-core machine), so that "never closed"
+/// cannot pass as "closed late".
+const SLOW_CLOSE: Duration = Duration::from_secs(45);
 
 fn assert_echo_works(addr: std::net::SocketAddr, msg: &[u8]) {
     let mut s = connect(addr);
@@ -20,7 +25,8 @@ fn assert_echo_works(addr: std::net::SocketAddr, msg: &[u8]) {
 fn backend_down_closes_the_local_connection_promptly() {
     let pki = Pki::new();
     let echo = Backend::echo();
-    let dead = format!("127.0.0.1:{}", free_port());
+    let closed = closed_port();
+    let dead = closed.addr.to_string();
     let gw = Gateway::start(
         &pki,
         &(backend_toml("dead", &dead, "\"any\"") + &backend_toml("echo", echo.addr, "\"any\"")),
@@ -57,10 +63,12 @@ fn silent_client_is_dropped_after_handshake_timeout() {
         ),
     );
     let mut s = connect(gw.addr);
+    // Longer than the bound below: a gateway that never drops us shows up as a read timeout.
+    s.set_read_timeout(Some(SLOW_CLOSE)).unwrap();
     let peer = s.local_addr().unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 64];
-    // EOF or reset, but not the read timeout (PROMPT) of the harness.
+    // EOF or reset, but not the read timeout.
     let r = s.read(&mut buf);
     let waited = started.elapsed();
     match r {
@@ -79,12 +87,14 @@ fn silent_client_is_dropped_after_handshake_timeout() {
         "dropped too early: {waited:?}"
     );
     assert!(
-        waited < Duration::from_secs(5),
+        waited < Duration::from_secs(1) + PROMPT,
         "dropped only after {waited:?}"
     );
     let ev = gw.audit_for(peer);
     assert_eq!(field(&ev, "result"), "timeout", "{ev}");
     assert!(field(&ev, "reason").contains("handshake_timeout"), "{ev}");
+    let mut gw = gw;
+    assert_serves(&mut gw, &pki.client("alice"), &pki.ca_crt, Some("echo"));
 }
 
 #[test]
@@ -236,6 +246,8 @@ fn idle_tunnel_is_closed_after_idle_timeout() {
     s.write_all(b"then silence").unwrap();
     let mut back = [0u8; 12];
     s.read_exact(&mut back).unwrap();
+    // Longer than the bound below: a tunnel that is never closed shows up as a read timeout.
+    s.set_read_timeout(Some(SLOW_CLOSE)).unwrap();
     let started = Instant::now();
     let (rest, _) = tunnel_tests::data::read_all(&mut s);
     let waited = started.elapsed();
@@ -245,13 +257,15 @@ fn idle_tunnel_is_closed_after_idle_timeout() {
         "closed after {waited:?}"
     );
     assert!(
-        waited < Duration::from_secs(5),
+        waited < Duration::from_secs(1) + PROMPT,
         "closed only after {waited:?}"
     );
     let ev = gw.wait_for_audit(PROMPT, |_| true);
     assert_eq!(field(&ev, "result"), "timeout", "{ev}");
     assert!(field(&ev, "reason").contains("idle_timeout"), "{ev}");
     assert_eq!(tunnel_tests::process::number(&ev, "bytes_up"), 12, "{ev}");
+    // Positive control: a new tunnel works.
+    assert_echo_works(agent.addr(), b"after the idle close");
 }
 
 #[test]
@@ -291,8 +305,8 @@ fn agent_max_connections_closes_the_extra_local_connection() {
 fn gateway_down_closes_the_local_connection_promptly() {
     let pki = Pki::new();
     let alice = pki.client("alice");
-    let nowhere: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let agent = Agent::start(&pki, nowhere, &alice, &["echo"]);
+    let nowhere = closed_port();
+    let agent = Agent::start(&pki, nowhere.addr, &alice, &["echo"]);
     let mut s = connect(agent.addr());
     let started = Instant::now();
     let (got, _) = round_trip(&mut s, b"hello?");
@@ -360,6 +374,9 @@ fn sni_with_control_characters_is_refused_and_cannot_forge_log_lines() {
         log.contains("x\\\\x0aFORGED"),
         "escaped SNI expected in:\n{log}"
     );
+    // Positive control: the gateway still serves a proper name.
+    let mut s = client.connect(addr, Some("data")).expect("handshake");
+    assert_eq!(tunnel_tests::tls::exchange(&mut s, b"fine").0, b"fine");
 }
 
 #[test]

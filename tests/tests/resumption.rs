@@ -92,6 +92,11 @@ fn resumed_session_cannot_reach_a_backend_the_identity_may_not() {
         String::from_utf8_lossy(&got)
     );
     assert_eq!(field(&ev, "result"), "denied", "{ev}");
+    assert_eq!(
+        field(&ev, "reason"),
+        "no allow rule of backend \"forbidden\" matches",
+        "{ev}"
+    );
     assert_eq!(field(&ev, "backend"), "forbidden", "{ev}");
     assert_eq!(field(&ev, "subject"), "CN=alice", "{ev}");
     assert!(boolean(&ev, "resumed"), "{ev}");
@@ -100,6 +105,11 @@ fn resumed_session_cannot_reach_a_backend_the_identity_may_not() {
         0,
         "the forbidden backend was dialled"
     );
+    // Positive control: the same session still resumes where it is allowed.
+    let (got, reused, ev) = f.resume(&sess, "allowed");
+    assert!(reused, "the session was not resumed");
+    assert_eq!(got, [ALLOWED_BANNER, b"ping\n"].concat());
+    assert_eq!(field(&ev, "result"), "ok", "{ev}");
 }
 
 #[test]
@@ -124,7 +134,7 @@ fn tls12_session_never_routes_to_the_backend_of_its_first_handshake() {
     let first = Backend::banner(b"first\n");
     let second = Backend::banner(b"second\n");
     let forbidden = Backend::banner(FORBIDDEN_BANNER);
-    let gw = Gateway::start(
+    let mut gw = Gateway::start(
         &pki,
         &("tls_min_version = \"1.2\"\n".to_string()
             + &backend_toml("first", first.addr, "\"cn=alice\"")
@@ -162,8 +172,18 @@ fn tls12_session_never_routes_to_the_backend_of_its_first_handshake() {
         };
         assert_eq!(field(&ev, "backend"), sni, "{ev}");
         assert_eq!(field(&ev, "sni"), sni, "{ev}");
+        let (result, reason) = if want.is_empty() {
+            ("denied", "no allow rule of backend \"forbidden\" matches")
+        } else {
+            ("ok", "allowed by cn=alice")
+        };
+        assert_eq!(field(&ev, "result"), result, "{ev}");
+        assert_eq!(field(&ev, "reason"), reason, "{ev}");
+        assert_eq!(field(&ev, "subject"), "CN=alice", "{ev}");
     }
     assert_eq!(forbidden.accepted(), 0);
+    // Positive control: the gateway still serves after the refusal.
+    assert_serves(&mut gw, &alice, &pki.ca_crt, Some("first"));
 }
 
 /// A client certificate valid for `secs` more seconds (the fixture's PKI works in days).
@@ -213,7 +233,7 @@ fn short_lived(pki: &Pki, cn: &str, secs: i64) -> Creds {
 
 #[test]
 fn a_session_cannot_outlive_its_certificate() {
-    let f = fixture();
+    let mut f = fixture();
     // The fixture's CA signs the short-lived certificate.
     let creds = short_lived(&f._pki, "alice", 3);
     let client = TlsClient::new(&creds, &f._pki.ca_crt);
@@ -240,5 +260,12 @@ fn a_session_cannot_outlive_its_certificate() {
     let ev = f.gw.audit_for(peer);
     assert_eq!(field(&ev, "result"), "handshake_failed", "{ev}");
     assert!(boolean(&ev, "resumed"), "{ev}");
-    assert!(field(&ev, "reason").contains("expired"), "{ev}");
+    assert_eq!(
+        field(&ev, "reason"),
+        "resumed session refused: client certificate no longer valid: certificate has expired",
+        "{ev}"
+    );
+    // Positive control: a client with a valid certificate is still served.
+    let fresh = f._pki.client("alice");
+    assert_serves(&mut f.gw, &fresh, &f._pki.ca_crt, Some("allowed"));
 }

@@ -291,14 +291,14 @@ fn expired_crl_denies_by_default_and_only_warns_when_configured() {
     assert!(field(&ev, "reason").contains("nextUpdate"), "{ev}");
     assert_eq!(echo.accepted(), 0);
 
-    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let warn = Gateway::start(
         &pki,
         &format!(
-            "{top}crl_expired = \"warn\"\nmetrics = \"{metrics}\"\n{}",
+            "{top}crl_expired = \"warn\"\nmetrics = \"127.0.0.1:0\"\n{}",
             backend_toml("echo", echo.addr, "\"any\"")
         ),
     );
+    let metrics = warn.metrics_addr();
     let (got, ev) = attempt(&pki, &warn, &alice, b"stale but tolerated");
     assert_eq!(got, b"stale but tolerated");
     assert_eq!(field(&ev, "result"), "ok", "{ev}");
@@ -452,6 +452,9 @@ fn session_from_before_the_revocation_does_not_let_the_client_back_in() {
         assert_eq!(field(&ev, "subject"), format!("CN={cn}"), "{ev}");
     }
     assert_eq!(echo.accepted(), 2, "a revoked client reached the backend");
+    // Positive control: a client that is not revoked is still served.
+    let mut gw = gw;
+    assert_serves(&mut gw, &pki.client("dave"), &pki.ca_crt, Some("echo"));
 }
 
 /// Runs `tunnel-server pki ARGS --dir DIR` and expects success.

@@ -187,11 +187,11 @@ fn gateway_serves_a_socket_passed_by_systemd() {
     let pki = Pki::new();
     let echo = Backend::echo();
     // `listen` names a port nobody uses: the passed socket must be served instead.
-    let unused = free_port();
+    let unused = closed_port();
     let config = pki.write(
         "server",
         "toml",
-        &(Gateway::header().replace("127.0.0.1:0", &format!("127.0.0.1:{unused}"))
+        &(Gateway::header().replace("127.0.0.1:0", &unused.addr.to_string())
             + &backend_toml("data", echo.addr, "\"cn=alice\"")),
     );
     let port = free_port();
@@ -214,7 +214,7 @@ fn gateway_serves_a_socket_passed_by_systemd() {
     let ev = gw.wait_for_audit(PROMPT, |e| field(e, "peer") == peer.to_string());
     assert_eq!(field(&ev, "result"), "ok");
     assert!(
-        TcpStream::connect(("127.0.0.1", unused)).is_err(),
+        TcpStream::connect(unused.addr).is_err(),
         "`listen` must be ignored"
     );
 }
@@ -244,7 +244,12 @@ fn client_agent_serves_a_socket_passed_by_systemd() {
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("metrics endpoint");
     s.set_read_timeout(Some(PROMPT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    // Ask for OpenMetrics as Prometheus does (without it /metrics answers in the classic format).
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nAccept: application/openmetrics-text; version=1.0.0\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let code = text
@@ -289,14 +294,14 @@ fn wait_for_sample(addr: SocketAddr, series: &str, want: f64) -> String {
 fn metrics_count_the_traffic_sent() {
     let pki = Pki::new();
     let echo = Backend::echo();
-    let maddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let gw = Gateway::start(
         &pki,
         &format!(
-            "metrics = \"{maddr}\"\nshutdown_timeout = \"20s\"\n{}",
+            "metrics = \"127.0.0.1:0\"\nshutdown_timeout = \"20s\"\n{}",
             backend_toml("data", echo.addr, "\"cn=alice\"")
         ),
     );
+    let maddr = gw.metrics_addr();
     assert_eq!(http_get(maddr, "/healthz"), (200, "ok\n".to_string()));
 
     let alice = pki.client("alice");
@@ -409,8 +414,7 @@ fn client_agent_exports_metrics_too() {
     let echo = Backend::echo();
     let gw = Gateway::start(&pki, &backend_toml("data", echo.addr, "\"cn=alice\""));
     let alice = pki.client("alice");
-    let maddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let extra = format!("metrics = \"{maddr}\"");
+    let extra = "metrics = \"127.0.0.1:0\"".to_string();
     let agent = Agent::start_spec(
         &pki,
         &AgentSpec {
@@ -422,6 +426,7 @@ fn client_agent_exports_metrics_too() {
             extra: &extra,
         },
     );
+    let maddr = agent.metrics_addr();
     let (got, _) = backend::round_trip(&mut backend::connect(agent.addr()), b"12345");
     assert_eq!(got, b"12345");
     let body = wait_for_sample(
@@ -505,7 +510,7 @@ fn a_world_readable_key_is_warned_about() {
     std::fs::set_permissions(&pki.server.key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let gw = Gateway::start(&pki, &backend_toml("data", echo.addr, "\"any\""));
     let ev = gw.wait_for_message(
-        "private key is readable by group or others; run chmod 600 on it",
+        "private key is more open than the service needs; chmod 600 it, or 640 with the group the service runs as (e.g. 0640 root:tunnel)",
         PROMPT,
     );
     assert_eq!(field(&ev, "mode"), "644");

@@ -74,6 +74,8 @@ fn unknown_sni_is_refused() {
     assert_eq!(field(&ev, "sni"), "three", "{ev}");
     assert!(field(&ev, "reason").contains("no backend named"), "{ev}");
     assert_eq!((f.one.accepted(), f.two.accepted()), (0, 0));
+    let mut gw = gw;
+    assert_serves(&mut gw, &f.alice, &f.pki.ca_crt, Some("one"));
 }
 
 #[test]
@@ -96,4 +98,6 @@ fn no_sni_without_default_backend_is_refused() {
     assert_eq!(field(&ev, "result"), "denied", "{ev}");
     assert!(field(&ev, "reason").contains("no SNI"), "{ev}");
     assert_eq!((f.one.accepted(), f.two.accepted()), (0, 0));
+    let mut gw = gw;
+    assert_serves(&mut gw, &f.alice, &f.pki.ca_crt, Some("two"));
 }

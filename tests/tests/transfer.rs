@@ -288,5 +288,13 @@ fn stdio_mode_exits_non_zero_when_the_gateway_refuses() {
     assert_eq!(status.code(), Some(1), "log:\n{}", proc.log_text());
     let ev = gw.wait_for_audit(PROMPT, |_| true);
     assert_eq!(field(&ev, "result"), "denied", "{ev}");
+    assert_eq!(
+        field(&ev, "reason"),
+        "no allow rule of backend \"echo\" matches",
+        "{ev}"
+    );
     assert_eq!(echo.accepted(), 0);
+    // Positive control: the gateway still serves the client the rule allows.
+    let mut gw = gw;
+    assert_serves(&mut gw, &pki.client("root"), &pki.ca_crt, Some("echo"));
 }

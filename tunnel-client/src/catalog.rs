@@ -28,7 +28,7 @@ fn fetch(cfg: &ClientConfig) -> Result<catalog::Catalog, ExitCode> {
         eprintln!("{e}");
         ExitCode::from(EXIT_CONFIG as u8)
     })?;
-    if let Some(end) = tunnel_core::tls::unix_time(tls.cert.not_after())
+    if let Some(end) = tunnel_core::time::unix_time(tls.cert.not_after())
         .filter(|end| *end <= tunnel_core::pki::unix_now())
     {
         let at = tunnel_core::pki::store::format_time(end);

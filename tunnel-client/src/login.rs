@@ -1,31 +1,11 @@
 //! `tunnel-client login`: command-line side of the sign-in (the work is in
 //! `tunnel_core::login`).
 
-use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tunnel_client::cli::LoginArgs;
 use tunnel_core::login::{files, login, LoginOptions};
 use tunnel_core::{EXIT_CONFIG, EXIT_RUNTIME};
-
-/// Arguments of `tunnel-client login` (the signer's CA is the global `--ca`).
-#[derive(Args)]
-pub struct LoginArgs {
-    /// The signer's URL, e.g. https://signer.example.com:9443
-    #[arg(long)]
-    signer: String,
-    /// Use the device flow (sign in on another device); automatic without a display.
-    #[arg(long)]
-    device: bool,
-    /// Print the sign-in URL instead of opening a browser.
-    #[arg(long)]
-    no_browser: bool,
-    /// Requested certificate lifetime, e.g. 8h (the signer caps it at its max_lifetime).
-    #[arg(long)]
-    lifetime: Option<String>,
-    /// CA bundle for the identity provider's HTTPS (default: the system's trust store).
-    #[arg(long)]
-    idp_ca: Option<PathBuf>,
-}
 
 /// Runs the login; `config` is `--config`, `ca` the global `--ca`.
 pub fn run(args: LoginArgs, config: Option<&Path>, ca: Option<String>) -> ExitCode {

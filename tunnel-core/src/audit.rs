@@ -1,7 +1,9 @@
 //! The audit trail: exactly one event per connection, emitted when it ends, on the tracing
 //! target `audit` (so operators can route or filter it, e.g. `RUST_LOG=audit=info`).
 
-use crate::identity::Identity;
+pub mod flood;
+
+use crate::identity::{printable, Identity};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -29,6 +31,10 @@ pub enum Outcome {
     Overloaded,
     /// An I/O error after the tunnel was set up.
     Error,
+    /// Cut by an operator through the admin socket (`tunnel-server disconnect`).
+    Disconnected,
+    /// Cut when the client certificate's notAfter passed (`disconnect_expired`).
+    Expired,
 }
 
 impl Outcome {
@@ -45,6 +51,8 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Overloaded => "overloaded",
             Outcome::Error => "error",
+            Outcome::Disconnected => "disconnected",
+            Outcome::Expired => "expired",
         }
     }
 }
@@ -103,8 +111,13 @@ impl AuditRecord {
             Some(id) => (id.subject.clone(), id.sans()),
             None => (String::new(), String::new()),
         };
-        let backend = self.backend.as_deref().unwrap_or("");
-        let sni = self.sni.as_deref().unwrap_or("");
+        // Every text field may carry peer-controlled bytes (SNI, names, OpenSSL's error data
+        // about the peer's certificate): escaped here once more, whatever the caller did.
+        let backend = printable(self.backend.as_deref().unwrap_or(""));
+        let sni = printable(self.sni.as_deref().unwrap_or(""));
+        let reason = printable(&self.reason);
+        let subject = printable(&subject);
+        let sans = printable(&sans);
         let result = outcome.as_str();
         let group = self.group.as_deref().unwrap_or("");
         match outcome {
@@ -112,13 +125,13 @@ impl AuditRecord {
                 target: "audit",
                 peer = %self.peer, subject = %subject, sans = %sans, sni = %sni, backend = %backend,
                 result, bytes_up = self.bytes_up, bytes_down = self.bytes_down, duration_ms,
-                resumed = self.resumed, group = %group, reason = %self.reason, "connection closed"
+                resumed = self.resumed, group = %group, reason = %reason, "connection closed"
             ),
             _ => tracing::warn!(
                 target: "audit",
                 peer = %self.peer, subject = %subject, sans = %sans, sni = %sni, backend = %backend,
                 result, bytes_up = self.bytes_up, bytes_down = self.bytes_down, duration_ms,
-                resumed = self.resumed, group = %group, reason = %self.reason, "connection closed"
+                resumed = self.resumed, group = %group, reason = %reason, "connection closed"
             ),
         }
     }

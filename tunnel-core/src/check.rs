@@ -41,6 +41,7 @@ pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError>
         };
         let _ = writeln!(out, "  backend {}{} -> {}", b.name, default, b.address);
     }
+    write_warnings(&mut out, cfg);
     if let Some(cert_path) = explain {
         let pem = std::fs::read(cert_path).map_err(|e| {
             ConfigError::new(cert_path, "", format!("cannot read certificate: {e}"))
@@ -57,24 +58,24 @@ pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError>
         let _ = writeln!(out, "  sha256: {}", id.sha256);
         match snap.tls.reverify(&cert, &certs, cfg.crl_expired) {
             Ok(_) => {}
-            Err((crate::crl::CrlCheck::Good, why)) => {
-                let _ = writeln!(
-                    out,
-                    "  WARNING: the gateway would refuse this certificate: {why}"
-                );
-            }
-            Err((crate::crl::CrlCheck::Revoked, _)) => {
+            Err(crate::refused::Refused::Revoked(_)) => {
                 let _ = writeln!(
                     out,
                     "  WARNING: this certificate is revoked by a configured CRL"
                 );
             }
-            Err((_, why)) => {
+            Err(why) => {
                 let _ = writeln!(
                     out,
                     "  WARNING: the gateway would refuse this certificate: {why}"
                 );
             }
+        }
+        if let Some(why) = cfg.policy.identity_problem(&id) {
+            let _ = writeln!(
+                out,
+                "  WARNING: the gateway would refuse this certificate: {why}"
+            );
         }
         let allowed = cfg.policy.explain(&id);
         if allowed.is_empty() {
@@ -113,4 +114,22 @@ pub fn crl_coverage_lines(snap: &Snapshot) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Settings that are valid but probably not what the operator meant.
+fn write_warnings(out: &mut String, cfg: &crate::config::ServerConfig) {
+    for (key, rule) in cfg.policy.broad_rules() {
+        let _ = writeln!(
+            out,
+            "  WARNING: {key}: {rule} matches every client that has the attribute; write \"any\" if that is meant, or a narrower pattern"
+        );
+    }
+    if let Some(m) = cfg.metrics {
+        if !m.ip().is_loopback() && cfg.metrics_allow.is_empty() {
+            let _ = writeln!(
+                out,
+                "  WARNING: metrics: {m} is not a loopback address: anyone who can reach it reads the metrics; bind 127.0.0.1 or set metrics_allow"
+            );
+        }
+    }
 }

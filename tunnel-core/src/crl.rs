@@ -11,7 +11,7 @@
 
 use crate::config::{ConfigError, CrlCoverage};
 use crate::identity::one_line_name;
-use crate::tls::unix_time;
+use crate::time::unix_time;
 use openssl::error::ErrorStack;
 use openssl::x509::{CrlStatus, X509Crl, X509Ref, X509};
 use std::path::Path;
@@ -63,7 +63,7 @@ impl CrlSet {
         coverage: CrlCoverage,
     ) -> Result<CrlSet, ConfigError> {
         let mut crls = Vec::new();
-        let now = crate::metrics::unix_now();
+        let now = crate::time::unix_now();
         for (i, p) in paths.iter().enumerate() {
             let key = format!("crl[{i}]");
             let fail = |msg: String| ConfigError::new(file, &key, msg);
@@ -105,9 +105,7 @@ impl CrlSet {
             {
                 continue;
             }
-            let Ok(mut seen) = l.verified.lock() else {
-                continue;
-            };
+            let mut seen = crate::sync::lock(&l.verified);
             let ok = match seen.iter().find(|(k, _)| *k == key_der) {
                 Some((_, ok)) => *ok,
                 None => {
@@ -164,7 +162,7 @@ impl CrlSet {
 
     /// Whether a certificate of the verified `chain` is listed as revoked.
     pub fn is_revoked(&self, chain: &[X509]) -> bool {
-        self.check_chain(chain, crate::metrics::unix_now()) == CrlCheck::Revoked
+        self.check_chain(chain, crate::time::unix_now()) == CrlCheck::Revoked
     }
 
     /// The CAs of `cas` that signed none of the loaded CRLs (one-line names), when any CRL

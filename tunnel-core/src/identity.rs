@@ -1,5 +1,7 @@
 //! Client identity: the attributes rules match on, extracted from a verified leaf certificate.
 
+pub mod escape;
+
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::x509::{X509NameRef, X509Ref};
@@ -127,16 +129,18 @@ fn escape_rdn(v: &str) -> String {
     printable(&out)
 }
 
-/// `s` with control characters written as `\xNN`, so a certificate or SNI value cannot
-/// forge log lines.
+/// `s` with control characters written as `\xNN` and line/paragraph separators, bidi
+/// controls and other format characters as `\u{NNNN}` (see [`escape::needs_escape`]), so
+/// that a certificate or SNI value can neither forge nor visually reorder log lines, in
+/// text or JSON logs. Idempotent: escaping escaped text changes nothing.
 pub fn printable(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(escape::needs_escape) {
         return s.to_string();
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if c.is_control() {
-            out.push_str(&format!("\\x{:02x}", c as u32));
+        if escape::needs_escape(c) {
+            escape::push_escaped(&mut out, c);
         } else {
             out.push(c);
         }

@@ -7,14 +7,22 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod admission;
 pub mod audit;
 pub mod catalog;
 pub mod check;
+pub mod cidr;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crl;
+pub mod crl_fetch;
 pub mod demo;
 mod der;
+pub mod exit;
+pub mod failover;
+pub mod fleet;
 pub mod http;
 pub mod identity;
 pub mod listeners;
@@ -23,19 +31,25 @@ pub mod login;
 pub mod metrics;
 pub mod ocsp;
 pub mod oidc;
+pub mod panic;
 pub mod pki;
 pub mod policy;
 pub mod privileges;
 pub mod proxy;
+pub mod proxy_protocol_in;
+pub mod proxy_v2;
+pub mod refused;
 pub mod reload;
 pub mod server;
 pub mod service;
 pub mod signals;
 pub mod signer;
+pub mod start;
+pub mod sync;
 pub mod systemd;
+pub mod time;
 pub mod tls;
+pub mod upstream;
 
-/// Exit code for bad usage or configuration (BSD `EX_USAGE`).
-pub const EXIT_CONFIG: i32 = 64;
-/// Exit code for a runtime failure such as a port already in use.
-pub const EXIT_RUNTIME: i32 = 1;
+pub use cli::{help_epilogue, version_line, EXIT_CODES};
+pub use exit::{Exit, StartError, EXIT_CONFIG, EXIT_IOERR, EXIT_RUNTIME, EXIT_UNAVAILABLE};

@@ -1,12 +1,20 @@
-//! Prometheus metrics (OpenMetrics text via `prometheus-client`) and the small HTTP endpoint
-//! that serves `/metrics` and `/healthz`.
+//! Prometheus metrics (OpenMetrics text via `prometheus-client`); the `endpoint` submodule is the small
+//! HTTP endpoint that serves `/metrics` and `/healthz`.
 //!
 //! Metric names (prefix `tunnel_`): `connections_total{backend,result}`,
 //! `active_connections{backend}`, `bytes_total{backend,direction}`,
 //! `handshake_duration_seconds` (histogram), `handshake_failures_total{reason}`,
 //! `reloads_total{result}`, `last_reload_success_timestamp_seconds`,
 //! `certificate_expiry_seconds{which}` (own certificate `cert`, `ca`, and on the gateway the
-//! earliest CRL nextUpdate `crl`).
+//! earliest CRL nextUpdate `crl`), `max_connections` (the configured limit).
+//!
+//! `/metrics` answers in OpenMetrics when the scraper asks for it (Prometheus does), else in
+//! the classic text format 0.0.4 (curl, `promtool check metrics`), whose counter families are
+//! named with their `_total` suffix.
+
+mod endpoint;
+
+pub use endpoint::{bind, serve, Endpoint, MAX_OPEN};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -14,13 +22,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tracing::{debug, warn};
 
 type Labels = Vec<(String, String)>;
 
@@ -54,6 +58,7 @@ pub struct Metrics {
     reloads: Family<Labels, Counter>,
     last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
     expiry: Family<Labels, Gauge>,
+    max_connections: Gauge,
     /// Unix times of expiry, turned into "seconds from now" at each scrape.
     expiry_at: Mutex<Vec<(String, i64)>>,
     health: AtomicU8,
@@ -125,6 +130,12 @@ impl Metrics {
             "Seconds until expiry: own certificate (which=cert), CA (which=ca), CRL nextUpdate (which=crl)",
             expiry.clone(),
         );
+        let max_connections = Gauge::default();
+        r.register(
+            "max_connections",
+            "Configured max_connections: connections served at once, more are refused",
+            max_connections.clone(),
+        );
         Metrics {
             registry: Mutex::new(r),
             connections,
@@ -135,6 +146,7 @@ impl Metrics {
             reloads,
             last_reload,
             expiry,
+            max_connections,
             expiry_at: Mutex::new(Vec::new()),
             health: AtomicU8::new(Health::Starting as u8),
         }
@@ -185,21 +197,26 @@ impl Metrics {
             .get_or_create(&labels(&[("result", result)]))
             .inc();
         if ok {
-            self.last_reload.set(unix_now() as f64);
+            self.last_reload.set(crate::time::unix_now() as f64);
         }
     }
 
     /// Sets the expiry times (unix seconds) reported as `certificate_expiry_seconds`; series
     /// no longer configured (a CRL removed) disappear.
     pub fn set_expiries(&self, items: Vec<(String, i64)>) {
-        if let Ok(mut g) = self.expiry_at.lock() {
-            for (which, _) in g.iter() {
-                if !items.iter().any(|(w, _)| w == which) {
-                    self.expiry.remove(&labels(&[("which", which)]));
-                }
+        let mut g = crate::sync::lock(&self.expiry_at);
+        for (which, _) in g.iter() {
+            if !items.iter().any(|(w, _)| w == which) {
+                self.expiry.remove(&labels(&[("which", which)]));
             }
-            *g = items;
         }
+        *g = items;
+    }
+
+    /// Sets the configured connection limit (at start and on every reload).
+    pub fn set_max_connections(&self, n: usize) {
+        self.max_connections
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets the health reported by `/healthz`.
@@ -216,22 +233,67 @@ impl Metrics {
         }
     }
 
+    /// Every metric in the classic Prometheus text format 0.0.4.
+    pub fn render_classic(&self) -> String {
+        to_classic(&self.render())
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn render(&self) -> String {
-        let now = unix_now();
-        if let Ok(items) = self.expiry_at.lock() {
-            for (which, at) in items.iter() {
-                self.expiry
-                    .get_or_create(&labels(&[("which", which)]))
-                    .set(at - now);
-            }
+        let now = crate::time::unix_now();
+        for (which, at) in crate::sync::lock(&self.expiry_at).iter() {
+            self.expiry
+                .get_or_create(&labels(&[("which", which)]))
+                .set(at - now);
         }
         let mut out = String::new();
-        if let Ok(r) = self.registry.lock() {
-            let _ = encode(&mut out, &r);
-        }
+        let _ = encode(&mut out, &crate::sync::lock(&self.registry));
         out
     }
+}
+
+/// OpenMetrics text to the classic text format: counter families take their samples'
+/// `_total` name in `# HELP`/`# TYPE`, and `# UNIT`/`# EOF` lines go.
+fn to_classic(om: &str) -> String {
+    let counters: Vec<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 64);
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let tail = if tail == "unknown" { "untyped" } else { tail };
+                let suffix = if counters.contains(&name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Whether an HTTP request head asks for OpenMetrics (`Accept: application/openmetrics-text`).
+pub(crate) fn wants_openmetrics(head: &str) -> bool {
+    head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("accept") && v.contains("application/openmetrics-text")
+        })
+    })
 }
 
 /// Decrements the active-connections gauge when dropped.
@@ -242,133 +304,6 @@ pub struct ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.gauge.dec();
-    }
-}
-
-/// How often a running agent re-checks expiry dates for warnings.
-pub const EXPIRY_CHECK_PERIOD: Duration = Duration::from_secs(6 * 3600);
-
-/// Logs a warning for each (what, unix expiry) within `lead` of now, an error when past.
-pub fn warn_expiries(items: &[(String, i64)], lead: Duration) {
-    let now = unix_now();
-    let lead = lead.as_secs() as i64;
-    for (which, at) in items {
-        let left = at - now;
-        if left < 0 {
-            tracing::error!(which = %which, expired_seconds_ago = -left, "{which} has expired");
-        } else if left < lead {
-            warn!(which = %which, days_left = left / 86_400, "{which} expires soon (expiry_warning)");
-        }
-    }
-}
-
-/// Unix time now, in seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Concurrent metrics requests served; more are closed at once.
-const MAX_SCRAPES: usize = 32;
-
-/// Binds the metrics endpoint.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on metrics address {addr}: {e}"),
-        )
-    })
-}
-
-/// Serves `/metrics` and `/healthz` on `listener` forever (run it in its own task).
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    // A scraper that never reads must not pile up tasks and descriptors.
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
-    loop {
-        let (mut sock, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "too many metrics requests at once; closing");
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while n < buf.len() {
-                    let m = sock.read(&mut buf[n..]).await?;
-                    if m == 0 {
-                        break;
-                    }
-                    n += m;
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
-                        || buf[..n].windows(2).any(|w| w == b"\n\n")
-                    {
-                        break;
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                debug!(%peer, "metrics request not read");
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let mut parts = head.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let path = path.split('?').next().unwrap_or("");
-            let (status, ctype, body) = match (method, path) {
-                ("GET", "/metrics") => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(),
-                ),
-                ("GET", "/healthz") => match metrics.health() {
-                    Health::Serving => ("200 OK", "text/plain", "ok\n".to_string()),
-                    Health::Starting => (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        "starting\n".to_string(),
-                    ),
-                    Health::Draining => (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        "draining\n".to_string(),
-                    ),
-                },
-                ("GET", _) => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /metrics or /healthz\n".to_string(),
-                ),
-                _ => (
-                    "405 Method Not Allowed",
-                    "text/plain",
-                    "GET only\n".to_string(),
-                ),
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            })
-            .await;
-        });
     }
 }
 
@@ -392,7 +327,7 @@ mod tests {
                 .contains("tunnel_active_connections{backend=\"db\"} 1"));
         }
         m.reload(true);
-        m.set_expiries(vec![("cert".into(), unix_now() + 100)]);
+        m.set_expiries(vec![("cert".into(), crate::time::unix_now() + 100)]);
         let text = m.render();
         for want in [
             "tunnel_connections_total{backend=\"db\",result=\"ok\"} 2",
@@ -408,5 +343,36 @@ mod tests {
             text.contains("tunnel_certificate_expiry_seconds{which=\"cert\"} 10"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn classic_format_names_counter_families_with_total() {
+        let m = Metrics::new();
+        m.connection("db", "ok");
+        m.set_max_connections(7);
+        let text = m.render_classic();
+        for want in [
+            "# HELP tunnel_connections_total Connections ended",
+            "# TYPE tunnel_connections_total counter\n",
+            "tunnel_connections_total{backend=\"db\",result=\"ok\"} 1\n",
+            "# TYPE tunnel_max_connections gauge\ntunnel_max_connections 7\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            !text.contains("# TYPE tunnel_connections counter"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn accept_header_picks_the_format() {
+        let om = "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n";
+        assert!(wants_openmetrics(om));
+        assert!(!wants_openmetrics(
+            "GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n"
+        ));
+        assert!(!wants_openmetrics("GET /metrics HTTP/1.1\r\n\r\n"));
     }
 }

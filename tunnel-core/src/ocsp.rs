@@ -10,13 +10,16 @@ use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{X509Ref, X509};
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod nonce;
+pub mod staple;
 pub mod url;
+
+pub use staple::Staple;
 
 /// Answers being fetched, per certificate: concurrent connections of one client wait for
 /// the same query.
@@ -127,24 +130,24 @@ impl OcspChecker {
             );
         };
         let key = [cert_fingerprint(cert), cert_fingerprint(issuer)].concat();
-        if let Some(v) = self.cached(&key, crate::metrics::unix_now()) {
+        if let Some(v) = self.cached(&key, crate::time::unix_now()) {
             return v;
         }
-        let cell = match self.inflight.lock() {
-            Ok(mut m) => m.entry(key.clone()).or_default().clone(),
-            Err(_) => std::sync::Arc::new(tokio::sync::OnceCell::new()),
-        };
+        let cell = crate::sync::lock(&self.inflight)
+            .entry(key.clone())
+            .or_default()
+            .clone();
         let v = cell
             .get_or_init(|| self.query_and_cache(&key, cert, issuer, chain))
             .await
             .clone();
-        if let Ok(mut m) = self.inflight.lock() {
-            if m.get(&key)
-                .is_some_and(|c| std::sync::Arc::ptr_eq(c, &cell))
-            {
-                m.remove(&key);
-            }
+        let mut m = crate::sync::lock(&self.inflight);
+        if m.get(&key)
+            .is_some_and(|c| std::sync::Arc::ptr_eq(c, &cell))
+        {
+            m.remove(&key);
         }
+        drop(m);
         v
     }
 
@@ -155,19 +158,18 @@ impl OcspChecker {
         issuer: &X509,
         chain: &[X509],
     ) -> Verdict {
-        let now = crate::metrics::unix_now();
+        let now = crate::time::unix_now();
         if let Some(v) = self.cached(key, now) {
             return v;
         }
         match self.query(cert, issuer, chain, now).await {
             Ok((v, next)) => {
                 let until = next.unwrap_or(now + MAX_CACHE).min(now + MAX_CACHE);
-                if let Ok(mut c) = self.cache.lock() {
-                    if c.len() > 100_000 {
-                        c.retain(|_, (_, until)| *until > now);
-                    }
-                    c.insert(key.to_vec(), (v.clone(), until));
+                let mut c = crate::sync::lock(&self.cache);
+                if c.len() > 100_000 {
+                    c.retain(|_, (_, until)| *until > now);
                 }
+                c.insert(key.to_vec(), (v.clone(), until));
                 v
             }
             Err(e) => Verdict::Unavailable(e),
@@ -175,7 +177,7 @@ impl OcspChecker {
     }
 
     fn cached(&self, key: &[u8], now: i64) -> Option<Verdict> {
-        let c = self.cache.lock().ok()?;
+        let c = crate::sync::lock(&self.cache);
         c.get(key)
             .filter(|(_, until)| *until > now)
             .map(|(v, _)| v.clone())
@@ -202,11 +204,11 @@ impl OcspChecker {
                 aia
             }
         };
-        if let Some(e) = self.down.lock().ok().and_then(|d| {
-            d.get(&url)
-                .filter(|(_, until)| *until > now)
-                .map(|(e, _)| e.clone())
-        }) {
+        let down = crate::sync::lock(&self.down)
+            .get(&url)
+            .filter(|(_, until)| *until > now)
+            .map(|(e, _)| e.clone());
+        if let Some(e) = down {
             return Err(e);
         }
         let body = request_der(cert, issuer).map_err(|e| format!("OCSP request: {e}"))?;
@@ -214,9 +216,7 @@ impl OcspChecker {
         let resp = match http_post(&url, &body, self.timeout).await {
             Ok(r) => r,
             Err(e) => {
-                if let Ok(mut d) = self.down.lock() {
-                    d.insert(url, (e.clone(), now + NEGATIVE_CACHE));
-                }
+                crate::sync::lock(&self.down).insert(url, (e.clone(), now + NEGATIVE_CACHE));
                 return Err(e);
             }
         };
@@ -348,33 +348,6 @@ pub async fn http_post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<
         return Err(format!("OCSP responder {url}: HTTP status {status}"));
     }
     Ok(raw[split + 4..].to_vec())
-}
-
-/// The gateway's current OCSP staple (DER), shared with the TLS status callback.
-#[derive(Debug, Default)]
-pub struct Staple {
-    /// (SHA-256 of the certificate it is for, DER response).
-    der: RwLock<Option<(Vec<u8>, Vec<u8>)>>,
-    /// Woken on reload so a refresh follows a certificate or setting change at once.
-    pub wake: tokio::sync::Notify,
-}
-
-impl Staple {
-    /// Replaces the staple with `der`, a response about the certificate whose SHA-256 is `fp`.
-    pub fn set(&self, fp: Vec<u8>, der: Vec<u8>) {
-        if let Ok(mut g) = self.der.write() {
-            *g = Some((fp, der));
-        }
-    }
-
-    /// The staple for the certificate whose SHA-256 is `fp`; none for another certificate
-    /// (after a rotation, no staple is better than a wrong one).
-    pub fn get_for(&self, fp: &[u8]) -> Option<Vec<u8>> {
-        self.der
-            .read()
-            .ok()
-            .and_then(|g| g.as_ref().filter(|(f, _)| f == fp).map(|(_, d)| d.clone()))
-    }
 }
 
 /// SHA-256 of a certificate's DER, as staples are keyed.

@@ -5,6 +5,8 @@
 //! A client may reach a backend when any one rule of the backend's `allow` matches. Deny by
 //! default: an unknown backend, or no matching rule, is refused.
 
+mod dns;
+
 use crate::identity::Identity;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -91,7 +93,11 @@ impl Matcher {
             cidr: None,
         };
         match attr {
-            Attr::Dns | Attr::Email => m.pattern = pattern.to_ascii_lowercase(),
+            Attr::Dns => {
+                m.pattern = pattern.to_ascii_lowercase();
+                dns::check_pattern(&m.pattern)?;
+            }
+            Attr::Email => m.pattern = pattern.to_ascii_lowercase(),
             Attr::Sha256 => {
                 let p: String = pattern.chars().filter(|c| *c != ':').collect();
                 let p = p.to_ascii_lowercase();
@@ -138,7 +144,7 @@ impl Matcher {
             Attr::Cn => any(&id.cn, false),
             Attr::O => any(&id.o, false),
             Attr::Ou => any(&id.ou, false),
-            Attr::Dns => any(&id.dns, true),
+            Attr::Dns => id.dns.iter().any(|d| dns::matches(&self.pattern, d)),
             Attr::Uri => any(&id.uri, false),
             Attr::Email => any(&id.email, true),
             Attr::Sha256 => !id.sha256.is_empty() && glob(&self.pattern, &id.sha256),
@@ -149,6 +155,17 @@ impl Matcher {
                     Err(_) => glob(&self.pattern, &ip.to_string()),
                 },
             }),
+        }
+    }
+}
+
+impl Matcher {
+    /// Whether this test passes for every value its attribute can have (`cn=*`,
+    /// `sha256=*`, `ip=0.0.0.0/0`...): then it only asks that the attribute be present.
+    fn matches_everything(&self) -> bool {
+        match self.cidr {
+            Some((_, len)) => len == 0,
+            None => self.pattern.chars().all(|c| c == '*'),
         }
     }
 }
@@ -188,6 +205,18 @@ impl fmt::Display for Rule {
                 }
                 f.write_str(" }")
             }
+        }
+    }
+}
+
+impl Rule {
+    /// Whether this rule lets through (nearly) every verified client, so that `any` would
+    /// say the same more honestly.
+    fn matches_everything(&self) -> bool {
+        match self {
+            Rule::Any | Rule::Group(_) => false,
+            Rule::Attr(m) => m.matches_everything(),
+            Rule::All(parts) => parts.iter().all(Rule::matches_everything),
         }
     }
 }
@@ -255,6 +284,13 @@ pub enum Decision {
         /// Backend name.
         backend: String,
     },
+    /// The identity is refused whatever the rules say (e.g. several subject CNs).
+    Refused {
+        /// Backend name.
+        backend: String,
+        /// Why, for the audit log.
+        reason: String,
+    },
     /// No SNI and no default backend, or an SNI that names no backend.
     UnknownBackend {
         /// The SNI sent, if any.
@@ -268,6 +304,10 @@ pub struct Policy {
     groups: HashMap<String, Vec<Rule>>,
     backends: Vec<(String, Vec<Rule>)>,
     default_backend: Option<String>,
+    /// `allow_multiple_cn`: accept certificates with several subject CNs.
+    multiple_cn: bool,
+    /// (key, rule) of every rule that matches nearly every client, for `check`.
+    broad: Vec<(String, String)>,
 }
 
 impl Policy {
@@ -279,6 +319,7 @@ impl Policy {
         default_backend: Option<String>,
     ) -> Result<Policy, (String, String)> {
         let mut compiled_groups = HashMap::new();
+        let mut broad = Vec::new();
         for (name, members) in groups {
             if members.is_empty() {
                 return Err((
@@ -288,7 +329,12 @@ impl Policy {
             }
             let mut rs = Vec::new();
             for (i, m) in members.iter().enumerate() {
-                rs.push(parse_text_rule(m, true).map_err(|e| (format!("groups.{name}[{i}]"), e))?);
+                let key = format!("groups.{name}[{i}]");
+                let r = parse_text_rule(m, true).map_err(|e| (key.clone(), e))?;
+                if r.matches_everything() {
+                    broad.push((key, r.to_string()));
+                }
+                rs.push(r);
             }
             compiled_groups.insert(name.clone(), rs);
         }
@@ -318,6 +364,9 @@ impl Policy {
                     }
                     _ => {}
                 }
+                if r.matches_everything() {
+                    broad.push((format!("{key}[{i}]"), r.to_string()));
+                }
                 rs.push(r);
             }
             backends.push((backend, rs));
@@ -326,7 +375,41 @@ impl Policy {
             groups: compiled_groups,
             backends,
             default_backend,
+            multiple_cn: false,
+            broad,
         })
+    }
+
+    /// Sets `allow_multiple_cn`: whether a certificate with several subject CNs may be
+    /// authorized (its `cn=` rules then match any of them). Off by default.
+    pub fn allow_multiple_cn(mut self, allow: bool) -> Policy {
+        self.multiple_cn = allow;
+        self
+    }
+
+    /// Rules that match nearly every verified client (`cn=*`, `sha256=*`, `ip=0.0.0.0/0`,
+    /// tables of such parts), as (key, rule): `check` suggests `any` instead.
+    pub fn broad_rules(&self) -> &[(String, String)] {
+        &self.broad
+    }
+
+    /// Why `id` is refused whatever the rules say, if it is: a subject with several CNs is
+    /// ambiguous (which one is the client?) unless `allow_multiple_cn` is set.
+    pub fn identity_problem(&self, id: &Identity) -> Option<String> {
+        if id.cn.len() > 1 && !self.multiple_cn {
+            let cns: Vec<String> = id
+                .cn
+                .iter()
+                .map(|c| format!("{:?}", crate::identity::printable(c)))
+                .collect();
+            return Some(format!(
+                "the client certificate has {} subject common names ({}): ambiguous identity \
+                 refused; issue it with one CN, or set allow_multiple_cn = true",
+                id.cn.len(),
+                cns.join(", ")
+            ));
+        }
+        None
     }
 
     fn rule_matches(&self, rule: &Rule, id: &Identity) -> bool {
@@ -352,7 +435,12 @@ impl Policy {
                     .find(|(b, _)| *b == s)
                     .map(|(b, _)| b.clone())
             }
-            None => self.default_backend.clone(),
+            // Only a default that names a backend (config validation ensures it; this keeps
+            // `authorize` total for any `Policy` built through the public API).
+            None => self
+                .default_backend
+                .clone()
+                .filter(|d| self.backends.iter().any(|(b, _)| b == d)),
         }
     }
 
@@ -363,12 +451,14 @@ impl Policy {
                 sni: sni.map(str::to_string),
             };
         };
-        let rules = &self
-            .backends
-            .iter()
-            .find(|(b, _)| *b == backend)
-            .expect("target() returned a known backend")
-            .1;
+        if let Some(reason) = self.identity_problem(id) {
+            return Decision::Refused { backend, reason };
+        }
+        let Some((_, rules)) = self.backends.iter().find(|(b, _)| *b == backend) else {
+            return Decision::UnknownBackend {
+                sni: sni.map(str::to_string),
+            };
+        };
         match rules.iter().find(|r| self.rule_matches(r, id)) {
             Some(r) => Decision::Allow {
                 backend,
@@ -380,6 +470,9 @@ impl Policy {
 
     /// Every backend `id` may reach, with the first rule that allows it.
     pub fn explain(&self, id: &Identity) -> Vec<(String, String)> {
+        if self.identity_problem(id).is_some() {
+            return Vec::new();
+        }
         self.backends
             .iter()
             .filter_map(|(b, rules)| {
@@ -442,5 +535,7 @@ fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     }
 }
 
+#[cfg(test)]
+mod broad_tests;
 #[cfg(test)]
 mod tests;

@@ -141,16 +141,84 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), Pr
     Ok(())
 }
 
-/// Warns when a private key file can be read by group or others.
+/// Warns when a private key file is more open than it should be, for a process running
+/// with its own group (the client agent, or a gateway without `user`/`group`).
 pub fn check_key_mode(key: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(key) {
-        let mode = m.permissions().mode();
-        if mode & 0o077 != 0 {
-            warn!(
-                key = %key.display(),
-                mode = format!("{:o}", mode & 0o777),
-                "private key is readable by group or others; run chmod 600 on it"
+    check_key_mode_for(key, None, None);
+}
+
+/// Warns when a private key file is more open than it should be for a service that runs as
+/// `user`/`group` (after dropping privileges): owner access and read access for the
+/// service's own group are fine (`0600`, or `0640 root:tunnel` when the service runs with
+/// group `tunnel`); access for others, group write, or group read for another group are not.
+pub fn check_key_mode_for(key: &Path, user: Option<&str>, group: Option<&str>) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(m) = std::fs::metadata(key) else {
+        return;
+    };
+    let mode = m.permissions().mode() & 0o777;
+    if let Some(problem) = key_mode_problem(mode, m.gid(), service_gid(user, group)) {
+        warn!(
+            key = %key.display(),
+            mode = format!("{mode:o}"),
+            problem = %problem,
+            "private key is more open than the service needs; chmod 600 it, or 640 with the group the service runs as (e.g. 0640 root:tunnel)"
+        );
+    }
+}
+
+/// The group the service will run as: `group`, else `user`'s primary group, else ours.
+fn service_gid(user: Option<&str>, group: Option<&str>) -> u32 {
+    if let Some(g) = group.and_then(|g| Group::from_name(g).ok().flatten()) {
+        return g.gid.as_raw();
+    }
+    if let Some(u) = user.and_then(|u| User::from_name(u).ok().flatten()) {
+        return u.gid.as_raw();
+    }
+    Gid::effective().as_raw()
+}
+
+/// What is wrong with a key file of `mode` owned by group `file_gid` for a service running
+/// with group `service_gid`, if anything.
+pub fn key_mode_problem(mode: u32, file_gid: u32, service_gid: u32) -> Option<String> {
+    if mode & 0o007 != 0 {
+        Some("is accessible to others".into())
+    } else if mode & 0o020 != 0 {
+        Some("is writable by its group".into())
+    } else if mode & 0o040 != 0 && file_gid != service_gid {
+        Some(format!(
+            "is readable by group {file_gid}, which the service does not run as (gid {service_gid})"
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_mode_problem;
+
+    #[test]
+    fn key_modes() {
+        // (mode, file gid, service gid, acceptable)
+        let cases = [
+            (0o600, 0, 0, true),
+            (0o400, 0, 0, true),
+            (0o640, 50, 50, true),
+            (0o440, 50, 50, true),
+            (0o640, 0, 50, false),
+            (0o660, 50, 50, false),
+            (0o644, 50, 50, false),
+            (0o604, 0, 0, false),
+            (0o602, 0, 0, false),
+            (0o620, 0, 0, false),
+            (0o666, 0, 0, false),
+        ];
+        for (mode, fg, sg, ok) in cases {
+            assert_eq!(
+                key_mode_problem(mode, fg, sg).is_none(),
+                ok,
+                "mode {mode:o}, file group {fg}, service group {sg}"
             );
         }
     }

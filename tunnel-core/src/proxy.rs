@@ -198,8 +198,15 @@ pub struct Counters {
     last_ms: AtomicU64,
 }
 
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters::new()
+    }
+}
+
 impl Counters {
-    fn new() -> Counters {
+    /// Zero counts, active now.
+    pub fn new() -> Counters {
         Counters {
             start: Instant::now(),
             a_to_b: AtomicU64::new(0),
@@ -213,7 +220,8 @@ impl Counters {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
+    /// How long no byte has moved in either direction.
+    pub fn idle_for(&self) -> Duration {
         let now = self.start.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
@@ -304,7 +312,24 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
     C: std::future::Future<Output = ()>,
 {
-    let counters = Arc::new(Counters::new());
+    pipe_counted(a, b, idle, cancel, meters, Arc::new(Counters::new())).await
+}
+
+/// [`pipe`] counting into `counters`, which others may read while the tunnel lives (the
+/// admin socket's session list).
+pub async fn pipe_counted<A, B, C>(
+    a: A,
+    b: B,
+    idle: Duration,
+    cancel: C,
+    meters: Option<(Counter, Counter)>,
+    counters: Arc<Counters>,
+) -> Piped
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: std::future::Future<Output = ()>,
+{
     let (meter_ab, meter_ba) = match meters {
         Some((x, y)) => (Some(x), Some(y)),
         None => (None, None),

@@ -90,7 +90,7 @@ pub fn spawn_file_watcher(list: WatchList, poll: Duration, tx: mpsc::Sender<Cont
             None
         }
     };
-    let current = move || list.lock().map(|g| g.clone()).unwrap_or_default();
+    let current = move || crate::sync::lock(&list).clone();
     // Baseline and directory watches are taken here, not in the task: the caller announces
     // readiness right after, and a file changed from then on must not be missed (a task
     // scheduled late would take the changed file as its baseline and never reload).
@@ -163,7 +163,7 @@ fn watch_dirs(
 /// endpoint (when `metrics_addr` is set; bound by the caller before dropping privileges),
 /// signal handling, the file watcher and the systemd watchdog. Returns the control channel.
 pub fn start_service(
-    metrics_listener: Option<tokio::net::TcpListener>,
+    metrics_listener: Option<crate::metrics::Endpoint>,
     metrics: Arc<crate::metrics::Metrics>,
     watch: WatchList,
     reload_interval: Duration,
@@ -179,7 +179,7 @@ pub fn start_service(
 }
 
 /// The control loop of an agent: reloads on [`Control::Reload`], re-checks expiry dates
-/// every [`crate::metrics::EXPIRY_CHECK_PERIOD`], and returns on [`Control::Shutdown`] (or
+/// every [`crate::time::EXPIRY_CHECK_PERIOD`], and returns on [`Control::Shutdown`] (or
 /// when every sender is gone).
 pub async fn control_loop<F, Fut, W>(
     mut control: mpsc::Receiver<Control>,
@@ -190,7 +190,7 @@ pub async fn control_loop<F, Fut, W>(
     Fut: std::future::Future<Output = ()>,
     W: Fn(),
 {
-    let period = crate::metrics::EXPIRY_CHECK_PERIOD;
+    let period = crate::time::EXPIRY_CHECK_PERIOD;
     let mut expiry_check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {

@@ -6,11 +6,13 @@ use crate::config::{ClientConfig, ConfigError, ServerConfig, TlsVersion};
 pub use crate::crl::{CrlCheck, CrlSet};
 use crate::identity::{asn1_text, Identity};
 use crate::policy::{Decision, Policy};
+use crate::refused::{Alert, Refused};
+use crate::time::unix_now;
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
 use openssl::ssl::{
-    NameType, SniError, Ssl, SslAcceptor, SslAlert, SslConnector, SslMethod, SslMode, SslOptions,
-    SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    NameType, SniError, Ssl, SslAcceptor, SslAcceptorBuilder, SslAlert, SslConnector, SslMethod,
+    SslMode, SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509Ref, X509StoreContext, X509StoreContextRef, X509VerifyResult, X509};
@@ -21,51 +23,29 @@ mod ffi;
 pub mod keys;
 pub mod policy;
 mod sessions;
+mod ticket_chain;
+mod ticket_keys;
 pub use ffi::negotiated_group;
 pub use sessions::MAX_CHAIN_AGE;
+pub use ticket_chain::resumed_intermediates;
+pub use ticket_keys::TicketKeys;
 
-/// Why the gateway refused a client during the handshake, recorded by the callbacks so the
-/// audit event can say more than "handshake failed".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// The SNI names no backend (or no SNI and no default backend).
-    UnknownBackend(Option<String>),
-    /// A certificate in the chain is on a CRL.
-    Revoked(Identity),
-    /// The CRL of the client's CA is past its nextUpdate and `crl_expired = "deny"`.
-    CrlExpired(Identity),
-    /// A CA of the chain has no CRL and `crl_check` requires one.
-    CrlMissing {
-        /// Who.
-        identity: Identity,
-        /// The CA without a CRL (one-line name).
-        ca: String,
-    },
-    /// The identity may not reach the backend.
-    Denied {
-        /// Who.
-        identity: Identity,
-        /// Which backend.
-        backend: String,
-    },
-}
-
-/// Per-connection state shared with the OpenSSL callbacks.
+/// Per-connection state shared with the OpenSSL callbacks: the refusal a callback decided
+/// (and the client's identity when known), so the audit event says more than "handshake
+/// failed".
 #[derive(Debug, Default)]
 pub struct HandshakeNotes {
-    refusal: Mutex<Option<Refusal>>,
+    refusal: Mutex<Option<(Refused, Option<Identity>)>>,
 }
 
 impl HandshakeNotes {
-    fn set(&self, r: Refusal) {
-        if let Ok(mut g) = self.refusal.lock() {
-            g.get_or_insert(r);
-        }
+    fn set(&self, r: Refused, identity: Option<Identity>) {
+        crate::sync::lock(&self.refusal).get_or_insert((r, identity));
     }
 
-    /// The refusal recorded during the handshake, if any.
-    pub fn take(&self) -> Option<Refusal> {
-        self.refusal.lock().ok().and_then(|mut g| g.take())
+    /// The refusal recorded during the handshake, with the identity when it was known.
+    pub fn take(&self) -> Option<(Refused, Option<Identity>)> {
+        crate::sync::lock(&self.refusal).take()
     }
 }
 
@@ -131,8 +111,8 @@ impl ServerTls {
         leaf: &X509,
         sent: &[X509],
         crl_expired: crate::config::CrlExpired,
-    ) -> Result<Vec<X509>, (CrlCheck, String)> {
-        let fail = |e: ErrorStack| (CrlCheck::Good, format!("OpenSSL: {e}"));
+    ) -> Result<Vec<X509>, Refused> {
+        let fail = |e: ErrorStack| Refused::Setup(e.to_string());
         let mut untrusted = openssl::stack::Stack::new().map_err(fail)?;
         for c in sent {
             untrusted.push(c.clone()).map_err(fail)?;
@@ -141,27 +121,23 @@ impl ServerTls {
         let verified = ctx
             .init(&self.verify_store, leaf, &untrusted, |c| {
                 if !c.verify_cert()? {
-                    return Ok(Err(format!(
+                    return Ok(Err(Refused::HandshakeFailed(format!(
                         "client certificate no longer valid: {}",
                         c.error().error_string()
-                    )));
+                    ))));
                 }
                 Ok(Ok(c
                     .chain()
                     .map(|ch| ch.iter().map(|x| x.to_owned()).collect::<Vec<_>>())
                     .unwrap_or_default()))
             })
-            .map_err(fail)?
-            .map_err(|why| (CrlCheck::Good, why))?;
-        match self.crls.check_chain(&verified, crate::metrics::unix_now()) {
-            CrlCheck::Good => Ok(verified),
-            CrlCheck::Expired(_) if crl_expired == crate::config::CrlExpired::Warn => Ok(verified),
-            other => {
-                let why = crl_refusal_text(&other);
-                Err((other, why))
-            }
+            .map_err(fail)??;
+        match Refused::from_crl(self.crls.check_chain(&verified, unix_now()), crl_expired) {
+            None => Ok(verified),
+            Some(r) => Err(r),
         }
     }
+
     /// Builds the acceptor for `cfg`; `policy` is consulted during full handshakes so that a
     /// refused client gets a TLS alert rather than a silent close.
     pub fn new(
@@ -183,104 +159,13 @@ impl ServerTls {
         keys::install(&mut b, file, &cfg.keys, &creds)?;
         let (own, chain) = (creds.leaf, creds.chain);
         cfg.tls.apply(&mut b).map_err(tls_err)?;
-
-        if let Some(crate::config::StapleSource::File(p)) = &cfg.ocsp_staple {
-            let der = std::fs::read(p).map_err(|e| {
-                ConfigError::new(
-                    file,
-                    "ocsp_staple",
-                    format!("cannot read {}: {e}", p.display()),
-                )
-            })?;
-            openssl::ocsp::OcspResponse::from_der(&der).map_err(|e| {
-                ConfigError::new(
-                    file,
-                    "ocsp_staple",
-                    format!("{} is not a DER OCSP response: {e}", p.display()),
-                )
-            })?;
-            staple.set(crate::ocsp::cert_fingerprint(&own), der);
-        }
-        if cfg.ocsp_staple.is_some() {
-            let fp = crate::ocsp::cert_fingerprint(&own);
-            b.set_status_callback(move |ssl| match staple.get_for(&fp) {
-                Some(der) => ssl.set_ocsp_status(&der).map(|_| true),
-                None => Ok(false),
-            })
-            .map_err(tls_err)?;
-        }
-
-        let cas = read_certs(file, "client_ca", &cfg.client_ca)?;
-        let mut store = X509StoreBuilder::new().map_err(tls_err)?;
-        let mut names = openssl::stack::Stack::new().map_err(tls_err)?;
-        for ca in &cas {
-            store.add_cert(ca.clone()).map_err(|e| {
-                ConfigError::new(
-                    file,
-                    "client_ca",
-                    format!("{}: {e}", cfg.client_ca.display()),
-                )
-            })?;
-            names
-                .push(ca.subject_name().to_owned().map_err(tls_err)?)
-                .map_err(tls_err)?;
-        }
-        b.set_verify_cert_store(store.build()).map_err(tls_err)?;
-        b.set_client_ca_list(names);
-        let verify_store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
+        serve_staple(&mut b, cfg, &own, staple)?;
+        let (cas, verify_store) = trust_client_cas(&mut b, cfg)?;
         b.set_verify_depth(cfg.verify_depth);
-        // Sessions resume only within this product; authorization is re-checked after every
-        // handshake anyway (see server.rs).
-        b.set_session_id_context(b"mtls-tunnel-gateway")
-            .map_err(tls_err)?;
-        // Sessions are kept in this context's cache (stateful TLS 1.3 tickets, each usable
-        // once) rather than sealed into stateless tickets: resuming a stateless ticket
-        // decodes the whole session, client certificate included, which OpenSSL 3.0 makes
-        // costlier than the rest of the resumed handshake. A reload starts a new cache.
-        b.set_options(SslOptions::NO_TICKET);
-        b.set_session_cache_size(SESSION_CACHE_SIZE);
-        if cfg.tls_min_version == TlsVersion::Tls12 {
-            // In TLS 1.2 the SNI belongs to the session (RFC 6066): on resumption OpenSSL
-            // reports the first handshake's name, not the one the client sends now, so a
-            // resumed session would reach the backend of its first connection whatever it asks
-            // for. With TLS 1.2 allowed, do not resume at all (no cache, no tickets).
-            b.set_session_cache_mode(SslSessionCacheMode::OFF);
-            b.set_num_tickets(0).map_err(tls_err)?;
-        }
-        cfg.tls.apply_server_resumption(&mut b).map_err(tls_err)?;
-
+        resumption(&mut b, cfg)?;
         let crls = Arc::new(CrlSet::load(file, &cfg.crl, &cas, cfg.crl_check)?);
-
         b.set_alpn_select_callback(crate::catalog::select_alpn);
-        let sni_policy = policy.clone();
-        b.set_servername_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
-            if crate::catalog::is_request(ssl) {
-                return Ok(());
-            }
-            // Only names a backend could have get further: this also keeps control
-            // characters and invalid UTF-8 out of logs and routing.
-            let raw = ssl.servername_raw(NameType::HOST_NAME);
-            let sni = match raw {
-                Some(r) if !crate::config::valid_backend_name_bytes(r) => {
-                    Some(crate::identity::printable(&String::from_utf8_lossy(r)))
-                }
-                Some(r) => {
-                    let name = String::from_utf8_lossy(r).to_string();
-                    if sni_policy.target(Some(&name)).is_some() {
-                        return Ok(());
-                    }
-                    Some(name)
-                }
-                None if sni_policy.target(None).is_some() => return Ok(()),
-                None => None,
-            };
-            if let Some(n) = ssl.ex_data(notes_index()) {
-                n.set(Refusal::UnknownBackend(sni));
-            }
-            *alert = SslAlert::UNRECOGNIZED_NAME;
-            Err(SniError::ALERT_FATAL)
-        });
-
+        route_by_sni(&mut b, policy.clone());
         let vcrls = crls.clone();
         let crl_expired = cfg.crl_expired;
         b.set_verify_callback(
@@ -311,8 +196,151 @@ impl ServerTls {
     }
 }
 
-/// OpenSSL's per-certificate verify callback: chain verification result, then revocation of
-/// every certificate, then (for the leaf) authorization against the SNI's backend.
+/// `ocsp_staple`: loads a staple file (checked to be a DER OCSP response) and serves the
+/// staple in force, if it is for `own`.
+fn serve_staple(
+    b: &mut SslAcceptorBuilder,
+    cfg: &ServerConfig,
+    own: &X509,
+    staple: Arc<crate::ocsp::Staple>,
+) -> Result<(), ConfigError> {
+    let file = cfg.file.as_path();
+    let tls_err = |e: ErrorStack| ConfigError::new(file, "", format!("OpenSSL: {e}"));
+    if let Some(crate::config::StapleSource::File(p)) = &cfg.ocsp_staple {
+        let der = std::fs::read(p).map_err(|e| {
+            ConfigError::new(
+                file,
+                "ocsp_staple",
+                format!("cannot read {}: {e}", p.display()),
+            )
+        })?;
+        openssl::ocsp::OcspResponse::from_der(&der).map_err(|e| {
+            ConfigError::new(
+                file,
+                "ocsp_staple",
+                format!("{} is not a DER OCSP response: {e}", p.display()),
+            )
+        })?;
+        staple.set(crate::ocsp::cert_fingerprint(own), der);
+    }
+    if cfg.ocsp_staple.is_some() {
+        let fp = crate::ocsp::cert_fingerprint(own);
+        b.set_status_callback(move |ssl| match staple.get_for(&fp) {
+            Some(der) => ssl.set_ocsp_status(&der).map(|_| true),
+            None => Ok(false),
+        })
+        .map_err(tls_err)?;
+    }
+
+    Ok(())
+}
+
+/// `client_ca`: the CAs client certificates must chain to, announced to clients; returns
+/// them and a store for verifying resumed sessions again.
+fn trust_client_cas(
+    b: &mut SslAcceptorBuilder,
+    cfg: &ServerConfig,
+) -> Result<(Vec<X509>, openssl::x509::store::X509Store), ConfigError> {
+    let file = cfg.file.as_path();
+    let tls_err = |e: ErrorStack| ConfigError::new(file, "", format!("OpenSSL: {e}"));
+    let cas = read_certs(file, "client_ca", &cfg.client_ca)?;
+    let mut store = X509StoreBuilder::new().map_err(tls_err)?;
+    let mut names = openssl::stack::Stack::new().map_err(tls_err)?;
+    for ca in &cas {
+        store.add_cert(ca.clone()).map_err(|e| {
+            ConfigError::new(
+                file,
+                "client_ca",
+                format!("{}: {e}", cfg.client_ca.display()),
+            )
+        })?;
+        names
+            .push(ca.subject_name().to_owned().map_err(tls_err)?)
+            .map_err(tls_err)?;
+    }
+    b.set_verify_cert_store(store.build()).map_err(tls_err)?;
+    b.set_client_ca_list(names);
+    let verify_store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
+    Ok((cas, verify_store))
+}
+
+/// Session resumption: a per-context cache of single-use sessions, none with TLS 1.2.
+fn resumption(b: &mut SslAcceptorBuilder, cfg: &ServerConfig) -> Result<(), ConfigError> {
+    let tls_err = |e: ErrorStack| ConfigError::new(&cfg.file, "", format!("OpenSSL: {e}"));
+    // Sessions resume only within this product; authorization is re-checked after every
+    // handshake anyway (see server/conn.rs).
+    b.set_session_id_context(b"mtls-tunnel-gateway")
+        .map_err(tls_err)?;
+    // Sessions are kept in this context's cache (stateful TLS 1.3 tickets, each usable
+    // once) rather than sealed into stateless tickets: resuming a stateless ticket
+    // decodes the whole session, client certificate included, which OpenSSL 3.0 makes
+    // costlier than the rest of the resumed handshake. A reload starts a new cache.
+    match &cfg.session_ticket_keys {
+        None => {
+            b.set_options(SslOptions::NO_TICKET);
+            b.set_session_cache_size(SESSION_CACHE_SIZE);
+        }
+        // Shared keys: stateless tickets any gateway of the fleet can open.
+        Some(p) => {
+            b.set_session_cache_mode(SslSessionCacheMode::OFF);
+            TicketKeys::load(&cfg.file, "session_ticket_keys", p)?
+                .install(b)
+                .map_err(tls_err)?;
+            ticket_chain::install(b).map_err(tls_err)?;
+        }
+    }
+    if cfg.tls_min_version == TlsVersion::Tls12 {
+        // In TLS 1.2 the SNI belongs to the session (RFC 6066): on resumption OpenSSL
+        // reports the first handshake's name, not the one the client sends now, so a
+        // resumed session would reach the backend of its first connection whatever it asks
+        // for. With TLS 1.2 allowed, do not resume at all (no cache, no tickets).
+        b.set_session_cache_mode(SslSessionCacheMode::OFF);
+        b.set_num_tickets(0).map_err(tls_err)?;
+    }
+    // `[tls] session_resumption = false`: no cache, no tickets.
+    cfg.tls.apply_server_resumption(b).map_err(tls_err)?;
+    Ok(())
+}
+
+/// The SNI callback: only a name with a backend (or none, with `default_backend`) goes on;
+/// anything else gets `unrecognized_name`.
+fn route_by_sni(b: &mut SslAcceptorBuilder, policy: Arc<Policy>) {
+    let sni_policy = policy;
+    b.set_servername_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
+        if crate::catalog::is_request(ssl) {
+            return Ok(());
+        }
+        // Only names a backend could have get further: this also keeps control
+        // characters and invalid UTF-8 out of logs and routing.
+        let raw = ssl.servername_raw(NameType::HOST_NAME);
+        let sni = match raw {
+            Some(r) if !crate::config::valid_backend_name_bytes(r) => {
+                Some(crate::identity::printable(&String::from_utf8_lossy(r)))
+            }
+            Some(r) => {
+                let name = String::from_utf8_lossy(r).to_string();
+                if sni_policy.target(Some(&name)).is_some() {
+                    return Ok(());
+                }
+                Some(name)
+            }
+            None if sni_policy.target(None).is_some() => return Ok(()),
+            None => None,
+        };
+        let refused = Refused::UnknownBackend { sni };
+        if let Some(a) = refused.alert().and_then(Alert::ssl_alert) {
+            *alert = a;
+        }
+        if let Some(n) = ssl.ex_data(notes_index()) {
+            n.set(refused, None);
+        }
+        Err(SniError::ALERT_FATAL)
+    });
+}
+
+/// OpenSSL's per-certificate verify callback: chain verification result, then (at the leaf,
+/// once the chain is complete) revocation of the whole chain and authorization against the
+/// SNI's backend. A refusal is noted for the audit and becomes the handshake's alert.
 fn verify_client(
     ok: bool,
     ctx: &mut X509StoreContextRef,
@@ -323,88 +351,76 @@ fn verify_client(
     if !ok {
         return false;
     }
+    // The whole chain is checked once, at the leaf (OpenSSL calls this callback from the
+    // trust anchor down, so the chain is complete by then).
+    if ctx.error_depth() != 0 {
+        return true;
+    }
     let Some(cert) = ctx.current_cert().map(|c| c.to_owned()) else {
         return false;
     };
-    let depth = ctx.error_depth();
     let ssl = X509StoreContext::ssl_idx()
         .ok()
         .and_then(|idx| ctx.ex_data(idx));
     let notes = ssl.and_then(|s| s.ex_data(notes_index())).cloned();
-    let leaf_identity = || {
-        ctx.chain()
-            .and_then(|c| c.iter().next().map(Identity::from_cert))
-            .unwrap_or_else(|| Identity::from_cert(&cert))
-    };
-    if depth != 0 {
-        // The whole chain is checked once, at the leaf (OpenSSL calls this callback from
-        // the trust anchor down, so the chain is complete by then).
-        return true;
-    }
-    // Without CRLs there is nothing to look up: skip copying the chain.
-    let chain: Vec<X509> = match crls.is_empty() {
-        true => Vec::new(),
-        false => ctx
-            .chain()
-            .map(|c| c.iter().map(|x| x.to_owned()).collect())
-            .unwrap_or_default(),
-    };
-    let refusal = match crls.check_chain(&chain, crate::metrics::unix_now()) {
-        CrlCheck::Good => None,
-        CrlCheck::Revoked => Some(Refusal::Revoked(leaf_identity())),
-        CrlCheck::Expired(_) if crl_expired == crate::config::CrlExpired::Warn => None,
-        CrlCheck::Expired(_) => Some(Refusal::CrlExpired(leaf_identity())),
-        CrlCheck::Missing(ca) => Some(Refusal::CrlMissing {
-            identity: leaf_identity(),
-            ca,
-        }),
-    };
-    if let Some(r) = refusal {
-        if let Some(n) = &notes {
-            n.set(r);
-        }
-        ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
-        return false;
-    }
+    let sni = ssl
+        .and_then(|s| s.servername(NameType::HOST_NAME))
+        .map(str::to_string);
     // A catalog request is authorized per backend in its answer, not here.
-    if depth == 0 && !ssl.is_some_and(crate::catalog::selected) {
-        let sni = ssl
-            .and_then(|s| s.servername(NameType::HOST_NAME))
-            .map(str::to_string);
-        let id = Identity::from_cert(&cert);
-        match policy.authorize(sni.as_deref(), &id) {
-            Decision::Allow { .. } => {}
-            Decision::Deny { backend } => {
-                if let Some(n) = &notes {
-                    n.set(Refusal::Denied {
-                        identity: id,
-                        backend,
-                    });
-                }
-                ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
-                return false;
-            }
-            Decision::UnknownBackend { sni } => {
-                if let Some(n) = &notes {
-                    n.set(Refusal::UnknownBackend(sni));
-                }
-                ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
-                return false;
-            }
-        }
+    let catalog = ssl.is_some_and(crate::catalog::selected);
+    let Some(refused) = client_refusal(
+        ctx,
+        &cert,
+        sni.as_deref(),
+        catalog,
+        policy,
+        crls,
+        crl_expired,
+    ) else {
+        return true;
+    };
+    let identity = Identity::from_cert(&cert);
+    ctx.set_error(match refused.alert() {
+        Some(a) => a.verify_error(),
+        None => X509VerifyResult::APPLICATION_VERIFICATION,
+    });
+    if let Some(n) = &notes {
+        n.set(refused, Some(identity));
     }
-    true
+    false
 }
 
-/// What the audit log says about a chain refused by [`CrlSet::check_chain`].
-pub fn crl_refusal_text(check: &CrlCheck) -> String {
-    match check {
-        CrlCheck::Good => String::new(),
-        CrlCheck::Revoked => "certificate revoked by CRL".into(),
-        CrlCheck::Expired(_) => "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\"); publish a fresh CRL".into(),
-        CrlCheck::Missing(ca) => format!(
-            "no CRL of CA {ca} is configured and crl_check requires one; add its CRL to crl, or set crl_check = \"leaf\" or \"available\""
-        ),
+/// Why the client with leaf `cert` (the chain is in `ctx`) is refused, if it is: a revoked
+/// or uncovered chain, or (unless it asks for the `catalog`) no rule of the backend its SNI
+/// names.
+fn client_refusal(
+    ctx: &X509StoreContextRef,
+    cert: &X509,
+    sni: Option<&str>,
+    catalog: bool,
+    policy: &Policy,
+    crls: &CrlSet,
+    crl_expired: crate::config::CrlExpired,
+) -> Option<Refused> {
+    // Without CRLs there is nothing to look up: skip copying the chain.
+    if !crls.is_empty() {
+        let chain: Vec<X509> = ctx
+            .chain()
+            .map(|c| c.iter().map(|x| x.to_owned()).collect())
+            .unwrap_or_default();
+        let check = crls.check_chain(&chain, unix_now());
+        if let Some(r) = Refused::from_crl(check, crl_expired) {
+            return Some(r);
+        }
+    }
+    if catalog {
+        return None;
+    }
+    match policy.authorize(sni, &Identity::from_cert(cert)) {
+        Decision::Allow { .. } => None,
+        Decision::Deny { backend } => Some(Refused::Denied { backend }),
+        Decision::Refused { backend, reason } => Some(Refused::Identity { backend, reason }),
+        Decision::UnknownBackend { sni } => Some(Refused::UnknownBackend { sni }),
     }
 }
 
@@ -523,13 +539,6 @@ fn staple_is_good(ssl: &mut SslRef, cas: &[X509], store: &openssl::x509::store::
             false
         }
     }
-}
-
-/// An ASN.1 time as unix seconds.
-pub fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
-    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
-    let d = epoch.diff(t).ok()?;
-    Some(d.days as i64 * 86_400 + d.secs as i64)
 }
 
 /// The first common name of a certificate, for logs.

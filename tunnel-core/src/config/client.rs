@@ -1,10 +1,10 @@
 //! The client agent's configuration file (`tunnel-client --config client.toml`).
 
-use super::server::{parse_log_format, valid_host_port};
-use super::{
-    check_readable, load_raw, load_raw_str, parse_duration, parse_tls_version, resolve_path,
-    ConfigError, LogFormat, TlsVersion,
+use super::server::{DEFAULT_EXPIRY_WARNING, DEFAULT_RELOAD_INTERVAL};
+use super::values::{
+    count_or, duration_or, ConnCount, HumanDuration, LogFormat, LogLevel, MetricsAddr, TlsVersion,
 };
+use super::{load_raw, load_raw_str, required_file, ConfigError};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +26,8 @@ pub const DEFAULT_CLIENT_MAX_CONNECTIONS: usize = 10_000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawClient {
-    server: Option<String>,
+    server: Option<super::OneOrMany>,
+    failover_timeout: Option<HumanDuration>,
     server_name: Option<String>,
     cert: Option<String>,
     key: Option<String>,
@@ -37,17 +38,20 @@ struct RawClient {
     #[serde(default)]
     tls: crate::tls::policy::RawTls,
     ca: Option<String>,
-    connect_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    shutdown_timeout: Option<String>,
-    reload_interval: Option<String>,
-    expiry_warning: Option<String>,
+    connect_timeout: Option<HumanDuration>,
+    idle_timeout: Option<HumanDuration>,
+    shutdown_timeout: Option<HumanDuration>,
+    reload_interval: Option<HumanDuration>,
+    expiry_warning: Option<HumanDuration>,
     require_staple: Option<bool>,
-    metrics: Option<String>,
-    max_connections: Option<i64>,
-    log_format: Option<String>,
-    log_level: Option<String>,
-    tls_min_version: Option<String>,
+    metrics: Option<MetricsAddr>,
+    max_connections: Option<ConnCount>,
+    #[serde(default)]
+    log_format: LogFormat,
+    log_level: Option<LogLevel>,
+    #[serde(default)]
+    tls_min_version: TlsVersion,
+    admin_socket: Option<String>,
     #[serde(default)]
     tunnel: Vec<RawTunnel>,
 }
@@ -73,8 +77,12 @@ pub struct TunnelConfig {
 pub struct ClientConfig {
     /// The file it was read from (or `<command line>`).
     pub file: PathBuf,
-    /// Gateway `host:port`.
+    /// The first gateway `host:port` (as named in logs).
     pub server: String,
+    /// Every gateway `host:port`, tried in order (see [`crate::failover`]).
+    pub servers: Vec<String>,
+    /// Bound on the time one connection spends trying gateways.
+    pub failover_timeout: Duration,
     /// Name verified in the gateway's certificate.
     pub server_name: String,
     /// Client certificate chain and private key (PEM, PKCS#12 or PKCS#11).
@@ -107,6 +115,8 @@ pub struct ClientConfig {
     pub tls_min_version: TlsVersion,
     /// The tunnels.
     pub tunnels: Vec<TunnelConfig>,
+    /// The agent's admin socket (`tunnel-client status`), if any.
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// Settings given on the command line instead of in a file (one-off tunnels and `stdio`).
@@ -163,7 +173,8 @@ impl ClientConfig {
             });
         }
         let raw = RawClient {
-            server: flags.server,
+            server: flags.server.map(super::OneOrMany::One),
+            failover_timeout: None,
             server_name: flags.server_name,
             cert: flags.cert,
             key: flags.key,
@@ -181,9 +192,10 @@ impl ClientConfig {
             require_staple: None,
             metrics: None,
             max_connections: None,
-            log_format: None,
+            log_format: LogFormat::default(),
             log_level: None,
-            tls_min_version: None,
+            tls_min_version: TlsVersion::default(),
+            admin_socket: Some("off".into()),
             tunnel,
         };
         Self::validate(file, raw, stdio)
@@ -191,29 +203,21 @@ impl ClientConfig {
 
     fn validate(file: &Path, raw: RawClient, stdio: bool) -> Result<Self, ConfigError> {
         let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
-        let server = raw
-            .server
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                err(
-                    "server",
-                    "missing; the gateway's host:port, e.g. \"gateway.example.com:8443\"".into(),
-                )
-            })?;
-        if !valid_host_port(&server) {
-            return Err(err("server", format!("{server:?} is not host:port")));
-        }
+        let servers = crate::failover::validate_servers(
+            file,
+            raw.server
+                .map(super::OneOrMany::into_vec)
+                .unwrap_or_default(),
+        )?;
+        let server = servers[0].clone();
+        let failover_timeout = duration_or(
+            raw.failover_timeout,
+            crate::failover::DEFAULT_FAILOVER_TIMEOUT,
+        );
         let server_name = match raw.server_name {
             Some(n) if !n.trim().is_empty() => n.trim().to_string(),
             Some(_) => return Err(err("server_name", "is empty".into())),
             None => host_of(&server).to_string(),
-        };
-        let required = |key: &str, v: Option<String>| -> Result<PathBuf, ConfigError> {
-            let v = v.ok_or_else(|| err(key, "missing; give the path of a PEM file".into()))?;
-            let p = resolve_path(file, &v);
-            check_readable(file, key, &p)?;
-            Ok(p)
         };
         let keys = crate::tls::keys::RawKeys {
             cert: raw.cert,
@@ -225,128 +229,80 @@ impl ClientConfig {
         }
         .validate(file)?;
         let tls = raw.tls.validate(file)?;
-        let ca = required("ca", raw.ca)?;
-        let dur = |key: &str, v: Option<String>, d: Duration| match v {
-            None => Ok(d),
-            Some(s) => parse_duration(file, key, &s),
-        };
-        let connect_timeout = dur(
-            "connect_timeout",
-            raw.connect_timeout,
-            DEFAULT_CLIENT_CONNECT_TIMEOUT,
-        )?;
-        let idle_timeout = dur(
-            "idle_timeout",
-            raw.idle_timeout,
-            DEFAULT_CLIENT_IDLE_TIMEOUT,
-        )?;
-        let shutdown_timeout = dur(
-            "shutdown_timeout",
-            raw.shutdown_timeout,
-            DEFAULT_CLIENT_SHUTDOWN_TIMEOUT,
-        )?;
-        let reload_interval = dur(
-            "reload_interval",
-            raw.reload_interval,
-            super::server::DEFAULT_RELOAD_INTERVAL,
-        )?;
-        let expiry_warning = dur(
-            "expiry_warning",
-            raw.expiry_warning,
-            super::server::DEFAULT_EXPIRY_WARNING,
-        )?;
-        let metrics = match raw.metrics {
-            None => None,
-            Some(m) => Some(m.trim().parse::<std::net::SocketAddr>().map_err(|_| {
-                err(
-                    "metrics",
-                    format!("{m:?} is not an IP:port address, e.g. \"127.0.0.1:9751\""),
-                )
-            })?),
-        };
-        let max_connections = match raw.max_connections {
-            None => DEFAULT_CLIENT_MAX_CONNECTIONS,
-            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(err(
-                    "max_connections",
-                    format!("{n} is out of range 1..=1000000"),
-                ))
-            }
-        };
-        let log_format = parse_log_format(file, raw.log_format.as_deref())?;
-        super::check_log_level(file, raw.log_level.as_deref())?;
-        let tls_min_version =
-            parse_tls_version(file, "tls_min_version", raw.tls_min_version.as_deref())?;
-
+        let ca = required_file(file, "ca", raw.ca)?;
         if raw.tunnel.is_empty() && !stdio {
             return Err(err(
                 "tunnel",
                 "no [[tunnel]] is configured; add one with listen and backend".into(),
             ));
         }
-        let mut tunnels: Vec<TunnelConfig> = Vec::new();
-        for (i, t) in raw.tunnel.into_iter().enumerate() {
-            let listen_s = t.listen.ok_or_else(|| {
-                err(
-                    &format!("tunnel[{i}].listen"),
-                    "missing; e.g. \"127.0.0.1:15432\"".into(),
-                )
-            })?;
-            let listen: SocketAddr = listen_s.trim().parse().map_err(|_| {
-                err(
-                    &format!("tunnel[{i}].listen"),
-                    format!("{listen_s:?} is not an IP:port address"),
-                )
-            })?;
-            if tunnels
-                .iter()
-                .any(|x| x.listen == listen && listen.port() != 0)
-            {
-                return Err(err(
-                    &format!("tunnel[{i}].listen"),
-                    format!("{listen} is used by another tunnel"),
-                ));
-            }
-            let backend = t
-                .backend
-                .map(|b| b.trim().to_ascii_lowercase())
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| {
-                    err(
-                        &format!("tunnel[{i}].backend"),
-                        "missing; the backend name the gateway knows".into(),
-                    )
-                })?;
-            if !super::valid_backend_name_bytes(backend.as_bytes()) {
-                return Err(err(
-                    &format!("tunnel[{i}].backend"),
-                    format!("{backend:?} is not a valid backend (SNI) name: letters, digits, '-', '.', '_'"),
-                ));
-            }
-            tunnels.push(TunnelConfig { listen, backend });
-        }
         Ok(ClientConfig {
             file: file.to_path_buf(),
             server,
+            servers,
+            failover_timeout,
             server_name,
             keys,
             tls,
             ca,
-            connect_timeout,
-            idle_timeout,
-            shutdown_timeout,
-            reload_interval,
-            expiry_warning,
+            connect_timeout: duration_or(raw.connect_timeout, DEFAULT_CLIENT_CONNECT_TIMEOUT),
+            idle_timeout: duration_or(raw.idle_timeout, DEFAULT_CLIENT_IDLE_TIMEOUT),
+            shutdown_timeout: duration_or(raw.shutdown_timeout, DEFAULT_CLIENT_SHUTDOWN_TIMEOUT),
+            reload_interval: duration_or(raw.reload_interval, DEFAULT_RELOAD_INTERVAL),
+            expiry_warning: duration_or(raw.expiry_warning, DEFAULT_EXPIRY_WARNING),
             require_staple: raw.require_staple.unwrap_or(false),
-            metrics,
-            max_connections,
-            log_format,
-            log_level: raw.log_level,
-            tls_min_version,
-            tunnels,
+            metrics: raw.metrics.map(|m| m.0),
+            max_connections: count_or(raw.max_connections, DEFAULT_CLIENT_MAX_CONNECTIONS),
+            log_format: raw.log_format,
+            log_level: raw.log_level.map(|l| l.0),
+            tls_min_version: raw.tls_min_version,
+            tunnels: tunnels(file, raw.tunnel)?,
+            admin_socket: super::operator::admin_socket(
+                file,
+                raw.admin_socket.as_deref(),
+                std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
+            )?,
         })
     }
+}
+
+/// The tunnels: each a local IP:port (used once, but port 0 any number of times) and a
+/// valid backend name.
+fn tunnels(file: &Path, raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigError> {
+    let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
+    let mut tunnels: Vec<TunnelConfig> = Vec::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        let key = format!("tunnel[{i}].listen");
+        let listen_s = t
+            .listen
+            .ok_or_else(|| err(&key, "missing; e.g. \"127.0.0.1:15432\"".into()))?;
+        let listen: SocketAddr = listen_s
+            .trim()
+            .parse()
+            .map_err(|_| err(&key, format!("{listen_s:?} is not an IP:port address")))?;
+        if tunnels
+            .iter()
+            .any(|x| x.listen == listen && listen.port() != 0)
+        {
+            return Err(err(&key, format!("{listen} is used by another tunnel")));
+        }
+        let key = format!("tunnel[{i}].backend");
+        let backend = t
+            .backend
+            .map(|b| b.trim().to_ascii_lowercase())
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| err(&key, "missing; the backend name the gateway knows".into()))?;
+        if !super::valid_backend_name_bytes(backend.as_bytes()) {
+            return Err(err(
+                &key,
+                format!(
+                    "{backend:?} is not a valid backend (SNI) name: letters, digits, '-', '.', '_'"
+                ),
+            ));
+        }
+        tunnels.push(TunnelConfig { listen, backend });
+    }
+    Ok(tunnels)
 }
 
 /// The host part of `host:port` (without IPv6 brackets).

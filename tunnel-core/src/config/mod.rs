@@ -7,21 +7,25 @@
 //! Relative paths inside a file are resolved against the file's own directory.
 
 mod client;
+mod listener;
+mod operator;
 mod server;
-
-pub(crate) use server::parse_log_format as server_log_format;
+mod values;
 
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};
+pub use listener::ProxyListener;
+pub use operator::{admin_socket_of, BackendTarget, ProxyProtocol, ADMIN_SOCKET_NAME};
+pub(crate) use server::valid_host_port;
 pub use server::{
-    valid_backend_name_bytes, BackendConfig, CrlCoverage, CrlExpired, LogFormat, ServerConfig,
-    StapleSource, SERVER_ENV_PREFIX,
+    valid_backend_name_bytes, BackendConfig, ServerConfig, StapleSource, SERVER_ENV_PREFIX,
+};
+pub use values::{
+    Bounded, CrlCoverage, CrlExpired, HumanDuration, LogFormat, LogLevel, MetricsAddr, TlsVersion,
 };
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// A configuration error: which file, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +103,8 @@ pub(crate) fn load_raw_str<T: DeserializeOwned>(
         .with_list_parse_key("listen")
         .with_list_parse_key("crl")
         .with_list_parse_key("ocsp_responder_allow")
+        .with_list_parse_key("server")
+        .with_list_parse_key("metrics_allow")
         .source(env);
     let built = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
@@ -118,19 +124,72 @@ fn clean_serde_message(msg: &str) -> String {
     msg.trim().to_string()
 }
 
-/// Parses a human duration such as `10s`, `500ms`, `1h 30m`.
-pub(crate) fn parse_duration(file: &Path, key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        ConfigError::new(
-            file,
-            key,
-            format!("{text:?} is not a duration ({e}); write e.g. \"10s\", \"500ms\", \"1h\""),
-        )
-    })?;
-    if d.is_zero() {
-        return Err(ConfigError::new(file, key, "must be greater than zero"));
+/// Parses one value read as text with the serde type that owns its rules and message (for
+/// configurations whose raw structs keep strings, such as the signer's).
+fn parse_value<T: DeserializeOwned>(file: &Path, key: &str, text: &str) -> Result<T, ConfigError> {
+    use serde::de::IntoDeserializer;
+    let d: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+        text.into_deserializer();
+    T::deserialize(d).map_err(|e| ConfigError::new(file, key, e.to_string()))
+}
+
+/// Parses a human duration such as `10s`, `500ms`, `1h 30m` (see [`HumanDuration`]).
+pub(crate) fn parse_duration(
+    file: &Path,
+    key: &str,
+    text: &str,
+) -> Result<std::time::Duration, ConfigError> {
+    parse_value::<HumanDuration>(file, key, text).map(|d| d.0)
+}
+
+/// Checks a `log_level` filter (see [`LogLevel`]).
+pub(crate) fn check_log_level(file: &Path, level: Option<&str>) -> Result<(), ConfigError> {
+    match level {
+        Some(l) => parse_value::<LogLevel>(file, "log_level", l).map(|_| ()),
+        None => Ok(()),
     }
-    Ok(d)
+}
+
+/// `log_format` (see [`LogFormat`]); the default when absent.
+pub(crate) fn server_log_format(file: &Path, v: Option<&str>) -> Result<LogFormat, ConfigError> {
+    match v {
+        Some(v) => parse_value(file, "log_format", v),
+        None => Ok(LogFormat::default()),
+    }
+}
+
+/// A required file key (`cert`, `key`, CA bundles): present, resolved against the directory
+/// of `file`, readable.
+pub(crate) fn required_file(
+    file: &Path,
+    key: &str,
+    v: Option<String>,
+) -> Result<PathBuf, ConfigError> {
+    let v = v.ok_or_else(|| ConfigError::new(file, key, "missing; give the path of a PEM file"))?;
+    let p = resolve_path(file, &v);
+    check_readable(file, key, &p)?;
+    Ok(p)
+}
+
+/// `user` and `group`: not empty, and no group without a user (the process would keep uid 0).
+pub(crate) fn check_run_as(
+    file: &Path,
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<(), ConfigError> {
+    if user.is_some_and(|u| u.trim().is_empty()) {
+        let msg = "is empty; name a system user or remove the key";
+        return Err(ConfigError::new(file, "user", msg));
+    }
+    if group.is_some() && user.is_none() {
+        let msg = "is set without user: the process would keep uid 0; set user too";
+        return Err(ConfigError::new(file, "group", msg));
+    }
+    if group.is_some_and(|g| g.trim().is_empty()) {
+        let msg = "is empty; name a system group or remove the key";
+        return Err(ConfigError::new(file, "group", msg));
+    }
+    Ok(())
 }
 
 /// Resolves `p` against the directory of the config file `file`.
@@ -167,65 +226,4 @@ pub(crate) fn check_readable(file: &Path, key: &str, path: &Path) -> Result<(), 
             format!("cannot read {}: {e}", path.display()),
         )),
     }
-}
-
-/// Minimum TLS protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TlsVersion {
-    /// TLS 1.2 and 1.3.
-    Tls12,
-    /// TLS 1.3 only (the default).
-    #[default]
-    Tls13,
-}
-
-impl fmt::Display for TlsVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TlsVersion::Tls12 => "1.2",
-            TlsVersion::Tls13 => "1.3",
-        })
-    }
-}
-
-pub(crate) fn parse_tls_version(
-    file: &Path,
-    key: &str,
-    v: Option<&str>,
-) -> Result<TlsVersion, ConfigError> {
-    match v.map(str::trim) {
-        None | Some("1.3") => Ok(TlsVersion::Tls13),
-        Some("1.2") => Ok(TlsVersion::Tls12),
-        Some(other) => Err(ConfigError::new(
-            file,
-            key,
-            format!("{other:?} is not supported; use \"1.3\" (default) or \"1.2\""),
-        )),
-    }
-}
-
-/// Checks a `log_level` filter such as `"info"` or `"warn,audit=info"`: each directive must
-/// end in a level (EnvFilter would silently ignore a typo).
-pub(crate) fn check_log_level(file: &Path, level: Option<&str>) -> Result<(), ConfigError> {
-    let Some(l) = level else { return Ok(()) };
-    for part in l.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let lvl = part.rsplit_once('=').map(|(_, v)| v).unwrap_or(part);
-        let known = lvl
-            .parse::<tracing_subscriber::filter::LevelFilter>()
-            .is_ok();
-        if !known
-            || part
-                .parse::<tracing_subscriber::filter::Directive>()
-                .is_err()
-        {
-            return Err(ConfigError::new(
-                file,
-                "log_level",
-                format!(
-                    "{l:?} is not a log filter ({part:?}); use levels off, error, warn, info, debug, trace, e.g. \"info\" or \"warn,audit=info\""
-                ),
-            ));
-        }
-    }
-    Ok(())
 }

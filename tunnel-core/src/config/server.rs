@@ -1,9 +1,14 @@
 //! The gateway's configuration file (`tunnel-server --config server.toml`).
 
-use super::{
-    check_readable, load_raw, load_raw_str, parse_duration, parse_tls_version, resolve_path,
-    ConfigError, OneOrMany, TlsVersion,
+use super::operator;
+use super::values::{
+    count_or, duration_or, Bounded, ConnCount, CrlCoverage, CrlExpired, DurationOrZero,
+    HumanDuration, LogFormat, LogLevel, MetricsAddr, TlsVersion,
 };
+use super::{
+    check_readable, load_raw, load_raw_str, required_file, resolve_path, ConfigError, OneOrMany,
+};
+use crate::ocsp::OcspMode;
 use crate::policy::{Policy, RawRule};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -49,35 +54,51 @@ struct RawServer {
     client_ca: Option<String>,
     #[serde(default)]
     crl: OneOrMany,
-    crl_expired: Option<String>,
-    crl_check: Option<String>,
-    ocsp: Option<String>,
+    #[serde(default)]
+    crl_expired: CrlExpired,
+    #[serde(default)]
+    crl_check: CrlCoverage,
+    state_dir: Option<String>,
+    #[serde(default)]
+    ocsp: OcspMode,
     ocsp_responder: Option<String>,
     #[serde(default)]
     ocsp_responder_allow: OneOrMany,
-    ocsp_timeout: Option<String>,
+    ocsp_timeout: Option<HumanDuration>,
     ocsp_staple: Option<String>,
     revoke_established: Option<bool>,
-    expiry_warning: Option<String>,
+    session_ticket_keys: Option<String>,
+    expiry_warning: Option<HumanDuration>,
     default_backend: Option<String>,
-    metrics: Option<String>,
-    max_connections: Option<i64>,
-    max_handshakes: Option<i64>,
-    handshake_timeout: Option<String>,
-    connect_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    shutdown_timeout: Option<String>,
-    reload_interval: Option<String>,
+    metrics: Option<MetricsAddr>,
+    #[serde(default)]
+    metrics_allow: OneOrMany,
+    allow_multiple_cn: Option<bool>,
+    max_connections: Option<ConnCount>,
+    max_handshakes: Option<ConnCount>,
+    handshake_timeout: Option<HumanDuration>,
+    connect_timeout: Option<HumanDuration>,
+    idle_timeout: Option<HumanDuration>,
+    shutdown_timeout: Option<HumanDuration>,
+    drain_delay: Option<DurationOrZero>,
+    reload_interval: Option<HumanDuration>,
     user: Option<String>,
     group: Option<String>,
-    log_format: Option<String>,
-    log_level: Option<String>,
-    tls_min_version: Option<String>,
-    verify_depth: Option<i64>,
+    #[serde(default)]
+    log_format: LogFormat,
+    log_level: Option<LogLevel>,
+    #[serde(default)]
+    tls_min_version: TlsVersion,
+    verify_depth: Option<Bounded<1, 16>>,
+    admin_socket: Option<String>,
+    admin_group: Option<String>,
+    disconnect_expired: Option<bool>,
     #[serde(default)]
     groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     backend: Vec<RawBackend>,
+    #[serde(default)]
+    listener: Vec<super::listener::RawListener>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,28 +108,10 @@ struct RawBackend {
     address: Option<String>,
     #[serde(default)]
     allow: Vec<RawRule>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-pub(crate) fn parse_log_format(file: &Path, v: Option<&str>) -> Result<LogFormat, ConfigError> {
-    match v {
-        None | Some("text") => Ok(LogFormat::Text),
-        Some("json") => Ok(LogFormat::Json),
-        Some(other) => Err(ConfigError::new(
-            file,
-            "log_format",
-            format!("{other:?} is not a log format; use \"text\" or \"json\""),
-        )),
-    }
+    #[serde(default)]
+    proxy_protocol: super::operator::ProxyProtocol,
+    max_connections: Option<i64>,
+    max_connections_per_identity: Option<i64>,
 }
 
 /// Source of the gateway's OCSP staple.
@@ -124,38 +127,21 @@ pub enum StapleSource {
 /// Default deadline for one OCSP query.
 pub const DEFAULT_OCSP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the gateway does when a CRL is past its `nextUpdate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CrlExpired {
-    /// Refuse clients of that CA (fail closed; the default).
-    #[default]
-    Deny,
-    /// Log loudly and keep using the stale list.
-    Warn,
-}
-
-/// Which certificates of a client chain need a CRL of their issuer when `crl` is set
-/// (`crl_check`); a certificate that needs one and has none is refused (`crl_missing`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CrlCoverage {
-    /// Every certificate of the chain but the trust anchor (the default; OpenSSL's
-    /// CRL_CHECK_ALL).
-    #[default]
-    Chain,
-    /// Only the client certificate; CA certificates are checked where their issuer's CRL
-    /// is configured.
-    Leaf,
-    /// None: the CRLs configured are applied where they exist (revocation at one level only).
-    Available,
-}
-
 /// One backend the gateway forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     /// The SNI name clients send to reach it (lower case).
     pub name: String,
-    /// `host:port` to dial.
+    /// `host:port` or `unix:/path` to dial.
     pub address: String,
+    /// `address`, parsed.
+    pub target: super::operator::BackendTarget,
+    /// Whether to send a PROXY protocol header first.
+    pub proxy_protocol: super::operator::ProxyProtocol,
+    /// Cap on this backend's open tunnels.
+    pub max_connections: Option<usize>,
+    /// Cap on one identity's open tunnels to this backend.
+    pub max_connections_per_identity: Option<usize>,
 }
 
 /// The validated gateway configuration.
@@ -165,6 +151,8 @@ pub struct ServerConfig {
     pub file: PathBuf,
     /// Addresses to listen on.
     pub listen: Vec<SocketAddr>,
+    /// Listeners that expect a PROXY protocol header, and from whom.
+    pub proxy_listeners: Vec<super::listener::ProxyListener>,
     /// The gateway's certificate chain and private key (PEM, PKCS#12 or PKCS#11).
     pub keys: crate::tls::keys::KeySource,
     /// TLS policy knobs (`[tls]`).
@@ -173,12 +161,17 @@ pub struct ServerConfig {
     pub client_ca: PathBuf,
     /// PEM CRL files.
     pub crl: Vec<PathBuf>,
+    /// `crl` entries that are URLs, each with the file in `state_dir` holding its last good
+    /// copy (also listed in `crl`).
+    pub crl_urls: Vec<(String, PathBuf)>,
+    /// Where fetched CRLs are kept.
+    pub state_dir: Option<PathBuf>,
     /// What to do when a CRL is past its nextUpdate.
     pub crl_expired: CrlExpired,
     /// Which chain certificates need a CRL of their issuer.
     pub crl_check: CrlCoverage,
     /// OCSP checking of client certificates.
-    pub ocsp: crate::ocsp::OcspMode,
+    pub ocsp: OcspMode,
     /// OCSP responder URL overriding the certificates' AIA.
     pub ocsp_responder: Option<String>,
     /// Hosts an AIA OCSP URL may name (empty: any).
@@ -187,12 +180,16 @@ pub struct ServerConfig {
     pub ocsp_timeout: Duration,
     /// Where the gateway's own OCSP staple comes from.
     pub ocsp_staple: Option<StapleSource>,
+    /// Shared session ticket keys: stateless tickets instead of the per-process cache.
+    pub session_ticket_keys: Option<PathBuf>,
     /// Close open connections of a certificate that a reloaded CRL revokes.
     pub revoke_established: bool,
     /// Warn this long before the own certificate, a CA or a CRL expires.
     pub expiry_warning: Duration,
     /// Metrics listener address.
     pub metrics: Option<SocketAddr>,
+    /// Networks allowed to reach the metrics endpoint (empty: everyone who can connect).
+    pub metrics_allow: Vec<crate::cidr::Cidr>,
     /// Cap on concurrent connections.
     pub max_connections: usize,
     /// Pending handshakes beyond which the oldest stalled one is closed for a new one.
@@ -205,6 +202,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Grace period for open connections at shutdown.
     pub shutdown_timeout: Duration,
+    /// At shutdown, how long `/healthz` answers 503 while new connections are still
+    /// accepted, so a load balancer takes the gateway out of rotation first (zero: none).
+    pub drain_delay: Duration,
     /// How often files are checked for changes (besides notifications).
     pub reload_interval: Duration,
     /// User to switch to after binding.
@@ -223,6 +223,12 @@ pub struct ServerConfig {
     pub backends: Vec<BackendConfig>,
     /// Authorization rules compiled from `[groups]` and every backend's `allow`.
     pub policy: Policy,
+    /// The admin socket (`sessions`, `disconnect`), if any.
+    pub admin_socket: Option<PathBuf>,
+    /// Group allowed to use the admin socket (besides root and the service user).
+    pub admin_group: Option<String>,
+    /// Close a tunnel when its client certificate's notAfter passes.
+    pub disconnect_expired: bool,
 }
 
 impl ServerConfig {
@@ -245,38 +251,8 @@ impl ServerConfig {
 
     fn validate(file: &Path, raw: RawServer) -> Result<Self, ConfigError> {
         let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
-        let listen_raw = raw
-            .listen
-            .ok_or_else(|| err("listen", "missing; e.g. listen = \"0.0.0.0:8443\"".into()))?
-            .into_vec();
-        if listen_raw.is_empty() {
-            return Err(err("listen", "needs at least one address".into()));
-        }
-        let mut listen = Vec::new();
-        for (i, a) in listen_raw.iter().enumerate() {
-            let addr: SocketAddr = a.trim().parse().map_err(|_| {
-                err(
-                    &format!("listen[{i}]"),
-                    format!(
-                        "{a:?} is not an IP:port address, e.g. \"0.0.0.0:8443\" or \"[::]:8443\""
-                    ),
-                )
-            })?;
-            if listen.contains(&addr) {
-                return Err(err(
-                    &format!("listen[{i}]"),
-                    format!("{addr} is listed twice"),
-                ));
-            }
-            listen.push(addr);
-        }
-
-        let required = |key: &str, v: Option<String>| -> Result<PathBuf, ConfigError> {
-            let v = v.ok_or_else(|| err(key, "missing; give the path of a PEM file".into()))?;
-            let p = resolve_path(file, &v);
-            check_readable(file, key, &p)?;
-            Ok(p)
-        };
+        let (listen_extra, proxy_listeners) = super::listener::validate(file, raw.listener)?;
+        let listen = listen_addrs(file, raw.listen, listen_extra)?;
         let keys = crate::tls::keys::RawKeys {
             cert: raw.cert,
             key: raw.key,
@@ -287,80 +263,39 @@ impl ServerConfig {
         }
         .validate(file)?;
         let tls = raw.tls.validate(file)?;
-        let client_ca = required("client_ca", raw.client_ca)?;
+        let client_ca = required_file(file, "client_ca", raw.client_ca)?;
         let mut crl = Vec::new();
+        let state_dir = raw.state_dir.map(|d| resolve_path(file, d.trim()));
+        let mut crl_urls = Vec::new();
         for (i, c) in raw.crl.into_vec().into_iter().enumerate() {
+            if crate::crl_fetch::is_url(&c) {
+                let url = c.trim().to_string();
+                crate::crl_fetch::check_url(&url).map_err(|e| err(&format!("crl[{i}]"), e))?;
+                let dir = state_dir.as_ref().ok_or_else(|| {
+                    err(&format!("crl[{i}]"), "a URL needs state_dir, the directory where the last good copy is kept (e.g. state_dir = \"/var/lib/tunnel\")".into())
+                })?;
+                let copy = crate::crl_fetch::cache_path(dir, &url);
+                crl.push(copy.clone());
+                crl_urls.push((url, copy));
+                continue;
+            }
             let p = resolve_path(file, &c);
             check_readable(file, &format!("crl[{i}]"), &p)?;
             crl.push(p);
         }
-
-        let crl_expired = match raw.crl_expired.as_deref() {
-            None | Some("deny") => CrlExpired::Deny,
-            Some("warn") => CrlExpired::Warn,
-            Some(o) => {
-                return Err(err(
-                    "crl_expired",
-                    format!("{o:?} is not a choice; use \"deny\" (default) or \"warn\""),
-                ))
+        let session_ticket_keys = match raw.session_ticket_keys {
+            None => None,
+            Some(p) => {
+                let p = resolve_path(file, &p);
+                check_readable(file, "session_ticket_keys", &p)?;
+                Some(p)
             }
         };
-        let crl_check = match raw.crl_check.as_deref() {
-            None | Some("chain") => CrlCoverage::Chain,
-            Some("leaf") => CrlCoverage::Leaf,
-            Some("available") => CrlCoverage::Available,
-            Some(o) => {
-                return Err(err(
-                    "crl_check",
-                    format!(
-                        "{o:?} is not a choice; use \"chain\" (default), \"leaf\" or \"available\""
-                    ),
-                ))
-            }
-        };
-        let ocsp = match raw.ocsp.as_deref() {
-            None | Some("off") => crate::ocsp::OcspMode::Off,
-            Some("prefer") => crate::ocsp::OcspMode::Prefer,
-            Some("require") => crate::ocsp::OcspMode::Require,
-            Some(o) => {
-                return Err(err(
-                    "ocsp",
-                    format!(
-                        "{o:?} is not a choice; use \"off\" (default), \"prefer\" or \"require\""
-                    ),
-                ))
-            }
-        };
-        if let Some(u) = &raw.ocsp_responder {
-            if !u.starts_with("http://") {
-                return Err(err(
-                    "ocsp_responder",
-                    format!("{u:?} must be an http:// URL"),
-                ));
-            }
-            crate::ocsp::url::parse(u).map_err(|e| err("ocsp_responder", e))?;
-        }
-        let ocsp_responder_allow: Vec<String> = raw
-            .ocsp_responder_allow
-            .into_vec()
-            .into_iter()
-            .map(|h| h.trim().to_ascii_lowercase())
-            .collect();
-        for (i, h) in ocsp_responder_allow.iter().enumerate() {
-            if crate::ocsp::url::parse(&format!("http://{h}/"))
-                .map(|u| u.host != *h)
-                .unwrap_or(true)
-            {
-                return Err(err(
-                    &format!("ocsp_responder_allow[{i}]"),
-                    format!("{h:?} is not a host name or IP address, e.g. \"ocsp.example.org\""),
-                ));
-            }
-        }
-        let ocsp_timeout = match raw.ocsp_timeout {
-            None => DEFAULT_OCSP_TIMEOUT,
-            Some(s) => parse_duration(file, "ocsp_timeout", &s)?,
-        };
+        let ocsp_responder_allow = ocsp_responders(
+            file,
+            raw.ocsp_responder.as_deref(),
+            raw.ocsp_responder_allow,
+        )?;
         let ocsp_staple = match raw.ocsp_staple.as_deref() {
             None => None,
             Some("fetch") => Some(StapleSource::Fetch),
@@ -370,202 +305,63 @@ impl ServerConfig {
                 Some(StapleSource::File(p))
             }
         };
-        let expiry_warning = match raw.expiry_warning {
-            None => DEFAULT_EXPIRY_WARNING,
-            Some(s) => parse_duration(file, "expiry_warning", &s)?,
-        };
-        let metrics = match raw.metrics {
-            None => None,
-            Some(m) => Some(m.trim().parse::<SocketAddr>().map_err(|_| {
-                err(
-                    "metrics",
-                    format!("{m:?} is not an IP:port address, e.g. \"127.0.0.1:9750\""),
-                )
-            })?),
-        };
-        let max_connections = match raw.max_connections {
-            None => DEFAULT_MAX_CONNECTIONS,
-            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(err(
-                    "max_connections",
-                    format!("{n} is out of range 1..=1000000"),
-                ))
-            }
-        };
-        let max_handshakes = match raw.max_handshakes {
-            None => DEFAULT_MAX_HANDSHAKES,
-            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(err(
-                    "max_handshakes",
-                    format!("{n} is out of range 1..=1000000"),
-                ))
-            }
-        };
-        let verify_depth = match raw.verify_depth {
-            None => DEFAULT_VERIFY_DEPTH,
-            Some(n) if (1..=16).contains(&n) => n as u32,
-            Some(n) => return Err(err("verify_depth", format!("{n} is out of range 1..=16"))),
-        };
-        let dur = |key: &str, v: Option<String>, d: Duration| match v {
-            None => Ok(d),
-            Some(s) => parse_duration(file, key, &s),
-        };
-        let handshake_timeout = dur(
-            "handshake_timeout",
-            raw.handshake_timeout,
-            DEFAULT_HANDSHAKE_TIMEOUT,
-        )?;
-        let connect_timeout = dur(
-            "connect_timeout",
-            raw.connect_timeout,
-            DEFAULT_CONNECT_TIMEOUT,
-        )?;
-        let idle_timeout = dur("idle_timeout", raw.idle_timeout, DEFAULT_IDLE_TIMEOUT)?;
-        let shutdown_timeout = dur(
-            "shutdown_timeout",
-            raw.shutdown_timeout,
-            DEFAULT_SHUTDOWN_TIMEOUT,
-        )?;
-        let reload_interval = dur(
-            "reload_interval",
-            raw.reload_interval,
-            DEFAULT_RELOAD_INTERVAL,
-        )?;
-        let log_format = parse_log_format(file, raw.log_format.as_deref())?;
-        super::check_log_level(file, raw.log_level.as_deref())?;
-        let tls_min_version =
-            parse_tls_version(file, "tls_min_version", raw.tls_min_version.as_deref())?;
-        if let Some(u) = &raw.user {
-            if u.trim().is_empty() {
-                return Err(err(
-                    "user",
-                    "is empty; name a system user or remove the key".into(),
-                ));
-            }
-        }
-        if raw.group.is_some() && raw.user.is_none() {
+        let metrics_allow =
+            crate::cidr::parse_list(file, "metrics_allow", &raw.metrics_allow.into_vec())?;
+        if !metrics_allow.is_empty() && raw.metrics.is_none() {
             return Err(err(
-                "group",
-                "is set without user: the process would keep uid 0; set user too".into(),
+                "metrics_allow",
+                "is set but metrics is not; set metrics = \"IP:port\" or remove metrics_allow"
+                    .into(),
             ));
         }
-        if let Some(g) = &raw.group {
-            if g.trim().is_empty() {
-                return Err(err(
-                    "group",
-                    "is empty; name a system group or remove the key".into(),
-                ));
-            }
-        }
-
-        if raw.backend.is_empty() {
-            return Err(err(
-                "backend",
-                "no [[backend]] is configured; add one with name, address and allow".into(),
-            ));
-        }
-        let mut backends = Vec::new();
-        let mut rules = Vec::new();
-        for (i, b) in raw.backend.into_iter().enumerate() {
-            let name = b
-                .name
-                .map(|n| n.trim().to_ascii_lowercase())
-                .filter(|n| !n.is_empty())
-                .ok_or_else(|| {
-                    err(
-                        &format!("backend[{i}].name"),
-                        "missing; it is the SNI name clients send".into(),
-                    )
-                })?;
-            if !valid_backend_name(&name) {
-                return Err(err(
-                    &format!("backend[{i}].name"),
-                    format!(
-                        "{name:?} is not a valid SNI host name (letters, digits, '-', '.', '_')"
-                    ),
-                ));
-            }
-            if backends.iter().any(|x: &BackendConfig| x.name == name) {
-                return Err(err(
-                    &format!("backend[{i}].name"),
-                    format!("duplicate backend name {name:?}"),
-                ));
-            }
-            let address = b
-                .address
-                .map(|a| a.trim().to_string())
-                .filter(|a| !a.is_empty())
-                .ok_or_else(|| {
-                    err(
-                        &format!("backend[{i}].address"),
-                        "missing; e.g. \"127.0.0.1:5432\"".into(),
-                    )
-                })?;
-            if !valid_host_port(&address) {
-                return Err(err(
-                    &format!("backend[{i}].address"),
-                    format!("{address:?} is not host:port, e.g. \"10.0.0.5:5432\" or \"db.internal:5432\""),
-                ));
-            }
-            if b.allow.is_empty() {
-                return Err(err(
-                    &format!("backend[{i}].allow"),
-                    format!("backend {name:?} has no rule, so no client can reach it; add e.g. allow = [\"cn=alice\"] or allow = [\"any\"]"),
-                ));
-            }
-            rules.push((name.clone(), format!("backend[{i}].allow"), b.allow));
-            backends.push(BackendConfig { name, address });
-        }
-        let default_backend = match raw.default_backend {
-            None => None,
-            Some(d) => {
-                let d = d.trim().to_ascii_lowercase();
-                if !backends.iter().any(|b| b.name == d) {
-                    return Err(err(
-                        "default_backend",
-                        format!("{d:?} is not the name of any [[backend]]"),
-                    ));
-                }
-                Some(d)
-            }
-        };
-        let policy = Policy::compile(&raw.groups, rules, default_backend)
-            .map_err(|(key, msg)| err(&key, msg))?;
-
+        super::check_run_as(file, raw.user.as_deref(), raw.group.as_deref())?;
+        let (backends, policy) = backends(file, raw.backend, &raw.groups, raw.default_backend)?;
+        let policy = policy.allow_multiple_cn(raw.allow_multiple_cn.unwrap_or(false));
         Ok(ServerConfig {
             file: file.to_path_buf(),
             listen,
+            proxy_listeners,
             keys,
             tls,
             client_ca,
             crl,
-            crl_expired,
-            crl_check,
-            ocsp,
+            crl_urls,
+            state_dir,
+            crl_expired: raw.crl_expired,
+            crl_check: raw.crl_check,
+            ocsp: raw.ocsp,
             ocsp_responder: raw.ocsp_responder,
             ocsp_responder_allow,
-            ocsp_timeout,
+            ocsp_timeout: duration_or(raw.ocsp_timeout, DEFAULT_OCSP_TIMEOUT),
             ocsp_staple,
+            session_ticket_keys,
             revoke_established: raw.revoke_established.unwrap_or(false),
-            expiry_warning,
-            metrics,
-            max_connections,
-            max_handshakes,
-            handshake_timeout,
-            connect_timeout,
-            idle_timeout,
-            shutdown_timeout,
-            reload_interval,
+            expiry_warning: duration_or(raw.expiry_warning, DEFAULT_EXPIRY_WARNING),
+            metrics: raw.metrics.map(|m| m.0),
+            metrics_allow,
+            max_connections: count_or(raw.max_connections, DEFAULT_MAX_CONNECTIONS),
+            max_handshakes: count_or(raw.max_handshakes, DEFAULT_MAX_HANDSHAKES),
+            handshake_timeout: duration_or(raw.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT),
+            connect_timeout: duration_or(raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+            idle_timeout: duration_or(raw.idle_timeout, DEFAULT_IDLE_TIMEOUT),
+            shutdown_timeout: duration_or(raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
+            drain_delay: raw.drain_delay.map_or(Duration::ZERO, |d| d.0),
+            reload_interval: duration_or(raw.reload_interval, DEFAULT_RELOAD_INTERVAL),
             user: raw.user,
             group: raw.group,
-            log_format,
-            log_level: raw.log_level,
-            tls_min_version,
-            verify_depth,
+            log_format: raw.log_format,
+            log_level: raw.log_level.map(|l| l.0),
+            tls_min_version: raw.tls_min_version,
+            verify_depth: count_or(raw.verify_depth, DEFAULT_VERIFY_DEPTH as usize) as u32,
             backends,
             policy,
+            admin_socket: operator::admin_socket(
+                file,
+                raw.admin_socket.as_deref(),
+                std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
+            )?,
+            admin_group: operator::admin_group(file, raw.admin_group)?,
+            disconnect_expired: raw.disconnect_expired.unwrap_or(false),
         })
     }
 
@@ -573,6 +369,176 @@ impl ServerConfig {
     pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
         self.backends.iter().find(|b| b.name == name)
     }
+}
+
+/// `ocsp_responder` (an http:// URL) and `ocsp_responder_allow` (host names or IPs, lower
+/// case); returns the allowed hosts.
+fn ocsp_responders(
+    file: &Path,
+    responder: Option<&str>,
+    allow: OneOrMany,
+) -> Result<Vec<String>, ConfigError> {
+    let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
+    if let Some(u) = responder {
+        if !u.starts_with("http://") {
+            return Err(err(
+                "ocsp_responder",
+                format!("{u:?} must be an http:// URL"),
+            ));
+        }
+        crate::ocsp::url::parse(u).map_err(|e| err("ocsp_responder", e))?;
+    }
+    let hosts: Vec<String> = allow
+        .into_vec()
+        .into_iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    for (i, h) in hosts.iter().enumerate() {
+        if crate::ocsp::url::parse(&format!("http://{h}/"))
+            .map(|u| u.host != *h)
+            .unwrap_or(true)
+        {
+            return Err(err(
+                &format!("ocsp_responder_allow[{i}]"),
+                format!("{h:?} is not a host name or IP address, e.g. \"ocsp.example.org\""),
+            ));
+        }
+    }
+    Ok(hosts)
+}
+
+/// The `listen` addresses: at least one, each an IP:port, none twice.
+fn listen_addrs(
+    file: &Path,
+    raw: Option<OneOrMany>,
+    extra: Vec<SocketAddr>,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
+    let listen_raw = match raw {
+        Some(l) => l.into_vec(),
+        None if !extra.is_empty() => Vec::new(),
+        None => {
+            return Err(err(
+                "listen",
+                "missing; e.g. listen = \"0.0.0.0:8443\"".into(),
+            ))
+        }
+    };
+    if listen_raw.is_empty() && extra.is_empty() {
+        return Err(err("listen", "needs at least one address".into()));
+    }
+    let mut listen = Vec::new();
+    for (i, a) in listen_raw.iter().enumerate() {
+        let key = format!("listen[{i}]");
+        let addr: SocketAddr = a.trim().parse().map_err(|_| {
+            let eg = "e.g. \"0.0.0.0:8443\" or \"[::]:8443\"";
+            err(&key, format!("{a:?} is not an IP:port address, {eg}"))
+        })?;
+        if listen.contains(&addr) {
+            return Err(err(&key, format!("{addr} is listed twice")));
+        }
+        listen.push(addr);
+    }
+    // `[[listener]]` addresses follow the plain ones.
+    for (i, addr) in extra.into_iter().enumerate() {
+        if listen.contains(&addr) && addr.port() != 0 {
+            return Err(err(
+                &format!("listener[{i}].address"),
+                format!("{addr} is also in listen; list it once"),
+            ));
+        }
+        listen.push(addr);
+    }
+    Ok(listen)
+}
+
+/// The backends (names, addresses, at least one rule each), and the policy compiled from
+/// their rules, `[groups]` and `default_backend`.
+fn backends(
+    file: &Path,
+    raw: Vec<RawBackend>,
+    groups: &BTreeMap<String, Vec<String>>,
+    default_backend: Option<String>,
+) -> Result<(Vec<BackendConfig>, Policy), ConfigError> {
+    let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
+    if raw.is_empty() {
+        return Err(err(
+            "backend",
+            "no [[backend]] is configured; add one with name, address and allow".into(),
+        ));
+    }
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    let mut rules = Vec::new();
+    for (i, b) in raw.into_iter().enumerate() {
+        let name = backend_name(file, i, b.name)?;
+        if backends.iter().any(|x| x.name == name) {
+            let msg = format!("duplicate backend name {name:?}");
+            return Err(err(&format!("backend[{i}].name"), msg));
+        }
+        let address = backend_address(file, i, b.address)?;
+        let key = |k: &str| format!("backend[{i}].{k}");
+        let target = operator::parse_target(file, &key("address"), &address)?;
+        if b.allow.is_empty() {
+            return Err(err(
+                &format!("backend[{i}].allow"),
+                format!("backend {name:?} has no rule, so no client can reach it; add e.g. allow = [\"cn=alice\"] or allow = [\"any\"]"),
+            ));
+        }
+        rules.push((name.clone(), format!("backend[{i}].allow"), b.allow));
+        backends.push(BackendConfig {
+            name,
+            address,
+            target,
+            proxy_protocol: b.proxy_protocol,
+            max_connections: operator::parse_cap(file, &key("max_connections"), b.max_connections)?,
+            max_connections_per_identity: operator::parse_cap(
+                file,
+                &key("max_connections_per_identity"),
+                b.max_connections_per_identity,
+            )?,
+        });
+    }
+    let default_backend = match default_backend {
+        None => None,
+        Some(d) => {
+            let d = d.trim().to_ascii_lowercase();
+            if !backends.iter().any(|b| b.name == d) {
+                let msg = format!("{d:?} is not the name of any [[backend]]");
+                return Err(err("default_backend", msg));
+            }
+            Some(d)
+        }
+    };
+    let policy =
+        Policy::compile(groups, rules, default_backend).map_err(|(key, msg)| err(&key, msg))?;
+    Ok((backends, policy))
+}
+
+/// `backend[i].name`: present, a valid SNI name, lower-cased.
+fn backend_name(file: &Path, i: usize, name: Option<String>) -> Result<String, ConfigError> {
+    let key = format!("backend[{i}].name");
+    let name = name
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ConfigError::new(file, &key, "missing; it is the SNI name clients send"))?;
+    if !valid_backend_name(&name) {
+        return Err(ConfigError::new(
+            file,
+            &key,
+            format!("{name:?} is not a valid SNI host name (letters, digits, '-', '.', '_')"),
+        ));
+    }
+    Ok(name)
+}
+
+/// `backend[i].address`: present (its form is checked by [`operator::parse_target`]).
+fn backend_address(file: &Path, i: usize, address: Option<String>) -> Result<String, ConfigError> {
+    let key = format!("backend[{i}].address");
+    let address = address
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ConfigError::new(file, &key, "missing; e.g. \"127.0.0.1:5432\""))?;
+    Ok(address)
 }
 
 fn valid_backend_name(n: &str) -> bool {

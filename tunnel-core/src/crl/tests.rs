@@ -161,7 +161,7 @@ fn issuer_without_crl_sign_is_refused() {
         .unwrap();
     let leaf = b.build();
     assert_eq!(
-        set.check_chain(&[leaf, ca.cert.clone()], crate::metrics::unix_now()),
+        set.check_chain(&[leaf, ca.cert.clone()], crate::time::unix_now()),
         CrlCheck::Missing("CN=No CRL Sign CA".into())
     );
 }
@@ -174,7 +174,7 @@ fn chain_coverage_with_an_intermediate_ca() {
     let dave = client(&inter, "dave");
     let alice = client(&root, "alice");
     let cas = [root.cert.clone()];
-    let now = crate::metrics::unix_now();
+    let now = crate::time::unix_now();
     let chain = |leaf: &X509| vec![leaf.clone(), inter.cert.clone(), root.cert.clone()];
     let root_crl = crl(&root, &[]);
     let inter_crl = crl(&inter, &[&carol]);
@@ -259,7 +259,7 @@ fn two_cas_sharing_a_name_are_told_apart_by_key() {
     let new = pki::new_ca("Rollover CA", 30).unwrap();
     let leaf = client(&new, "alice");
     let cas = [old.cert.clone(), new.cert.clone()];
-    let now = crate::metrics::unix_now();
+    let now = crate::time::unix_now();
     let chain = vec![leaf.clone(), new.cert.clone()];
     // The old CA's list (even one naming the same serial) says nothing about the new CA's
     // certificates: they still need the new CA's own list.

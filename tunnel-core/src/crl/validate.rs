@@ -29,7 +29,7 @@ pub(super) struct Ext {
 /// Checks `crl` on its own at unix time `now`; returns its authority key identifier.
 pub(super) fn crl(crl: &X509Crl, now: i64) -> Result<Option<Vec<u8>>, String> {
     let issuer = one_line_name(crl.issuer_name());
-    if let Some(this) = crate::tls::unix_time(crl.last_update()) {
+    if let Some(this) = crate::time::unix_time(crl.last_update()) {
         if this > now + SKEW_SECS {
             return Err(format!(
                 "CRL issued by {issuer} has a thisUpdate in the future ({}); check the CA's clock",

@@ -10,7 +10,7 @@ pub enum PkiError {
     /// or IP address, an out-of-range number of days). Exit code 64.
     #[error("{0}")]
     Usage(String),
-    /// A file of the CA directory cannot be read, written or used. Exit code 1.
+    /// A file of the CA directory cannot be read, written or used. Exit code 74.
     #[error("{}: {message}", path.display())]
     File {
         /// The file concerned.
@@ -29,12 +29,19 @@ pub enum PkiError {
 }
 
 impl PkiError {
-    /// The process exit code for this error: 64 for bad usage, 1 for runtime failures.
-    pub fn exit_code(&self) -> i32 {
+    /// The process exit status for this error: usage (64) for bad usage, I/O error (74) for
+    /// a file of the CA directory, failure (1) for OpenSSL failures.
+    pub fn exit(&self) -> crate::Exit {
         match self {
-            PkiError::Usage(_) => crate::EXIT_CONFIG,
-            PkiError::File { .. } | PkiError::Crypto { .. } => crate::EXIT_RUNTIME,
+            PkiError::Usage(_) => crate::Exit::Usage,
+            PkiError::File { .. } => crate::Exit::IoError,
+            PkiError::Crypto { .. } => crate::Exit::Failure,
         }
+    }
+
+    /// The numeric exit code of [`PkiError::exit`].
+    pub fn exit_code(&self) -> i32 {
+        self.exit().code()
     }
 
     pub(crate) fn usage(message: impl Into<String>) -> PkiError {

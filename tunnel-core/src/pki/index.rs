@@ -230,7 +230,7 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             let e = Index::load(dir.path()).unwrap_err();
             assert!(e.to_string().contains(INDEX_FILE), "{e}");
-            assert_eq!(e.exit_code(), 1);
+            assert_eq!(e.exit_code(), crate::EXIT_IOERR);
         }
     }
 

@@ -8,6 +8,7 @@
 mod error;
 mod index;
 mod names;
+mod perms;
 mod report;
 mod request;
 pub mod store;
@@ -16,7 +17,7 @@ pub use error::PkiError;
 pub use index::Entry;
 pub use names::normalize_serial;
 
-use openssl::asn1::{Asn1Integer, Asn1IntegerRef, Asn1Time, Asn1TimeRef};
+use openssl::asn1::{Asn1Integer, Asn1IntegerRef, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::error::ErrorStack;
@@ -179,20 +180,7 @@ pub fn random_serial() -> Result<Asn1Integer, ErrorStack> {
     bn.to_asn1_integer()
 }
 
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// An ASN.1 time as seconds since the Unix epoch.
-pub fn asn1_to_unix(t: &Asn1TimeRef) -> Result<i64, ErrorStack> {
-    let epoch = Asn1Time::from_unix(0)?;
-    let d = epoch.diff(t)?;
-    Ok(i64::from(d.days) * 86_400 + i64::from(d.secs))
-}
+pub use crate::time::{asn1_to_unix, unix_now};
 
 fn days_from_now(days: i64) -> Result<Asn1Time, ErrorStack> {
     Asn1Time::from_unix(unix_now() + days * 86_400)

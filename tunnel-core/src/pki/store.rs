@@ -61,6 +61,7 @@ impl Store {
         check_attr("--name", name)?;
         check_days("--days", days)?;
         create_dir(&self.dir)?;
+        self.secure()?;
         let _lock = DirLock::exclusive(&self.dir)?;
         for file in [CA_CERT, CA_KEY] {
             let p = self.path(file);
@@ -313,6 +314,7 @@ impl Store {
     pub fn list(&self) -> Result<Vec<Listed>, PkiError> {
         // The index is replaced by rename, so reading it needs no lock.
         self.load_ca_cert()?;
+        self.secure()?;
         let now = unix_now();
         Ok(Index::load(&self.dir)?
             .certs
@@ -335,7 +337,15 @@ impl Store {
         // Check first, so that a mistyped --dir gets "no CA here" rather than a stray
         // lock file.
         self.load_ca_cert()?;
+        self.secure()?;
         DirLock::exclusive(&self.dir)
+    }
+
+    /// Refuses a directory or `ca.key` that group or others may write to, and tightens one
+    /// they may read (to 0700 / 0600); returns what was tightened. Every command runs it, so
+    /// callers only need it to report the changes.
+    pub fn secure(&self) -> Result<Vec<String>, PkiError> {
+        super::perms::secure(&self.dir, &self.path(CA_KEY))
     }
 
     fn load_ca_cert(&self) -> Result<X509, PkiError> {

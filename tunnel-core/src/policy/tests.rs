@@ -228,3 +228,17 @@ fn glob_matches_like_shell_star() {
         assert_eq!(glob(p, t), want, "{p} vs {t}");
     }
 }
+
+/// Found by the property test `compile_and_authorize_never_panic_and_agree_with_explain`
+/// (tests/fuzz/policy.rs): a policy compiled with a `default_backend` that names no backend
+/// panicked in `authorize` for a connection without SNI. Config validation refuses such a
+/// default, so only the library API reached it; it is now an unknown backend.
+#[test]
+fn a_default_backend_that_names_no_backend_is_an_unknown_backend() {
+    let p = Policy::compile(&BTreeMap::new(), vec![], Some("a".into())).expect("compiles");
+    assert_eq!(p.target(None), None);
+    assert_eq!(
+        p.authorize(None, &Identity::default()),
+        Decision::UnknownBackend { sni: None }
+    );
+}

@@ -1,14 +1,22 @@
-//! One gateway connection, from TCP accept to its audit event: handshake under a deadline,
-//! revocation (CRL, OCSP) and authorization after every handshake, backend dial, copy.
+//! One gateway connection, from TCP accept to its audit event, in named phases: handshake
+//! (under a deadline, evictable), then after every handshake, full or resumed, check
+//! revocation (CRL, OCSP) and authorize, dial the backend, relay. Each phase returns
+//! `Result<_, Refused>`; [`Refused`] maps a refusal to the audit and the metrics.
 
 use super::{Gateway, Snapshot};
+use crate::admin::SessionGuard;
+use crate::admission::Guard;
 use crate::audit::{AuditRecord, Outcome};
+use crate::config::BackendConfig;
 use crate::config::ServerConfig;
 use crate::identity::Identity;
 use crate::ocsp::{OcspMode, Verdict as OcspVerdict};
 use crate::policy::Decision;
 use crate::proxy::{self, End};
-use crate::tls::{CrlCheck, Refusal};
+use crate::refused::{Refused, RevokedBy};
+use crate::tls::HandshakeNotes;
+use crate::upstream::{self, Upstream};
+use openssl::error::ErrorStack;
 use openssl::ssl::NameType;
 use openssl::x509::X509;
 use std::net::SocketAddr;
@@ -21,269 +29,281 @@ use tracing::{debug, warn};
 
 /// One connection, from TCP accept to the audit event.
 pub(super) async fn handle(
-    sock: TcpStream,
+    mut sock: TcpStream,
     peer: SocketAddr,
+    listener: SocketAddr,
     snap: Arc<Snapshot>,
     gw: Arc<Gateway>,
 ) {
+    let Some(peer) = super::proxied::real_peer(&mut sock, peer, listener, &snap, &gw).await else {
+        return;
+    };
     let mut rec = AuditRecord::new(peer);
-    let outcome = tunnel(sock, &snap, &mut rec, &gw).await;
-    gw.service
+    let outcome = match tunnel(sock, &snap, &mut rec, &gw).await {
+        Ok(ended) => ended,
+        Err(refused) => {
+            if let Some(b) = refused.backend() {
+                rec.backend = Some(b.to_string());
+            }
+            rec.reason = refused.to_string();
+            refused.outcome()
+        }
+    };
+    gw.service()
         .metrics
         .connection(rec.backend.as_deref().unwrap_or(""), outcome.as_str());
-    rec.finish(outcome);
+    // Refusals before authentication are rate-limited per source; metrics count them all.
+    gw.refused_log.finish(rec, outcome);
 }
 
-async fn tunnel(sock: TcpStream, snap: &Snapshot, rec: &mut AuditRecord, gw: &Gateway) -> Outcome {
-    let metrics = &gw.service.metrics;
-    let cfg = &snap.cfg;
-    let (ssl, notes) = match snap.tls.new_ssl() {
-        Ok(x) => x,
-        Err(e) => {
-            rec.reason = format!("OpenSSL: {e}");
-            return Outcome::Error;
-        }
-    };
-    let mut tls = match SslStream::new(ssl, sock) {
-        Ok(s) => s,
-        Err(e) => {
-            rec.reason = format!("OpenSSL: {e}");
-            return Outcome::Error;
-        }
-    };
-    let hs_start = std::time::Instant::now();
-    let pending = gw.pending.start(cfg.max_handshakes);
-    let hs = tokio::select! {
-        r = tokio::time::timeout(cfg.handshake_timeout, std::pin::Pin::new(&mut tls).accept()) => r,
-        _ = pending.token.cancelled() => {
-            rec.reason = format!(
-                "handshake still pending after {:?} while max_handshakes ({}) were pending: closed to make room (handshake flood?)",
-                hs_start.elapsed(),
-                cfg.max_handshakes
-            );
-            metrics.handshake_failure("evicted");
-            return Outcome::Timeout;
-        }
-    };
-    drop(pending);
-    // Raw, so that invalid UTF-8 is not mistaken for "no SNI"; printable, so that it cannot
-    // forge log lines.
-    rec.sni = tls
-        .ssl()
-        .servername_raw(NameType::HOST_NAME)
-        .map(|r| crate::identity::printable(&String::from_utf8_lossy(r)));
-    if let Some(failed) = handshake_outcome(hs, &tls, &notes, rec, cfg) {
-        metrics.handshake_failure(match failed {
-            Outcome::Timeout => "timeout",
-            Outcome::Revoked => "revoked",
-            Outcome::CrlExpired => "crl_expired",
-            Outcome::CrlMissing => "crl_missing",
-            Outcome::Denied if rec.backend.is_none() => "unknown_backend",
-            Outcome::Denied => "denied",
-            _ => "handshake_failed",
-        });
-        return failed;
-    }
-    metrics.handshake(hs_start.elapsed());
-    rec.resumed = tls.ssl().session_reused();
-    rec.group = crate::tls::negotiated_group(tls.ssl());
-    finish_tunnel(tls, snap, rec, gw).await
-}
-
-/// The outcome of a failed handshake, or `None` when it succeeded.
-fn handshake_outcome(
-    hs: Result<Result<(), openssl::ssl::Error>, tokio::time::error::Elapsed>,
-    tls: &SslStream<TcpStream>,
-    notes: &crate::tls::HandshakeNotes,
-    rec: &mut AuditRecord,
-    cfg: &ServerConfig,
-) -> Option<Outcome> {
-    let e = match hs {
-        Ok(Ok(())) => return None,
-        Err(_) => {
-            rec.reason = format!(
-                "no TLS handshake within handshake_timeout ({:?})",
-                cfg.handshake_timeout
-            );
-            return Some(Outcome::Timeout);
-        }
-        Ok(Err(e)) => e,
-    };
-    Some(match notes.take() {
-        Some(Refusal::UnknownBackend(sni)) => {
-            rec.reason = unknown_backend_reason(sni.as_deref());
-            Outcome::Denied
-        }
-        Some(Refusal::Revoked(id)) => {
-            rec.identity = Some(id);
-            rec.reason = "certificate revoked by CRL".into();
-            Outcome::Revoked
-        }
-        Some(Refusal::CrlExpired(id)) => {
-            rec.identity = Some(id);
-            rec.reason = "the CRL of the client's CA is past its nextUpdate (crl_expired = \"deny\"); publish a fresh CRL".into();
-            Outcome::CrlExpired
-        }
-        Some(Refusal::CrlMissing { identity, ca }) => {
-            rec.identity = Some(identity);
-            rec.reason = crate::tls::crl_refusal_text(&CrlCheck::Missing(ca));
-            Outcome::CrlMissing
-        }
-        Some(Refusal::Denied { identity, backend }) => {
-            rec.reason = format!("no allow rule of backend {backend:?} matches");
-            rec.identity = Some(identity);
-            rec.backend = Some(backend);
-            Outcome::Denied
-        }
-        None => {
-            let v = tls.ssl().verify_result();
-            rec.reason = if v.as_raw() != 0 {
-                format!("client certificate rejected: {}", v.error_string())
-            } else {
-                handshake_error_text(&e)
-            };
-            Outcome::HandshakeFailed
-        }
-    })
-}
-
-/// After the handshake: revocation and authorization (again, also for resumed sessions),
-/// all under the configuration in force now; then dial and copy.
-async fn finish_tunnel(
-    mut tls: SslStream<TcpStream>,
+/// The phases in order: handshake, then (authorize, check revocation, dial) and relay. The
+/// first refusal ends the connection; the relay's end is the outcome otherwise.
+async fn tunnel(
+    sock: TcpStream,
     snap: &Snapshot,
     rec: &mut AuditRecord,
     gw: &Gateway,
-) -> Outcome {
-    let metrics = &gw.service.metrics;
-    let Some(cert) = tls.ssl().peer_certificate() else {
-        rec.reason = "no client certificate".into();
-        return Outcome::HandshakeFailed;
+) -> Result<Outcome, Refused> {
+    let mut tls = handshake(sock, snap, rec, gw).await?;
+    match establish(&tls, snap, rec, gw).await {
+        Ok(Next::Relay(tunnel)) => Ok(relay(tls, tunnel, rec, gw).await),
+        Ok(Next::Catalog { current, id }) => {
+            Ok(serve_catalog(&mut tls, &current.cfg, &id, rec).await)
+        }
+        Err(refused) => {
+            close_tls(&mut tls).await;
+            Err(refused)
+        }
+    }
+}
+
+/// The TLS handshake under `handshake_timeout`, evictable while `max_handshakes` are
+/// pending. Refusals decided by the callbacks come back from the handshake notes.
+async fn handshake(
+    sock: TcpStream,
+    snap: &Snapshot,
+    rec: &mut AuditRecord,
+    gw: &Gateway,
+) -> Result<SslStream<TcpStream>, Refused> {
+    let cfg = &snap.cfg;
+    let setup = |e: ErrorStack| Refused::Setup(e.to_string());
+    let (ssl, notes) = snap.tls.new_ssl().map_err(setup)?;
+    let mut tls = SslStream::new(ssl, sock).map_err(setup)?;
+    let started = std::time::Instant::now();
+    let pending = gw.pending.start(cfg.max_handshakes);
+    let hs = tokio::select! {
+        r = tokio::time::timeout(cfg.handshake_timeout, std::pin::Pin::new(&mut tls).accept()) => Some(r),
+        _ = pending.token.cancelled() => None,
     };
+    drop(pending);
+    let result = match hs {
+        None => Err(Refused::Evicted {
+            pending_for: started.elapsed(),
+            max_handshakes: cfg.max_handshakes,
+        }),
+        Some(hs) => {
+            // Raw, so that invalid UTF-8 is not mistaken for "no SNI"; printable, so that it
+            // cannot forge log lines.
+            rec.sni = tls
+                .ssl()
+                .servername_raw(NameType::HOST_NAME)
+                .map(|r| crate::identity::printable(&String::from_utf8_lossy(r)));
+            match hs {
+                Err(_) => Err(Refused::HandshakeTimeout(cfg.handshake_timeout)),
+                Ok(Err(e)) => Err(handshake_refusal(&tls, &notes, &e, rec)),
+                Ok(Ok(())) => Ok(()),
+            }
+        }
+    };
+    let metrics = &gw.service().metrics;
+    if let Err(refused) = result {
+        metrics.handshake_failure(refused.metric_label());
+        return Err(refused);
+    }
+    metrics.handshake(started.elapsed());
+    rec.resumed = tls.ssl().session_reused();
+    rec.group = crate::tls::negotiated_group(tls.ssl());
+    Ok(tls)
+}
+
+/// Why a handshake failed: the refusal a callback noted, else what OpenSSL said.
+fn handshake_refusal(
+    tls: &SslStream<TcpStream>,
+    notes: &HandshakeNotes,
+    e: &openssl::ssl::Error,
+    rec: &mut AuditRecord,
+) -> Refused {
+    if let Some((refused, identity)) = notes.take() {
+        rec.identity = identity;
+        return refused;
+    }
+    let v = tls.ssl().verify_result();
+    Refused::HandshakeFailed(if v.as_raw() != 0 {
+        format!("client certificate rejected: {}", v.error_string())
+    } else {
+        handshake_error_text(e)
+    })
+}
+
+/// A tunnel ready to relay: the backend dialled, under the snapshot that decided it.
+struct Established {
+    upstream: Upstream,
+    /// The tunnel's entry in the live-session registry (operator cuts, caps, expiry).
+    session: SessionGuard,
+    backend: String,
+    address: String,
+    live: Guard<Vec<X509>>,
+    current: Arc<Snapshot>,
+}
+
+/// What an admitted connection goes on to.
+enum Next {
+    /// A tunnel to the backend.
+    Relay(Established),
+    /// A catalog request (see [`crate::catalog`]), answered on the connection itself.
+    Catalog {
+        /// The snapshot that admitted it.
+        current: Arc<Snapshot>,
+        /// The client.
+        id: Identity,
+    },
+}
+
+/// After the handshake: check revocation, authorize (again, also for resumed sessions), all
+/// under the configuration in force now; then dial.
+async fn establish(
+    tls: &SslStream<TcpStream>,
+    snap: &Snapshot,
+    rec: &mut AuditRecord,
+    gw: &Gateway,
+) -> Result<Next, Refused> {
+    let cert = tls
+        .ssl()
+        .peer_certificate()
+        .ok_or(Refused::NoClientCertificate)?;
     let id = Identity::from_cert(&cert);
     tracing::Span::current().record("identity", tracing::field::display(&id.subject));
     rec.identity = Some(id.clone());
-    let id = &id;
     // Registered before the revocation checks, so that a reload with revoke_established
     // while this tunnel is being set up cannot miss it.
     let live = gw.live.register(client_chain(tls.ssl(), cert.clone()));
     // One snapshot decides everything from here: the one in force now, which may be newer
     // than the one this connection was accepted (and handshaken) under.
     let current = gw.snapshot();
-    let cfg = &current.cfg;
-    let chain = match verified_chain(&tls, &cert, snap, &current) {
-        Ok(c) => c,
-        Err((check, why)) => {
-            rec.reason = why;
-            close_tls(&mut tls).await;
-            return match check {
-                CrlCheck::Revoked => Outcome::Revoked,
-                CrlCheck::Expired(_) => Outcome::CrlExpired,
-                CrlCheck::Missing(_) => Outcome::CrlMissing,
-                CrlCheck::Good => Outcome::HandshakeFailed,
-            };
-        }
-    };
-    live.set_chain(chain.clone());
-    if let Some(checker) = &current.ocsp {
-        if let Some((why, outcome)) = ocsp_refusal(checker, &chain, cfg.ocsp).await {
-            rec.reason = why;
-            close_tls(&mut tls).await;
-            return outcome;
-        }
-    }
+    let chain = verified_chain(tls, &cert, snap, &current)?;
+    live.set(chain.clone());
+    check_ocsp(&current, &chain).await?;
     if crate::catalog::selected(tls.ssl()) {
-        return serve_catalog(&mut tls, cfg, id, rec).await;
+        return Ok(Next::Catalog { current, id });
     }
-    let backend_name = match cfg.policy.authorize(rec.sni.as_deref(), id) {
+    let backend = authorize(&current, &id, rec)?;
+    let target = current
+        .cfg
+        .backend(&backend)
+        .ok_or(Refused::BackendVanished)?;
+    let address = target.address.clone();
+    let session = super::operator::admit(gw, rec, &id, &cert, target)?;
+    let mut upstream = dial(target, current.cfg.connect_timeout).await?;
+    let local = tls.get_ref().local_addr().ok();
+    super::operator::send_proxy_header(&mut upstream, target, tls.ssl(), local, rec, &session)
+        .await
+        .map_err(|e| Refused::BackendUnreachable {
+            address: address.clone(),
+            error: format!("cannot send the PROXY header: {e}"),
+        })?;
+    if live.token.is_cancelled() {
+        return Err(Refused::RevokedDuringSetup);
+    }
+    Ok(Next::Relay(Established {
+        upstream,
+        session,
+        backend,
+        address,
+        live,
+        current,
+    }))
+}
+
+/// The backend this connection's SNI names, if the identity may reach it.
+fn authorize(current: &Snapshot, id: &Identity, rec: &mut AuditRecord) -> Result<String, Refused> {
+    match current.cfg.policy.authorize(rec.sni.as_deref(), id) {
         Decision::Allow { backend, rule } => {
             rec.reason = format!("allowed by {rule}");
-            backend
+            tracing::Span::current().record("backend", tracing::field::display(&backend));
+            rec.backend = Some(backend.clone());
+            Ok(backend)
         }
-        Decision::Deny { backend } => {
-            rec.reason = format!("no allow rule of backend {backend:?} matches");
-            rec.backend = Some(backend);
-            close_tls(&mut tls).await;
-            return Outcome::Denied;
-        }
-        Decision::UnknownBackend { sni } => {
-            rec.reason = unknown_backend_reason(sni.as_deref());
-            close_tls(&mut tls).await;
-            return Outcome::Denied;
-        }
-    };
-    tracing::Span::current().record("backend", tracing::field::display(&backend_name));
-    rec.backend = Some(backend_name.clone());
-    let Some(backend) = cfg.backend(&backend_name) else {
-        rec.reason = "backend vanished from configuration".into();
-        return Outcome::Error;
-    };
-
-    let upstream =
-        match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&backend.address)).await
-        {
-            Err(_) => {
-                rec.reason = format!(
-                    "connecting to {} took longer than connect_timeout",
-                    backend.address
-                );
-                close_tls(&mut tls).await;
-                return Outcome::Timeout;
-            }
-            Ok(Err(e)) => {
-                rec.reason = format!("{}: {e}", backend.address);
-                close_tls(&mut tls).await;
-                return Outcome::BackendUnreachable;
-            }
-            Ok(Ok(s)) => s,
-        };
-    let _ = upstream.set_nodelay(true);
-    if live.token.is_cancelled() {
-        rec.reason =
-            "certificate revoked while the tunnel was being set up (revoke_established)".into();
-        close_tls(&mut tls).await;
-        return Outcome::Revoked;
+        Decision::Deny { backend } => Err(Refused::Denied { backend }),
+        Decision::Refused { backend, reason } => Err(Refused::Identity { backend, reason }),
+        Decision::UnknownBackend { sni } => Err(Refused::UnknownBackend { sni }),
     }
-    debug!(backend = %backend.address, "tunnel established");
+}
 
-    let _active = metrics.active_guard(&backend_name);
-    let meters = metrics.byte_counters(&backend_name);
-    let revoked = live.token.clone();
-    let abort = gw.service.abort.clone();
+/// Connects to the backend (TCP or Unix socket) within `connect_timeout`.
+async fn dial(backend: &BackendConfig, connect_timeout: Duration) -> Result<Upstream, Refused> {
+    let address = &backend.address;
+    match tokio::time::timeout(connect_timeout, upstream::connect(&backend.target)).await {
+        Err(_) => Err(Refused::BackendTimeout(address.clone())),
+        Ok(Err(e)) => Err(Refused::BackendUnreachable {
+            address: address.clone(),
+            error: e.to_string(),
+        }),
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+/// Copies both ways until either side closes, `idle_timeout`, shutdown or revocation of the
+/// chain; returns how the tunnel ended.
+async fn relay(
+    tls: SslStream<TcpStream>,
+    t: Established,
+    rec: &mut AuditRecord,
+    gw: &Gateway,
+) -> Outcome {
+    debug!(backend = %t.address, "tunnel established");
+    let metrics = &gw.service().metrics;
+    let _active = metrics.active_guard(&t.backend);
+    let meters = metrics.byte_counters(&t.backend);
+    let revoked = t.live.token.clone();
+    let abort = gw.service().abort.clone();
+    let cut = t.session.cut(t.current.cfg.disconnect_expired);
     let stop = async move {
         tokio::select! {
             _ = abort.cancelled() => {}
             _ = revoked.cancelled() => {}
+            _ = cut => {}
         }
     };
-    let piped = proxy::pipe(tls, upstream, cfg.idle_timeout, stop, Some(meters)).await;
+    let idle = t.current.cfg.idle_timeout;
+    let counters = t.session.counters();
+    let piped = proxy::pipe_counted(tls, t.upstream, idle, stop, Some(meters), counters).await;
     rec.bytes_up = piped.a_to_b;
     rec.bytes_down = piped.b_to_a;
-    match piped.end {
-        End::Closed => Outcome::Ok,
-        End::Idle => {
-            rec.reason = format!("idle for idle_timeout ({:?})", cfg.idle_timeout);
-            Outcome::Timeout
+    let (outcome, reason) = match piped.end {
+        End::Closed => return Outcome::Ok,
+        End::Idle => (
+            Outcome::Timeout,
+            format!("idle for idle_timeout ({idle:?})"),
+        ),
+        End::Cancelled if t.session.why().is_some() => {
+            return super::operator::cut_outcome(&t.session, rec).unwrap_or(Outcome::Ok);
         }
-        End::Cancelled if live.token.is_cancelled() => {
-            rec.reason = "certificate revoked while connected (revoke_established)".into();
-            Outcome::Revoked
+        End::Cancelled if t.live.token.is_cancelled() => (
+            Outcome::Revoked,
+            "certificate revoked while connected (revoke_established)".into(),
+        ),
+        End::Cancelled => (
+            Outcome::Ok,
+            "closed at shutdown after shutdown_timeout".into(),
+        ),
+        End::Error(e) if proxy::is_disconnect(&e) => {
+            debug!(error = %e, "peer disconnected");
+            (Outcome::Ok, format!("disconnected: {e}"))
         }
-        End::Cancelled => {
-            rec.reason = "closed at shutdown after shutdown_timeout".into();
-            Outcome::Ok
-        }
-        End::Error(e) => {
-            if proxy::is_disconnect(&e) {
-                debug!(error = %e, "peer disconnected");
-                rec.reason = format!("disconnected: {e}");
-                Outcome::Ok
-            } else {
-                rec.reason = e.to_string();
-                Outcome::Error
-            }
-        }
-    }
+        End::Error(e) => (Outcome::Error, e.to_string()),
+    };
+    rec.reason = reason;
+    outcome
 }
 
 /// The client's chain as verified under `current`, leaf first. A full handshake under the
@@ -294,55 +314,47 @@ fn verified_chain(
     cert: &X509,
     snap: &Snapshot,
     current: &Snapshot,
-) -> Result<Vec<X509>, (CrlCheck, String)> {
+) -> Result<Vec<X509>, Refused> {
     let ssl = tls.ssl();
     if !ssl.session_reused() && std::ptr::eq(snap, current) {
         if let Some(c) = ssl.verified_chain().filter(|c| !c.is_empty()) {
             return Ok(c.iter().map(|x| x.to_owned()).collect());
         }
     }
-    let sent: Vec<X509> = ssl
+    let mut sent: Vec<X509> = ssl
         .peer_cert_chain()
         .map(|c| c.iter().map(|x| x.to_owned()).collect())
         .unwrap_or_default();
+    // A ticket sealed by another gateway of the fleet brings the intermediates along.
+    sent.extend(crate::tls::resumed_intermediates(ssl));
     current
         .tls
         .reverify(cert, &sent, current.cfg.crl_expired)
-        .map_err(|(check, why)| {
-            let prefix = if ssl.session_reused() {
-                "resumed session refused"
-            } else {
-                "refused under the reloaded configuration"
-            };
-            (check, format!("{prefix}: {why}"))
+        .map_err(|why| match ssl.session_reused() {
+            true => Refused::Resumed(Box::new(why)),
+            false => Refused::Reloaded(Box::new(why)),
         })
 }
 
-/// Why OCSP refuses the verified `chain` under `mode`, if it does.
-async fn ocsp_refusal(
-    checker: &crate::ocsp::OcspChecker,
-    chain: &[X509],
-    mode: OcspMode,
-) -> Option<(String, Outcome)> {
-    let require = mode == OcspMode::Require;
+/// OCSP, when configured, for the verified `chain`: revoked is refused; with
+/// `ocsp = "require"`, so is an unknown or unavailable status.
+async fn check_ocsp(current: &Snapshot, chain: &[X509]) -> Result<(), Refused> {
+    let Some(checker) = &current.ocsp else {
+        return Ok(());
+    };
+    let require = current.cfg.ocsp == OcspMode::Require;
     match checker.check(chain).await {
-        OcspVerdict::Good => None,
-        OcspVerdict::Revoked => Some(("certificate revoked (OCSP)".to_string(), Outcome::Revoked)),
-        OcspVerdict::Unknown if require => Some((
-            "OCSP responder does not know this certificate (ocsp = \"require\")".to_string(),
-            Outcome::Denied,
-        )),
-        OcspVerdict::Unavailable(e) if require => Some((
-            format!("no OCSP answer and ocsp = \"require\": {e}"),
-            Outcome::Denied,
-        )),
+        OcspVerdict::Good => Ok(()),
+        OcspVerdict::Revoked => Err(Refused::Revoked(RevokedBy::Ocsp)),
+        OcspVerdict::Unknown if require => Err(Refused::OcspUnknown),
+        OcspVerdict::Unavailable(e) if require => Err(Refused::OcspUnavailable(e)),
         OcspVerdict::Unknown => {
             warn!("OCSP status unknown; allowed because ocsp = \"prefer\"");
-            None
+            Ok(())
         }
         OcspVerdict::Unavailable(e) => {
             warn!(error = %e, "no OCSP answer; allowed because ocsp = \"prefer\"");
-            None
+            Ok(())
         }
     }
 }
@@ -357,14 +369,8 @@ fn client_chain(ssl: &openssl::ssl::SslRef, leaf: X509) -> Vec<X509> {
     if let Some(sent) = ssl.peer_cert_chain() {
         chain.extend(sent.iter().map(|x| x.to_owned()));
     }
+    chain.extend(crate::tls::resumed_intermediates(ssl));
     chain
-}
-
-fn unknown_backend_reason(sni: Option<&str>) -> String {
-    match sni {
-        Some(s) => format!("no backend named {s:?}"),
-        None => "no SNI sent and no default_backend configured".into(),
-    }
 }
 
 /// Answers a catalog request (see [`crate::catalog`]) on a verified connection.

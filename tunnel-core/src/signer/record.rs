@@ -31,13 +31,13 @@ impl Recorder {
     /// from a blocking thread) until the batch holding it is on disk.
     pub fn record(&self, cert: &X509, name: &str) -> Outcome {
         let (tx, rx) = mpsc::channel();
-        lock(&self.queue).push((cert.clone(), name.to_string(), tx));
+        crate::sync::lock(&self.queue).push((cert.clone(), name.to_string(), tx));
         loop {
             if let Ok(result) = rx.try_recv() {
                 return result;
             }
-            let _commit = lock(&self.commit);
-            let batch = std::mem::take(&mut *lock(&self.queue));
+            let _commit = crate::sync::lock(&self.commit);
+            let batch = std::mem::take(&mut *crate::sync::lock(&self.queue));
             if batch.is_empty() {
                 continue;
             }
@@ -59,8 +59,4 @@ impl Recorder {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

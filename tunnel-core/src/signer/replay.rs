@@ -14,7 +14,7 @@ impl ReplayCache {
     /// Records `token` as used until `forget_after`; false when it was used before.
     pub fn first_use(&self, token: &str, forget_after: i64, now: i64) -> bool {
         let digest = openssl::sha::sha256(token.as_bytes());
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = crate::sync::lock(&self.seen);
         seen.retain(|_, until| *until >= now);
         if seen.contains_key(&digest) {
             return false;

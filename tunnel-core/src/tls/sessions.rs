@@ -80,25 +80,25 @@ impl SessionCache {
             (true, Some(t)) => t,
             _ => Instant::now(),
         };
-        if let Ok(mut m) = self.map.lock() {
-            let pool = m.entry(offer.backend.clone()).or_default();
-            if pool.len() >= POOL_SIZE {
-                pool.remove(0);
-            }
-            pool.push(Entry { session, since });
+        let mut m = crate::sync::lock(&self.map);
+        let pool = m.entry(offer.backend.clone()).or_default();
+        if pool.len() >= POOL_SIZE {
+            pool.remove(0);
         }
+        pool.push(Entry { session, since });
     }
 
     /// Prepares `ssl` (made from the context this cache was installed in) for `backend`:
     /// offers the newest unused session obtained for that backend, if young enough, and notes
     /// the backend so that the sessions this connection receives are filed under it.
     pub(super) fn prepare(&self, ssl: &mut SslRef, backend: &str) -> Result<(), ErrorStack> {
-        let cached = self.map.lock().ok().and_then(|mut m| {
-            let pool = m.get_mut(backend)?;
-            // Sessions of one chain share `since`; older chains sit below newer ones.
-            pool.retain(|e| e.since.elapsed() < MAX_CHAIN_AGE);
-            pool.pop().map(|e| (e.session, e.since))
-        });
+        let cached = crate::sync::lock(&self.map)
+            .get_mut(backend)
+            .and_then(|pool| {
+                // Sessions of one chain share `since`; older chains sit below newer ones.
+                pool.retain(|e| e.since.elapsed() < MAX_CHAIN_AGE);
+                pool.pop().map(|e| (e.session, e.since))
+            });
         let since = match cached {
             Some((session, since)) => {
                 offer_session(ssl, &session)?;

@@ -43,7 +43,7 @@ fn init_writes_a_private_ca_and_refuses_to_overwrite_it() {
     assert_eq!(mode(&dir.join(CA_CERT)), 0o644);
     let ca_before = std::fs::read(dir.join(CA_KEY)).unwrap();
     let e = store.init("Other", 30, KeyType::EcP256).unwrap_err();
-    assert_eq!(e.exit_code(), 1);
+    assert_eq!(e.exit_code(), crate::EXIT_IOERR);
     assert!(e.to_string().contains("already exists"), "{e}");
     assert_eq!(std::fs::read(dir.join(CA_KEY)).unwrap(), ca_before);
 }
@@ -131,7 +131,7 @@ fn commands_without_a_ca_say_how_to_make_one() {
     let e = store
         .issue(&IssueRequest::new(LeafKind::Client, "alice"))
         .unwrap_err();
-    assert_eq!(e.exit_code(), 1);
+    assert_eq!(e.exit_code(), crate::EXIT_IOERR);
     assert!(e.to_string().contains("pki init"), "{e}");
     assert!(store.list().is_err());
     assert!(store.write_crl(7).is_err());
@@ -195,7 +195,7 @@ fn revoke_by_serial_and_by_cert_file_rewrites_the_crl() {
     let e = store
         .revoke(&RevokeTarget::Serial("01".into()), 7)
         .unwrap_err();
-    assert_eq!(e.exit_code(), 1);
+    assert_eq!(e.exit_code(), crate::EXIT_IOERR);
     assert!(e.to_string().contains("pki list"), "{e}");
     let e = store
         .revoke(&RevokeTarget::Serial("zz".into()), 7)

@@ -1,6 +1,12 @@
 //! What the gateway and the client agent share as long-running services: the configuration
-//! snapshot that reloads swap, the reload bookkeeping (systemd, metrics, logs), and draining
-//! at shutdown.
+//! snapshot that reloads swap, the reload bookkeeping (systemd, metrics, logs), draining at
+//! shutdown ([`Service`]), and the one lifecycle built on them ([`lifecycle`]): listeners,
+//! bind-then-commit reloads ([`reconcile`]), the control loop.
+
+pub mod lifecycle;
+pub mod reconcile;
+
+pub use lifecycle::{Agent, BindError, Lifecycle, ReloadError, Settings};
 
 use crate::metrics::{Health, Metrics};
 use crate::reload::WatchList;
@@ -25,18 +31,12 @@ impl<T> Current<T> {
 
     /// The value in force.
     pub fn get(&self) -> Arc<T> {
-        self.0
-            .read()
-            .map(|g| g.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        crate::sync::read(&self.0).clone()
     }
 
     /// Replaces the value for later readers; holders of the old one keep it.
     pub fn set(&self, value: Arc<T>) {
-        match self.0.write() {
-            Ok(mut g) => *g = value,
-            Err(p) => *p.into_inner() = value,
-        }
+        *crate::sync::write(&self.0) = value;
     }
 }
 
@@ -71,9 +71,7 @@ impl Service {
 
     /// Replaces the watched files after a reload.
     pub fn set_watched(&self, files: Vec<PathBuf>) {
-        if let Ok(mut w) = self.watch.lock() {
-            *w = files;
-        }
+        *crate::sync::lock(&self.watch) = files;
     }
 
     /// Marks the listeners as passed by systemd: the addresses in the file are then not
@@ -91,8 +89,8 @@ impl Service {
     pub async fn reload(
         &self,
         file: &Path,
-        attempt: impl Future<Output = Result<(), String>>,
-    ) -> Result<(), String> {
+        attempt: impl Future<Output = Result<(), ReloadError>>,
+    ) -> Result<(), ReloadError> {
         crate::systemd::reloading();
         let result = attempt.await;
         match &result {

@@ -1,0 +1,379 @@
+//! Backend options: a PROXY protocol v2 header with the verified identity (parsed here byte
+//! by byte, and accepted by a real HAProxy), a backend on a Unix socket (a real Redis), and
+//! per-backend and per-identity connection caps (`overloaded`).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::mpsc::channel;
+use tunnel_core::pki::CertSpec;
+use tunnel_tests::admin::{tunnel_works, wait_until, EchoTunnel};
+use tunnel_tests::backend::{free_port, wait_accepting};
+use tunnel_tests::tls::TlsClient;
+use tunnel_tests::{backend_toml, field, Backend, Gateway, Pki, Proc, PROMPT};
+
+/// A parsed PROXY v2 header.
+#[derive(Debug, Default)]
+struct Header {
+    command: u8,
+    family: u8,
+    source: Option<SocketAddr>,
+    destination: Option<SocketAddr>,
+    tlvs: Vec<(u8, Vec<u8>)>,
+}
+
+/// Reads one PROXY v2 header from `s`, one field at a time as a backend would.
+fn read_header(s: &mut impl Read) -> std::io::Result<Header> {
+    let mut sig = [0u8; 12];
+    s.read_exact(&mut sig)?;
+    assert_eq!(&sig, b"\r\n\r\n\0\r\nQUIT\n", "PROXY v2 signature");
+    let mut fixed = [0u8; 4];
+    s.read_exact(&mut fixed)?;
+    assert_eq!(fixed[0] >> 4, 2, "version 2");
+    let len = u16::from_be_bytes([fixed[2], fixed[3]]) as usize;
+    let mut rest = vec![0u8; len];
+    s.read_exact(&mut rest)?;
+    let mut h = Header {
+        command: fixed[0] & 0x0F,
+        family: fixed[1],
+        ..Header::default()
+    };
+    let addr_len = match fixed[1] {
+        0x11 => {
+            let ip = |b: &[u8]| std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+            let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+            h.source = Some(SocketAddr::new(ip(&rest[0..4]).into(), port(&rest[8..10])));
+            h.destination = Some(SocketAddr::new(ip(&rest[4..8]).into(), port(&rest[10..12])));
+            12
+        }
+        other => panic!("expected TCP over IPv4 (0x11), got {other:#x}"),
+    };
+    h.tlvs = tlvs(&rest[addr_len..]);
+    Ok(h)
+}
+
+fn tlvs(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while b.len() >= 3 {
+        let len = u16::from_be_bytes([b[1], b[2]]) as usize;
+        assert!(b.len() >= 3 + len, "TLV {:#x} overruns the header", b[0]);
+        out.push((b[0], b[3..3 + len].to_vec()));
+        b = &b[3 + len..];
+    }
+    assert!(b.is_empty(), "trailing bytes after the TLVs");
+    out
+}
+
+fn tlv(h: &[(u8, Vec<u8>)], kind: u8) -> &[u8] {
+    &h.iter()
+        .find(|t| t.0 == kind)
+        .unwrap_or_else(|| panic!("no TLV {kind:#x} in {h:?}"))
+        .1
+}
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).expect("UTF-8 TLV")
+}
+
+/// A peer program this test needs; fails with what to install when missing.
+fn require(program: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} is not installed: apt-get install {package} (scripts/test does)"
+    );
+}
+
+#[test]
+fn proxy_v2_header_carries_address_and_identity() {
+    let pki = Pki::new();
+    let (tx, rx) = channel();
+    let backend = Backend::spawn(move |mut s: TcpStream| {
+        let h = read_header(&mut s);
+        let ok = h.is_ok();
+        let _ = tx.send(h.map_err(|e| e.to_string()));
+        if ok {
+            // Then the client's bytes, untouched.
+            let mut r = s.try_clone().expect("clone");
+            let _ = std::io::copy(&mut r, &mut s);
+            let _ = s.shutdown(Shutdown::Write);
+        }
+    });
+    let plain = Backend::banner(b"no header here\n");
+    let body = format!(
+        "{}proxy_protocol = \"v2\"\n{}",
+        backend_toml("pp", backend.addr, "\"any\""),
+        backend_toml("plain", plain.addr, "\"any\"")
+    );
+    let gw = Gateway::start(&pki, &body);
+    let mut spec = CertSpec::client("alice");
+    spec.ou.push("dba".into());
+    spec.dns.push("alice.example".into());
+    let alice = pki.issue("alice", &spec);
+    let client = TlsClient::new(&alice, &pki.ca_crt);
+    let mut tls = client.connect(gw.addr, Some("pp")).expect("TLS");
+    let local = tunnel_tests::tls::local_addr(&tls);
+    tls.write_all(b"hello backend").unwrap();
+    let mut back = [0u8; 13];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"hello backend");
+    let h = rx
+        .recv_timeout(PROMPT)
+        .expect("backend saw a connection")
+        .expect("header");
+    assert_eq!(h.command, 1, "PROXY command");
+    assert_eq!(h.family, 0x11);
+    assert_eq!(h.source, Some(local), "client address");
+    assert_eq!(h.destination, Some(gw.addr), "gateway address");
+    let t = &h.tlvs;
+    assert_eq!(text(tlv(t, 0x02)), "pp", "PP2_TYPE_AUTHORITY = SNI");
+    assert!(
+        text(tlv(t, 0x05)).parse::<u64>().is_ok(),
+        "unique id is the tunnel id"
+    );
+    let ssl = tlv(t, 0x20);
+    assert_eq!(
+        ssl[0],
+        0x01 | 0x02 | 0x04,
+        "PP2_CLIENT_SSL | CERT_CONN | CERT_SESS"
+    );
+    assert_eq!(&ssl[1..5], &[0, 0, 0, 0], "verify = 0 (verified)");
+    let sub = tlvs(&ssl[5..]);
+    assert_eq!(text(tlv(&sub, 0x21)), "TLSv1.3");
+    assert_eq!(text(tlv(&sub, 0x22)), "alice");
+    assert!(text(tlv(&sub, 0x23)).starts_with("TLS_"), "{sub:?}");
+    assert_eq!(text(tlv(t, 0xE0)), "CN=alice,OU=dba");
+    assert_eq!(text(tlv(t, 0xE1)), "DNS:alice.example");
+    assert_eq!(text(tlv(t, 0xE2)), alice.sha256());
+    let serial = alice.issued.cert.serial_number().to_bn().unwrap();
+    assert_eq!(text(tlv(t, 0xE3)), serial.to_hex_str().unwrap().to_string());
+    drop(tls);
+    assert_eq!(field(&gw.audit_for(local), "result"), "ok");
+    // A backend without proxy_protocol gets the client's bytes first, no header.
+    let mut tls = client.connect(gw.addr, Some("plain")).expect("TLS");
+    let mut b = [0u8; 15];
+    tls.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"no header here\n");
+    tls.write_all(b"x").unwrap();
+    tls.read_exact(&mut b[..1]).unwrap();
+    assert_eq!(b[0], b'x');
+}
+
+#[test]
+fn haproxy_accepts_the_header_and_logs_the_client() {
+    require("haproxy", "haproxy");
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let port = free_port();
+    let cfg = pki.write(
+        "haproxy",
+        "cfg",
+        &format!(
+            "global\n  log stdout format raw local0 info\n\
+             defaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend pp\n  bind 127.0.0.1:{port} accept-proxy\n\
+               log-format \"client=%ci:%cp authority=%[fc_pp_authority] id=%[fc_pp_unique_id] bytes=%B\"\n\
+               default_backend echo\n\
+             backend echo\n  server e {}\n",
+            echo.addr
+        ),
+    );
+    let mut cmd = Command::new("haproxy");
+    cmd.args(["-db", "-f"]).arg(&cfg);
+    let haproxy = Proc::spawn("haproxy", cmd);
+    wait_accepting(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        PROMPT,
+        "haproxy",
+    );
+    let body = format!(
+        "{}proxy_protocol = \"v2\"\n",
+        backend_toml("legacy", format!("127.0.0.1:{port}"), "\"any\"")
+    );
+    let gw = Gateway::start(&pki, &body);
+    let alice = pki.client("alice");
+    let mut t = EchoTunnel::open(&pki, &alice, gw.addr, "legacy", 9);
+    t.round_trip(300_000)
+        .expect("bytes through the gateway and HAProxy");
+    let local = t.local;
+    drop(t);
+    let want = format!("client={local} authority=legacy");
+    let stdout = || String::from_utf8_lossy(&haproxy.stdout()).into_owned();
+    wait_until("HAProxy's log line", PROMPT, || stdout().contains(&want));
+    let out = stdout();
+    let line = out.lines().find(|l| l.contains(&want)).unwrap_or_default();
+    let id = line
+        .split(" id=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or("");
+    assert!(
+        id.parse::<u64>().is_ok(),
+        "PP2_TYPE_UNIQUE_ID (tunnel id) in HAProxy's log: {line}"
+    );
+}
+
+#[test]
+fn unix_socket_backend_reaches_real_redis() {
+    require("redis-server", "redis-server");
+    let pki = Pki::new();
+    let sock = pki.dir().join("redis.sock");
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        "0",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--unixsocketperm",
+        "700",
+    ])
+    .arg("--unixsocket")
+    .arg(&sock)
+    .arg("--dir")
+    .arg(pki.dir());
+    let _redis = Proc::spawn("redis-server", cmd);
+    wait_until("redis on its Unix socket", PROMPT, || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let body = backend_toml("cache", format!("unix:{}", sock.display()), "\"cn=alice\"");
+    let gw = Gateway::start(&pki, &body);
+    let alice = pki.client("alice");
+    let client = TlsClient::new(&alice, &pki.ca_crt);
+    let mut tls = client.connect(gw.addr, Some("cache")).expect("TLS");
+    tls.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    tls.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    let value = tunnel_tests::data::pattern_bytes(5, 100_000);
+    let value: Vec<u8> = value.iter().map(|b| b'a' + b % 26).collect();
+    let mut cmd = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
+    cmd.extend_from_slice(&value);
+    cmd.extend_from_slice(b"\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    tls.write_all(&cmd).unwrap();
+    let want = [
+        b"+OK\r\n".to_vec(),
+        format!("${}\r\n", value.len()).into_bytes(),
+        value,
+        b"\r\n".to_vec(),
+    ]
+    .concat();
+    let mut got = vec![0u8; want.len()];
+    tls.read_exact(&mut got).unwrap();
+    assert!(
+        got == want,
+        "Redis answered something else through the Unix socket"
+    );
+    let local = tunnel_tests::tls::local_addr(&tls);
+    drop(tls);
+    let ev = gw.audit_for(local);
+    assert_eq!(field(&ev, "result"), "ok", "{ev}");
+    // A missing socket is an unreachable backend, audited as such.
+    let gone = pki.dir().join("nothing.sock");
+    let gw2 = Gateway::start(
+        &pki,
+        &backend_toml("cache", format!("unix:{}", gone.display()), "\"any\""),
+    );
+    let (ok, local) = tunnel_works(&pki, &alice, gw2.addr, "cache");
+    assert!(!ok);
+    assert_eq!(
+        field(&gw2.audit_for(local), "result"),
+        "backend_unreachable"
+    );
+}
+
+#[test]
+fn per_backend_and_per_identity_caps() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let body = format!(
+        "{}max_connections = 3\nmax_connections_per_identity = 2\n{}",
+        backend_toml("db", echo.addr, "\"any\""),
+        backend_toml("web", echo.addr, "\"any\"")
+    );
+    let gw = Gateway::start(&pki, &body);
+    let (alice, bob, carol) = (pki.client("alice"), pki.client("bob"), pki.client("carol"));
+    let a1 = EchoTunnel::open(&pki, &alice, gw.addr, "db", 1);
+    let mut a2 = EchoTunnel::open(&pki, &alice, gw.addr, "db", 2);
+    let refused = |creds, what: &str| {
+        let (ok, local) = tunnel_works(&pki, creds, gw.addr, "db");
+        assert!(!ok, "{what} got a tunnel");
+        let ev = gw.audit_for(local);
+        assert_eq!(field(&ev, "result"), "overloaded", "{ev}");
+        field(&ev, "reason").to_string()
+    };
+    let why = refused(&alice, "alice's third tunnel");
+    assert!(why.contains("max_connections_per_identity (2)"), "{why}");
+    let mut b1 = EchoTunnel::open(&pki, &bob, gw.addr, "db", 3);
+    let why = refused(&carol, "a fourth tunnel to db");
+    assert!(why.contains("max_connections (3)"), "{why}");
+    // Another backend has its own (no) cap.
+    assert!(tunnel_works(&pki, &carol, gw.addr, "web").0);
+    drop(a1);
+    wait_until("a slot to free up", PROMPT, || {
+        tunnel_works(&pki, &carol, gw.addr, "db").0
+    });
+    a2.round_trip(100_000).unwrap();
+    b1.round_trip(100_000).unwrap();
+}
+
+#[test]
+fn bad_operator_keys_name_the_key_and_exit_64() {
+    let pki = Pki::new();
+    let cases = [
+        ("address = \"unix:relative.sock\"", "backend[0].address", ""),
+        (
+            "address = \"127.0.0.1:1\"\nproxy_protocol = \"v1\"",
+            "backend[0].proxy_protocol",
+            "",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nmax_connections = 0",
+            "backend[0].max_connections",
+            "",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nmax_connections_per_identity = -1",
+            "backend[0].max_connections_per_identity",
+            "",
+        ),
+        (
+            "address = \"127.0.0.1:1\"",
+            "admin_socket",
+            "admin_socket = \"\"\n",
+        ),
+        (
+            "address = \"127.0.0.1:1\"",
+            "admin_group",
+            "admin_group = \" \"\n",
+        ),
+    ];
+    for (backend, key, top) in cases {
+        let text = format!(
+            "{}{top}\n[[backend]]\nname = \"db\"\n{backend}\nallow = [\"any\"]\n",
+            Gateway::header()
+        );
+        let path = pki.write("bad", "toml", &text);
+        let out = tunnel_tests::run_server(&["check", "--config", path.to_str().unwrap()], PROMPT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{key}: {err}");
+        assert!(err.contains(&format!(": {key}: ")), "{key}: {err}");
+    }
+    // And the good ones pass.
+    let text = format!(
+        "{}admin_socket = \"off\"\ndisconnect_expired = true\n\n[[backend]]\nname = \"db\"\naddress = \"unix:/run/db.sock\"\nproxy_protocol = \"v2\"\nmax_connections = 5\nmax_connections_per_identity = 1\nallow = [\"any\"]\n",
+        Gateway::header()
+    );
+    let path = pki.write("good", "toml", &text);
+    let out = tunnel_tests::run_server(&["check", "--config", path.to_str().unwrap()], PROMPT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

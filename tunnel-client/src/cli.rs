@@ -1,0 +1,161 @@
+//! The command line of `tunnel-client`: every clap definition in one place, so that the binary
+//! parses with it and `xtask` generates the man page and shell completions from it.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// Examples shown by `--help` and in the man page: (what it does, the command).
+pub const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "A one-off tunnel: local port 15432 reaches the gateway's \"postgres\" backend",
+        "tunnel-client --server gateway.example.com:8443 --cert alice.crt --key alice.key \\\n    \
+         --ca ca.crt --listen 127.0.0.1:15432 --backend postgres",
+    ),
+    (
+        "Every tunnel of a configuration file",
+        "tunnel-client --config /etc/tunnel/client.toml",
+    ),
+    (
+        "SSH through the gateway's \"ssh\" backend (in ~/.ssh/config)",
+        "ProxyCommand tunnel-client stdio --config ~/.config/tunnel/client.toml --backend ssh",
+    ),
+];
+
+/// Exit statuses of `tunnel-client` (sysexits.h numbers), for `--help` and the man page.
+pub const EXIT_CODES: &[(i32, &str)] = tunnel_core::EXIT_CODES;
+
+/// Environment variables the client agent reads, for the man page.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "TUNNEL_CLIENT_<KEY>",
+        "overrides the configuration key KEY (e.g. TUNNEL_CLIENT_LOG_FORMAT=json)",
+    ),
+    (
+        "RUST_LOG",
+        "log filter (e.g. warn,tunnel_core=info); overrides log_level",
+    ),
+    ("NO_COLOR", "when set, logs and help carry no colour codes"),
+];
+
+/// Files the client agent uses in the Debian package's layout, for the man page.
+pub const FILES: &[(&str, &str)] = &[
+    (
+        "/etc/tunnel/client.toml",
+        "the configuration of tunnel-client.service",
+    ),
+    (
+        "/etc/tunnel/client-NAME.toml",
+        "the configuration of the instance tunnel-client@NAME.service",
+    ),
+];
+
+/// `tunnel-client --version`: the crate version and the OpenSSL library linked at run time.
+pub fn version() -> &'static str {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| tunnel_core::version_line(env!("CARGO_PKG_VERSION")))
+}
+
+fn after_help() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| tunnel_core::help_epilogue(EXAMPLES, EXIT_CODES))
+}
+
+/// The client agent's command line.
+#[derive(Parser)]
+#[command(
+    name = "tunnel-client",
+    version = version(),
+    about = "mTLS client agent: wraps local TCP ports (or stdin/stdout) in mutual TLS to a tunnel gateway",
+    after_help = after_help()
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Environment variables TUNNEL_CLIENT_<KEY> override keys.
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    /// A one-off tunnel without a configuration file.
+    #[command(flatten)]
+    pub flags: FlagArgs,
+    /// What to do; without one, run the tunnels.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The one-off tunnel's flags.
+#[derive(Args, Default)]
+pub struct FlagArgs {
+    /// Gateway host:port (one-off tunnel without a config file).
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+    /// Name to verify in the gateway's certificate (default: host of --server).
+    #[arg(long, global = true)]
+    pub server_name: Option<String>,
+    /// Client certificate (PEM).
+    #[arg(long, global = true)]
+    pub cert: Option<String>,
+    /// Client private key (PEM).
+    #[arg(long, global = true)]
+    pub key: Option<String>,
+    /// CA bundle that issued the gateway's certificate (PEM).
+    #[arg(long, global = true)]
+    pub ca: Option<String>,
+    /// Local address to listen on (one-off tunnel).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Backend name to reach (sent as SNI).
+    #[arg(long, global = true)]
+    pub backend: Option<String>,
+}
+
+/// The subcommands of `tunnel-client`.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Use stdin/stdout as the local side of one tunnel (for ssh -o ProxyCommand=...).
+    Stdio,
+    /// Sign in with the identity provider and get a short-lived certificate from the signer.
+    Login(LoginArgs),
+    /// List the backends this identity may reach (asks the gateway's catalog).
+    Ls,
+    /// Open a tunnel to one backend of the catalog on a local port, and print the port.
+    Open {
+        /// Backend name (as `tunnel-client ls` shows it).
+        name: String,
+        /// Local address to listen on.
+        #[arg(long = "listen", id = "open_listen", default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// Show the running agent's tunnels, gateway, certificate expiry and last errors.
+    Status {
+        /// Admin socket (default: admin_socket of --config, else /run/tunnel-client/admin.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Print the reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `tunnel-client login` (the signer's CA is the global `--ca`).
+#[derive(Args)]
+pub struct LoginArgs {
+    /// The signer's URL, e.g. https://signer.example.com:9443
+    #[arg(long)]
+    pub signer: String,
+    /// Use the device flow (sign in on another device); automatic without a display.
+    #[arg(long)]
+    pub device: bool,
+    /// Print the sign-in URL instead of opening a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Requested certificate lifetime, e.g. 8h (the signer caps it at its max_lifetime).
+    #[arg(long)]
+    pub lifetime: Option<String>,
+    /// CA bundle for the identity provider's HTTPS (default: the system's trust store).
+    #[arg(long)]
+    pub idp_ca: Option<PathBuf>,
+}
+
+/// The clap `Command` of `tunnel-client` (for the man page and completions).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}

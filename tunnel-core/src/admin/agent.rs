@@ -1,0 +1,133 @@
+//! The client agent's admin socket: `tunnel-client status` lists its tunnels, the gateway,
+//! the certificate's notAfter, and the last error of each tunnel.
+
+use super::protocol::{AgentStatus, Request, Response, TunnelStatus};
+use super::sessions::unix_now;
+use super::socket::{self, Access, Handler, Peer};
+use crate::client::ClientAgent;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+
+/// Per-backend counts and the last error, as the agent's connections report them.
+#[derive(Default)]
+pub struct AgentStats {
+    map: Arc<Mutex<HashMap<String, Stat>>>,
+}
+
+#[derive(Default, Clone)]
+struct Stat {
+    active: u64,
+    total: u64,
+    last_error: Option<(String, i64)>,
+}
+
+/// Counts one open connection until dropped.
+pub struct OpenGuard {
+    map: Arc<Mutex<HashMap<String, Stat>>>,
+    backend: String,
+}
+
+impl AgentStats {
+    /// A connection to `backend` starts.
+    pub fn open(&self, backend: &str) -> OpenGuard {
+        if let Ok(mut m) = self.map.lock() {
+            let s = m.entry(backend.to_string()).or_default();
+            s.active += 1;
+            s.total += 1;
+        }
+        OpenGuard {
+            map: self.map.clone(),
+            backend: backend.to_string(),
+        }
+    }
+
+    /// A connection to `backend` failed with `error`.
+    pub fn failed(&self, backend: &str, error: &str) {
+        if let Ok(mut m) = self.map.lock() {
+            m.entry(backend.to_string()).or_default().last_error =
+                Some((error.to_string(), unix_now()));
+        }
+    }
+
+    fn get(&self, backend: &str) -> Stat {
+        self.map
+            .lock()
+            .ok()
+            .and_then(|m| m.get(backend).cloned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            if let Some(s) = m.get_mut(&self.backend) {
+                s.active = s.active.saturating_sub(1);
+            }
+        }
+    }
+}
+
+struct AgentAdmin {
+    agent: Weak<ClientAgent>,
+}
+
+impl Handler for AgentAdmin {
+    fn handle(&self, req: Request, _peer: &Peer) -> Response {
+        let Some(agent) = self.agent.upgrade() else {
+            return Response::error("the agent is shutting down");
+        };
+        match req {
+            Request::Status => status(&agent),
+            _ => Response::error(
+                "the client agent answers status; sessions and disconnect are gateway commands",
+            ),
+        }
+    }
+}
+
+fn status(agent: &ClientAgent) -> Response {
+    let snap = agent.snapshot();
+    let cert = &snap.tls.cert;
+    let tunnels = agent
+        .tunnel_addrs()
+        .into_iter()
+        .map(|(listen, backend)| {
+            let s = agent.stats.get(&backend);
+            TunnelStatus {
+                listen: listen.to_string(),
+                active: s.active,
+                total: s.total,
+                last_error: s.last_error.as_ref().map(|e| e.0.clone()),
+                last_error_at: s.last_error.as_ref().map(|e| e.1),
+                backend,
+            }
+        })
+        .collect();
+    Response {
+        agent: Some(AgentStatus {
+            gateway: snap.cfg.server.clone(),
+            subject: crate::identity::one_line_name(cert.subject_name()),
+            not_after: crate::time::unix_time(cert.not_after()),
+        }),
+        tunnels: Some(tunnels),
+        ..Response::ok()
+    }
+}
+
+/// Binds the agent's admin socket at `path` and serves `status` on it.
+pub fn serve(agent: &Arc<ClientAgent>, path: &Path) -> Result<(), String> {
+    let listener = socket::bind(path, None, None).map_err(|e| format!("admin_socket: {e}"))?;
+    let handler = Arc::new(AgentAdmin {
+        agent: Arc::downgrade(agent),
+    });
+    tokio::spawn(socket::serve(
+        listener,
+        path.to_path_buf(),
+        Access::current(None),
+        handler,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    Ok(())
+}

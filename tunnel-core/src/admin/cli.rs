@@ -1,0 +1,246 @@
+//! The command-line side of the admin socket: send one request, read one reply, and print
+//! it as a table (or JSON). Used by `tunnel-server sessions|disconnect` and
+//! `tunnel-client status`.
+
+use super::protocol::{self, Request, Response, SessionView, TunnelStatus};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// Exit code when the socket cannot be reached (BSD `EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: i32 = 69;
+/// Exit code when the socket refuses the caller (BSD `EX_NOPERM`).
+pub const EXIT_NOPERM: i32 = 77;
+
+/// Why a command failed, and the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    /// Exit status.
+    pub code: i32,
+    /// What to print.
+    pub message: String,
+}
+
+/// Sends `req` to the socket at `path` and returns the successful reply.
+pub fn call(path: &Path, req: &Request) -> Result<Response, CliError> {
+    let unavailable = |e: std::io::Error| {
+        let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            EXIT_NOPERM
+        } else {
+            EXIT_UNAVAILABLE
+        };
+        CliError {
+            code,
+            message: format!(
+                "{}: cannot use the admin socket: {e}{}",
+                path.display(),
+                if code == EXIT_NOPERM {
+                    " (refused: run as root, the service user, or a member of admin_group)"
+                } else {
+                    " (is the service running with admin_socket set? give --socket PATH)"
+                }
+            ),
+        }
+    };
+    let mut s = UnixStream::connect(path).map_err(unavailable)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(unavailable)?;
+    let mut line = protocol::request_line(req);
+    line.push('\n');
+    // The server may refuse (and close) before reading: its reply says why.
+    let _ = s.write_all(line.as_bytes());
+    let mut reply = String::new();
+    BufReader::new(&s)
+        .read_line(&mut reply)
+        .map_err(unavailable)?;
+    if reply.trim().is_empty() {
+        return Err(CliError {
+            code: EXIT_UNAVAILABLE,
+            message: format!(
+                "{}: the admin socket closed without a reply",
+                path.display()
+            ),
+        });
+    }
+    let resp: Response = serde_json::from_str(&reply).map_err(|e| CliError {
+        code: EXIT_UNAVAILABLE,
+        message: format!("{}: unreadable reply ({e}): {reply}", path.display()),
+    })?;
+    if !resp.ok {
+        let msg = resp.error.unwrap_or_default();
+        let code = if msg.starts_with("permission denied") {
+            EXIT_NOPERM
+        } else {
+            1
+        };
+        return Err(CliError {
+            code,
+            message: format!("{}: refused: {msg}", path.display()),
+        });
+    }
+    Ok(resp)
+}
+
+/// `sessions` as a table.
+pub fn sessions_table(sessions: &[SessionView]) -> String {
+    let mut rows = vec![[
+        "ID",
+        "PEER",
+        "IDENTITY",
+        "BACKEND",
+        "STARTED",
+        "UP",
+        "DOWN",
+        "IDLE",
+        "RESUMED",
+        "NOT-AFTER",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for s in sessions {
+        let identity = if s.sans.is_empty() {
+            s.subject.clone()
+        } else {
+            format!("{} [{}]", s.subject, s.sans)
+        };
+        rows.push(vec![
+            s.id.to_string(),
+            s.peer.clone(),
+            identity,
+            s.backend.clone(),
+            time_text(Some(s.started)),
+            s.bytes_up.to_string(),
+            s.bytes_down.to_string(),
+            format!("{}s", s.idle_ms / 1000),
+            if s.resumed { "yes" } else { "no" }.into(),
+            time_text(s.not_after),
+        ]);
+    }
+    let mut out = table(&rows);
+    out.push_str(&format!("{} session(s)\n", sessions.len()));
+    out
+}
+
+/// `status` as text.
+pub fn status_text(resp: &Response) -> String {
+    let mut out = String::new();
+    if let Some(a) = &resp.agent {
+        out += &format!(
+            "gateway      {}\ncertificate  {}\nnot after    {}\n\n",
+            a.gateway,
+            a.subject,
+            time_text(a.not_after)
+        );
+    }
+    let mut rows = vec![["LISTEN", "BACKEND", "ACTIVE", "TOTAL", "LAST ERROR"]
+        .map(String::from)
+        .to_vec()];
+    for t in resp.tunnels.as_deref().unwrap_or(&[]) {
+        rows.push(tunnel_row(t));
+    }
+    out + &table(&rows)
+}
+
+fn tunnel_row(t: &TunnelStatus) -> Vec<String> {
+    let err = match (&t.last_error, t.last_error_at) {
+        (Some(e), Some(at)) => format!("{} {e}", time_text(Some(at))),
+        (Some(e), None) => e.clone(),
+        _ => "-".into(),
+    };
+    vec![
+        t.listen.clone(),
+        t.backend.clone(),
+        t.active.to_string(),
+        t.total.to_string(),
+        err,
+    ]
+}
+
+/// RFC 3339 (UTC, seconds) or `-`.
+pub fn time_text(t: Option<i64>) -> String {
+    match t.filter(|t| *t >= 0) {
+        Some(t) => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t as u64))
+                .to_string()
+        }
+        None => "-".into(),
+    }
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.first().map_or(0, Vec::len);
+    let width: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, v)| format!("{v:<w$}", w = width[c]))
+            .collect();
+        out += cells.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}
+
+/// The text `disconnect` prints.
+pub fn disconnect_text(resp: &Response) -> String {
+    let mut out = format!(
+        "disconnected {} tunnel(s)\n",
+        resp.disconnected.unwrap_or(0)
+    );
+    if let Some(u) = resp.blocked_until {
+        out += &format!("blocked until {}\n", time_text(Some(u)));
+    }
+    if let Some(n) = &resp.note {
+        out += n;
+        out.push('\n');
+    }
+    out
+}
+
+/// The gateway's admin socket when neither `--socket` nor `--config` says otherwise.
+pub const DEFAULT_SERVER_SOCKET: &str = "/run/tunnel/admin.sock";
+
+/// Sends `req` and renders the reply: JSON (the reply as is) or text.
+pub fn run(socket: &Path, req: &Request, json: bool) -> Result<String, CliError> {
+    let resp = call(socket, req)?;
+    if json {
+        let mut s = serde_json::to_string_pretty(&resp).unwrap_or_default();
+        s.push('\n');
+        return Ok(s);
+    }
+    Ok(match req {
+        Request::Sessions { .. } => sessions_table(resp.sessions.as_deref().unwrap_or(&[])),
+        Request::Disconnect { .. } => disconnect_text(&resp),
+        Request::Status => status_text(&resp),
+    })
+}
+
+/// The socket to use: `--socket`, else the config file's `admin_socket` (read by `from_config`),
+/// else `default` (where the shipped systemd unit puts it).
+pub fn socket_path(
+    explicit: Option<&Path>,
+    config: Option<&Path>,
+    from_config: impl FnOnce(&Path) -> Result<Option<std::path::PathBuf>, String>,
+    default: &str,
+) -> Result<std::path::PathBuf, CliError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let Some(file) = config else {
+        return Ok(default.into());
+    };
+    match from_config(file) {
+        Ok(Some(p)) => Ok(p),
+        // Not in the file: the service uses systemd's runtime directory, if any.
+        Ok(None) => Ok(default.into()),
+        Err(e) => Err(CliError {
+            code: crate::EXIT_CONFIG,
+            message: e,
+        }),
+    }
+}

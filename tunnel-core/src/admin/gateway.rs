@@ -1,0 +1,61 @@
+//! The gateway's answers on its admin socket: `sessions` and `disconnect`.
+
+use super::protocol::{selector, Request, Response};
+use super::sessions::Sessions;
+use super::socket::{Handler, Peer};
+use std::time::Duration;
+use tracing::warn;
+
+/// What `disconnect --block-for` tells the operator.
+pub const BLOCK_NOTE: &str = "the block is kept in memory only and ends at restart; to refuse this certificate for good, revoke it and publish a CRL (tunnel-server pki revoke)";
+
+/// Serves the gateway's session registry.
+pub struct GatewayAdmin {
+    /// The registry of the running gateway.
+    pub sessions: Sessions,
+}
+
+impl Handler for GatewayAdmin {
+    fn handle(&self, req: Request, peer: &Peer) -> Response {
+        match req {
+            Request::Sessions { backend, identity } => {
+                let backend = backend.map(|b| b.to_ascii_lowercase());
+                Response {
+                    sessions: Some(self.sessions.list(backend.as_deref(), identity.as_deref())),
+                    ..Response::ok()
+                }
+            }
+            Request::Disconnect {
+                id,
+                identity,
+                backend,
+                serial,
+                reason,
+                block_for_secs,
+            } => {
+                let sel = match selector(id, identity, backend, serial) {
+                    Ok(s) => s,
+                    Err(e) => return Response::error(e),
+                };
+                let reason = reason.unwrap_or_else(|| "no reason given".into());
+                let by = peer.describe();
+                let block = block_for_secs.filter(|s| *s > 0).map(Duration::from_secs);
+                let (n, until) = self.sessions.disconnect(&sel, &by, &reason, block);
+                warn!(
+                    selector = ?sel, requested_by = %by, reason = %reason, disconnected = n,
+                    blocked_until = until.unwrap_or(0),
+                    "operator disconnect"
+                );
+                Response {
+                    disconnected: Some(n),
+                    blocked_until: until,
+                    note: until.map(|_| BLOCK_NOTE.to_string()),
+                    ..Response::ok()
+                }
+            }
+            Request::Status => Response::error(
+                "status is a client agent command; the gateway answers sessions and disconnect",
+            ),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The admin protocol: one JSON object per line each way, version 1.
+//!
+//! Requests: `{"v":1,"cmd":"sessions","backend":"db","identity":"alice*"}`,
+//! `{"v":1,"cmd":"disconnect","id":7,"reason":"left","block_for_secs":600}` (exactly one of
+//! `id`, `identity`, `backend`, `serial`), `{"v":1,"cmd":"status"}` (client agent).
+//! Replies: `{"v":1,"ok":true,...}` with `sessions`, `disconnected` (+ `blocked_until`,
+//! `note`) or `agent` + `tunnels`; errors are `{"v":1,"ok":false,"error":"..."}`.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+
+/// Longest request line accepted.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// A request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// List live tunnels (gateway).
+    Sessions {
+        /// Only this backend.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backend: Option<String>,
+        /// Only identities this pattern matches.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
+    },
+    /// Cut tunnels (gateway).
+    Disconnect {
+        /// One tunnel by id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Identities this pattern matches.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
+        /// Every tunnel to this backend.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backend: Option<String>,
+        /// The certificate with this serial (hex).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        serial: Option<String>,
+        /// Why (goes into the audit events).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Also refuse these identities for this many seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        block_for_secs: Option<u64>,
+    },
+    /// The client agent's tunnels and their last errors.
+    Status,
+}
+
+/// Which tunnels a `disconnect` picks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// The tunnel with this id.
+    Id(u64),
+    /// Identities a glob pattern matches (subject, CN, any SAN, fingerprint).
+    Identity(String),
+    /// Tunnels to a backend.
+    Backend(String),
+    /// The certificate with this serial (hex).
+    Serial(String),
+}
+
+/// The selector of a `disconnect`, or why there is not exactly one.
+pub fn selector(
+    id: Option<u64>,
+    identity: Option<String>,
+    backend: Option<String>,
+    serial: Option<String>,
+) -> Result<Selector, String> {
+    let mut v = Vec::new();
+    v.extend(id.map(Selector::Id));
+    v.extend(identity.map(Selector::Identity));
+    v.extend(backend.map(Selector::Backend));
+    v.extend(serial.map(Selector::Serial));
+    if v.len() != 1 {
+        return Err("give exactly one of id, identity, backend, serial".into());
+    }
+    Ok(v.remove(0))
+}
+
+/// One live tunnel, as `sessions` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// Id for `disconnect --id`.
+    pub id: u64,
+    /// Client address.
+    pub peer: String,
+    /// Certificate subject.
+    pub subject: String,
+    /// Certificate SANs in one line.
+    pub sans: String,
+    /// Certificate serial (hex).
+    pub serial: String,
+    /// Certificate SHA-256 fingerprint (hex).
+    pub sha256: String,
+    /// Backend.
+    pub backend: String,
+    /// Start, Unix seconds.
+    pub started: i64,
+    /// Age in milliseconds.
+    pub duration_ms: u64,
+    /// Bytes client → backend.
+    pub bytes_up: u64,
+    /// Bytes backend → client.
+    pub bytes_down: u64,
+    /// Milliseconds since a byte last moved.
+    pub idle_ms: u64,
+    /// Whether the TLS session was resumed.
+    pub resumed: bool,
+    /// Certificate notAfter, Unix seconds.
+    pub not_after: Option<i64>,
+}
+
+/// One tunnel of the client agent, as `status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelStatus {
+    /// Local listening address.
+    pub listen: String,
+    /// Backend name (SNI).
+    pub backend: String,
+    /// Connections open now.
+    pub active: u64,
+    /// Connections made since start.
+    pub total: u64,
+    /// The last error and when (Unix seconds), if any.
+    pub last_error: Option<String>,
+    /// When the last error happened (Unix seconds).
+    pub last_error_at: Option<i64>,
+}
+
+/// The client agent as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Gateway address.
+    pub gateway: String,
+    /// Certificate subject.
+    pub subject: String,
+    /// Certificate notAfter, Unix seconds.
+    pub not_after: Option<i64>,
+}
+
+/// A reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version.
+    pub v: u32,
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `sessions`: the tunnels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<Vec<SessionView>>,
+    /// `disconnect`: how many were cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected: Option<usize>,
+    /// `disconnect --block-for`: end of the block, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_until: Option<i64>,
+    /// A remark for the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// `status`: the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentStatus>,
+    /// `status`: its tunnels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnels: Option<Vec<TunnelStatus>>,
+}
+
+impl Response {
+    /// A success with nothing filled in yet.
+    pub fn ok() -> Response {
+        Response {
+            v: VERSION,
+            ok: true,
+            ..Response::default()
+        }
+    }
+
+    /// A failure.
+    pub fn error(msg: impl Into<String>) -> Response {
+        Response {
+            v: VERSION,
+            ok: false,
+            error: Some(msg.into()),
+            ..Response::default()
+        }
+    }
+}
+
+/// Parses one request line: a JSON object with `"v": 1` and a known `cmd`.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    let mut value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = value
+        .as_object_mut()
+        .ok_or("a request is a JSON object such as {\"v\":1,\"cmd\":\"sessions\"}")?;
+    match obj.remove("v").and_then(|v| v.as_u64()) {
+        Some(v) if v == VERSION as u64 => {}
+        Some(v) => {
+            return Err(format!(
+                "protocol version {v} is not supported; this server speaks v{VERSION}"
+            ))
+        }
+        None => return Err(format!("missing \"v\"; send \"v\":{VERSION}")),
+    }
+    serde_json::from_value(value).map_err(|e| format!("bad request: {e}"))
+}
+
+/// Serializes `req` as one line (without the newline), with `"v"`.
+pub fn request_line(req: &Request) -> String {
+    let mut v = serde_json::to_value(req).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("v".into(), VERSION.into());
+    }
+    v.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_bad_ones_are_refused() {
+        let reqs = [
+            Request::Sessions {
+                backend: Some("db".into()),
+                identity: None,
+            },
+            Request::Disconnect {
+                id: Some(3),
+                identity: None,
+                backend: None,
+                serial: None,
+                reason: Some("left".into()),
+                block_for_secs: Some(60),
+            },
+            Request::Status,
+        ];
+        for r in reqs {
+            assert_eq!(parse_request(&request_line(&r)).unwrap(), r);
+        }
+        let bad = [
+            ("{}", "missing \"v\""),
+            ("{\"v\":2,\"cmd\":\"sessions\"}", "version 2"),
+            ("{\"v\":1,\"cmd\":\"reboot\"}", "bad request"),
+            ("{\"v\":1,\"cmd\":\"sessions\",\"x\":1}", "bad request"),
+            ("[1]", "JSON object"),
+            ("nope", "not JSON"),
+        ];
+        for (line, want) in bad {
+            let e = parse_request(line).unwrap_err();
+            assert!(e.contains(want), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn selector_needs_exactly_one() {
+        assert_eq!(selector(Some(1), None, None, None), Ok(Selector::Id(1)));
+        assert!(selector(None, None, None, None).is_err());
+        assert!(selector(Some(1), Some("a".into()), None, None).is_err());
+    }
+}

@@ -1,0 +1,323 @@
+//! `crl` entries that are `http://` or `https://` URLs (a CA's CRL distribution point): the
+//! gateway fetches each at start, on every reload and again before its nextUpdate, and keeps
+//! the last good copy in `state_dir`, so that a restart without the network still enforces
+//! it. The copy is an ordinary CRL file for the rest of the gateway: loaded, verified and
+//! watched like a configured path, so a fresh copy written here triggers a reload. A copy
+//! that goes stale because the URL is unreachable follows `crl_expired`.
+//!
+//! HTTPS goes through OpenSSL (`tokio-openssl`), verifying the server against the system's
+//! trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` override it) and the URL's host name.
+
+use crate::config::ServerConfig;
+use openssl::ssl::{SslConnector, SslMethod};
+use openssl::x509::{X509Crl, X509};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+/// Deadline of one fetch.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest CRL accepted.
+const MAX_BODY: usize = 32 << 20;
+/// Retry period after a failed fetch.
+const RETRY: Duration = Duration::from_secs(60);
+/// Longest time between two fetches of one URL.
+const MAX_PERIOD: Duration = Duration::from_secs(6 * 3600);
+
+/// Whether a `crl` entry is a URL rather than a path.
+pub fn is_url(entry: &str) -> bool {
+    let l = entry.trim().to_ascii_lowercase();
+    l.starts_with("http://") || l.starts_with("https://")
+}
+
+/// A parsed CRL URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Url {
+    tls: bool,
+    host: String,
+    authority: String,
+    path: String,
+}
+
+fn parse_url(url: &str) -> Result<Url, String> {
+    let lower = url
+        .get(..8)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let (tls, rest) = if lower.starts_with("https://") {
+        (true, &url[8..])
+    } else if lower.starts_with("http://") {
+        (false, &url[7..])
+    } else {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
+    };
+    // Same checks as OCSP responder URLs (no control characters, sane host and port).
+    let u = crate::ocsp::url::parse(&format!("http://{rest}"))
+        .map_err(|e| e.replace("OCSP responder", "CRL"))?;
+    let explicit_port = rest
+        .split(['/', '?', '#'])
+        .next()
+        .map(|a| {
+            a.rsplit_once(']')
+                .map(|(_, p)| p)
+                .unwrap_or(a)
+                .contains(':')
+        })
+        .unwrap_or(false);
+    let port = if tls && !explicit_port { 443 } else { u.port };
+    let authority = if u.host.contains(':') {
+        format!("[{}]:{port}", u.host)
+    } else {
+        format!("{}:{port}", u.host)
+    };
+    Ok(Url {
+        tls,
+        host: u.host,
+        authority,
+        path: u.path,
+    })
+}
+
+/// Checks a `crl` URL entry (for config validation).
+pub fn check_url(url: &str) -> Result<(), String> {
+    parse_url(url).map(|_| ())
+}
+
+/// The file in `state_dir` that holds the last good copy of `url`.
+pub fn cache_path(state_dir: &Path, url: &str) -> PathBuf {
+    let d = openssl::sha::sha256(url.as_bytes());
+    let name: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+    state_dir.join(format!("crl-{name}.pem"))
+}
+
+/// GETs `url` and returns the body of a 200 answer.
+pub async fn get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+    let u = parse_url(url)?;
+    let fut = async {
+        let tcp = TcpStream::connect(&u.authority)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if u.tls {
+            let connector = SslConnector::builder(SslMethod::tls_client())
+                .map_err(|e| e.to_string())?
+                .build();
+            let ssl = connector
+                .configure()
+                .and_then(|c| c.into_ssl(&u.host))
+                .map_err(|e| e.to_string())?;
+            let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
+            std::pin::Pin::new(&mut s)
+                .connect()
+                .await
+                .map_err(|e| format!("{url}: TLS: {e}"))?;
+            exchange(&mut s, &u).await
+        } else {
+            let mut tcp = tcp;
+            exchange(&mut tcp, &u).await
+        }
+    };
+    let raw = tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| format!("{url}: no answer within {timeout:?}"))??;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{url}: malformed HTTP response"))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(format!("{url}: HTTP status {status}"));
+    }
+    Ok(raw[split + 4..].to_vec())
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    u: &Url,
+) -> Result<Vec<u8>, String> {
+    // HTTP/1.0: no chunked encoding, the body ends with the connection.
+    let head = format!(
+        "GET {} HTTP/1.0\r\nHost: {}\r\nAccept: application/pkix-crl\r\nConnection: close\r\n\r\n",
+        u.path, u.authority
+    );
+    s.write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        match s.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // Servers that close without close_notify: the body is complete anyway.
+            Err(_) if !buf.is_empty() => break,
+            Err(e) => return Err(e.to_string()),
+        }
+        if buf.len() > MAX_BODY {
+            return Err("response too large".into());
+        }
+    }
+    Ok(buf)
+}
+
+/// The CRL in `body` (DER, as distribution points serve it, or PEM) as PEM, after checking
+/// that a CA of `cas` signed it; with its nextUpdate (unix time).
+fn validate(body: &[u8], cas: &[X509]) -> Result<(Vec<u8>, Option<i64>), String> {
+    let crl = X509Crl::from_der(body)
+        .or_else(|_| X509Crl::from_pem(body))
+        .map_err(|_| "not a CRL (DER or PEM)".to_string())?;
+    let signed = cas.iter().any(|ca| {
+        ca.subject_name()
+            .try_cmp(crl.issuer_name())
+            .map(|o| o.is_eq())
+            .unwrap_or(false)
+            && ca
+                .public_key()
+                .ok()
+                .and_then(|k| crl.verify(&k).ok())
+                .unwrap_or(false)
+    });
+    if !signed {
+        return Err("not signed by a CA of client_ca".into());
+    }
+    let next = crl.next_update().and_then(crate::time::unix_time);
+    Ok((crl.to_pem().map_err(|e| e.to_string())?, next))
+}
+
+/// Fetches `url` into `cache` when the copy there differs; returns the CRL's nextUpdate.
+pub async fn refresh(url: &str, cache: &Path, cas: &[X509]) -> Result<Option<i64>, String> {
+    let body = get(url, FETCH_TIMEOUT).await?;
+    let (pem, next) = validate(&body, cas).map_err(|e| format!("{url}: {e}"))?;
+    if std::fs::read(cache).ok().as_deref() != Some(&pem[..]) {
+        let tmp = cache.with_extension("tmp");
+        std::fs::write(&tmp, &pem)
+            .and_then(|()| std::fs::rename(&tmp, cache))
+            .map_err(|e| format!("{}: {e}", cache.display()))?;
+        info!(url, copy = %cache.display(), "CRL fetched and stored");
+    }
+    Ok(next)
+}
+
+/// Fetches every URL of `cfg` (at start and on reload). A URL that cannot be fetched keeps
+/// its last good copy (logged); with no copy at all it is an error.
+pub async fn prime(cfg: &ServerConfig) -> Result<(), String> {
+    if cfg.crl_urls.is_empty() {
+        return Ok(());
+    }
+    let cas = crate::tls::read_certs(&cfg.file, "client_ca", &cfg.client_ca)
+        .map_err(|e| e.to_string())?;
+    for (url, cache) in &cfg.crl_urls {
+        if let Err(e) = refresh(url, cache, &cas).await {
+            if cache.exists() {
+                warn!(url = %url, error = %e, copy = %cache.display(), "cannot fetch the CRL; using the last good copy");
+            } else {
+                return Err(format!(
+                    "{}: crl: {url}: cannot fetch it and no earlier copy is in state_dir: {e}; make the URL reachable (or copy the CRL to {})",
+                    cfg.file.display(),
+                    cache.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// When to fetch again after a fetch that said nextUpdate `next` (None: failed).
+pub fn next_fetch(next: Option<Result<Option<i64>, ()>>, now: i64) -> Duration {
+    match next {
+        Some(Ok(Some(t))) if t > now => {
+            Duration::from_secs(((t - now) / 2) as u64).clamp(RETRY, MAX_PERIOD)
+        }
+        Some(Ok(_)) => MAX_PERIOD,
+        _ => RETRY,
+    }
+}
+
+/// Keeps every CRL URL of the configuration in force fresh: fetched again halfway to its
+/// nextUpdate (between a minute and six hours), every minute after a failure. A fetched copy
+/// that differs is written to `state_dir`, which the file watcher turns into a reload. Ends
+/// when `current` returns `None` (the gateway is gone).
+pub async fn keep_fresh<F>(current: F)
+where
+    F: Fn() -> Option<std::sync::Arc<ServerConfig>>,
+{
+    let mut wait = RETRY;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(cfg) = current() else { return };
+        if cfg.crl_urls.is_empty() {
+            wait = MAX_PERIOD.min(Duration::from_secs(300));
+            continue;
+        }
+        let cas =
+            crate::tls::read_certs(&cfg.file, "client_ca", &cfg.client_ca).unwrap_or_default();
+        let now = crate::time::unix_now();
+        wait = MAX_PERIOD;
+        for (url, cache) in &cfg.crl_urls {
+            let r = refresh(url, cache, &cas).await;
+            if let Err(e) = &r {
+                warn!(url = %url, error = %e, "cannot refresh the CRL; keeping the last good copy (crl_expired applies once it is stale)");
+            }
+            wait = wait.min(next_fetch(Some(r.map_err(|_| ())), now));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_refresh_times() {
+        let u = parse_url("https://crl.example.org/ca.crl").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.authority, "crl.example.org:443");
+        assert_eq!(u.path, "/ca.crl");
+        let u = parse_url("http://127.0.0.1:8080/a/b.crl").unwrap();
+        assert!(!u.tls);
+        assert_eq!(u.authority, "127.0.0.1:8080");
+        let u = parse_url("https://[::1]:8443/x").unwrap();
+        assert_eq!(u.authority, "[::1]:8443");
+        for bad in [
+            "ftp://x/y",
+            "https://host/a\r\nX: y",
+            "http://user@host/",
+            "https://",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(is_url(" HTTPS://x/y") && !is_url("/etc/tunnel/crl.pem"));
+        let a = cache_path(Path::new("/s"), "http://a/crl");
+        assert_ne!(a, cache_path(Path::new("/s"), "http://b/crl"));
+        assert!(a.starts_with("/s"));
+        let now = 1_000_000;
+        assert_eq!(
+            next_fetch(Some(Ok(Some(now + 7200))), now),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(next_fetch(Some(Ok(Some(now + 10))), now), RETRY);
+        assert_eq!(
+            next_fetch(Some(Ok(Some(now + 10 * 86_400))), now),
+            MAX_PERIOD
+        );
+        assert_eq!(next_fetch(Some(Err(())), now), RETRY);
+    }
+
+    #[test]
+    fn only_a_crl_signed_by_a_client_ca_is_kept() {
+        let ca = crate::pki::new_ca("CRL CA", 1).unwrap();
+        let other = crate::pki::new_ca("Other", 1).unwrap();
+        let crl = crate::pki::make_crl(&ca, &[], -1, 7).unwrap();
+        let der = crl.to_der().unwrap();
+        let (pem, next) = validate(&der, std::slice::from_ref(&ca.cert)).unwrap();
+        assert!(String::from_utf8_lossy(&pem).contains("BEGIN X509 CRL"));
+        assert!(next.is_some());
+        assert!(validate(&crl.to_pem().unwrap(), std::slice::from_ref(&ca.cert)).is_ok());
+        assert!(validate(&der, std::slice::from_ref(&other.cert))
+            .unwrap_err()
+            .contains("not signed"));
+        assert!(validate(b"<html>", std::slice::from_ref(&ca.cert)).is_err());
+    }
+}

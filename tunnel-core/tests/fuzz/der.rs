@@ -1,0 +1,124 @@
+//! Identity extraction from certificates: arbitrary DER, mutated real certificates, and
+//! certificates issued with arbitrary attribute values. Nothing panics; what a certificate
+//! says comes back unchanged in the identity, and what reaches logs has no control characters.
+
+use super::common::{config, edits, fixture, mutate};
+use openssl::x509::X509;
+use proptest::prelude::*;
+use std::net::IpAddr;
+use tunnel_core::identity::escape::needs_escape;
+use tunnel_core::identity::{printable, Identity};
+use tunnel_core::pki::{self, CertSpec};
+
+/// Everything the gateway derives from a peer certificate, for logs and for rules.
+fn extract(cert: &X509) -> Result<(), TestCaseError> {
+    let id = Identity::from_cert(cert);
+    let shown = id.to_string();
+    prop_assert!(
+        !shown.chars().any(char::is_control),
+        "control character in {shown:?}"
+    );
+    prop_assert_eq!(id.sha256.len(), 64);
+    let _ = tunnel_core::tls::common_name(cert);
+    let _ = tunnel_core::ocsp::responder_of(cert);
+    let _ = tunnel_core::ocsp::cert_fingerprint(cert);
+    Ok(())
+}
+
+fn parse_and_extract(der: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(cert) = X509::from_der(der) {
+        extract(&cert)?;
+    }
+    if let Ok(certs) = X509::stack_from_pem(der) {
+        for c in certs {
+            extract(&c)?;
+        }
+    }
+    Ok(())
+}
+
+fn real_certs() -> Vec<Vec<u8>> {
+    let f = fixture();
+    let mut v: Vec<Vec<u8>> = f.clients.iter().map(|c| c.cert.to_der().unwrap()).collect();
+    v.push(f.ca.cert.to_der().unwrap());
+    v
+}
+
+fn attr() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-zA-Z0-9 .,+=\\-]{1,24}",
+        "\\PC{1,16}",
+        "[\\x00-\\x1f\\x7f\u{2028}\u{202e}a]{1,8}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..600)) {
+        parse_and_extract(&data)?;
+    }
+
+    #[test]
+    fn mutated_real_certificates_never_panic(which in 0usize..4, e in edits(8)) {
+        let certs = real_certs();
+        let der = &certs[which % certs.len()];
+        parse_and_extract(&mutate(der, &e))?;
+    }
+
+    #[test]
+    fn mutated_pem_never_panics(which in 0usize..4, e in edits(4)) {
+        let f = fixture();
+        let pem = f.clients[which % f.clients.len()].cert.to_pem().unwrap();
+        parse_and_extract(&mutate(&pem, &e))?;
+    }
+
+    #[test]
+    fn printable_leaves_no_control_characters(s in "\\PC{0,20}|[\\x00-\\x1f\\x7f-\\u{9f}a]{0,20}") {
+        let p = printable(&s);
+        prop_assert!(!p.chars().any(needs_escape), "{:?} -> {:?}", s, p);
+        if !s.chars().any(needs_escape) {
+            prop_assert_eq!(p, s);
+        }
+    }
+}
+
+proptest! {
+    // Each case signs a certificate: fewer cases.
+    #![proptest_config(config(24))]
+
+    #[test]
+    fn issued_attributes_come_back_unchanged(
+        cn in attr(),
+        ou in prop::collection::vec(attr(), 0..3),
+        dns in prop::collection::vec("[a-z0-9.*\\-]{1,20}", 0..3),
+        uri in prop::collection::vec("[a-z]{1,8}://[a-z0-9./]{0,16}", 0..2),
+        ip in prop::collection::vec(any::<IpAddr>(), 0..3),
+    ) {
+        let f = fixture();
+        let spec = CertSpec {
+            ou: ou.clone(),
+            dns: dns.clone(),
+            uri: uri.clone(),
+            ip: ip.clone(),
+            ..CertSpec::client(&cn)
+        };
+        // OpenSSL may refuse some values (length bounds): that is an error, not a panic.
+        let Ok(issued) = pki::issue(&f.ca, &spec) else { return Ok(()) };
+        let der = issued.cert.to_der().unwrap();
+        let cert = X509::from_der(&der).expect("our own certificate parses");
+        extract(&cert)?;
+        let id = Identity::from_cert(&cert);
+        prop_assert_eq!(id.cn, vec![cn]);
+        let mut got_ou = id.ou.clone();
+        let mut want_ou = ou;
+        got_ou.sort();
+        want_ou.sort();
+        prop_assert_eq!(got_ou, want_ou);
+        prop_assert_eq!(id.dns, dns);
+        prop_assert_eq!(id.uri, uri);
+        prop_assert_eq!(id.ip, ip);
+        prop_assert_eq!(id.sha256, tunnel_core::identity::hex(&openssl::sha::sha256(&der)));
+    }
+}

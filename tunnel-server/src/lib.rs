@@ -1,0 +1,5 @@
+//! The command-line definition of `tunnel-server`, as a library so that `xtask` generates the
+//! man pages and shell completions from the same clap definitions the binary parses with.
+#![forbid(unsafe_code)]
+
+pub mod cli;
