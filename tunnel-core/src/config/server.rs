@@ -264,56 +264,18 @@ impl ServerConfig {
         .validate(file)?;
         let tls = raw.tls.validate(file)?;
         let client_ca = required_file(file, "client_ca", raw.client_ca)?;
-        let mut crl = Vec::new();
         let state_dir = raw.state_dir.map(|d| resolve_path(file, d.trim()));
-        let mut crl_urls = Vec::new();
-        for (i, c) in raw.crl.into_vec().into_iter().enumerate() {
-            if crate::crl_fetch::is_url(&c) {
-                let url = c.trim().to_string();
-                crate::crl_fetch::check_url(&url).map_err(|e| err(&format!("crl[{i}]"), e))?;
-                let dir = state_dir.as_ref().ok_or_else(|| {
-                    err(&format!("crl[{i}]"), "a URL needs state_dir, the directory where the last good copy is kept (e.g. state_dir = \"/var/lib/tunnel\")".into())
-                })?;
-                let copy = crate::crl_fetch::cache_path(dir, &url);
-                crl.push(copy.clone());
-                crl_urls.push((url, copy));
-                continue;
-            }
-            let p = resolve_path(file, &c);
-            check_readable(file, &format!("crl[{i}]"), &p)?;
-            crl.push(p);
-        }
-        let session_ticket_keys = match raw.session_ticket_keys {
-            None => None,
-            Some(p) => {
-                let p = resolve_path(file, &p);
-                check_readable(file, "session_ticket_keys", &p)?;
-                Some(p)
-            }
-        };
+        let (crl, crl_urls) = crl_sources(file, raw.crl.into_vec(), state_dir.as_deref())?;
+        let session_ticket_keys =
+            optional_file(file, "session_ticket_keys", raw.session_ticket_keys)?;
         let ocsp_responder_allow = ocsp_responders(
             file,
             raw.ocsp_responder.as_deref(),
             raw.ocsp_responder_allow,
         )?;
-        let ocsp_staple = match raw.ocsp_staple.as_deref() {
-            None => None,
-            Some("fetch") => Some(StapleSource::Fetch),
-            Some(p) => {
-                let p = resolve_path(file, p);
-                check_readable(file, "ocsp_staple", &p)?;
-                Some(StapleSource::File(p))
-            }
-        };
+        let ocsp_staple = staple_source(file, raw.ocsp_staple.as_deref())?;
         let metrics_allow =
-            crate::cidr::parse_list(file, "metrics_allow", &raw.metrics_allow.into_vec())?;
-        if !metrics_allow.is_empty() && raw.metrics.is_none() {
-            return Err(err(
-                "metrics_allow",
-                "is set but metrics is not; set metrics = \"IP:port\" or remove metrics_allow"
-                    .into(),
-            ));
-        }
+            metrics_allow(file, raw.metrics_allow.into_vec(), raw.metrics.is_some())?;
         super::check_run_as(file, raw.user.as_deref(), raw.group.as_deref())?;
         let (backends, policy) = backends(file, raw.backend, &raw.groups, raw.default_backend)?;
         let policy = policy.allow_multiple_cn(raw.allow_multiple_cn.unwrap_or(false));
@@ -369,6 +331,81 @@ impl ServerConfig {
     pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
         self.backends.iter().find(|b| b.name == name)
     }
+}
+
+/// `crl`: files, or `https://` URLs fetched into `state_dir` (each URL's last good copy is
+/// the file loaded); returns every file and the (URL, copy) pairs.
+#[allow(clippy::type_complexity)]
+fn crl_sources(
+    file: &Path,
+    entries: Vec<String>,
+    state_dir: Option<&Path>,
+) -> Result<(Vec<PathBuf>, Vec<(String, PathBuf)>), ConfigError> {
+    let mut crl = Vec::new();
+    let mut crl_urls = Vec::new();
+    for (i, c) in entries.into_iter().enumerate() {
+        let key = format!("crl[{i}]");
+        if crate::crl_fetch::is_url(&c) {
+            let url = c.trim().to_string();
+            crate::crl_fetch::check_url(&url).map_err(|e| ConfigError::new(file, &key, e))?;
+            let dir = state_dir.ok_or_else(|| {
+                ConfigError::new(file, &key, "a URL needs state_dir, the directory where the last good copy is kept (e.g. state_dir = \"/var/lib/tunnel\")")
+            })?;
+            let copy = crate::crl_fetch::cache_path(dir, &url);
+            crl.push(copy.clone());
+            crl_urls.push((url, copy));
+            continue;
+        }
+        let p = resolve_path(file, &c);
+        check_readable(file, &key, &p)?;
+        crl.push(p);
+    }
+    Ok((crl, crl_urls))
+}
+
+/// An optional file key: resolved against the configuration's directory and readable.
+fn optional_file(
+    file: &Path,
+    key: &str,
+    value: Option<String>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    value
+        .map(|v| {
+            let p = resolve_path(file, &v);
+            check_readable(file, key, &p)?;
+            Ok(p)
+        })
+        .transpose()
+}
+
+/// `ocsp_staple`: `"fetch"` or a DER file.
+fn staple_source(file: &Path, value: Option<&str>) -> Result<Option<StapleSource>, ConfigError> {
+    Ok(match value {
+        None => None,
+        Some("fetch") => Some(StapleSource::Fetch),
+        Some(p) => {
+            let p = resolve_path(file, p);
+            check_readable(file, "ocsp_staple", &p)?;
+            Some(StapleSource::File(p))
+        }
+    })
+}
+
+/// `metrics_allow`: CIDRs, only meaningful with `metrics`.
+fn metrics_allow(
+    file: &Path,
+    entries: Vec<String>,
+    metrics: bool,
+) -> Result<Vec<crate::cidr::Cidr>, ConfigError> {
+    let allow = crate::cidr::parse_list(file, "metrics_allow", &entries)?;
+    if !allow.is_empty() && !metrics {
+        return Err(ConfigError::new(
+            file,
+            "metrics_allow",
+            "is set but metrics is not; set metrics = \"IP:port\" or remove metrics_allow",
+        ));
+    }
+    Ok(allow)
 }
 
 /// `ocsp_responder` (an http:// URL) and `ocsp_responder_allow` (host names or IPs, lower

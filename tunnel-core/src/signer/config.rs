@@ -158,35 +158,8 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         Ok(_) => return Err(ConfigError::new(f, "issuer", "must be an https:// URL")),
         Err(e) => return Err(ConfigError::new(f, "issuer", e.to_string())),
     }
-    let allowed_email_domains: Vec<String> = raw
-        .allowed_email_domains
-        .iter()
-        .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
-        .collect();
-    if allowed_email_domains.is_empty() || allowed_email_domains.iter().any(String::is_empty) {
-        return Err(ConfigError::new(
-            f,
-            "allowed_email_domains",
-            "must list the email domains that may sign in, e.g. [\"example.com\"]",
-        ));
-    }
-    let default_lifetime = duration(
-        f,
-        "default_lifetime",
-        raw.default_lifetime,
-        DEFAULT_LIFETIME,
-    )?;
-    let max_lifetime = duration(f, "max_lifetime", raw.max_lifetime, DEFAULT_MAX_LIFETIME)?;
-    if default_lifetime > max_lifetime {
-        return Err(ConfigError::new(
-            f,
-            "default_lifetime",
-            format!(
-                "is longer than max_lifetime ({}); shorten it",
-                humantime::format_duration(max_lifetime)
-            ),
-        ));
-    }
+    let allowed_email_domains = email_domains(f, &raw.allowed_email_domains)?;
+    let (default_lifetime, max_lifetime) = lifetimes(f, raw.default_lifetime, raw.max_lifetime)?;
     let gateway = required(
         f,
         "gateway",
@@ -234,18 +207,7 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         required_groups: raw.required_groups,
         default_lifetime,
         max_lifetime,
-        clock_skew: raw
-            .clock_skew
-            .map(|t| humantime::parse_duration(t.trim()))
-            .transpose()
-            .map_err(|e| {
-                ConfigError::new(
-                    f,
-                    "clock_skew",
-                    format!("not a duration ({e}); e.g. \"60s\""),
-                )
-            })?
-            .unwrap_or(DEFAULT_CLOCK_SKEW),
+        clock_skew: clock_skew(f, raw.clock_skew)?,
         max_token_age: duration(f, "max_token_age", raw.max_token_age, DEFAULT_MAX_TOKEN_AGE)?,
         gateway,
         gateway_server_name: raw.gateway_server_name,
@@ -253,6 +215,57 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         log_format: crate::config::server_log_format(f, raw.log_format.as_deref())?,
         log_level: raw.log_level,
     })
+}
+
+/// `allowed_email_domains`: lower case, without a leading `@`; at least one.
+fn email_domains(f: &Path, raw: &[String]) -> Result<Vec<String>, ConfigError> {
+    let domains: Vec<String> = raw
+        .iter()
+        .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+        .collect();
+    if domains.is_empty() || domains.iter().any(String::is_empty) {
+        return Err(ConfigError::new(
+            f,
+            "allowed_email_domains",
+            "must list the email domains that may sign in, e.g. [\"example.com\"]",
+        ));
+    }
+    Ok(domains)
+}
+
+/// `clock_skew`: a duration, zero allowed.
+fn clock_skew(f: &Path, raw: Option<String>) -> Result<Duration, ConfigError> {
+    let Some(t) = raw else {
+        return Ok(DEFAULT_CLOCK_SKEW);
+    };
+    humantime::parse_duration(t.trim()).map_err(|e| {
+        ConfigError::new(
+            f,
+            "clock_skew",
+            format!("not a duration ({e}); e.g. \"60s\""),
+        )
+    })
+}
+
+/// `default_lifetime` and `max_lifetime`, the first no longer than the second.
+fn lifetimes(
+    f: &Path,
+    default: Option<String>,
+    max: Option<String>,
+) -> Result<(Duration, Duration), ConfigError> {
+    let default_lifetime = duration(f, "default_lifetime", default, DEFAULT_LIFETIME)?;
+    let max_lifetime = duration(f, "max_lifetime", max, DEFAULT_MAX_LIFETIME)?;
+    if default_lifetime > max_lifetime {
+        return Err(ConfigError::new(
+            f,
+            "default_lifetime",
+            format!(
+                "is longer than max_lifetime ({}); shorten it",
+                humantime::format_duration(max_lifetime)
+            ),
+        ));
+    }
+    Ok((default_lifetime, max_lifetime))
 }
 
 #[cfg(test)]
