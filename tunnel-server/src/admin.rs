@@ -1,7 +1,7 @@
 //! `tunnel-server sessions` and `tunnel-server disconnect`: thin wrappers that send one
 //! request to the running gateway's admin socket and print the reply.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use tunnel_core::admin::cli::{self, CliError, DEFAULT_SERVER_SOCKET};
 use tunnel_core::admin::Request;

@@ -250,7 +250,6 @@ impl ServerConfig {
     }
 
     fn validate(file: &Path, raw: RawServer) -> Result<Self, ConfigError> {
-        let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
         let (listen_extra, proxy_listeners) = super::listener::validate(file, raw.listener)?;
         let listen = listen_addrs(file, raw.listen, listen_extra)?;
         let keys = crate::tls::keys::RawKeys {
