@@ -235,7 +235,7 @@ fn short_lived(pki: &Pki, cn: &str, secs: i64) -> Creds {
 fn a_session_cannot_outlive_its_certificate() {
     let mut f = fixture();
     // The fixture's CA signs the short-lived certificate.
-    let creds = short_lived(&f._pki, "alice", 3);
+    let creds = short_lived(&f._pki, "alice", 4);
     let client = TlsClient::new(&creds, &f._pki.ca_crt);
     let mut s = client
         .connect(f.gw.addr, Some("allowed"))
@@ -244,8 +244,21 @@ fn a_session_cannot_outlive_its_certificate() {
     s.read_exact(&mut banner).expect("banner");
     let sess = s.ssl().session().expect("session").to_owned();
     let _ = exchange(&mut s, b"bye");
+    // Resume once while the certificate is valid: the gateway verifies the chain again and
+    // remembers that verification (tls/reverified.rs), which must not outlive the certificate.
+    let mut ssl = client.ssl(Some("allowed"));
+    // SAFETY: the session comes from a connection made with this client's SslContext.
+    unsafe { ssl.set_session(&sess).expect("set_session") };
+    let mut s = connect_ssl(ssl, f.gw.addr).expect("resumed handshake");
+    assert!(s.ssl().session_reused(), "the test must really resume");
+    let mut banner = vec![0u8; ALLOWED_BANNER.len()];
+    s.read_exact(&mut banner)
+        .expect("banner of the resumed session");
+    assert_eq!(banner, ALLOWED_BANNER);
+    let sess = s.ssl().session().expect("session").to_owned();
+    let _ = exchange(&mut s, b"bye");
     // Let the certificate expire: this test is about time passing.
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    std::thread::sleep(std::time::Duration::from_secs(5));
     let mut ssl = client.ssl(Some("allowed"));
     // SAFETY: the session comes from a connection made with this client's SslContext.
     unsafe { ssl.set_session(&sess).expect("set_session") };

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 mod ffi;
 pub mod keys;
 pub mod policy;
+mod reverified;
 mod sessions;
 mod ticket_chain;
 mod ticket_keys;
@@ -99,6 +100,8 @@ pub struct ServerTls {
     pub cas: Vec<X509>,
     /// The same CAs, for verifying the certificate of a resumed session again.
     verify_store: openssl::x509::store::X509Store,
+    /// Chains verified again recently, under these CAs and CRLs (see `tls/reverified.rs`).
+    reverified: reverified::Reverified,
 }
 
 impl ServerTls {
@@ -106,11 +109,36 @@ impl ServerTls {
     /// chain (leaf first): OpenSSL does not run the verify callback when a session resumes,
     /// the certificate may have expired or been revoked since the session was created, and a
     /// connection accepted before a reload is decided under the configuration after it.
+    /// The same chain verified again under this configuration within the last minute (and
+    /// before any of its notAfter or a CRL's nextUpdate) is not verified a third time: see
+    /// `tls/reverified.rs`.
     pub fn reverify(
         &self,
         leaf: &X509,
         sent: &[X509],
         crl_expired: crate::config::CrlExpired,
+    ) -> Result<Vec<X509>, Refused> {
+        let now = unix_now();
+        let key = reverified::Reverified::key(leaf, sent);
+        if let Some(chain) = key.as_ref().and_then(|k| self.reverified.get(k, now)) {
+            return Ok(chain);
+        }
+        let verified = self.verify_chain(leaf, sent, crl_expired, now)?;
+        if let Some(k) = key {
+            self.reverified
+                .put(k, &verified, now, self.crls.earliest_next_update());
+        }
+        Ok(verified)
+    }
+
+    /// [`ServerTls::reverify`] without the cache: the chain up to a trusted CA at `now`, then
+    /// every CRL.
+    fn verify_chain(
+        &self,
+        leaf: &X509,
+        sent: &[X509],
+        crl_expired: crate::config::CrlExpired,
+        now: i64,
     ) -> Result<Vec<X509>, Refused> {
         let fail = |e: ErrorStack| Refused::Setup(e.to_string());
         let mut untrusted = openssl::stack::Stack::new().map_err(fail)?;
@@ -132,7 +160,7 @@ impl ServerTls {
                     .unwrap_or_default()))
             })
             .map_err(fail)??;
-        match Refused::from_crl(self.crls.check_chain(&verified, unix_now()), crl_expired) {
+        match Refused::from_crl(self.crls.check_chain(&verified, now), crl_expired) {
             None => Ok(verified),
             Some(r) => Err(r),
         }
@@ -179,6 +207,7 @@ impl ServerTls {
             chain,
             cas,
             verify_store,
+            reverified: Default::default(),
         })
     }
 
