@@ -70,12 +70,13 @@ fn vendored_build_negotiates_x25519mlkem768_between_the_agents() {
                 extra,
             },
         );
+        // The gateway sees the agent's outgoing connection, not this one: take the first
+        // audit event after those logged so far (the tunnel may close, and be audited, as
+        // soon as the round trip ends).
+        let before = gw.proc.audits().len();
         let mut s = TcpStream::connect(agent.addr()).expect("connect");
         let (got, err) = round_trip(&mut s, b"post-quantum bytes");
         assert_eq!(got, b"post-quantum bytes", "{err:?}");
-        // The gateway sees the agent's outgoing connection, not this one: take the audit
-        // event that follows.
-        let before = gw.proc.audits().len();
         drop(s);
         gw.proc.wait_until("audit event", PROMPT, |evs| {
             let a: Vec<_> = evs.iter().filter(|e| process::is_audit(e)).collect();

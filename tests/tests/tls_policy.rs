@@ -64,8 +64,10 @@ fn group_and_suite_apply_and_disjoint_groups_refuse() {
     assert_eq!(field(&ev, "group"), "secp384r1", "{ev}");
 }
 
+/// Without `groups`, OpenSSL's default list decides: X25519 first with OpenSSL 3.0 (the system
+/// build), the X25519MLKEM768 hybrid first with OpenSSL 3.5 and later (the vendored build).
 #[test]
-fn default_group_is_x25519_and_named_in_the_audit_event() {
+fn default_group_is_openssls_first_and_named_in_the_audit_event() {
     let pki = Pki::new();
     let backend = Backend::echo();
     let gw = Gateway::start(&pki, &backend_toml("echo", backend.addr, "\"any\""));
@@ -74,7 +76,12 @@ fn default_group_is_x25519_and_named_in_the_audit_event() {
     let ev = gw
         .proc
         .wait_for_audit(PROMPT, |e| field(e, "result") == "ok");
-    assert_eq!(field(&ev, "group"), "x25519", "{ev}");
+    let expected = if cfg!(feature = "vendored-openssl") {
+        "X25519MLKEM768"
+    } else {
+        "x25519"
+    };
+    assert_eq!(field(&ev, "group"), expected, "{ev}");
 }
 
 /// Three connections in a row; returns how many the gateway saw resumed.
