@@ -91,11 +91,13 @@ impl Reverified {
     }
 
     /// How many chains are remembered (for tests).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         sync::lock(&self.entries).len()
     }
 
     /// Whether no chain is remembered.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
