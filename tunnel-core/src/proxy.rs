@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 mod coalesce;
+mod on_wake;
 pub use coalesce::Coalesce;
+use on_wake::OnWake;
 
 /// Size of the per-thread read buffer: four full TLS records, so that a busy tunnel moves
 /// data in 64 KiB writes (fewer system calls and TCP segments per byte).
@@ -355,14 +357,29 @@ where
             tokio::time::sleep(idle - quiet).await;
         }
     };
-    let end = tokio::select! {
-        r = CopyBoth { a: &mut ma, b: &mut mb, a_to_b: Direction::default(), b_to_a: Direction::default() } => match r {
-            Ok(_) => End::Closed,
-            Err(e) => End::Error(e),
-        },
-        _ = idle_watch => End::Idle,
-        _ = cancel => End::Cancelled,
+    // The watchers are polled only when one of them woke, not for every record moved.
+    let mut watch = OnWake::new(async {
+        tokio::select! {
+            _ = idle_watch => End::Idle,
+            _ = cancel => End::Cancelled,
+        }
+    });
+    let mut copy = CopyBoth {
+        a: &mut ma,
+        b: &mut mb,
+        a_to_b: Direction::default(),
+        b_to_a: Direction::default(),
     };
+    let end = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = Pin::new(&mut copy).poll(cx) {
+            return Poll::Ready(match r {
+                Ok(()) => End::Closed,
+                Err(e) => End::Error(e),
+            });
+        }
+        Pin::new(&mut watch).poll(cx)
+    })
+    .await;
     Piped {
         a_to_b: counters.a_to_b.load(Ordering::Relaxed),
         b_to_a: counters.b_to_a.load(Ordering::Relaxed),
