@@ -7,6 +7,7 @@
 //! Buffered bytes go out when the writer flushes or shuts down, or when the buffer is full;
 //! [`crate::proxy::pipe`] flushes whenever the side it reads from has nothing more.
 
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -15,8 +16,35 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Most bytes held before they are sent: four full TLS records.
 pub const COALESCE_LIMIT: usize = 4 * (16 * 1024 + 256);
 
+thread_local! {
+    /// A drained buffer kept for the next writer on this thread: a tunnel's buffer lives
+    /// from its first write to its flush, so one per thread serves them all without an
+    /// allocation per flush.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A buffer for a writer: this thread's spare, or a new one.
+fn take_spare() -> Vec<u8> {
+    let v = SPARE.with(Cell::take);
+    if v.capacity() == 0 {
+        Vec::with_capacity(COALESCE_LIMIT)
+    } else {
+        v
+    }
+}
+
+/// Keeps a drained buffer for the next writer (one per thread; others are freed).
+fn give_spare(mut v: Vec<u8>) {
+    v.clear();
+    SPARE.with(|s| {
+        let kept = s.take();
+        s.set(if kept.capacity() == 0 { v } else { kept });
+    });
+}
+
 /// A stream whose writes are gathered (once enabled) until flushed; reads pass through. The
-/// buffer is allocated only while it holds bytes, so an idle connection holds none.
+/// buffer is held only while it holds bytes (then it goes back to the thread's spare), so an
+/// idle connection holds none.
 #[derive(Debug)]
 pub struct Coalesce<S> {
     inner: S,
@@ -58,7 +86,9 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
             }
             self.pos += n;
         }
-        self.buf = Vec::new();
+        if self.buf.capacity() > 0 {
+            give_spare(std::mem::take(&mut self.buf));
+        }
         self.pos = 0;
         Poll::Ready(Ok(()))
     }
@@ -89,6 +119,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
             if data.len() >= COALESCE_LIMIT {
                 return Pin::new(&mut this.inner).poll_write(cx, data);
             }
+        }
+        if this.buf.capacity() == 0 {
+            this.buf = take_spare();
         }
         this.buf.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
@@ -129,6 +162,15 @@ mod tests {
         let mut got = vec![0u8; 6];
         far.read_exact(&mut got).await.unwrap();
         assert_eq!(got, b"abcdef");
+        // Flushed: the connection holds no buffer; the thread keeps it for the next writer.
+        assert_eq!(c.buf.capacity(), 0);
+        let spare = SPARE.with(|s| {
+            let v = s.take();
+            let cap = v.capacity();
+            s.set(v);
+            cap
+        });
+        assert_eq!(spare, COALESCE_LIMIT);
         // More than the limit in pieces: everything arrives, in order.
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         for chunk in data.chunks(16_413) {
