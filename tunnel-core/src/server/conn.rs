@@ -39,7 +39,10 @@ pub(super) async fn handle(
     snap: Arc<Snapshot>,
     gw: Arc<Gateway>,
 ) {
-    let Some(peer) = super::proxied::real_peer(&mut sock, peer, listener, &snap, &gw).await else {
+    let proxied = Box::pin(super::proxied::real_peer(
+        &mut sock, peer, listener, &snap, &gw,
+    ));
+    let Some(peer) = proxied.await else {
         return;
     };
     let mut rec = AuditRecord::new(peer);
@@ -62,20 +65,24 @@ pub(super) async fn handle(
 
 /// The phases in order: handshake, then (authorize, check revocation, dial) and relay. The
 /// first refusal ends the connection; the relay's end is the outcome otherwise.
+///
+/// The setup phases run boxed: their state (TLS handshake, OCSP, dial, PROXY header) is
+/// freed when they end, so that a connection's task keeps only the relay's small state
+/// for as long as the tunnel lives (a 2.5 KiB task per idle tunnel instead of 10.6 KiB).
 async fn tunnel(
     sock: TcpStream,
     snap: &Snapshot,
     rec: &mut AuditRecord,
     gw: &Gateway,
 ) -> Result<Outcome, Refused> {
-    let mut tls = handshake(sock, snap, rec, gw).await?;
-    match establish(&tls, snap, rec, gw).await {
+    let mut tls = Box::pin(handshake(sock, snap, rec, gw)).await?;
+    match Box::pin(establish(&tls, snap, rec, gw)).await {
         Ok(Next::Relay(tunnel)) => Ok(relay(tls, tunnel, rec, gw).await),
         Ok(Next::Catalog { current, id }) => {
-            Ok(serve_catalog(&mut tls, &current.cfg, &id, rec).await)
+            Ok(Box::pin(serve_catalog(&mut tls, &current.cfg, &id, rec)).await)
         }
         Err(refused) => {
-            close_tls(&mut tls).await;
+            Box::pin(close_tls(&mut tls)).await;
             Err(refused)
         }
     }
@@ -407,5 +414,24 @@ fn handshake_error_text(e: &openssl::ssl::Error) -> String {
             Some(io) => format!("I/O during handshake: {io}"),
             None => format!("TLS: {e}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+
+    /// Size of the future an async fn of five arguments returns, without calling it.
+    fn future_size<A, B, C, D, E, F: Future>(_: fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn an_idle_tunnel_keeps_a_small_task() {
+        // The task of every open tunnel is this future: what the setup phases need must stay
+        // in their own (freed) boxes. 10.6 KiB before they were boxed.
+        let size = future_size(handle);
+        assert!(size <= 4096, "conn::handle's future is {size} bytes");
     }
 }
