@@ -281,6 +281,7 @@ impl ClientAgent {
         let _active = self.service().metrics.active_guard(backend);
         let meters = self.service().metrics.byte_counters(backend);
         let idle = self.snapshot().cfg.idle_timeout;
+        let remote = crate::tls::Lean(remote);
         let piped = proxy::pipe(local, remote, idle, cancel, Some(meters)).await;
         let result = match &piped.end {
             End::Closed | End::Cancelled => "ok",

@@ -21,12 +21,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 mod ffi;
 pub mod keys;
+mod lean;
 pub mod policy;
 mod reverified;
 mod sessions;
 mod ticket_chain;
 mod ticket_keys;
 pub use ffi::negotiated_group;
+pub use lean::Lean;
 pub use sessions::MAX_CHAIN_AGE;
 pub use ticket_chain::resumed_intermediates;
 pub use ticket_keys::TicketKeys;

@@ -12,6 +12,20 @@ use std::ffi::{c_char, c_int, c_long, c_void, CStr};
 
 extern "C" {
     fn SSL_group_to_name(s: *mut openssl_sys::SSL, id: c_int) -> *const c_char;
+    fn SSL_free_buffers(s: *mut openssl_sys::SSL) -> c_int;
+}
+
+/// Frees the connection's record buffers (`SSL_free_buffers`) unless they hold data not yet
+/// processed or sent, in which case nothing happens. OpenSSL allocates them again when the
+/// connection next reads or writes. Call only with the connection exclusively held (the
+/// caller has its stream by `&mut`), between reads and writes.
+pub fn free_idle_buffers(ssl: &SslRef) {
+    use foreign_types::ForeignTypeRef;
+    // SAFETY: `ssl` is a live SSL, not used elsewhere during this call (see above); OpenSSL
+    // checks that no buffered data is pending before it frees anything.
+    unsafe {
+        SSL_free_buffers(ssl.as_ptr());
+    }
 }
 
 /// `SSL_CTRL_GET_NEGOTIATED_GROUP` (ssl.h; `SSL_get_negotiated_group` is a macro over it).
