@@ -13,6 +13,14 @@ use std::ffi::{c_char, c_int, c_long, c_void, CStr};
 extern "C" {
     fn SSL_group_to_name(s: *mut openssl_sys::SSL, id: c_int) -> *const c_char;
     fn SSL_free_buffers(s: *mut openssl_sys::SSL) -> c_int;
+    fn SSL_CTX_set_default_read_buffer_len(ctx: *mut openssl_sys::SSL_CTX, len: usize);
+}
+
+/// Record read buffer of every connection of the context being built
+/// (`SSL_CTX_set_default_read_buffer_len`): with read-ahead, one `recv` fills it.
+pub fn set_read_buffer_len(b: &mut openssl::ssl::SslContextBuilder, len: usize) {
+    // SAFETY: `b` holds a live SSL_CTX, exclusively borrowed; the call stores a length.
+    unsafe { SSL_CTX_set_default_read_buffer_len(b.as_ptr(), len) }
 }
 
 /// Frees the connection's record buffers (`SSL_free_buffers`) unless they hold data not yet
