@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 mod coalesce;
 mod on_wake;
-pub use coalesce::Coalesce;
+pub use coalesce::{Coalesce, COALESCE_LIMIT};
 use on_wake::OnWake;
 
 /// Size of the per-thread read buffer: four full TLS records, so that a busy tunnel moves

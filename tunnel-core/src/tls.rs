@@ -85,10 +85,10 @@ fn proto(v: TlsVersion) -> SslVersion {
     }
 }
 
-/// OpenSSL's record read buffer: four full records, so that a busy tunnel reads what the
-/// peer's 64 KiB write sent (see proxy::Coalesce) with one recv instead of four. Freed when
-/// empty (RELEASE_BUFFERS, tls::Lean), so idle connections hold none.
-const READ_BUFFER: usize = 4 * (16 * 1024 + 256 + 5);
+/// OpenSSL's record read buffer: what one gathered write of the peer sends (at most
+/// [`crate::proxy::COALESCE_LIMIT`], four full records), taken with one recv instead of four.
+/// Freed when empty (RELEASE_BUFFERS, tls::Lean), so idle connections hold none.
+const READ_BUFFER: usize = crate::proxy::COALESCE_LIMIT;
 
 /// Sessions the gateway keeps for resumption (least recently used go first); each holds a
 /// reference to its client certificate, shared along a chain of resumptions.
