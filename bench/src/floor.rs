@@ -6,10 +6,18 @@
 //! costs the gateway: 1 ECDSA sign (its CertificateVerify), 2 ECDSA verifies (the client's
 //! CertificateVerify and the CA's signature on the client certificate) and 2 X25519 operations
 //! (its key share and the shared secret).
+//!
+//! `openssl speed` measures the system's OpenSSL. A build against another OpenSSL (the
+//! vendored one) is measured in this process instead, by [`measure_linked`]: the same
+//! operations through the same EVP calls, with the library this binary and our agents link.
 
+use openssl::ec::{EcGroup, EcKey};
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::pkey_ctx::PkeyCtx;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Operations per second of one core, as `openssl speed` measured them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -35,6 +43,37 @@ impl Speed {
     }
 }
 
+/// The floor's figures for the system OpenSSL (`openssl speed`, which HAProxy, nginx and
+/// stunnel use) and for the OpenSSL linked into this binary and our agents (measured here).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Floors {
+    /// `openssl speed` of the system's `openssl`.
+    pub system: Speed,
+    /// Its `openssl version` line.
+    pub system_version: String,
+    /// [`measure_linked`], with the OpenSSL our binaries are built against.
+    pub linked: Speed,
+    /// `OpenSSL_version(OPENSSL_VERSION)` of that library.
+    pub linked_version: String,
+}
+
+impl Floors {
+    /// Whether our binaries use the system's OpenSSL (then one floor serves every gateway).
+    pub fn same_library(&self) -> bool {
+        self.system_version == self.linked_version
+    }
+
+    /// The figures our gateway's CPU is compared with: `openssl speed`'s when it runs on the
+    /// system library (the same measurement as the other gateways'), else the linked one's.
+    pub fn ours(&self) -> &Speed {
+        if self.same_library() {
+            &self.system
+        } else {
+            &self.linked
+        }
+    }
+}
+
 /// Runs `openssl speed -mr` for ECDSA P-256, X25519 and ECDH P-256, `secs` per operation.
 pub fn measure(openssl: &Path, secs: Duration) -> Result<Speed, String> {
     let out = Command::new(openssl)
@@ -50,6 +89,77 @@ pub fn measure(openssl: &Path, secs: Duration) -> Result<Speed, String> {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// Measures the same operations as [`measure`] in this process, with the OpenSSL this binary
+/// is linked to, `secs` per operation on one core: ECDSA P-256 sign and verify of a SHA-256
+/// sized digest, X25519 and ECDH P-256 key derivation, each through one reused EVP_PKEY_CTX
+/// as `openssl speed` does.
+pub fn measure_linked(secs: Duration) -> Result<Speed, String> {
+    let e = |what: &'static str| move |err: openssl::error::ErrorStack| format!("{what}: {err}");
+    let p256 = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(e("P-256"))?;
+    let ec_key = |what: &'static str| -> Result<PKey<Private>, String> {
+        EcKey::generate(&p256)
+            .and_then(PKey::from_ec_key)
+            .map_err(e(what))
+    };
+    let signer = ec_key("ECDSA key")?;
+    let digest = [0x5a_u8; 32];
+    let mut ctx = PkeyCtx::new(&signer).map_err(e("ECDSA context"))?;
+    ctx.sign_init().map_err(e("ECDSA sign"))?;
+    let mut sig = vec![0; 80];
+    let sign = rate(secs, || {
+        let n = ctx.sign(&digest, Some(&mut sig)).map_err(e("ECDSA sign"))?;
+        sig.truncate(n);
+        sig.resize(80, 0);
+        Ok(())
+    })?;
+    let n = ctx.sign(&digest, Some(&mut sig)).map_err(e("ECDSA sign"))?;
+    sig.truncate(n);
+    ctx.verify_init().map_err(e("ECDSA verify"))?;
+    let verify = rate(secs, || match ctx.verify(&digest, &sig) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("ECDSA verify: a good signature did not verify".into()),
+        Err(err) => Err(format!("ECDSA verify: {err}")),
+    })?;
+    let x25519 = derive_rate(
+        secs,
+        PKey::generate_x25519().map_err(e("X25519 key"))?,
+        PKey::generate_x25519().map_err(e("X25519 key"))?,
+    )?;
+    let p256 = derive_rate(secs, ec_key("ECDH key")?, ec_key("ECDH key")?)?;
+    Ok(Speed {
+        sign,
+        verify,
+        x25519,
+        p256,
+    })
+}
+
+/// Key derivations per second between `ours` and `peer`'s public key.
+fn derive_rate(secs: Duration, ours: PKey<Private>, peer: PKey<Private>) -> Result<f64, String> {
+    let e = |err: openssl::error::ErrorStack| format!("key derivation: {err}");
+    let mut ctx = PkeyCtx::new(&ours).map_err(e)?;
+    ctx.derive_init().map_err(e)?;
+    ctx.derive_set_peer(&peer).map_err(e)?;
+    let mut secret = vec![0; 64];
+    rate(secs, || ctx.derive(Some(&mut secret)).map(drop).map_err(e))
+}
+
+/// Calls `op` for `secs` and returns how many times per second it ran.
+fn rate(secs: Duration, mut op: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let start = Instant::now();
+    let mut n = 0u64;
+    loop {
+        for _ in 0..16 {
+            op()?;
+        }
+        n += 16;
+        let t = start.elapsed();
+        if t >= secs {
+            return Ok(n as f64 / t.as_secs_f64());
+        }
+    }
 }
 
 /// Reads the machine-readable lines `+F4:<i>:<bits>:<sign/s>:<verify/s>` (ECDSA) and
@@ -98,6 +208,22 @@ mod tests {
         };
         let f = s.floor_us().expect("floor");
         assert!((f - (100.0 + 400.0 + 100.0)).abs() < 1e-9, "{f}");
+    }
+
+    #[test]
+    fn measures_the_linked_openssl_in_process() {
+        let s = measure_linked(Duration::from_millis(50)).expect("measured");
+        for (what, v) in [
+            ("sign", s.sign),
+            ("verify", s.verify),
+            ("x25519", s.x25519),
+            ("p256", s.p256),
+        ] {
+            assert!(v.is_finite() && v > 100.0, "{what}: {v} op/s");
+        }
+        // Verifying costs more than signing for ECDSA, in every OpenSSL.
+        assert!(s.verify < s.sign, "{s:?}");
+        assert!(s.floor_us().is_some());
     }
 
     #[test]

@@ -370,11 +370,8 @@ fn run(args: RunArgs) -> Result<(), String> {
         .collect();
     let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 });
     let mut metrics = metrics();
-    let speed = if wants("floor") || wants("handshakes") {
-        let openssl = find(&["openssl"])?;
-        let t = Duration::from_secs(if args.quick { 1 } else { 3 });
-        eprintln!("openssl speed (floor)");
-        Some(floor::measure(&openssl, t)?)
+    let floors = if wants("floor") || wants("handshakes") {
+        Some(floors(&b.bins, args.quick)?)
     } else {
         None
     };
@@ -397,21 +394,14 @@ fn run(args: RunArgs) -> Result<(), String> {
             scale.push((*k, s));
         }
     }
-    let command = std::iter::once("bench/run".to_string())
-        .chain(
-            std::env::args()
-                .skip(2)
-                .filter(|a| !a.starts_with("--bin-dir") && !a.contains("target/release")),
-        )
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = run_command(std::env::args().skip(2));
     machine += &format!("Load at the end: {}.\n", procs::loadavg());
     let table = report::render(&Results {
         machine: &machine,
         command: &command,
         metrics: &metrics,
         scale: &scale,
-        speed: speed.as_ref(),
+        floors: floors.as_ref(),
         openssl_35: openssl::version::number() >= 0x3050_0000,
         config: &config_text(&b.args, reps, secs),
     });
@@ -425,6 +415,58 @@ fn run(args: RunArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The `bench/run` command line that repeats this run: its options without `--bin-dir`,
+/// which the script passes, and with `--vendored` when this build is the vendored one.
+fn run_command(args: impl Iterator<Item = String>) -> String {
+    let mut words = vec!["bench/run".to_string()];
+    if cfg!(feature = "vendored-openssl") {
+        words.push("--vendored".into());
+    }
+    let mut skip = false;
+    for a in args {
+        if std::mem::take(&mut skip) || a.starts_with("--bin-dir=") {
+            continue;
+        }
+        if a == "--bin-dir" {
+            skip = true;
+            continue;
+        }
+        words.push(a);
+    }
+    words.join(" ")
+}
+
+/// The crypto floor for the system OpenSSL (`openssl speed`) and for the one linked into this
+/// binary, which must be the one our gateway runs on (both come from one `cargo build`).
+fn floors(bins: &Bins, quick: bool) -> Result<floor::Floors, String> {
+    let linked_version = openssl::version::version().to_string();
+    let server = tools::version_of(&bins.server, &["--version"], "OpenSSL");
+    if !server.contains(&linked_version) {
+        return Err(format!(
+            "{} runs on another OpenSSL than tunnel-bench ({server} vs {linked_version}): build \
+             both in one cargo build (bench/run does; bench/run --vendored for the vendored build)",
+            bins.server.display()
+        ));
+    }
+    let openssl = find(&["openssl"])?;
+    let t = Duration::from_secs(if quick { 1 } else { 3 });
+    eprintln!("openssl speed (floor)");
+    let system = floor::measure(&openssl, t)?;
+    eprintln!("{linked_version} in process (floor)");
+    let linked = floor::measure_linked(t)?;
+    Ok(floor::Floors {
+        system,
+        // "OpenSSL 3.0.19 27 Jan 2026 (Library: OpenSSL 3.0.19 27 Jan 2026)"
+        system_version: tools::version_of(&openssl, &["version"], "OpenSSL")
+            .split(" (")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        linked,
+        linked_version,
+    })
 }
 
 fn config_text(args: &RunArgs, reps: usize, secs: Duration) -> String {
@@ -787,4 +829,28 @@ fn start_perf(dir: &Path, key: &str, p: &Pair) -> Result<procs::Proc, String> {
     let proc_ = procs::Proc::spawn("perf", cmd, &dir.join("perf.log"))?;
     std::thread::sleep(Duration::from_millis(300));
     Ok(proc_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_command_leaves_out_the_bin_dir() {
+        let args = [
+            "--bin-dir",
+            "x/release",
+            "--quick",
+            "--bin-dir=y",
+            "--only",
+            "memory",
+        ];
+        let c = run_command(args.iter().map(|a| a.to_string()));
+        let vendored = if cfg!(feature = "vendored-openssl") {
+            " --vendored"
+        } else {
+            ""
+        };
+        assert_eq!(c, format!("bench/run{vendored} --quick --only memory"));
+    }
 }

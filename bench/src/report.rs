@@ -1,7 +1,7 @@
 //! Results: samples per metric and setup, and the printed tables (gateway alone, pair, crypto
 //! floor, details).
 
-use crate::floor::Speed;
+use crate::floor::{Floors, Speed};
 use crate::pairs::Kind;
 use std::fmt::Write as _;
 
@@ -269,31 +269,61 @@ pub fn pair_table(metrics: &[Metric]) -> String {
     s
 }
 
-/// The crypto floor and each gateway's CPU per full handshake as a multiple of it.
-pub fn floor_table(speed: Option<&Speed>, handshakes: Option<&Metric>, openssl_35: bool) -> String {
-    let Some(sp) = speed else {
+/// The crypto floor and each gateway's CPU per full handshake as a multiple of it: ours
+/// against the floor of the OpenSSL it runs on, the others against the system's.
+pub fn floor_table(
+    floors: Option<&Floors>,
+    handshakes: Option<&Metric>,
+    openssl_35: bool,
+) -> String {
+    let Some(f) = floors else {
         return "Crypto floor: not measured.\n".into();
     };
-    let Some(floor) = sp.floor_us() else {
+    let (Some(system), Some(ours)) = (f.system.floor_us(), f.ours().floor_us()) else {
         return "Crypto floor: openssl speed gave no usable figures.\n".into();
     };
     let target = if openssl_35 { 3.0 } else { 5.0 };
+    let figures = |sp: &Speed| {
+        format!(
+            "ECDSA P-256 {} sign/s, {} verify/s; X25519 {} op/s; ECDH P-256 {} op/s",
+            num(sp.sign),
+            num(sp.verify),
+            num(sp.x25519),
+            num(sp.p256)
+        )
+    };
+    let linked = f.linked.floor_us().map(num).unwrap_or_else(|| "–".into());
     let mut s = format!(
-        "Crypto floor (`openssl speed`, this run, one core): ECDSA P-256 {} sign/s, {} verify/s; \
-         X25519 {} op/s; ECDH P-256 {} op/s. Floor per full mTLS handshake on the gateway = \
-         1 sign + 2 verify + 2 X25519 = {} µs.\n\n\
-         | gateway | CPU per full handshake | × floor | target | met |\n|---|---:|---:|---:|:---:|\n",
-        num(sp.sign),
-        num(sp.verify),
-        num(sp.x25519),
-        num(sp.p256),
-        num(floor)
+        "Crypto floor (`openssl speed`, {}, this run, one core): {}. Floor per full mTLS \
+         handshake on the gateway = 1 sign + 2 verify + 2 X25519 = {} µs.\n",
+        f.system_version,
+        figures(&f.system),
+        num(system)
+    );
+    if f.same_library() {
+        let _ = writeln!(
+            s,
+            "The same operations measured inside tunnel-bench (same library): {linked} µs."
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "Our binaries run on {} (not the system's); its floor, measured inside tunnel-bench \
+             with the same library: {}; per full handshake {linked} µs. Our gateway's multiple \
+             is of this floor, the others' of the system's.",
+            f.linked_version,
+            figures(&f.linked)
+        );
+    }
+    s.push_str(
+        "\n| gateway | CPU per full handshake | × floor | target | met |\n|---|---:|---:|---:|:---:|\n",
     );
     for k in [Kind::OursGw, Kind::Stunnel, Kind::Haproxy, Kind::Nginx] {
         let per = handshakes
             .and_then(|m| m.median_of(k))
             .and_then(Sample::gateway_per_op)
             .map(|x| x * 1e6);
+        let floor = if k == Kind::OursGw { ours } else { system };
         let (r, met) = verdict(per, Some(floor), Better::Lower, target);
         let (t, met) = if k == Kind::OursGw {
             (format!("≤ {target}×"), met)
@@ -419,8 +449,8 @@ pub struct Results<'a> {
     pub metrics: &'a [Metric],
     /// Scale test per setup.
     pub scale: &'a [(Kind, Scale)],
-    /// `openssl speed` figures.
-    pub speed: Option<&'a Speed>,
+    /// The crypto floor's figures.
+    pub floors: Option<&'a Floors>,
     /// Whether our binaries run on OpenSSL ≥ 3.5 (the floor target is 3× then, 5× otherwise).
     pub openssl_35: bool,
     /// How the measurements were made.
@@ -441,7 +471,7 @@ pub fn render(r: &Results) -> String {
         setups.trim_end_matches("; "),
         gateway_table(r.metrics),
         pair_table(r.metrics),
-        floor_table(r.speed, hs, r.openssl_35),
+        floor_table(r.floors, hs, r.openssl_35),
         scale_table(r.scale),
         r.config,
         details_table(r.metrics)
@@ -514,9 +544,34 @@ mod tests {
             x25519: 60_000.0,
             p256: 0.0,
         };
-        let t = floor_table(Some(&sp), Some(&m), false);
+        let mut f = Floors {
+            system: sp,
+            system_version: "OpenSSL 3.0.19 27 Jan 2026".into(),
+            linked: Speed { sign: 1.0, ..sp },
+            linked_version: "OpenSSL 3.0.19 27 Jan 2026".into(),
+        };
+        // Same library: the system's floor, whatever the in-process measurement said.
+        let t = floor_table(Some(&f), Some(&m), false);
         assert!(t.contains("| 1000 µs | 10.00× | ≤ 5× | **no** |"), "{t}");
-        assert!(floor_table(Some(&sp), Some(&m), true).contains("≤ 3×"));
+        assert!(t.contains("inside tunnel-bench (same library)"), "{t}");
+        assert!(floor_table(Some(&f), Some(&m), true).contains("≤ 3×"));
+        // Another library (the vendored build): ours against its own floor (here 50 µs),
+        // the other gateways still against the system's.
+        f.linked = Speed {
+            sign: 60_000.0,
+            verify: 120_000.0,
+            x25519: 120_000.0,
+            p256: 0.0,
+        };
+        f.linked_version = "OpenSSL 3.6.1 27 Jan 2026".into();
+        m.of(Kind::Nginx).push(sample(100.0, 0.1, 100.0));
+        let t = floor_table(Some(&f), Some(&m), true);
+        assert!(t.contains("run on OpenSSL 3.6.1"), "{t}");
+        assert!(t.contains("| 1000 µs | 20.00× | ≤ 3× | **no** |"), "{t}");
+        assert!(
+            t.contains("nginx stream | 1000 µs | 10.00× | – | – |"),
+            "{t}"
+        );
     }
 
     #[test]
