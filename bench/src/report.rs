@@ -411,11 +411,9 @@ pub fn scale_table(scale: &[(Kind, Scale)]) -> String {
         return String::new();
     }
     let mut s = String::from(
-        "Scale (concurrent tunnels, every byte echo-checked; RSS with all open, whole process):
-
-         | setup | open | checked | open / check s | RSS client / gateway | threads | errors |
-         |---|---:|---:|---:|---:|---:|---|
-",
+        "Scale (concurrent tunnels, every byte echo-checked; RSS with all open, whole process):\n\n\
+         | setup | open | checked | open / check s | RSS client / gateway | threads | errors |\n\
+         |---|---:|---:|---:|---:|---:|---|\n",
     );
     for (k, sc) in scale {
         let _ = writeln!(
@@ -572,6 +570,22 @@ mod tests {
             t.contains("nginx stream | 1000 µs | 10.00× | – | – |"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn scale_table_is_a_markdown_table() {
+        let sc = Scale {
+            wanted: 10,
+            open: 10,
+            ok: 10,
+            rss: (2048, 4096),
+            ..Scale::default()
+        };
+        let t = scale_table(&[(Kind::Ours, sc)]);
+        let rows: Vec<&str> = t.lines().skip(2).collect();
+        assert_eq!(rows.len(), 3, "{t}");
+        assert!(rows.iter().all(|r| r.starts_with('|')), "{t}");
+        assert!(rows[2].contains("| 2 / 4 MiB |"), "{t}");
     }
 
     #[test]
