@@ -182,12 +182,18 @@ impl SignerProc {
         users_dir: PathBuf,
     ) -> SignerProc {
         let users_ca = users_dir.join("ca.crt");
+        let text_log = extra.contains("log_format = \"text\"");
+        let log = if text_log {
+            ""
+        } else {
+            "log_format = \"json\"\n"
+        };
         let toml = format!(
             "listen = \"127.0.0.1:0\"\ncert = {}\nkey = {}\nca_cert = {}\nca_key = {}\n\
              issuer = \"{}\"\nclient_id = \"tunnel\"\nscopes = [\"openid\", \"email\", \"groups\"]\n\
              allowed_email_domains = [\"example.com\"]\nrequired_groups = [\"dba\", \"dev\"]\n\
              gateway = \"{gateway}\"\ngateway_server_name = \"localhost\"\ngateway_ca = {}\n\
-             log_format = \"json\"\n{extra}\n\
+             {log}{extra}\n\
              [group_map]\ndba = \"dba\"\ndev = \"dev\"\n",
             toml_str(&pki.server.cert),
             toml_str(&pki.server.key),
@@ -200,8 +206,19 @@ impl SignerProc {
         let mut cmd = command(&bins::server());
         cmd.arg("signer").arg("--config").arg(&config);
         let proc = Proc::spawn("tunnel-server signer", cmd);
-        let ev = proc.wait_for_message("signer listening", READY);
-        let addr: SocketAddr = field(&ev, "listen").parse().expect("listen");
+        let addr: SocketAddr = if text_log {
+            let line = proc.wait_for_line("signer listening", READY);
+            let listen = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("listen="));
+            listen
+                .expect("listen= in the text log")
+                .parse()
+                .expect("listen")
+        } else {
+            let ev = proc.wait_for_message("signer listening", READY);
+            field(&ev, "listen").parse().expect("listen")
+        };
         let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
         b.set_ca_file(&pki.ca_crt).expect("CA");
         SignerProc {
@@ -234,6 +251,27 @@ impl SignerProc {
             resp.status,
             serde_json::from_slice(&resp.body).unwrap_or_default(),
         )
+    }
+
+    /// Sends `raw` bytes over HTTPS and returns the status and the whole response as text
+    /// (status 0 when the signer answered no status line). The status is read here, not by
+    /// the product's HTTP code.
+    pub fn raw(&self, raw: &[u8]) -> (u16, String) {
+        let tcp = TcpStream::connect(self.addr).expect("connect to the signer");
+        let mut tls = self
+            .connector
+            .connect("localhost", tcp)
+            .expect("TLS to the signer");
+        tls.write_all(raw).expect("write");
+        let mut resp = Vec::new();
+        let _ = tls.read_to_end(&mut resp);
+        let text = String::from_utf8_lossy(&resp).into_owned();
+        let status = text
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, text)
     }
 
     /// Waits for the audit event of a refusal with `reason`.
@@ -281,6 +319,19 @@ pub fn try_login(
     account: &str,
     args: &[&str],
 ) -> (bool, String) {
+    try_login_with(pki, signer, home, account, args, |_| {})
+}
+
+/// Like [`try_login`], running `meanwhile` with the sign-in URL before the browser opens it
+/// (to probe the redirect listener while the login waits).
+pub fn try_login_with(
+    pki: &Pki,
+    signer: &SignerProc,
+    home: &Path,
+    account: &str,
+    args: &[&str],
+    meanwhile: impl FnOnce(&str),
+) -> (bool, String) {
     let mut cmd = command(&bins::client());
     cmd.env("XDG_CONFIG_HOME", home)
         .env_remove("DISPLAY")
@@ -307,6 +358,7 @@ pub fn try_login(
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    meanwhile(&url);
     Browser::default().sign_in(&url, account, "");
     let status = proc.wait_exit(Duration::from_secs(60));
     let out = String::from_utf8_lossy(&proc.stdout()).into_owned();

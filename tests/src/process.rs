@@ -301,6 +301,31 @@ impl Proc {
         }
     }
 
+    /// Waits for the first stderr line containing `needle` (for processes logging text, not
+    /// JSON) and returns it.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.logs.lock();
+        loop {
+            if let Some(l) = st.lines.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            assert!(
+                !st.stderr_closed && now < deadline,
+                "{}: no line with {needle:?}; its log:\n{}",
+                self.name,
+                st.lines.join("\n")
+            );
+            st = self
+                .logs
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Waits for the first event matching `pred`.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_until(what, timeout, |evs| evs.iter().find(|e| pred(e)).cloned())

@@ -259,3 +259,6 @@ fn a_broken_signer_config_exits_64_naming_the_key() {
     let want = format!("{}: allowed_email_domains: must list", path.display());
     assert!(err.contains(&want), "{err}");
 }
+
+#[path = "signer/hardening.rs"]
+mod hardening;

@@ -280,3 +280,54 @@ fn the_catalog_name_without_the_catalog_protocol_reaches_nothing() {
     let out = tunnel_tests::process::run_to_end(client_in(alice.path(), &["ls"]), PROMPT);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("db "));
 }
+
+/// Issue 20 item 9: any local user can reach the login's loopback redirect listener. A
+/// forged `error` callback without this login's state, and a connection that never sends a
+/// byte, must neither end nor block the login; the browser's real redirect completes it.
+#[test]
+fn a_local_user_cannot_abort_or_block_the_login_redirect() {
+    use std::io::{Read, Write};
+    let w = world("");
+    let home = tempfile::tempdir().unwrap();
+    let mut held = Vec::new();
+    let mut forged_status = String::new();
+    let (ok, out) = tunnel_tests::oidc::try_login_with(
+        &w.pki,
+        &w.signer,
+        home.path(),
+        "alice",
+        &["--no-browser"],
+        |url| {
+            let redirect = url
+                .split("redirect_uri=")
+                .nth(1)
+                .and_then(|r| r.split('&').next())
+                .unwrap_or_else(|| panic!("no redirect_uri in {url}"));
+            let redirect = redirect.replace("%3A", ":").replace("%2F", "/");
+            let authority = redirect
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .expect("authority")
+                .to_string();
+            // A silent connection first: served one at a time, it blocked the real redirect.
+            held.push(std::net::TcpStream::connect(&authority).expect("connect"));
+            let mut s = std::net::TcpStream::connect(&authority).expect("connect");
+            s.write_all(b"GET /callback?error=access_denied HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("write");
+            let mut resp = String::new();
+            let _ = s.read_to_string(&mut resp);
+            forged_status = resp.lines().next().unwrap_or("").to_string();
+        },
+    );
+    assert!(forged_status.starts_with("HTTP/1.1 400"), "{forged_status}");
+    assert!(ok, "the login must survive the forged callback: {out}");
+    assert!(
+        out.contains("state is not this login's"),
+        "the ignored callback is logged: {out}"
+    );
+    let (agent, addrs) = agent(home.path(), &["db"]);
+    assert!(echoes(addrs[0]), "alice's new certificate works");
+    drop(agent);
+    drop(held);
+}

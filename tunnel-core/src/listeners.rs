@@ -21,6 +21,19 @@ pub async fn accept_loop<F>(
 ) where
     F: FnMut(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>),
 {
+    accept_until(&listener, &stop, |sock, peer| {
+        on_conn(sock, peer, limit.try_acquire())
+    })
+    .await
+}
+
+/// The one accept loop of the crate (gateway, agent, HTTP servers): accepts on `listener`
+/// until `stop` is cancelled, sets `TCP_NODELAY`, hands each connection to `on_conn`, and
+/// backs off on errors such as EMFILE instead of spinning.
+pub async fn accept_until<F>(listener: &TcpListener, stop: &CancellationToken, mut on_conn: F)
+where
+    F: FnMut(TcpStream, SocketAddr),
+{
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -31,7 +44,7 @@ pub async fn accept_loop<F>(
             Ok((sock, peer)) => {
                 backoff = Duration::from_millis(10);
                 let _ = sock.set_nodelay(true);
-                on_conn(sock, peer, limit.try_acquire());
+                on_conn(sock, peer);
             }
             Err(e) => {
                 // EMFILE, ENFILE, ENOBUFS...: wait rather than spin.

@@ -4,7 +4,8 @@
 //! bounded sizes, TLS through the openssl crate only. Heads are parsed with `httparse`.
 
 pub mod client;
-pub mod server;
+mod registry;
+pub mod serve;
 
 use std::fmt;
 

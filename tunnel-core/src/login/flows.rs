@@ -3,13 +3,16 @@
 //! for machines without a browser. Both send the nonce that binds the token to the new key.
 
 use crate::http::client::Client;
-use crate::http::server::{read_request, write_response};
+use crate::http::serve::{reply, Limits, Request, Server};
 use crate::http::{form, query_value};
+use crate::identity::printable;
 use crate::oidc::{pkce_challenge, random_token, Discovery};
 use serde_json::Value;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// How long the user has to finish signing in.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -66,7 +69,7 @@ pub async fn code_flow(
     }
     let code = tokio::time::timeout(
         LOGIN_TIMEOUT,
-        wait_for_code(&listener, &state, &p.discovery.issuer),
+        wait_for_code(listener, &state, &p.discovery.issuer),
     )
     .await
     .map_err(|_| {
@@ -104,44 +107,95 @@ fn say(text: &str) {
     let _ = out.flush();
 }
 
-async fn wait_for_code(
-    listener: &TcpListener,
+/// The redirect listener's limits: the browser sends one small GET. Any local user can
+/// connect too, so connections are served concurrently with short deadlines, and one that
+/// sends nothing cannot hold up the browser's.
+const CALLBACK_LIMITS: Limits = Limits {
+    max_open: 32,
+    max_per_source: 32,
+    handshake: Duration::from_secs(5),
+    head: Duration::from_secs(5),
+    total: Duration::from_secs(10),
+    max_head: 16 * 1024,
+    max_body: 0,
+};
+
+/// Serves the redirect listener until a callback carrying this login's `state` arrives, and
+/// returns its code (or the provider's refusal). Callbacks with another state (or none) are
+/// answered, logged and ignored: only the browser that started this login knows the state,
+/// so nobody else can end the wait, with a code or with an error.
+async fn wait_for_code(listener: TcpListener, state: &str, issuer: &str) -> Result<String, String> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let (state, issuer) = (state.to_string(), issuer.to_string());
+    let handler = move |req: Request| {
+        let (tx, outcome) = (tx.clone(), callback_outcome(&req, &state, &issuer));
+        async move {
+            let Some(result) = outcome else {
+                return reply(404, "text/plain", "not found\n");
+            };
+            let Some(result) = result else {
+                // `login` has no log subscriber: the person reads stderr.
+                eprintln!(
+                    "warning: ignored a request from {} to the sign-in redirect: its state is not this login's",
+                    req.peer
+                );
+                return reply(
+                    400,
+                    "text/plain; charset=utf-8",
+                    "This redirect is not for the sign-in in progress.\n",
+                );
+            };
+            let (status, page) = match &result {
+                Ok(_) => (
+                    200,
+                    "Signed in. You can close this window and return to the terminal.\n",
+                ),
+                Err(_) => (400, "Sign-in failed; see the terminal.\n"),
+            };
+            let _ = tx.try_send(result);
+            reply(status, "text/plain; charset=utf-8", page)
+        }
+    };
+    let stop = CancellationToken::new();
+    let server = Server::new(listener, None, CALLBACK_LIMITS);
+    let serving = server.run(Arc::new(handler), stop.clone(), Duration::from_secs(2));
+    tokio::pin!(serving);
+    let result = tokio::select! {
+        r = rx.recv() => r.unwrap_or_else(|| Err("the redirect listener stopped".to_string())),
+        _ = &mut serving => Err("the redirect listener stopped".to_string()),
+    };
+    // Let the browser have its page before the listener goes.
+    stop.cancel();
+    serving.await;
+    result
+}
+
+/// What a request to the redirect listener means: `None` when it is not the callback path,
+/// `Some(None)` when its state is not this login's, else the code or the refusal.
+fn callback_outcome(
+    req: &Request,
     state: &str,
     issuer: &str,
-) -> Result<String, String> {
-    loop {
-        let (mut s, _) = listener.accept().await.map_err(|e| e.to_string())?;
-        let Ok(req) = read_request(&mut s, 0).await else {
-            continue;
-        };
-        if req.path() != "/callback" {
-            let _ = write_response(&mut s, 404, "text/plain", b"not found\n").await;
-            continue;
-        }
-        let q = req.query();
-        let result = if let Some(err) = query_value(q, "error") {
-            let desc = query_value(q, "error_description").unwrap_or_default();
-            Err(format!("the provider refused the sign-in: {err} {desc}"))
-        } else if query_value(q, "state").as_deref() != Some(state) {
-            Err("the redirect's state does not match this login; start again".to_string())
-        } else if query_value(q, "iss").is_some_and(|i| i != issuer) {
-            Err("the redirect names another issuer; start again".to_string())
-        } else {
-            query_value(q, "code").ok_or_else(|| "the redirect carries no code".to_string())
-        };
-        let page: &[u8] = match &result {
-            Ok(_) => b"Signed in. You can close this window and return to the terminal.\n",
-            Err(_) => b"Sign-in failed; see the terminal.\n",
-        };
-        let _ = write_response(
-            &mut s,
-            if result.is_ok() { 200 } else { 400 },
-            "text/plain; charset=utf-8",
-            page,
-        )
-        .await;
-        return result;
+) -> Option<Option<Result<String, String>>> {
+    if req.path() != "/callback" {
+        return None;
     }
+    let q = req.query();
+    if query_value(q, "state").as_deref() != Some(state) {
+        return Some(None);
+    }
+    Some(Some(if let Some(err) = query_value(q, "error") {
+        let desc = query_value(q, "error_description").unwrap_or_default();
+        Err(format!(
+            "the provider refused the sign-in: {} {}",
+            printable(&err),
+            printable(&desc)
+        ))
+    } else if query_value(q, "iss").is_some_and(|i| i != issuer) {
+        Err("the redirect names another issuer; start again".to_string())
+    } else {
+        query_value(q, "code").ok_or_else(|| "the redirect carries no code".to_string())
+    }))
 }
 
 fn id_token_of(status: u16, body: &Value) -> Result<String, String> {

@@ -1,11 +1,15 @@
 //! The signer's HTTP API: `GET /v1/login-config` and `POST /v1/certificates`, each request
-//! answered with JSON, each certificate request ending in one audit event.
+//! answered with JSON, every request to `/v1/certificates` (whatever its method, size or
+//! body) ending in one audit event. Peer-controlled text (the token's claims, serde's error
+//! text, which quotes field names) reaches the log only through [`printable`], and error
+//! replies carry a fixed description per reason, never request text.
 
 use super::claims;
 use super::issue::{csr_key, issue, Issuance};
 use super::refusal::Refusal;
 use super::Signer;
-use crate::http::server::Request;
+use crate::http::serve::{reply, BodyError, Reply, Request};
+use crate::identity::printable;
 use crate::oidc::jws::{Jws, ALLOWED_ALGS};
 use crate::oidc::nonce_for_key;
 use crate::pki::unix_now;
@@ -27,20 +31,24 @@ struct CertificateRequest {
     lifetime: Option<Value>,
 }
 
-/// Answers one request: status and JSON body.
-pub async fn handle(signer: &Signer, peer: SocketAddr, req: &Request) -> (u16, Value) {
-    match (req.method.as_str(), req.path()) {
-        ("GET", "/v1/login-config") => (200, login_config(signer)),
-        ("POST", "/v1/certificates") => certificates(signer, peer, &req.body).await,
-        (_, "/v1/login-config" | "/v1/certificates") => (405, error_body("method_not_allowed", "")),
-        _ => (
+/// Answers one request.
+pub async fn handle(signer: &Signer, req: Request) -> Reply {
+    match (req.head.method.as_str(), req.path()) {
+        ("GET", "/v1/login-config") => json_reply(200, &login_config(signer)),
+        (_, "/v1/certificates") => certificates(signer, req).await,
+        (_, "/v1/login-config") => json_reply(405, &error_body("method_not_allowed", "GET only")),
+        _ => json_reply(
             404,
-            error_body(
+            &error_body(
                 "not_found",
                 "the API is /v1/login-config and /v1/certificates",
             ),
         ),
     }
+}
+
+fn json_reply(status: u16, body: &Value) -> Reply {
+    reply(status, "application/json", body.to_string())
 }
 
 fn error_body(code: &str, description: &str) -> Value {
@@ -63,23 +71,25 @@ fn login_config(signer: &Signer) -> Value {
     })
 }
 
-async fn certificates(signer: &Signer, peer: SocketAddr, body: &[u8]) -> (u16, Value) {
+async fn certificates(signer: &Signer, req: Request) -> Reply {
     let started = Instant::now();
     let mut who = String::new();
-    match certify(signer, body, &mut who).await {
+    let outcome = match (req.head.method.as_str(), req.body) {
+        ("POST", Ok(body)) => certify(signer, &body, &mut who).await,
+        ("POST", Err(BodyError::TooLarge(_))) => Err(Refusal::TooLarge(MAX_REQUEST_BODY)),
+        ("POST", Err(e)) => Err(Refusal::BadRequest(e.to_string())),
+        (_, _) => Err(Refusal::MethodNotAllowed),
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    match outcome {
         Ok((issuance, person, clamped)) => {
-            tracing::info!(
-                target: "audit", peer = %peer, result = "issued", email = %person.email,
-                sub = %person.sub, groups = %person.ous.join(","), serial = %issuance.serial,
-                not_after = issuance.not_after, clamped, key_bound = person.key_bound, duration_ms = started.elapsed().as_millis() as u64,
-                "certificate issued"
-            );
+            audit_issued(req.peer, &issuance, &person, clamped, ms);
             let mut chain =
                 String::from_utf8_lossy(&issuance.cert.to_pem().unwrap_or_default()).into_owned();
             chain += &signer.ca_pem;
-            (
+            json_reply(
                 200,
-                json!({
+                &json!({
                     "certificate": chain,
                     "serial": issuance.serial,
                     "not_after": issuance.not_after,
@@ -89,13 +99,28 @@ async fn certificates(signer: &Signer, peer: SocketAddr, body: &[u8]) -> (u16, V
         }
         Err(r) => {
             tracing::warn!(
-                target: "audit", peer = %peer, result = "refused", reason = r.code(),
-                email = %who, detail = %r, duration_ms = started.elapsed().as_millis() as u64,
+                target: "audit", peer = %req.peer, result = "refused", reason = r.code(),
+                email = %printable(&who), detail = %printable(&r.to_string()), duration_ms = ms,
                 "certificate refused"
             );
-            (r.status(), error_body(r.code(), &r.to_string()))
+            json_reply(r.status(), &error_body(r.code(), r.public_description()))
         }
     }
+}
+
+fn audit_issued(
+    peer: SocketAddr,
+    issuance: &Issuance,
+    person: &claims::Person,
+    clamped: bool,
+    ms: u64,
+) {
+    tracing::info!(
+        target: "audit", peer = %peer, result = "issued", email = %printable(&person.email),
+        sub = %printable(&person.sub), groups = %printable(&person.ous.join(",")),
+        serial = %issuance.serial, not_after = issuance.not_after, clamped,
+        key_bound = person.key_bound, duration_ms = ms, "certificate issued"
+    );
 }
 
 /// Every check, then issuance. `who` receives the email as soon as a verified token names it.
@@ -104,8 +129,8 @@ async fn certify(
     body: &[u8],
     who: &mut String,
 ) -> Result<(Issuance, claims::Person, bool), Refusal> {
-    let req: CertificateRequest = serde_json::from_slice(body)
-        .map_err(|e| Refusal::BadRequest(format!("expected {{csr, id_token, lifetime}}: {e}")))?;
+    let req: CertificateRequest =
+        serde_json::from_slice(body).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     let (lifetime, clamped) = signer.lifetime(req.lifetime.as_ref())?;
     let key = csr_key(&req.csr)?;
     let jws = Jws::parse(&req.id_token).map_err(|e| Refusal::Signature(e.to_string()))?;

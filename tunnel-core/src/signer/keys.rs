@@ -91,7 +91,7 @@ impl ProviderKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::server::{read_request, write_response};
+    use crate::http::serve::{reply, Request, Server};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -102,22 +102,18 @@ mod tests {
         let issuer = format!("http://{}", l.local_addr().unwrap());
         let fetches = Arc::new(AtomicUsize::new(0));
         let (iss, n) = (issuer.clone(), fetches.clone());
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let Ok(req) = read_request(&mut s, 0).await else {
-                    continue;
-                };
-                let body = if req.path().ends_with("openid-configuration") {
-                    serde_json::json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")})
-                } else {
-                    let k = n.fetch_add(1, Ordering::SeqCst) + 1;
-                    serde_json::json!({"keys": [{"kty": "RSA", "kid": format!("kid-{k}")}]})
-                };
-                let _ =
-                    write_response(&mut s, 200, "application/json", body.to_string().as_bytes())
-                        .await;
-            }
-        });
+        let handler = move |req: Request| {
+            let body = if req.path().ends_with("openid-configuration") {
+                serde_json::json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")})
+            } else {
+                let k = n.fetch_add(1, Ordering::SeqCst) + 1;
+                serde_json::json!({"keys": [{"kty": "RSA", "kid": format!("kid-{k}")}]})
+            };
+            async move { reply(200, "application/json", body.to_string()) }
+        };
+        let server = Server::new(l, None, crate::signer::LIMITS);
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(server.run(Arc::new(handler), stop, Duration::ZERO));
         (issuer, fetches)
     }
 

@@ -19,7 +19,7 @@ pub use config::SignerConfig;
 pub use refusal::Refusal;
 
 use crate::http::client::Client;
-use crate::http::server::{read_request, write_response};
+use crate::http::serve::{Limits, Request, Server};
 use crate::pki::store::Store;
 use crate::pki::Issued;
 use openssl::pkey::PKey;
@@ -27,16 +27,28 @@ use openssl::ssl::{SslAcceptor, SslMethod, SslVersion};
 use openssl::x509::X509;
 use serde_json::Value;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-/// Time allowed for the TLS handshake and the request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Requests served at once; more wait for the accept loop.
-const MAX_CONCURRENT: usize = 512;
+/// What the signer's HTTPS API accepts. An unauthenticated client can open connections and
+/// send nothing: the handshake and the head have a few seconds each, one address holds at
+/// most half of the 512 places, and a newcomer closes the oldest connection that has not
+/// sent a complete request (`http::serve`), so idle sockets cannot starve a login. The cap
+/// per address is generous because a load balancer in front (HAProxy) is one address for
+/// every client: 200 sign-ins at once from one address are served (tests/signer_load.rs).
+pub const LIMITS: Limits = Limits {
+    max_open: 512,
+    max_per_source: 256,
+    handshake: Duration::from_secs(5),
+    head: Duration::from_secs(5),
+    total: Duration::from_secs(15),
+    max_head: 16 * 1024,
+    max_body: api::MAX_REQUEST_BODY,
+};
+/// How long requests in progress may finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A signer: configuration, user CA, provider keys, replay cache. Cheap to clone.
 #[derive(Clone)]
@@ -127,69 +139,24 @@ impl Signer {
         Ok((want.min(max), want > max))
     }
 
-    /// Serves HTTPS on `listener` until `shutdown` completes.
+    /// Serves HTTPS on `listener` until `shutdown` completes, then lets the requests in
+    /// progress finish (up to [`SHUTDOWN_GRACE`]).
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let limit = Arc::new(Semaphore::new(MAX_CONCURRENT));
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => break,
-                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
-            let (tcp, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
+        let stop = CancellationToken::new();
+        let server = Server::new(listener, Some(self.acceptor.clone()), LIMITS);
+        let handler = move |req: Request| {
             let me = self.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                if tokio::time::timeout(REQUEST_TIMEOUT, me.serve(tcp, peer))
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(peer = %peer, "request timed out");
-                }
-            });
-        }
+            async move { api::handle(&me, req).await }
+        };
+        let stopper = async {
+            shutdown.await;
+            stop.cancel();
+        };
+        tokio::join!(
+            stopper,
+            server.run(Arc::new(handler), stop.clone(), SHUTDOWN_GRACE)
+        );
         tracing::info!("signer stopped");
-    }
-
-    async fn serve(&self, tcp: TcpStream, peer: std::net::SocketAddr) {
-        let _ = tcp.set_nodelay(true);
-        let Ok(ssl) = openssl::ssl::Ssl::new(self.acceptor.context()) else {
-            return;
-        };
-        let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else {
-            return;
-        };
-        if let Err(e) = Pin::new(&mut tls).accept().await {
-            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        let (status, body) = match read_request(&mut tls, api::MAX_REQUEST_BODY).await {
-            Ok(req) => api::handle(self, peer, &req).await,
-            Err(e) => match e.status() {
-                Some(s) => (
-                    s,
-                    serde_json::json!({ "error": "bad_request", "error_description": e.to_string() }),
-                ),
-                None => return,
-            },
-        };
-        let _ = write_response(
-            &mut tls,
-            status,
-            "application/json",
-            body.to_string().as_bytes(),
-        )
-        .await;
     }
 }
 

@@ -7,6 +7,12 @@ pub enum Refusal {
     /// The request body is not what the API expects.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A method other than POST on `/v1/certificates`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body is over the limit.
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
     /// The CSR is not PEM, or its self-signature does not verify, or its key is weak.
     #[error("bad CSR: {0}")]
     BadCsr(String),
@@ -56,6 +62,8 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::BadRequest(_) => "bad_request",
+            Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::TooLarge(_) => "too_large",
             Refusal::BadCsr(_) => "bad_csr",
             Refusal::Signature(_) => "bad_signature",
             Refusal::ProviderUnavailable(_) => "provider_unavailable",
@@ -77,10 +85,41 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Refusal::BadRequest(_) | Refusal::BadCsr(_) => 400,
+            Refusal::MethodNotAllowed => 405,
+            Refusal::TooLarge(_) => 413,
             Refusal::EmailDomain(_) | Refusal::MissingGroup(_) | Refusal::EmailUnverified(_) => 403,
             Refusal::ProviderUnavailable(_) => 503,
             Refusal::Internal(_) => 500,
             _ => 401,
+        }
+    }
+
+    /// What the reply says: a fixed text per reason. The details (claims, the provider's
+    /// address, OpenSSL's and serde's error text) go to the log only: they may quote the
+    /// request or name internal hosts.
+    pub fn public_description(&self) -> &'static str {
+        match self {
+            Refusal::BadRequest(_) => {
+                "the body must be JSON {\"csr\": PEM, \"id_token\": JWT, \"lifetime\": optional}"
+            }
+            Refusal::MethodNotAllowed => "POST only",
+            Refusal::TooLarge(_) => "the request body is too large",
+            Refusal::BadCsr(_) => "the CSR is not a valid PEM request with an acceptable key",
+            Refusal::Signature(_) => "the ID token's signature is not acceptable",
+            Refusal::ProviderUnavailable(_) => {
+                "the identity provider's keys cannot be fetched now; try again later"
+            }
+            Refusal::Issuer(_) => "the ID token is not from the configured issuer",
+            Refusal::Audience(_) => "the ID token is not for this client",
+            Refusal::Expired(_) => "the ID token has expired; sign in again",
+            Refusal::TokenTime(_) => "the ID token's times are not acceptable; sign in again",
+            Refusal::Nonce => "the ID token's nonce does not match the CSR's key",
+            Refusal::NoEmail => "the ID token has no email claim",
+            Refusal::EmailUnverified(_) => "the email is not verified by the identity provider",
+            Refusal::EmailDomain(_) => "the email's domain is not allowed",
+            Refusal::MissingGroup(_) => "not a member of a group allowed to sign in",
+            Refusal::Replayed => "the ID token was already used; sign in again",
+            Refusal::Internal(_) => "the signer could not issue; see its log",
         }
     }
 }
