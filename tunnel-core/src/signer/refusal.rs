@@ -37,6 +37,10 @@ pub enum Refusal {
     /// `email_verified` not true.
     #[error("email {0} is not verified by the identity provider")]
     EmailUnverified(String),
+    /// The email is not a plain `local@domain` address (it would reach certificate names
+    /// that backends parse).
+    #[error("email {0:?} is not a plain address (local@domain, letters, digits, dots, hyphens)")]
+    BadEmail(String),
     /// The email's domain is not allowed.
     #[error("email domain of {0} is not allowed")]
     EmailDomain(String),
@@ -66,6 +70,7 @@ impl Refusal {
             Refusal::Nonce => "nonce_mismatch",
             Refusal::NoEmail => "no_email",
             Refusal::EmailUnverified(_) => "email_unverified",
+            Refusal::BadEmail(_) => "bad_email",
             Refusal::EmailDomain(_) => "email_domain",
             Refusal::MissingGroup(_) => "missing_group",
             Refusal::Replayed => "token_replayed",
@@ -77,7 +82,10 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Refusal::BadRequest(_) | Refusal::BadCsr(_) => 400,
-            Refusal::EmailDomain(_) | Refusal::MissingGroup(_) | Refusal::EmailUnverified(_) => 403,
+            Refusal::EmailDomain(_)
+            | Refusal::BadEmail(_)
+            | Refusal::MissingGroup(_)
+            | Refusal::EmailUnverified(_) => 403,
             Refusal::ProviderUnavailable(_) => 503,
             Refusal::Internal(_) => 500,
             _ => 401,
