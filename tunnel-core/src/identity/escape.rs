@@ -93,11 +93,19 @@ mod tests {
     #[test]
     fn list_items_and_fields_escape_separator_backslash_and_controls() {
         let cases: &[(&str, &str, &str)] = &[
-            ("alice@example.com", "alice@example.com", "alice@example.com"),
+            (
+                "alice@example.com",
+                "alice@example.com",
+                "alice@example.com",
+            ),
             ("a, URI:x", r"a\, URI:x", "a, URI:x"),
             (r"b\, c", r"b\\\, c", r"b\\, c"),
             (r"x/\x00", r"x/\\x00", r"x/\\x00"),
-            ("v@corp.com\0@e.com", r"v@corp.com\x00@e.com", r"v@corp.com\x00@e.com"),
+            (
+                "v@corp.com\0@e.com",
+                r"v@corp.com\x00@e.com",
+                r"v@corp.com\x00@e.com",
+            ),
             ("a\nb\u{202e}", r"a\x0ab\u{202e}", r"a\x0ab\u{202e}"),
         ];
         for (raw, item, field) in cases {

@@ -44,6 +44,8 @@ fn is_ldh_domain(domain: &str) -> bool {
                 && label.len() <= MAX_LABEL
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
