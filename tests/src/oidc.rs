@@ -31,6 +31,11 @@ pub fn accounts() -> Value {
         "mallory": a("mallory@evil.example", true, &["dba"]),
         "dave": a("dave@example.com", true, &[]),
         "erin": erin,
+        // Emails a provider that lets users edit them could hand out, in an allowed domain:
+        // as a certificate's CN/SAN a comma-splitting backend would see a fake URI SAN, and
+        // a C-string reader `ceo@example.com`.
+        "eve": a("x, URI:https://idp#admin, email:ceo@example.com@example.com", true, &["dba"]),
+        "nul": a("ceo@example.com\u{0}@example.com", false, &["dba"]),
     })
 }
 

@@ -468,7 +468,11 @@ impl Gateway {
 
     /// Starts a gateway on an existing config file and waits for `gateway listening`.
     pub fn start_file(config: &Path) -> Gateway {
-        let mut cmd = command(&bins::server());
+        Gateway::start_command(command(&bins::server()), config)
+    }
+
+    /// Like [`Gateway::start_file`], with `cmd` (from [`command`], with its own environment).
+    pub fn start_command(mut cmd: Command, config: &Path) -> Gateway {
         cmd.arg("--config").arg(config);
         let proc = Proc::spawn("tunnel-server", cmd);
         let ev = proc.wait_for_message("gateway listening", READY);

@@ -226,6 +226,7 @@ fn pkcs12_gateway_and_encrypted_pem_agent() {
 struct Token {
     conf: PathBuf,
     module: PathBuf,
+    pin: String,
 }
 
 fn run(cmd: &mut Command, what: &str) {
@@ -240,7 +241,8 @@ fn run(cmd: &mut Command, what: &str) {
 }
 
 impl Token {
-    fn new(pki: &Pki) -> Token {
+    /// A token labelled `tunnel` whose user PIN is `pin`.
+    fn new(pki: &Pki, pin: &str) -> Token {
         let listing = Command::new("dpkg")
             .args(["-L", "softhsm2-common", "libsofthsm2"])
             .output()
@@ -277,13 +279,17 @@ impl Token {
                     "--label",
                     "tunnel",
                     "--pin",
-                    "1234",
+                    pin,
                     "--so-pin",
                     "123456",
                 ]),
             "softhsm2-util --init-token",
         );
-        Token { conf, module }
+        Token {
+            conf,
+            module,
+            pin: pin.to_string(),
+        }
     }
 
     fn import(&self, pki: &Pki, creds: &Creds, label: &str, id: &str) {
@@ -306,7 +312,7 @@ impl Token {
                     "--id",
                     id,
                     "--pin",
-                    "1234",
+                    &self.pin,
                 ]),
             "softhsm2-util --import",
         );
@@ -329,7 +335,7 @@ impl Token {
 fn pkcs11_keys_in_a_softhsm_token_on_both_agents() {
     let pki = Pki::new();
     let backend = Backend::echo();
-    let token = Token::new(&pki);
+    let token = Token::new(&pki, "1234");
     // Every process of this test finds the token through this variable.
     std::env::set_var("SOFTHSM2_CONF", &token.conf);
     token.import(&pki, &pki.server, "gateway", "01");
@@ -401,4 +407,66 @@ fn pkcs11_keys_in_a_softhsm_token_on_both_agents() {
     let (got, _) = round_trip(&mut s, b"after reload");
     assert_eq!(got, b"after reload");
     drop(agent);
+}
+
+/// `tunnel-server ARGS` with the token's SOFTHSM2_CONF: exit code and stdout + stderr.
+fn server_output(token: &Token, args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = command(&bins::server());
+    cmd.env("SOFTHSM2_CONF", &token.conf).args(args);
+    let out = process::run_to_end(cmd, READY);
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// A PIN written in the key URI (`pin-value`) is a secret: when the key is not found, neither
+/// `tunnel-server check` nor the gateway's start-up may print it (the libp11 engine prints
+/// the URI it was given), in either place RFC 7512 allows it. The URI's PIN still works.
+#[cfg(not(feature = "vendored-openssl"))]
+#[test]
+fn a_pin_in_the_pkcs11_uri_never_reaches_the_output() {
+    const PIN: &str = "SECRET1234";
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let token = Token::new(&pki, PIN);
+    token.import(&pki, &pki.server, "gateway", "01");
+    let keys = |uri: &str| {
+        format!(
+            "cert = \"server.crt\"\nkey = \"{uri}\"\npkcs11_module = {}",
+            toml_str(&token.module)
+        )
+    };
+    for uri in [
+        "pkcs11:token=tunnel;object=nosuchkey;type=private;pin-value=SECRET1234",
+        "pkcs11:token=tunnel;object=nosuchkey;type=private?pin-value=SECRET1234",
+        "pkcs11:token=tunnel;object=nosuchkey;type=private?module-name=softhsm2&pin-value=SECRET1234",
+    ] {
+        let cfg = pki.write("server-bad", "toml", &gateway_toml(&keys(uri), &backend));
+        let cfg = cfg.to_str().unwrap();
+        for args in [&["check", "--config", cfg][..], &["--config", cfg][..]] {
+            let (code, out) = server_output(&token, args);
+            assert_eq!(code, Some(64), "{args:?} {uri}: {out}");
+            assert!(out.contains("nosuchkey"), "names the URI: {out}");
+            assert!(!out.contains(PIN), "{args:?} {uri} printed the PIN: {out}");
+        }
+    }
+    // Positive control: the right object, the PIN only in the URI.
+    let uri = "pkcs11:token=tunnel;object=gateway;type=private?pin-value=SECRET1234";
+    let cfg = pki.write("server", "toml", &gateway_toml(&keys(uri), &backend));
+    let (code, out) = server_output(&token, &["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains(PIN), "{out}");
+    let mut cmd = command(&bins::server());
+    cmd.env("SOFTHSM2_CONF", &token.conf);
+    let gw = Gateway::start_command(cmd, &cfg);
+    let dave = pki.client("dave");
+    let agent_keys = format!(
+        "cert = {}\nkey = {}",
+        toml_str(&dave.cert),
+        toml_str(&dave.key)
+    );
+    let (_agent, addr) =
+        start_agent(&pki.write("client", "toml", &agent_toml(&pki, &gw, &agent_keys)));
+    assert!(echo_subject(&gw, addr).contains("CN=dave"));
+    assert!(!gw.log_text().contains(PIN));
 }

@@ -180,6 +180,32 @@ fn refuses_a_token_bound_to_another_key() {
     fx.assert_refused(fx.post(&other_csr, &token, None), 401, "nonce_mismatch");
 }
 
+/// An email that is not a plain address never reaches a certificate, verified or not (the
+/// `nul` account is unverified, accepted by `require_email_verified = false`).
+#[test]
+fn refuses_an_email_that_is_not_a_plain_address() {
+    let fx = fixture("require_email_verified = false");
+    for account in ["eve", "nul"] {
+        let (csr, token) = fx.token(account);
+        let (status, body) = fx.post(&csr, &token, None);
+        let cert = body["certificate"].as_str().unwrap_or("");
+        assert!(cert.is_empty(), "{account}: issued {body}");
+        fx.assert_refused((status, body), 403, "bad_email");
+    }
+    let refusals = |evs: &[Value]| {
+        evs.iter()
+            .filter(|e| field(e, "result") == "refused" && field(e, "reason") == "bad_email")
+            .count()
+    };
+    fx.signer
+        .proc
+        .wait_until("one bad_email event per account", PROMPT, |evs| {
+            (refusals(evs) == 2).then_some(())
+        });
+    // The unverified but plain carol passes with this setting (the setting is in force).
+    fx.assert_issues("carol");
+}
+
 #[test]
 fn refuses_an_email_domain_not_allowed() {
     let fx = fixture("");

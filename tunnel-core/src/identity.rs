@@ -77,12 +77,15 @@ impl Identity {
         id
     }
 
-    /// The SANs in one line, `DNS:a, URI:b, email:c, IP:d`, for logs.
+    /// The SANs in one line, `DNS:a, URI:b, email:c, IP:d`, for logs and backends (PROXY TLV
+    /// `0xE1`): each value escaped by [`escape::list_item`] (`,` as `\,`, `\` as `\\`,
+    /// controls as `\xNN`), so that a name holding `", URI:..."` stays one item.
     pub fn sans(&self) -> String {
+        let item = |kind: &str, v: &str| format!("{kind}:{}", escape::list_item(v));
         let mut parts: Vec<String> = Vec::new();
-        parts.extend(self.dns.iter().map(|d| format!("DNS:{}", printable(d))));
-        parts.extend(self.uri.iter().map(|u| format!("URI:{}", printable(u))));
-        parts.extend(self.email.iter().map(|e| format!("email:{}", printable(e))));
+        parts.extend(self.dns.iter().map(|d| item("DNS", d)));
+        parts.extend(self.uri.iter().map(|u| item("URI", u)));
+        parts.extend(self.email.iter().map(|e| item("email", e)));
         parts.extend(self.ip.iter().map(|i| format!("IP:{i}")));
         parts.join(", ")
     }

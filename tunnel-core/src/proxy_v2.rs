@@ -8,14 +8,15 @@
 //! cipher (0x23); and our own, in the range the specification leaves for applications:
 //! [`TLV_SUBJECT`], [`TLV_SANS`], [`TLV_SHA256`], [`TLV_SERIAL`].
 
-use crate::identity::Identity;
+use crate::identity::{escape, Identity};
 use ppp::v2::{Builder, Command, Protocol, Type, Version};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 /// Custom TLV: the client certificate's full subject, UTF-8 (`CN=alice,OU=dba,O=Example`).
 pub const TLV_SUBJECT: u8 = 0xE0;
-/// Custom TLV: its SANs in one line (`DNS:a, URI:spiffe://x, email:b, IP:10.0.0.1`).
+/// Custom TLV: its SANs in one line (`DNS:a, URI:spiffe://x, email:b, IP:10.0.0.1`), each
+/// value escaped by [`escape::list_item`] (`\,`, `\\`, `\xNN`).
 pub const TLV_SANS: u8 = 0xE1;
 /// Custom TLV: SHA-256 of the DER certificate, 64 lower-case hex characters.
 pub const TLV_SHA256: u8 = 0xE2;
@@ -77,10 +78,16 @@ fn ssl_value(info: &ProxyInfo) -> io::Result<Vec<u8>> {
     };
     let mut v = vec![CLIENT_SSL | cert];
     v.extend_from_slice(&0u32.to_be_bytes());
-    let cn = info.identity.cn.first().map(String::as_str).unwrap_or("");
+    // Escaped: a NUL in the CN would end it early for a C-string reader.
+    let cn = info
+        .identity
+        .cn
+        .first()
+        .map(|cn| escape::field_value(cn))
+        .unwrap_or_default();
     for (kind, value) in [
         (Type::SSLVersion, info.tls_version),
-        (Type::SSLCommonName, cn),
+        (Type::SSLCommonName, cn.as_str()),
         (Type::SSLCipher, info.cipher),
     ] {
         let len = u16::try_from(value.len()).map_err(|_| io::ErrorKind::InvalidInput)?;

@@ -1,6 +1,8 @@
 //! Which characters of peer-controlled text (SNI, certificate fields) are escaped before they
-//! reach a log, and how: anything a terminal, a log viewer or a line-based log shipper could
-//! take for a line break or use to reorder what is displayed.
+//! reach a log or a backend, and how: anything a terminal, a log viewer or a line-based log
+//! shipper could take for a line break or use to reorder what is displayed; and, for values
+//! handed to backends (PROXY TLVs) and joined lists (SANs), the escape character itself, the
+//! list separator and NUL, so that each value reads back as exactly one value.
 
 /// Whether `c` must not reach a log as is: C0/C1 controls (`\n`, `\r`, ESC, NEL...), the
 /// Unicode line and paragraph separators (U+2028, U+2029), and the format characters
@@ -48,9 +50,69 @@ pub fn push_escaped(out: &mut String, c: char) {
     }
 }
 
+/// The escape character of [`list_item`] and [`field_value`].
+pub const ESCAPE: char = '\\';
+/// What separates the items of a list written with [`list_item`]: the comma (followed by a
+/// space, `DNS:a, URI:b`).
+pub const LIST_SEPARATOR: char = ',';
+
+/// `value` as one item of a comma-separated list for a backend or a log (the SANs of the
+/// PROXY TLV `0xE1`, the audit's `sans=`): [`field_value`], and the separator `,` as `\,`.
+/// Read left to right, `\` escapes the next character or starts `\xNN`/`\u{NNNN}`, and an
+/// unescaped `,` ends the item, whatever a certificate holds.
+pub fn list_item(value: &str) -> String {
+    escape_with(value, |c| c == LIST_SEPARATOR)
+}
+
+/// `value` as one field for a backend (the CN sub-TLV `0x22`): the escape character `\` as
+/// `\\`, and characters [`needs_escape`] flags (NUL included) as `\xNN`/`\u{NNNN}`, so that
+/// neither a C-string reader (stopping at NUL) nor a line reader sees another value.
+pub fn field_value(value: &str) -> String {
+    escape_with(value, |_| false)
+}
+
+fn escape_with(value: &str, special: impl Fn(char) -> bool) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if needs_escape(c) {
+            push_escaped(&mut out, c);
+        } else {
+            if c == ESCAPE || special(c) {
+                out.push(ESCAPE);
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_items_and_fields_escape_separator_backslash_and_controls() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "alice@example.com",
+                "alice@example.com",
+                "alice@example.com",
+            ),
+            ("a, URI:x", r"a\, URI:x", "a, URI:x"),
+            (r"b\, c", r"b\\\, c", r"b\\, c"),
+            (r"x/\x00", r"x/\\x00", r"x/\\x00"),
+            (
+                "v@corp.com\0@e.com",
+                r"v@corp.com\x00@e.com",
+                r"v@corp.com\x00@e.com",
+            ),
+            ("a\nb\u{202e}", r"a\x0ab\u{202e}", r"a\x0ab\u{202e}"),
+        ];
+        for (raw, item, field) in cases {
+            assert_eq!(list_item(raw), *item, "{raw:?}");
+            assert_eq!(field_value(raw), *field, "{raw:?}");
+        }
+    }
 
     #[test]
     fn escapes_separators_controls_and_format_characters() {

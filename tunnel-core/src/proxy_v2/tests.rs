@@ -94,3 +94,41 @@ fn mixed_families_become_v6_and_resumed_sets_cert_sess_only() {
     assert_eq!(t[0].0, 0x05, "no SNI, no AUTHORITY");
     assert_eq!(t[1].1[0], CLIENT_SSL | CLIENT_CERT_SESS);
 }
+
+/// Names a backend could misread are escaped in `0xE1` and the CN sub-TLV `0x22`: a comma
+/// would split off a fake SAN for a comma-splitting parser, a NUL would end a C string at
+/// `victim@corp.com`. The certificate is built here; the expected bytes are written by hand.
+#[test]
+fn sans_and_cn_with_separators_backslashes_and_nul_are_escaped() {
+    use crate::pki::{self, CertSpec};
+    let ca = pki::new_ca("Test CA", 30).unwrap();
+    let mut spec = CertSpec::client("victim@corp.com\0@example.com");
+    spec.dns = vec!["a, URI:https://idp#admin".into(), "b\\, c".into()];
+    spec.uri = vec!["https://x/\\x00".into()];
+    spec.email = vec!["victim@corp.com\0@example.com".into()];
+    let leaf = pki::issue(&ca, &spec).unwrap();
+    let id = Identity::from_cert(&leaf.cert);
+    let info = ProxyInfo {
+        source: "192.0.2.7:40000".parse().unwrap(),
+        destination: "198.51.100.1:8443".parse().unwrap(),
+        sni: None,
+        tls_version: "TLSv1.3",
+        cipher: "x",
+        resumed: false,
+        identity: &id,
+        tunnel_id: 7,
+    };
+    let h = header(&info).unwrap();
+    let t = tlvs(&h[28..]);
+    let sans = t.iter().find(|x| x.0 == TLV_SANS).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sans.1),
+        r"DNS:a\, URI:https://idp#admin, DNS:b\\\, c, URI:https://x/\\x00, email:victim@corp.com\x00@example.com"
+    );
+    let ssl = &t.iter().find(|x| x.0 == 0x20).unwrap().1;
+    let cn = tlvs(&ssl[5..]).into_iter().find(|x| x.0 == 0x22).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&cn.1),
+        r"victim@corp.com\x00@example.com"
+    );
+}

@@ -2,6 +2,8 @@
 //! the nonce that binds it to the CSR's key, email, domain and groups. Pure functions of the
 //! claims, the configuration and the time, so every rule is table-tested here.
 
+mod email;
+
 use super::config::SignerConfig;
 use super::refusal::Refusal;
 use serde_json::Value;
@@ -41,14 +43,19 @@ pub fn check(cfg: &SignerConfig, c: &Value, nonce: &str, now: i64) -> Result<Per
     let email = s("email")
         .filter(|e| !e.is_empty())
         .ok_or(Refusal::NoEmail)?;
+    // Before anything else reads it: the email becomes the certificate's CN and SAN, and
+    // backends parse those (split on commas, read as C strings).
+    if !email::is_plain_address(email) {
+        return Err(Refusal::BadEmail(email.to_string()));
+    }
     let verified = matches!(c.get("email_verified"), Some(Value::Bool(true)))
         || s("email_verified") == Some("true");
     if cfg.require_email_verified && !verified {
         return Err(Refusal::EmailUnverified(email.to_string()));
     }
     let domain = match email.rsplit_once('@') {
-        Some((local, d)) if !local.is_empty() => d.to_ascii_lowercase(),
-        _ => return Err(Refusal::EmailDomain(email.to_string())),
+        Some((_, d)) => d.to_ascii_lowercase(),
+        None => return Err(Refusal::EmailDomain(email.to_string())),
     };
     if !cfg.allowed_email_domains.contains(&domain) {
         return Err(Refusal::EmailDomain(email.to_string()));
@@ -89,27 +96,41 @@ fn check_audience(cfg: &SignerConfig, c: &Value) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Checks `exp`, `iat` and `nbf`; returns `exp`.
+/// Checks `exp`, `iat` and `nbf`; returns `exp`. The numbers are the token's (any i64):
+/// every sum and difference with them is checked, so that an extreme value is refused
+/// instead of panicking or wrapping around into "fresh" (`now - i64::MIN`).
 fn check_times(cfg: &SignerConfig, c: &Value, now: i64) -> Result<i64, Refusal> {
     let n = |k: &str| c.get(k).and_then(Value::as_i64);
-    let skew = cfg.clock_skew.as_secs() as i64;
-    let exp = n("exp").ok_or_else(|| Refusal::TokenTime("no exp".into()))?;
-    if exp + skew <= now {
+    let time = |why: String| Refusal::TokenTime(why);
+    let skew = secs(cfg.clock_skew);
+    let exp = n("exp").ok_or_else(|| time("no exp".into()))?;
+    let exp_late = exp
+        .checked_add(skew)
+        .ok_or_else(|| time(format!("exp {exp} out of range")))?;
+    if exp_late <= now {
         return Err(Refusal::Expired(exp));
     }
-    let iat = n("iat").ok_or_else(|| Refusal::TokenTime("no iat".into()))?;
-    if iat > now + skew {
-        return Err(Refusal::TokenTime(format!("issued in the future ({iat})")));
+    // From the clock and the configuration: saturating is exact enough there.
+    let latest = now.saturating_add(skew);
+    let iat = n("iat").ok_or_else(|| time("no iat".into()))?;
+    if iat > latest {
+        return Err(time(format!("issued in the future ({iat})")));
     }
-    if now - iat > cfg.max_token_age.as_secs() as i64 + skew {
-        return Err(Refusal::TokenTime(format!(
-            "issued at {iat}, older than max_token_age"
-        )));
+    let age = now
+        .checked_sub(iat)
+        .ok_or_else(|| time(format!("iat {iat} out of range")))?;
+    if age > secs(cfg.max_token_age).saturating_add(skew) {
+        return Err(time(format!("issued at {iat}, older than max_token_age")));
     }
-    if n("nbf").is_some_and(|nbf| nbf > now + skew) {
-        return Err(Refusal::TokenTime("not valid yet (nbf)".into()));
+    if n("nbf").is_some_and(|nbf| nbf > latest) {
+        return Err(time("not valid yet (nbf)".into()));
     }
     Ok(exp)
+}
+
+/// A configured duration in whole seconds as i64 (saturating: no duration wraps negative).
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn groups_of(v: Option<&Value>) -> Vec<String> {

@@ -73,7 +73,7 @@ fn refuses_each_bad_claim() {
         ("email_verified", Value::Null, "email_unverified"),
         ("email", json!("alice@example.org"), "email_domain"),
         ("email", json!("alice@sub.example.com"), "email_domain"),
-        ("email", json!("@example.com"), "email_domain"),
+        ("email", json!("@example.com"), "bad_email"),
         ("groups", json!(["other"]), "missing_group"),
         ("groups", Value::Null, "missing_group"),
     ];
@@ -121,4 +121,80 @@ fn a_missing_nonce_passes_only_when_not_required() {
         check(&cf, &c, "N", NOW).unwrap_err().code(),
         "nonce_mismatch"
     );
+}
+
+/// Token times at the ends of i64: the arithmetic must neither panic (debug) nor wrap into
+/// acceptance (release: `now - i64::MIN` wraps to a negative age). Expectations by hand.
+#[test]
+fn extreme_token_times_are_refused_not_overflowed() {
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("exp", json!(i64::MAX), "token_time"),
+        ("exp", json!(i64::MAX - 59), "token_time"),
+        ("exp", json!(i64::MIN), "token_expired"),
+        ("iat", json!(i64::MIN), "token_time"),
+        ("iat", json!(i64::MIN + 1), "token_time"),
+        ("iat", json!(i64::MAX), "token_time"),
+        ("nbf", json!(i64::MAX), "token_time"),
+        ("exp", json!(u64::MAX), "token_time"),
+        ("iat", json!(1e300), "token_time"),
+    ];
+    for (key, value, code) in cases {
+        let mut c = good();
+        c[key] = value.clone();
+        let got = std::panic::catch_unwind(|| check(&cfg(), &c, "N", NOW).map_err(|e| e.code()));
+        assert_eq!(got.ok(), Some(Err(code)), "{key} = {value}");
+    }
+    // Still accepted: a far but representable exp, and an nbf at the far past.
+    for (key, value) in [("exp", json!(i64::MAX - 60)), ("nbf", json!(i64::MIN))] {
+        let mut c = good();
+        c[key] = value.clone();
+        assert!(check(&cfg(), &c, "N", NOW).is_ok(), "{key} = {value}");
+    }
+}
+
+/// Only a plain `local@domain` may become a certificate's CN and SAN: anything a backend
+/// could split (commas, NUL for C strings) or misread is refused as `bad_email`.
+#[test]
+fn refuses_emails_that_are_not_plain_addresses() {
+    let bad = [
+        "x, URI:https://idp#admin, email:ceo@example.com@example.com",
+        "victim@corp.com\u{0}@example.com",
+        "a,b@example.com",
+        "a b@example.com",
+        "a\tb@example.com",
+        "a\nb@example.com",
+        "<a>@example.com",
+        "\"a\"@example.com",
+        "a(b)@example.com",
+        "a;b@example.com",
+        "a\\b@example.com",
+        "a@b@example.com",
+        "@example.com",
+        "alice@",
+        "alice@example.com.",
+        "alice@.example.com",
+        "alice@exa_mple.com",
+        "alice@-example.com",
+        "alice@example..com",
+        ".alice@example.com",
+        "al..ice@example.com",
+        "alice\u{202e}@example.com",
+        "alice:x@example.com",
+    ];
+    for email in bad {
+        let mut c = good();
+        c["email"] = json!(email);
+        let got = check(&cfg(), &c, "N", NOW).map_err(|e| e.code());
+        assert_eq!(got.err(), Some("bad_email"), "{email:?}");
+    }
+    for email in [
+        "alice@example.com",
+        "Alice.B+tag@EXAMPLE.com",
+        "o'brien@example.com",
+        "a_b-c=d@example.com",
+    ] {
+        let mut c = good();
+        c["email"] = json!(email);
+        assert!(check(&cfg(), &c, "N", NOW).is_ok(), "{email:?}");
+    }
 }

@@ -43,6 +43,10 @@ pub enum Refusal {
     /// `email_verified` not true.
     #[error("email {0} is not verified by the identity provider")]
     EmailUnverified(String),
+    /// The email is not a plain `local@domain` address (it would reach certificate names
+    /// that backends parse).
+    #[error("email {0:?} is not a plain address (local@domain, letters, digits, dots, hyphens)")]
+    BadEmail(String),
     /// The email's domain is not allowed.
     #[error("email domain of {0} is not allowed")]
     EmailDomain(String),
@@ -74,6 +78,7 @@ impl Refusal {
             Refusal::Nonce => "nonce_mismatch",
             Refusal::NoEmail => "no_email",
             Refusal::EmailUnverified(_) => "email_unverified",
+            Refusal::BadEmail(_) => "bad_email",
             Refusal::EmailDomain(_) => "email_domain",
             Refusal::MissingGroup(_) => "missing_group",
             Refusal::Replayed => "token_replayed",
@@ -87,7 +92,10 @@ impl Refusal {
             Refusal::BadRequest(_) | Refusal::BadCsr(_) => 400,
             Refusal::MethodNotAllowed => 405,
             Refusal::TooLarge(_) => 413,
-            Refusal::EmailDomain(_) | Refusal::MissingGroup(_) | Refusal::EmailUnverified(_) => 403,
+            Refusal::EmailDomain(_)
+            | Refusal::BadEmail(_)
+            | Refusal::MissingGroup(_)
+            | Refusal::EmailUnverified(_) => 403,
             Refusal::ProviderUnavailable(_) => 503,
             Refusal::Internal(_) => 500,
             _ => 401,
@@ -117,6 +125,7 @@ impl Refusal {
             Refusal::NoEmail => "the ID token has no email claim",
             Refusal::EmailUnverified(_) => "the email is not verified by the identity provider",
             Refusal::EmailDomain(_) => "the email's domain is not allowed",
+            Refusal::BadEmail(_) => "the email is not a plain address (name@domain)",
             Refusal::MissingGroup(_) => "not a member of a group allowed to sign in",
             Refusal::Replayed => "the ID token was already used; sign in again",
             Refusal::Internal(_) => "the signer could not issue; see its log",

@@ -169,7 +169,8 @@ mod engine {
         Ok(e)
     }
 
-    /// Loads the private key `uri` from its token; `pin` is the user PIN.
+    /// Loads the private key `uri` from its token; `pin` is the user PIN. `uri` must carry no
+    /// `pin-value` (see `keys::pkcs11_uri`): the engine prints the URI when it finds no key.
     pub fn pkcs11_private_key(
         uri: &str,
         module: Option<&Path>,

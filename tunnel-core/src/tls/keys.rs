@@ -78,16 +78,10 @@ pub struct Credentials {
     pub key: PKey<Private>,
 }
 
+mod pkcs11_uri;
+
 /// `pkcs11:` URI with the value of `pin-value` replaced, for messages and logs.
-pub fn redact_uri(uri: &str) -> String {
-    uri.split([';', '?'])
-        .map(|part| match part.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("pin-value") => format!("{k}=***"),
-            _ => part.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(";")
-}
+pub use pkcs11_uri::redact as redact_uri;
 
 impl RawKeys {
     /// Checks which source is configured and that its files are readable.
@@ -132,6 +126,16 @@ impl RawKeys {
         })?;
         let password_file = opt("key_password_file", self.key_password_file)?;
         if key.starts_with("pkcs11:") {
+            let pin_in_uri = pkcs11_uri::split_pin(&key)
+                .map_err(|e| err("key", &e))?
+                .pin
+                .is_some();
+            if pin_in_uri && password_file.is_some() {
+                return Err(err(
+                    "key_password_file",
+                    "is set and the key URI has a pin-value too; give the PIN once (key_password_file keeps it out of the config file)",
+                ));
+            }
             return Ok(KeySource::Pkcs11 {
                 cert,
                 uri: key,
@@ -212,27 +216,39 @@ impl KeySource {
                 uri,
                 module,
                 pin_file,
-            } => {
-                let (leaf, chain) = split_chain(super::read_certs(file, "cert", cert)?);
-                let pin = pin_file
-                    .as_deref()
-                    .map(|p| read_secret(file, "key_password_file", p))
-                    .transpose()?;
-                let key = super::ffi::pkcs11_private_key(uri, module.as_deref(), pin.as_deref())
-                    .map_err(|e| {
-                        ConfigError::new(
-                            file,
-                            "key",
-                            format!(
-                                "cannot load the key {} from its PKCS#11 token: {e}; check that the token is present, the URI's token/object names and the PIN in key_password_file",
-                                redact_uri(uri)
-                            ),
-                        )
-                    })?;
-                Ok(Credentials { leaf, chain, key })
-            }
+            } => load_pkcs11(file, cert, uri, module.as_deref(), pin_file.as_deref()),
         }
     }
+}
+
+/// The certificate chain from `cert` and the key `uri` from its token. The engine gets the
+/// URI without its `pin-value` and the PIN (from the URI or `key_password_file`) through its
+/// PIN command: libp11 prints the URI it was given when it finds no key.
+fn load_pkcs11(
+    file: &Path,
+    cert: &Path,
+    uri: &str,
+    module: Option<&Path>,
+    pin_file: Option<&Path>,
+) -> Result<Credentials, ConfigError> {
+    let (leaf, chain) = split_chain(super::read_certs(file, "cert", cert)?);
+    let split = pkcs11_uri::split_pin(uri).map_err(|e| ConfigError::new(file, "key", e))?;
+    let pin = match pin_file {
+        Some(p) => Some(read_secret(file, "key_password_file", p)?),
+        None => split.pin,
+    };
+    let key = super::ffi::pkcs11_private_key(&split.without_pin, module, pin.as_deref())
+        .map_err(|e| {
+            ConfigError::new(
+                file,
+                "key",
+                format!(
+                    "cannot load the key {} from its PKCS#11 token: {e}; check that the token is present, the URI's token/object names and the PIN (key_password_file or the URI's pin-value)",
+                    redact_uri(uri)
+                ),
+            )
+        })?;
+    Ok(Credentials { leaf, chain, key })
 }
 
 fn split_chain(mut certs: Vec<X509>) -> (X509, Vec<X509>) {

@@ -151,6 +151,16 @@ fn conflicting_or_misplaced_keys_are_refused() {
             "pkcs11_module",
         ),
         (RawKeys::default(), "cert"),
+        (
+            // The PIN given twice: in the URI and in a file.
+            RawKeys {
+                cert: Some(cert.clone()),
+                key: Some("pkcs11:token=t;object=k?pin-value=1".into()),
+                key_password_file: Some(cert.clone()),
+                ..Default::default()
+            },
+            "key_password_file",
+        ),
     ];
     for (raw, key) in cases {
         let e = raw.validate(&f.file()).unwrap_err();
