@@ -191,13 +191,34 @@ pub async fn refresh(url: &str, cache: &Path, cas: &[X509]) -> Result<Option<i64
     let body = get(url, FETCH_TIMEOUT).await?;
     let (pem, next) = validate(&body, cas).map_err(|e| format!("{url}: {e}"))?;
     if std::fs::read(cache).ok().as_deref() != Some(&pem[..]) {
-        let tmp = cache.with_extension("tmp");
-        std::fs::write(&tmp, &pem)
-            .and_then(|()| std::fs::rename(&tmp, cache))
-            .map_err(|e| format!("{}: {e}", cache.display()))?;
+        store(cache, &pem).map_err(|e| format!("{}: {e}", cache.display()))?;
         info!(url, copy = %cache.display(), "CRL fetched and stored");
     }
     Ok(next)
+}
+
+/// Replaces `cache` with `pem` through a temporary file in the same directory, created
+/// exclusively under a random name (O_EXCL: a file or symlink planted in `state_dir` is
+/// never written through), then renamed over the copy so readers never see half a CRL.
+fn store(cache: &Path, pem: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match cache.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".crl-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(pem)?;
+    // A CRL is public, and the copy written as root at start is read again after dropping
+    // privileges: 0644, as the copy was before (tempfile creates 0600).
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(cache).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Fetches every URL of `cfg` (at start and on reload). A URL that cannot be fetched keeps
@@ -319,5 +340,24 @@ mod tests {
             .unwrap_err()
             .contains("not signed"));
         assert!(validate(b"<html>", std::slice::from_ref(&ca.cert)).is_err());
+    }
+
+    #[test]
+    fn the_copy_is_written_without_following_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache_path(dir.path(), "http://ca.example/ca.crl");
+        // A file the gateway may write (as root at start) but must never touch here.
+        let target = dir.path().join("victim");
+        std::fs::write(&target, b"precious").unwrap();
+        // The name the copy used to be written through, planted as a symlink.
+        let planted = cache.with_extension("tmp");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        store(&cache, b"the CRL").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&cache).unwrap(), b"the CRL");
+        let meta = std::fs::symlink_metadata(&cache).unwrap();
+        assert!(meta.file_type().is_file(), "the copy is a {:?}", meta.file_type());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
     }
 }
