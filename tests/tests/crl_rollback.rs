@@ -15,7 +15,8 @@ use tunnel_tests::tls::{exchange, local_addr, TlsClient};
 use tunnel_tests::*;
 
 /// Message of the warning about a refused older CRL.
-const ROLLBACK: &str = "refused a CRL older than the one in force (rollback); keeping the newer one";
+const ROLLBACK: &str =
+    "refused a CRL older than the one in force (rollback); keeping the newer one";
 
 /// An older CRL of `pki`'s CA revoking nobody, and a newer one revoking `revoked`, with
 /// their CRL Numbers as `openssl crl -crlnumber` reads them.
