@@ -17,120 +17,129 @@ fn at(number: Option<&[u8]>, this_update: i64, next_update: Option<i64>, tag: u8
     }
 }
 
-#[test]
-fn which_list_stays_in_force() {
-    let day = Some(NOW + 86_400);
-    let (t1, t2) = (NOW - 7200, NOW - 3600);
-    use Refusal::*;
-    use Verdict::*;
-    let cases: Vec<(&str, Issue, Issue, Verdict)> = vec![
-        (
-            "higher number",
-            at(Some(&[5]), t1, day, 1),
-            at(Some(&[6]), t1, day, 2),
-            Replace,
-        ),
-        (
-            "lower number",
-            at(Some(&[6]), t1, day, 1),
-            at(Some(&[5]), t1, day, 2),
-            Keep(Older),
-        ),
-        (
-            "lower number, later thisUpdate",
-            at(Some(&[6]), t1, day, 1),
-            at(Some(&[5]), t2, day, 2),
-            Keep(Older),
-        ),
-        (
-            "higher number, earlier thisUpdate",
-            at(Some(&[5]), t2, day, 1),
-            at(Some(&[6]), t1, day, 2),
-            Replace,
-        ),
-        (
-            "equal number, other content",
-            at(Some(&[5]), t1, day, 1),
-            at(Some(&[5]), t2, day, 2),
-            Keep(SamePosition),
-        ),
-        (
-            "the same list",
-            at(Some(&[5]), t1, day, 1),
-            at(Some(&[5]), t1, day, 1),
-            Same,
-        ),
-        // 256 against 255: longer magnitudes are larger whatever their first byte.
-        (
-            "number 256 after 255",
-            at(Some(&[0xff]), t1, day, 1),
-            at(Some(&[1, 0]), t1, day, 2),
-            Replace,
-        ),
-        (
-            "number 255 after 256",
-            at(Some(&[1, 0]), t1, day, 1),
-            at(Some(&[0xff]), t1, day, 2),
-            Keep(Older),
-        ),
-        (
-            "offered unnumbered, later thisUpdate",
-            at(Some(&[9]), t1, day, 1),
-            at(None, t2, day, 2),
-            Replace,
-        ),
-        (
-            "offered unnumbered, earlier thisUpdate",
-            at(Some(&[9]), t2, day, 1),
-            at(None, t1, day, 2),
-            Keep(Older),
-        ),
-        (
-            "current unnumbered, earlier thisUpdate",
-            at(None, t2, day, 1),
-            at(Some(&[9]), t1, day, 2),
-            Keep(Older),
-        ),
-        (
-            "neither numbered, later thisUpdate",
-            at(None, t1, day, 1),
-            at(None, t2, day, 2),
-            Replace,
-        ),
-        (
-            "neither numbered, same second",
-            at(None, t1, day, 1),
-            at(None, t1, day, 2),
-            Keep(SamePosition),
-        ),
-        (
-            "offered expired, higher number",
-            at(Some(&[5]), t1, day, 1),
-            at(Some(&[6]), t2, Some(NOW - 1), 2),
-            Keep(Expired),
-        ),
-        (
-            "both expired, higher number",
-            at(Some(&[5]), t1, Some(NOW - 60), 1),
-            at(Some(&[6]), t2, Some(NOW - 1), 2),
-            Replace,
-        ),
-        (
-            "current expired, lower number",
-            at(Some(&[6]), t1, Some(NOW - 1), 1),
-            at(Some(&[5]), t2, day, 2),
-            Keep(Older),
-        ),
-        (
-            "offered without nextUpdate, higher number",
-            at(Some(&[5]), t1, day, 1),
-            at(Some(&[6]), t2, None, 2),
-            Replace,
-        ),
-    ];
+type Case = (&'static str, Issue, Issue, Verdict);
+
+fn check(cases: Vec<Case>) {
     for (what, current, offered, want) in cases {
         assert_eq!(judge(&current, &offered, NOW), want, "{what}");
     }
+}
+
+#[test]
+fn numbers_decide_when_both_lists_have_one() {
+    let (t1, t2) = (NOW - 7200, NOW - 3600);
+    // Numbered, current until tomorrow.
+    let n = |v: &[u8], t: i64, tag: u8| at(Some(v), t, Some(NOW + 86_400), tag);
+    use Refusal::*;
+    use Verdict::*;
+    check(vec![
+        ("higher", n(&[5], t1, 1), n(&[6], t1, 2), Replace),
+        ("lower", n(&[6], t1, 1), n(&[5], t1, 2), Keep(Older)),
+        (
+            "lower, later thisUpdate",
+            n(&[6], t1, 1),
+            n(&[5], t2, 2),
+            Keep(Older),
+        ),
+        (
+            "higher, earlier thisUpdate",
+            n(&[5], t2, 1),
+            n(&[6], t1, 2),
+            Replace,
+        ),
+        (
+            "equal, other content",
+            n(&[5], t1, 1),
+            n(&[5], t2, 2),
+            Keep(SamePosition),
+        ),
+        ("the same list", n(&[5], t1, 1), n(&[5], t1, 1), Same),
+        // Longer magnitudes are larger whatever their first byte.
+        (
+            "256 after 255",
+            n(&[0xff], t1, 1),
+            n(&[1, 0], t1, 2),
+            Replace,
+        ),
+        (
+            "255 after 256",
+            n(&[1, 0], t1, 1),
+            n(&[0xff], t1, 2),
+            Keep(Older),
+        ),
+    ]);
+}
+
+#[test]
+fn this_update_decides_when_a_list_has_no_number() {
+    let (t1, t2) = (NOW - 7200, NOW - 3600);
+    let day = Some(NOW + 86_400);
+    let n = |v: &[u8], t: i64, tag: u8| at(Some(v), t, day, tag);
+    let u = |t: i64, tag: u8| at(None, t, day, tag);
+    use Refusal::*;
+    use Verdict::*;
+    check(vec![
+        (
+            "offered unnumbered, later",
+            n(&[9], t1, 1),
+            u(t2, 2),
+            Replace,
+        ),
+        (
+            "offered unnumbered, earlier",
+            n(&[9], t2, 1),
+            u(t1, 2),
+            Keep(Older),
+        ),
+        (
+            "current unnumbered, earlier",
+            u(t2, 1),
+            n(&[9], t1, 2),
+            Keep(Older),
+        ),
+        ("neither numbered, later", u(t1, 1), u(t2, 2), Replace),
+        (
+            "neither, same second",
+            u(t1, 1),
+            u(t1, 2),
+            Keep(SamePosition),
+        ),
+    ]);
+}
+
+#[test]
+fn an_expired_list_never_replaces_a_current_one() {
+    let (t1, t2) = (NOW - 7200, NOW - 3600);
+    let (day, past, long_past) = (Some(NOW + 86_400), Some(NOW - 1), Some(NOW - 60));
+    let n = |v: &[u8], t: i64, next: Option<i64>, tag: u8| at(Some(v), t, next, tag);
+    use Refusal::*;
+    use Verdict::*;
+    check(vec![
+        (
+            "offered expired, higher",
+            n(&[5], t1, day, 1),
+            n(&[6], t2, past, 2),
+            Keep(Expired),
+        ),
+        (
+            "both expired, higher",
+            n(&[5], t1, long_past, 1),
+            n(&[6], t2, past, 2),
+            Replace,
+        ),
+        (
+            "current expired, lower",
+            n(&[6], t1, past, 1),
+            n(&[5], t2, day, 2),
+            Keep(Older),
+        ),
+        (
+            "never expires, higher",
+            n(&[5], t1, day, 1),
+            n(&[6], t2, None, 2),
+            Replace,
+        ),
+    ]);
 }
 
 #[test]
