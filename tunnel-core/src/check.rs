@@ -12,7 +12,7 @@ use std::path::Path;
 /// certificate in that file may reach and the rule allowing each.
 pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError> {
     let cfg = ServerConfig::load(path)?;
-    let snap = Snapshot::new(cfg, Default::default())?;
+    let snap = Snapshot::new(cfg, Default::default(), None)?;
     let cfg = &snap.cfg;
     let mut out = String::new();
     let _ = writeln!(out, "{}: OK", path.display());

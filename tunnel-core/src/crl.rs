@@ -8,15 +8,20 @@
 //! the issuing certificate found in the verified chain, so CRLs of intermediate CAs (which
 //! are not in `client_ca`) are accepted, and two CAs sharing a name (key rollover) never
 //! stand in for each other.
+//!
+//! A list re-read from the same file (reload, SIGHUP) replaces the one in force only when it
+//! is newer in its CA's sequence ([`rollback`]): an older list written back keeps the newer.
 
 use crate::config::{ConfigError, CrlCoverage};
 use crate::identity::one_line_name;
 use crate::time::unix_time;
 use openssl::error::ErrorStack;
 use openssl::x509::{CrlStatus, X509Crl, X509Ref, X509};
-use std::path::Path;
-use std::sync::Mutex;
+use rollback::{Issue, Verdict};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+pub(crate) mod rollback;
 mod validate;
 
 /// The revocation status of a certificate chain.
@@ -37,12 +42,14 @@ struct Loaded {
     crl: X509Crl,
     aki: Option<Vec<u8>>,
     verified: Mutex<Vec<(Vec<u8>, bool)>>,
+    /// The file it was read from: the next list of its CA from there must be newer.
+    source: PathBuf,
 }
 
 /// Revocation lists, validated when loaded; each applies to the CA whose key signed it.
 #[derive(Default)]
 pub struct CrlSet {
-    crls: Vec<Loaded>,
+    crls: Vec<Arc<Loaded>>,
     coverage: CrlCoverage,
 }
 
@@ -55,12 +62,15 @@ impl std::fmt::Debug for CrlSet {
 impl CrlSet {
     /// Loads PEM CRLs from `paths`. A CRL naming a CA of `cas` as issuer must be signed by
     /// it; any other CRL is an intermediate CA's, verified against the intermediate found in
-    /// each client's verified chain. Every CRL is validated (see [`validate`]).
+    /// each client's verified chain. Every CRL is validated (see [`validate`]). With the
+    /// `previous` set in force (a reload), a list older than the one it held from the same
+    /// file for the same CA is not taken: the one in force stays (see [`rollback`]).
     pub fn load(
         file: &Path,
-        paths: &[std::path::PathBuf],
+        paths: &[PathBuf],
         cas: &[X509],
         coverage: CrlCoverage,
+        previous: Option<&CrlSet>,
     ) -> Result<CrlSet, ConfigError> {
         let mut crls = Vec::new();
         let now = crate::time::unix_now();
@@ -79,14 +89,43 @@ impl CrlSet {
                     validate::crl(&crl, now).map_err(|e| fail(format!("{}: {e}", p.display())))?;
                 let verified = validate::against_cas(&crl, cas)
                     .map_err(|e| fail(format!("{}: {e}", p.display())))?;
-                crls.push(Loaded {
+                let offered = Loaded {
                     crl,
                     aki,
                     verified: Mutex::new(verified),
-                });
+                    source: p.clone(),
+                };
+                crls.push(in_force(previous, offered, cas, now));
             }
         }
         Ok(CrlSet { crls, coverage })
+    }
+
+    /// The list this set loaded from `offered`'s file for `offered`'s CA: same issuer name,
+    /// same authority key identifier, and (for a CA of client_ca) the same verifying key.
+    /// `None` when there is none, or several (unnumbered twins cannot be told apart).
+    fn same_series(&self, offered: &Loaded) -> Option<&Arc<Loaded>> {
+        let keys = |l: &Loaded| -> Vec<Vec<u8>> {
+            let seen = crate::sync::lock(&l.verified);
+            seen.iter()
+                .filter(|(_, ok)| *ok)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let offered_keys = keys(offered);
+        let mut found = self.crls.iter().filter(|l| {
+            let prev_keys = keys(l);
+            l.source == offered.source
+                && l.aki == offered.aki
+                && names_equal(l.crl.issuer_name(), offered.crl.issuer_name())
+                && (prev_keys.is_empty()
+                    || offered_keys.is_empty()
+                    || prev_keys.iter().any(|k| offered_keys.contains(k)))
+        });
+        match (found.next(), found.next()) {
+            (Some(l), None) => Some(l),
+            _ => None,
+        }
     }
 
     /// The CRLs that `issuer` (a CA certificate from a verified chain) signed.
@@ -228,6 +267,27 @@ impl CrlSet {
     /// Whether no list is loaded.
     pub fn is_empty(&self) -> bool {
         self.crls.is_empty()
+    }
+}
+
+/// The list to use for `offered`: the one `previous` loaded from the same file for the same
+/// CA when `offered` may not replace it (older, same number, or expired; logged), else
+/// `offered`. A kept list must still hold under the new `cas` (a replaced CA starts anew).
+fn in_force(previous: Option<&CrlSet>, offered: Loaded, cas: &[X509], now: i64) -> Arc<Loaded> {
+    let Some(current) = previous.and_then(|p| p.same_series(&offered)) else {
+        return Arc::new(offered);
+    };
+    if validate::against_cas(&current.crl, cas).is_err() {
+        return Arc::new(offered);
+    }
+    let (cur, off) = (Issue::of(&current.crl), Issue::of(&offered.crl));
+    match rollback::judge(&cur, &off, now) {
+        Verdict::Keep(why) => {
+            let source = offered.source.display().to_string();
+            rollback::warn_refused(&source, &cur, &off, why);
+            current.clone()
+        }
+        Verdict::Same | Verdict::Replace => Arc::new(offered),
     }
 }
 

@@ -5,10 +5,15 @@
 //! watched like a configured path, so a fresh copy written here triggers a reload. A copy
 //! that goes stale because the URL is unreachable follows `crl_expired`.
 //!
+//! A fetched CRL replaces the copy only when it is newer in its CA's sequence (see
+//! [`crate::crl::rollback`]): a distribution point serving an older list, still valid and
+//! validly signed (a replay, a stale mirror), leaves the copy as it is, also after a restart.
+//!
 //! HTTPS goes through OpenSSL (`tokio-openssl`), verifying the server against the system's
 //! trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` override it) and the URL's host name.
 
 use crate::config::ServerConfig;
+use crate::crl::rollback::{self, Issue, Verdict};
 use openssl::ssl::{SslConnector, SslMethod};
 use openssl::x509::{X509Crl, X509};
 use std::path::{Path, PathBuf};
@@ -162,9 +167,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(buf)
 }
 
-/// The CRL in `body` (DER, as distribution points serve it, or PEM) as PEM, after checking
-/// that a CA of `cas` signed it; with its nextUpdate (unix time).
-fn validate(body: &[u8], cas: &[X509]) -> Result<(Vec<u8>, Option<i64>), String> {
+/// The CRL in `body` (DER, as distribution points serve it, or PEM), after checking that a
+/// CA of `cas` signed it.
+fn validate(body: &[u8], cas: &[X509]) -> Result<X509Crl, String> {
     let crl = X509Crl::from_der(body)
         .or_else(|_| X509Crl::from_pem(body))
         .map_err(|_| "not a CRL (DER or PEM)".to_string())?;
@@ -182,22 +187,87 @@ fn validate(body: &[u8], cas: &[X509]) -> Result<(Vec<u8>, Option<i64>), String>
     if !signed {
         return Err("not signed by a CA of client_ca".into());
     }
-    let next = crl.next_update().and_then(crate::time::unix_time);
-    Ok((crl.to_pem().map_err(|e| e.to_string())?, next))
+    Ok(crl)
 }
 
-/// Fetches `url` into `cache` when the copy there differs; returns the CRL's nextUpdate.
+/// Whether a CA of `cas` signed both `a` and `b` (with the same key).
+fn same_signer(a: &X509Crl, b: &X509Crl, cas: &[X509]) -> bool {
+    cas.iter().any(|ca| {
+        let signed = |c: &X509Crl| {
+            crate::crl::names_equal(ca.subject_name(), c.issuer_name())
+                && ca
+                    .public_key()
+                    .ok()
+                    .and_then(|k| c.verify(&k).ok())
+                    .unwrap_or(false)
+        };
+        signed(a) && signed(b)
+    })
+}
+
+/// When the copy in `cache` is a list of the same CA that `offered` may not replace (older,
+/// same number, or `offered` expired; logged): the copy's nextUpdate, to keep it.
+fn keep_copy(
+    url: &str,
+    cache: &Path,
+    offered: &X509Crl,
+    cas: &[X509],
+    now: i64,
+) -> Option<Option<i64>> {
+    let current = X509Crl::from_pem(&std::fs::read(cache).ok()?).ok()?;
+    // A copy of another CA (client_ca changed) or one no CA signed says nothing.
+    if !same_signer(&current, offered, cas) {
+        return None;
+    }
+    let (cur, off) = (Issue::of(&current), Issue::of(offered));
+    match rollback::judge(&cur, &off, now) {
+        Verdict::Keep(why) => {
+            rollback::warn_refused(url, &cur, &off, why);
+            Some(cur.next_update)
+        }
+        Verdict::Same | Verdict::Replace => None,
+    }
+}
+
+/// Fetches `url` into `cache` when the copy there differs and is older; returns the
+/// nextUpdate of the CRL kept.
 pub async fn refresh(url: &str, cache: &Path, cas: &[X509]) -> Result<Option<i64>, String> {
     let body = get(url, FETCH_TIMEOUT).await?;
-    let (pem, next) = validate(&body, cas).map_err(|e| format!("{url}: {e}"))?;
+    let crl = validate(&body, cas).map_err(|e| format!("{url}: {e}"))?;
+    if let Some(next) = keep_copy(url, cache, &crl, cas, crate::time::unix_now()) {
+        return Ok(next);
+    }
+    let next = crl.next_update().and_then(crate::time::unix_time);
+    let pem = crl.to_pem().map_err(|e| format!("{url}: {e}"))?;
     if std::fs::read(cache).ok().as_deref() != Some(&pem[..]) {
-        let tmp = cache.with_extension("tmp");
-        std::fs::write(&tmp, &pem)
-            .and_then(|()| std::fs::rename(&tmp, cache))
-            .map_err(|e| format!("{}: {e}", cache.display()))?;
+        store(cache, &pem).map_err(|e| format!("{}: {e}", cache.display()))?;
         info!(url, copy = %cache.display(), "CRL fetched and stored");
     }
     Ok(next)
+}
+
+/// Replaces `cache` with `pem` through a temporary file in the same directory, created
+/// exclusively under a random name (O_EXCL: a file or symlink planted in `state_dir` is
+/// never written through), then renamed over the copy so readers never see half a CRL.
+fn store(cache: &Path, pem: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match cache.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".crl-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(pem)?;
+    // A CRL is public, and the copy written as root at start is read again after dropping
+    // privileges: 0644, as the copy was before (tempfile creates 0600).
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(cache).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Fetches every URL of `cfg` (at start and on reload). A URL that cannot be fetched keeps
@@ -311,13 +381,79 @@ mod tests {
         let other = crate::pki::new_ca("Other", 1).unwrap();
         let crl = crate::pki::make_crl(&ca, &[], -1, 7).unwrap();
         let der = crl.to_der().unwrap();
-        let (pem, next) = validate(&der, std::slice::from_ref(&ca.cert)).unwrap();
-        assert!(String::from_utf8_lossy(&pem).contains("BEGIN X509 CRL"));
-        assert!(next.is_some());
+        let got = validate(&der, std::slice::from_ref(&ca.cert)).unwrap();
+        assert_eq!(got.to_der().unwrap(), der);
         assert!(validate(&crl.to_pem().unwrap(), std::slice::from_ref(&ca.cert)).is_ok());
         assert!(validate(&der, std::slice::from_ref(&other.cert))
-            .unwrap_err()
+            .err()
+            .unwrap_or_default()
             .contains("not signed"));
         assert!(validate(b"<html>", std::slice::from_ref(&ca.cert)).is_err());
+    }
+
+    #[test]
+    fn an_older_list_does_not_replace_the_copy() {
+        let ca = crate::pki::new_ca("CRL CA", 1).unwrap();
+        let other = crate::pki::new_ca("Other CA", 1).unwrap();
+        let cas = [ca.cert.clone(), other.cert.clone()];
+        let crl = || crate::pki::make_crl(&ca, &[], -1, 7).unwrap();
+        // make_crl numbers its lists by the millisecond: issue until the number moves on.
+        let older = crl();
+        let mut newer = crl();
+        while newer.to_der().unwrap()[..] == older.to_der().unwrap()[..]
+            || Issue::of(&newer).number == Issue::of(&older).number
+        {
+            newer = crl();
+        }
+        let expired = crate::pki::make_crl(&ca, &[], -10, 1).unwrap();
+        let others = crate::pki::make_crl(&other, &[], -1, 7).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("copy.pem");
+        let now = crate::time::unix_now();
+        let next = |c: &X509Crl| c.next_update().and_then(crate::time::unix_time);
+        let cases: Vec<(&str, &X509Crl, &X509Crl, Option<Option<i64>>)> = vec![
+            ("older offered", &newer, &older, Some(next(&newer))),
+            ("newer offered", &older, &newer, None),
+            ("same offered", &newer, &newer, None),
+            ("expired offered", &older, &expired, Some(next(&older))),
+            ("another CA's copy", &others, &older, None),
+        ];
+        for (what, copy, offered, want) in cases {
+            std::fs::write(&cache, copy.to_pem().unwrap()).unwrap();
+            assert_eq!(
+                keep_copy("http://x/", &cache, offered, &cas, now),
+                want,
+                "{what}"
+            );
+        }
+        std::fs::remove_file(&cache).unwrap();
+        assert_eq!(
+            keep_copy("http://x/", &cache, &older, &cas, now),
+            None,
+            "no copy"
+        );
+    }
+
+    #[test]
+    fn the_copy_is_written_without_following_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache_path(dir.path(), "http://ca.example/ca.crl");
+        // A file the gateway may write (as root at start) but must never touch here.
+        let target = dir.path().join("victim");
+        std::fs::write(&target, b"precious").unwrap();
+        // The name the copy used to be written through, planted as a symlink.
+        let planted = cache.with_extension("tmp");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        store(&cache, b"the CRL").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&cache).unwrap(), b"the CRL");
+        let meta = std::fs::symlink_metadata(&cache).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "the copy is a {:?}",
+            meta.file_type()
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
     }
 }

@@ -174,11 +174,13 @@ impl ServerTls {
     }
 
     /// Builds the acceptor for `cfg`; `policy` is consulted during full handshakes so that a
-    /// refused client gets a TLS alert rather than a silent close.
+    /// refused client gets a TLS alert rather than a silent close. `previous_crls` (the set
+    /// in force, on reload) keeps a list in force when its file now holds an older one.
     pub fn new(
         cfg: &ServerConfig,
         policy: Arc<Policy>,
         staple: Arc<crate::ocsp::Staple>,
+        previous_crls: Option<&CrlSet>,
     ) -> Result<ServerTls, ConfigError> {
         let file = cfg.file.as_path();
         let tls_err = |e: ErrorStack| ConfigError::new(file, "", format!("OpenSSL: {e}"));
@@ -199,7 +201,13 @@ impl ServerTls {
         let (cas, verify_store) = trust_client_cas(&mut b, cfg)?;
         b.set_verify_depth(cfg.verify_depth);
         resumption(&mut b, cfg)?;
-        let crls = Arc::new(CrlSet::load(file, &cfg.crl, &cas, cfg.crl_check)?);
+        let crls = Arc::new(CrlSet::load(
+            file,
+            &cfg.crl,
+            &cas,
+            cfg.crl_check,
+            previous_crls,
+        )?);
         b.set_alpn_select_callback(crate::catalog::select_alpn);
         route_by_sni(&mut b, policy.clone());
         let vcrls = crls.clone();

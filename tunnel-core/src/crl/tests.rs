@@ -22,7 +22,7 @@ fn write(dir: &Path, name: &str, crls: &[&X509Crl]) -> std::path::PathBuf {
 fn load(crls: &[&X509Crl], cas: &[X509], coverage: CrlCoverage) -> Result<CrlSet, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "crl.pem", crls);
-    CrlSet::load(Path::new("server.toml"), &[path], cas, coverage)
+    CrlSet::load(Path::new("server.toml"), &[path], cas, coverage, None)
 }
 
 fn intermediate(root: &Issued, name: &str) -> Issued {
@@ -279,4 +279,43 @@ fn two_cas_sharing_a_name_are_told_apart_by_key() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not signed by the CA of that name"), "{e}");
+}
+
+#[test]
+fn a_reload_keeps_the_newer_list_of_each_ca_from_the_same_file() {
+    let root = pki::new_ca("Root CA", 30).unwrap();
+    let rolled = pki::new_ca("Root CA", 30).unwrap();
+    let mallory = client(&root, "mallory");
+    let cas = [root.cert.clone(), rolled.cert.clone()];
+    let now = crate::time::unix_now();
+    let chain = vec![mallory.clone(), root.cert.clone()];
+    let older = crl(&root, &[]);
+    let mut newer = crl(&root, &[&mallory]);
+    // make_crl numbers its lists by the millisecond: issue until the number moves on.
+    while rollback::Issue::of(&newer).number == rollback::Issue::of(&older).number {
+        newer = crl(&root, &[&mallory]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = Path::new("server.toml");
+    let reload = |crls: &[&X509Crl], previous: Option<&CrlSet>| {
+        let path = write(dir.path(), "crl.pem", crls);
+        CrlSet::load(file, &[path], &cas, CrlCoverage::Available, previous).unwrap()
+    };
+    let first = reload(&[&newer], None);
+    assert_eq!(first.check_chain(&chain, now), CrlCheck::Revoked);
+    // The older list written back: the newer one stays in force.
+    let second = reload(&[&older], Some(&first));
+    assert_eq!(second.check_chain(&chain, now), CrlCheck::Revoked);
+    // ... also on the reload after that.
+    let third = reload(&[&older], Some(&second));
+    assert_eq!(third.check_chain(&chain, now), CrlCheck::Revoked);
+    // Another file is another source: its list is taken as it is.
+    let other = write(dir.path(), "other.pem", &[&older]);
+    let set = CrlSet::load(file, &[other], &cas, CrlCoverage::Available, Some(&first)).unwrap();
+    assert_eq!(set.check_chain(&chain, now), CrlCheck::Good);
+    // A list of another CA of the same name (key rollover) is not compared with it.
+    let rolled_crl = crl(&rolled, &[]);
+    let set = reload(&[&rolled_crl], Some(&first));
+    assert_eq!(set.len(), 1);
+    assert_eq!(set.check_chain(&chain, now), CrlCheck::Good);
 }

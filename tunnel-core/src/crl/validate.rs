@@ -110,6 +110,14 @@ pub(super) fn aki_matches(aki: Option<&[u8]>, issuer: &X509Ref) -> bool {
     }
 }
 
+/// The value (a DER INTEGER) of the cRLNumber extension of the DER CRL `der`, if any.
+pub(super) fn number(der: &[u8]) -> Option<Vec<u8>> {
+    extensions(der)?
+        .into_iter()
+        .find(|e| e.oid == CRL_NUMBER)
+        .map(|e| e.value)
+}
+
 /// The crlExtensions of a DER CertificateList.
 fn extensions(der: &[u8]) -> Option<Vec<Ext>> {
     let (_, list, _) = tlv(der)?;

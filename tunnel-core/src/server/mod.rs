@@ -41,10 +41,16 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Validates certificates and builds TLS for `cfg`; `staple` holds the OCSP staple the
-    /// gateway serves (it outlives reloads).
-    pub fn new(cfg: ServerConfig, staple: Arc<Staple>) -> Result<Snapshot, ConfigError> {
+    /// gateway serves (it outlives reloads). On reload, `previous` is the snapshot in force:
+    /// its CRLs are what a CRL file re-read now must not roll back.
+    pub fn new(
+        cfg: ServerConfig,
+        staple: Arc<Staple>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, ConfigError> {
         let policy = Arc::new(cfg.policy.clone());
-        let tls = ServerTls::new(&cfg, policy, staple)?;
+        let crls = previous.map(|p| &*p.tls.crls);
+        let tls = ServerTls::new(&cfg, policy, staple, crls)?;
         let ocsp = match cfg.ocsp {
             OcspMode::Off => None,
             _ => Some(
@@ -167,7 +173,7 @@ impl Gateway {
     /// Builds a gateway for `cfg` (loads certificates, CA, CRLs).
     pub fn new(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Arc<Gateway>, ConfigError> {
         let staple = Arc::new(Staple::default());
-        let snap = Snapshot::new(cfg, staple.clone())?;
+        let snap = Snapshot::new(cfg, staple.clone(), None)?;
         Ok(Arc::new(Gateway {
             lifecycle: Lifecycle::new(snap, metrics),
             overload: Overload::default(),
@@ -277,7 +283,8 @@ impl Agent for Gateway {
         crate::crl_fetch::prime(&cfg)
             .await
             .map_err(ReloadError::Fetch)?;
-        Ok(Snapshot::new(cfg, self.staple.clone())?)
+        let current = self.snapshot();
+        Ok(Snapshot::new(cfg, self.staple.clone(), Some(&current))?)
     }
 
     fn connection(

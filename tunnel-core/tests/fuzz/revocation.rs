@@ -20,6 +20,7 @@ fn load_and_check(pem: &[u8], case: u64) -> Result<(), TestCaseError> {
         std::slice::from_ref(&path),
         std::slice::from_ref(&f.ca.cert),
         CrlCoverage::Chain,
+        None,
     );
     let _ = std::fs::remove_file(&path);
     match res {
@@ -154,6 +155,7 @@ proptest! {
             std::slice::from_ref(&path),
             std::slice::from_ref(&f.ca.cert),
             CrlCoverage::Chain,
+            None,
         );
         let _ = std::fs::remove_file(&path);
         let set = set.map_err(|e| TestCaseError::fail(e.to_string()))?;

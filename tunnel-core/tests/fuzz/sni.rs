@@ -22,8 +22,13 @@ fn gateway() -> &'static (ServerTls, tunnel_core::policy::Policy) {
             ServerConfig::from_toml(&f.dir.join("server.toml"), &f.server_toml, HashMap::new())
                 .unwrap_or_else(|e| panic!("{e}"));
         let policy = cfg.policy.clone();
-        let tls = ServerTls::new(&cfg, Arc::new(policy.clone()), Arc::new(Staple::default()))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let tls = ServerTls::new(
+            &cfg,
+            Arc::new(policy.clone()),
+            Arc::new(Staple::default()),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         (tls, policy)
     })
 }
