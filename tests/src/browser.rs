@@ -2,11 +2,11 @@
 //! jar, and the forms of the provider's login, consent and device-confirmation pages filled
 //! in like a person would.
 
+use crate::http::parse_response;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use tunnel_core::http::client::parse_response;
 use tunnel_core::http::{form, Url};
 
 /// One plain-HTTP request (loopback only): status, the response head, body.
@@ -29,14 +29,9 @@ fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, 
     s.write_all(body).expect("write");
     let mut bytes = Vec::new();
     let _ = s.read_to_end(&mut bytes);
-    let head_end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(bytes.len());
-    let head = String::from_utf8_lossy(&bytes[..head_end]).to_string();
     let resp = parse_response(&bytes).unwrap_or_else(|e| panic!("{url}: {e}"));
     let body = String::from_utf8_lossy(&resp.body).into_owned();
-    (resp.status, head, body)
+    (resp.status, resp.head, body)
 }
 
 /// One plain-HTTP request (loopback only): status, Location header, body.

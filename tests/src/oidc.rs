@@ -4,6 +4,7 @@
 //! (`tunnel-server signer`) with a user CA made at test time.
 
 use crate::browser::{http, Browser};
+use crate::http::parse_response;
 use crate::pki::{toml_str, Pki};
 use crate::process::{command, field, Proc};
 use crate::{bins, READY};
@@ -14,7 +15,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tunnel_core::http::client::parse_response;
 use tunnel_core::http::{form, query_value};
 use tunnel_core::oidc::{pkce_challenge, random_token};
 

@@ -9,17 +9,17 @@
 //! [`crate::crl::rollback`]): a distribution point serving an older list, still valid and
 //! validly signed (a replay, a stale mirror), leaves the copy as it is, also after a restart.
 //!
-//! HTTPS goes through OpenSSL (`tokio-openssl`), verifying the server against the system's
-//! trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` override it) and the URL's host name.
+//! Fetches go through the crate's one HTTP client ([`crate::http::client`]); HTTPS verifies
+//! the server against the system's trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` override
+//! it) and the URL's host name.
 
 use crate::config::ServerConfig;
 use crate::crl::rollback::{self, Issue, Verdict};
-use openssl::ssl::{SslConnector, SslMethod};
+use crate::http::client::{Client, ClientLimits};
+use crate::http::Url;
 use openssl::x509::{X509Crl, X509};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 /// Deadline of one fetch.
@@ -37,52 +37,9 @@ pub fn is_url(entry: &str) -> bool {
     l.starts_with("http://") || l.starts_with("https://")
 }
 
-/// A parsed CRL URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Url {
-    tls: bool,
-    host: String,
-    authority: String,
-    path: String,
-}
-
+/// A CRL URL, checked: [`crate::http::Url`]'s rules, the error naming it a CRL URL.
 fn parse_url(url: &str) -> Result<Url, String> {
-    let lower = url
-        .get(..8)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let (tls, rest) = if lower.starts_with("https://") {
-        (true, &url[8..])
-    } else if lower.starts_with("http://") {
-        (false, &url[7..])
-    } else {
-        return Err(format!("{url:?} is not an http:// or https:// URL"));
-    };
-    // Same checks as OCSP responder URLs (no control characters, sane host and port).
-    let u = crate::ocsp::url::parse(&format!("http://{rest}"))
-        .map_err(|e| e.replace("OCSP responder", "CRL"))?;
-    let explicit_port = rest
-        .split(['/', '?', '#'])
-        .next()
-        .map(|a| {
-            a.rsplit_once(']')
-                .map(|(_, p)| p)
-                .unwrap_or(a)
-                .contains(':')
-        })
-        .unwrap_or(false);
-    let port = if tls && !explicit_port { 443 } else { u.port };
-    let authority = if u.host.contains(':') {
-        format!("[{}]:{port}", u.host)
-    } else {
-        format!("{}:{port}", u.host)
-    };
-    Ok(Url {
-        tls,
-        host: u.host,
-        authority,
-        path: u.path,
-    })
+    Url::parse(url).map_err(|e| format!("CRL URL \"{}\" refused: {}", e.url, e.why))
 }
 
 /// Checks a `crl` URL entry (for config validation).
@@ -97,74 +54,22 @@ pub fn cache_path(state_dir: &Path, url: &str) -> PathBuf {
     state_dir.join(format!("crl-{name}.pem"))
 }
 
-/// GETs `url` and returns the body of a 200 answer.
+/// GETs `url` through the crate's one HTTP client and returns the body of a 200 answer.
 pub async fn get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
-    let u = parse_url(url)?;
-    let fut = async {
-        let tcp = TcpStream::connect(&u.authority)
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        if u.tls {
-            let connector = SslConnector::builder(SslMethod::tls_client())
-                .map_err(|e| e.to_string())?
-                .build();
-            let ssl = connector
-                .configure()
-                .and_then(|c| c.into_ssl(&u.host))
-                .map_err(|e| e.to_string())?;
-            let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
-            std::pin::Pin::new(&mut s)
-                .connect()
-                .await
-                .map_err(|e| format!("{url}: TLS: {e}"))?;
-            exchange(&mut s, &u).await
-        } else {
-            let mut tcp = tcp;
-            exchange(&mut tcp, &u).await
-        }
+    parse_url(url)?;
+    let limits = ClientLimits {
+        timeout,
+        max_body: MAX_BODY,
     };
-    let raw = tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| format!("{url}: no answer within {timeout:?}"))??;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{url}: malformed HTTP response"))?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(format!("{url}: HTTP status {status}"));
-    }
-    Ok(raw[split + 4..].to_vec())
-}
-
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    u: &Url,
-) -> Result<Vec<u8>, String> {
-    // HTTP/1.0: no chunked encoding, the body ends with the connection.
-    let head = format!(
-        "GET {} HTTP/1.0\r\nHost: {}\r\nAccept: application/pkix-crl\r\nConnection: close\r\n\r\n",
-        u.path, u.authority
-    );
-    s.write_all(head.as_bytes())
+    let client = Client::for_signed_objects(limits).map_err(|e| e.to_string())?;
+    let resp = client
+        .get_as(url, "application/pkix-crl")
         .await
         .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        match s.read(&mut chunk).await {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            // Servers that close without close_notify: the body is complete anyway.
-            Err(_) if !buf.is_empty() => break,
-            Err(e) => return Err(e.to_string()),
-        }
-        if buf.len() > MAX_BODY {
-            return Err("response too large".into());
-        }
+    if resp.status != 200 {
+        return Err(format!("{url}: HTTP status {}", resp.status));
     }
-    Ok(buf)
+    Ok(resp.body)
 }
 
 /// The CRL in `body` (DER, as distribution points serve it, or PEM), after checking that a
@@ -343,13 +248,13 @@ mod tests {
     fn urls_and_refresh_times() {
         let u = parse_url("https://crl.example.org/ca.crl").unwrap();
         assert!(u.tls);
-        assert_eq!(u.authority, "crl.example.org:443");
+        assert_eq!(u.authority(), "crl.example.org:443");
         assert_eq!(u.path, "/ca.crl");
         let u = parse_url("http://127.0.0.1:8080/a/b.crl").unwrap();
         assert!(!u.tls);
-        assert_eq!(u.authority, "127.0.0.1:8080");
+        assert_eq!(u.authority(), "127.0.0.1:8080");
         let u = parse_url("https://[::1]:8443/x").unwrap();
-        assert_eq!(u.authority, "[::1]:8443");
+        assert_eq!(u.authority(), "[::1]:8443");
         for bad in [
             "ftp://x/y",
             "https://host/a\r\nX: y",

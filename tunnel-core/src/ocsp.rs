@@ -12,8 +12,6 @@ use openssl::x509::{X509Ref, X509};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 mod nonce;
 pub mod staple;
@@ -303,51 +301,34 @@ pub fn parse_response(
     Ok((v, next))
 }
 
-/// POSTs an OCSP request over plain HTTP/1.0 (as RFC 6960 responders expect) and returns
-/// the body of a 200 answer.
+/// POSTs an OCSP request (RFC 6960 appendix A: plain HTTP) through the crate's one HTTP
+/// client and returns the body of a 200 answer.
 pub async fn http_post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
-    let u = url::parse(url)?;
-    let (authority, path) = (u.authority(), u.path.as_str());
-    let addr = authority.clone();
-    let fut = async {
-        let mut s = TcpStream::connect(&addr)
-            .await
-            .map_err(|e| format!("OCSP responder {url}: {e}"))?;
-        let head = format!(
-            "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        s.write_all(body).await.map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 8192];
-        loop {
-            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.len() > MAX_RESPONSE {
-                return Err(format!("OCSP responder {url}: response too large"));
-            }
-        }
-        Ok::<_, String>(buf)
+    url::parse(url)?;
+    let limits = crate::http::client::ClientLimits {
+        timeout,
+        max_body: MAX_RESPONSE,
     };
-    let raw = tokio::time::timeout(timeout, fut)
+    let client = crate::http::client::Client::for_signed_objects(limits)
+        .map_err(|e| format!("OCSP responder {url}: {e}"))?;
+    let resp = client
+        .post_as(
+            url,
+            "application/ocsp-request",
+            "application/ocsp-response",
+            body,
+        )
         .await
-        .map_err(|_| format!("OCSP responder {url} did not answer within {timeout:?}"))??;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("OCSP responder {url}: malformed HTTP response"))?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(format!("OCSP responder {url}: HTTP status {status}"));
+        .map_err(|e| match e {
+            crate::http::client::HttpError::Timeout { .. } => {
+                format!("OCSP responder {url} did not answer within {timeout:?}")
+            }
+            e => format!("OCSP responder {e}"),
+        })?;
+    if resp.status != 200 {
+        return Err(format!("OCSP responder {url}: HTTP status {}", resp.status));
     }
-    Ok(raw[split + 4..].to_vec())
+    Ok(resp.body)
 }
 
 /// SHA-256 of a certificate's DER, as staples are keyed.

@@ -37,7 +37,12 @@ impl Url {
     /// Parses and checks `url`.
     pub fn parse(url: &str) -> Result<Url, UrlError> {
         let err = |why| UrlError {
-            url: url.chars().take(200).collect::<String>().escape_default().to_string(),
+            url: url
+                .chars()
+                .take(200)
+                .collect::<String>()
+                .escape_default()
+                .to_string(),
             why,
         };
         if url.len() > MAX_URL {
@@ -67,7 +72,9 @@ impl Url {
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             _ => return Err(err("malformed host")),
         };
-        let port = u.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        let port = u
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
         if port == 0 {
             return Err(err("malformed port"));
         }
@@ -113,7 +120,10 @@ impl fmt::Display for Url {
 /// What the `url` crate forgives and we do not: `http:///x` (it takes `x` for the host) and
 /// an empty port (`host:/`).
 fn check_authority(url: &str) -> Result<(), &'static str> {
-    let rest = url.split_once("://").map(|(_, r)| r).ok_or("not an absolute URL")?;
+    let rest = url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .ok_or("not an absolute URL")?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.is_empty() {
         return Err("malformed host");
@@ -145,11 +155,29 @@ mod tests {
     #[test]
     fn parses_sane_urls() {
         let ok = [
-            ("https://idp.example.com/realms/x", true, "idp.example.com", 443, "/realms/x"),
+            (
+                "https://idp.example.com/realms/x",
+                true,
+                "idp.example.com",
+                443,
+                "/realms/x",
+            ),
             ("http://127.0.0.1:8080", false, "127.0.0.1", 8080, "/"),
             ("http://[::1]:9/a?b=c#frag", false, "::1", 9, "/a?b=c"),
-            ("HTTP://OCSP.example.org?x", false, "ocsp.example.org", 80, "/?x"),
-            ("https://crl.example.org:8443/ca.crl", true, "crl.example.org", 8443, "/ca.crl"),
+            (
+                "HTTP://OCSP.example.org?x",
+                false,
+                "ocsp.example.org",
+                80,
+                "/?x",
+            ),
+            (
+                "https://crl.example.org:8443/ca.crl",
+                true,
+                "crl.example.org",
+                8443,
+                "/ca.crl",
+            ),
         ];
         for (url, tls, host, port, path) in ok {
             let u = Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
@@ -195,6 +223,9 @@ mod tests {
             assert!(!e.contains('\r') && !e.contains('\n'), "{e:?}");
         }
         let long = format!("http://h.example/{}", "a".repeat(MAX_URL));
-        assert!(Url::parse(&long).unwrap_err().to_string().contains("longer"));
+        assert!(Url::parse(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("longer"));
     }
 }

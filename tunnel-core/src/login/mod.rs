@@ -56,7 +56,7 @@ pub struct LoginResult {
 /// Runs the whole login.
 pub async fn login(opts: &LoginOptions) -> Result<LoginResult, String> {
     let base = opts.signer.trim_end_matches('/');
-    let signer = Client::new(Some(&opts.ca))?;
+    let signer = Client::new(Some(&opts.ca)).map_err(|e| e.to_string())?;
     let resp = signer
         .get(&format!("{base}/v1/login-config"))
         .await
@@ -72,7 +72,7 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginResult, String> {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_else(|| vec!["openid", "email"]);
-    let idp = Client::new(opts.idp_ca.as_deref())?;
+    let idp = Client::new(opts.idp_ca.as_deref()).map_err(|e| e.to_string())?;
     let discovery = Discovery::fetch(&idp, &issuer).await?;
     let key = new_key(KeyType::EcP256).map_err(|e| e.to_string())?;
     let nonce = nonce_for_key(&key).map_err(|e| e.to_string())?;
