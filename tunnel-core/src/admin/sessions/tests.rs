@@ -50,13 +50,14 @@ fn disconnect_cuts_only_matches_and_blocks() {
     let c = s
         .admit(info("carol", "web", "0C"), Limits::default())
         .unwrap();
-    let (n, until) = s.disconnect(
-        &Selector::Serial("a".into()),
-        "root (uid 0)",
-        "left",
-        Some(block(600)),
-    )
-    .unwrap();
+    let (n, until) = s
+        .disconnect(
+            &Selector::Serial("a".into()),
+            "root (uid 0)",
+            "left",
+            Some(block(600)),
+        )
+        .unwrap();
     assert_eq!(n, 1);
     assert!(until.unwrap() >= unix_now() + 599);
     assert_eq!(
@@ -119,13 +120,9 @@ fn block_after_cut_by_id_or_backend_is_by_fingerprint() {
         .admit(info("alice", "db", "1"), Limits::default())
         .unwrap();
     let _b = s.admit(info("bob", "web", "2"), Limits::default()).unwrap();
-    let (n, until) = s.disconnect(
-        &Selector::Id(a.id()),
-        "x",
-        "y",
-        Some(block(60)),
-    )
-    .unwrap();
+    let (n, until) = s
+        .disconnect(&Selector::Id(a.id()), "x", "y", Some(block(60)))
+        .unwrap();
     assert_eq!((n, until.is_some()), (1, true));
     // alice's certificate is blocked on every backend; bob is not.
     assert!(s
