@@ -247,7 +247,14 @@ fn disconnect_block_for_beyond_the_maximum_is_a_usage_error() {
     let (alice, bob) = (pki.client("alice"), pki.client("bob"));
     let mut before = EchoTunnel::open(&pki, &alice, gw.addr, "db", 1);
     let s = sock.to_str().unwrap();
-    let args = ["disconnect", "--socket", s, "--identity", "x", "--block-for"];
+    let args = [
+        "disconnect",
+        "--socket",
+        s,
+        "--identity",
+        "x",
+        "--block-for",
+    ];
     let out = server_cli(&[&args[..], &["500000000000y"]].concat());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");

@@ -4,10 +4,10 @@
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use tunnel_core::admin::protocol::{BlockFor, MAX_BLOCK_FOR, MAX_BLOCK_FOR_TEXT};
 use tunnel_core::pki::store::{
     DEFAULT_CA_DAYS, DEFAULT_CA_NAME, DEFAULT_CERT_DAYS, DEFAULT_CRL_DAYS,
 };
-use tunnel_core::admin::protocol::{BlockFor, MAX_BLOCK_FOR, MAX_BLOCK_FOR_TEXT};
 use tunnel_core::pki::KeyType;
 
 /// Examples shown by `--help` and in the man page: (what it does, the command).
