@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
 /// The v2 signature (12 bytes).
@@ -101,8 +101,10 @@ pub async fn receive(
     }
 }
 
-/// Reads one header: `Some(source)`, or `None` for LOCAL / UNKNOWN.
-async fn read_header(sock: &mut TcpStream) -> Result<Option<SocketAddr>, String> {
+/// Reads one header from `sock`: `Some(source)`, or `None` for LOCAL / UNKNOWN; an error
+/// for anything else, including a stream that ends inside the header. Reads exactly the
+/// header's bytes. Generic over the reader so that property tests can feed it bytes.
+pub async fn read_header<R: AsyncRead + Unpin>(sock: &mut R) -> Result<Option<SocketAddr>, String> {
     let io = |e: std::io::Error| format!("PROXY header: {e}");
     let mut head = [0u8; 8];
     sock.read_exact(&mut head).await.map_err(io)?;
