@@ -204,3 +204,18 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Sends one raw `line` (a newline is added) to the admin socket at `socket`, as any admin
+/// client could, and returns the reply line as received (empty when the socket closed
+/// without one).
+pub fn raw_request(socket: &Path, line: &str) -> String {
+    use std::io::BufRead;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    s.set_read_timeout(Some(crate::PROMPT)).expect("timeout");
+    s.write_all(format!("{line}\n").as_bytes())
+        .expect("write the request");
+    let mut reply = String::new();
+    let _ = io::BufReader::new(&s).read_line(&mut reply);
+    reply
+}

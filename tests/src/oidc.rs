@@ -238,6 +238,11 @@ impl SignerProc {
 
     /// POSTs `/v1/certificates` over HTTPS (verifying the signer with the fixture's CA).
     pub fn request(&self, csr: &str, token: &str, lifetime: Option<&str>) -> (u16, Value) {
+        self.request_with_lifetime(csr, token, json!(lifetime))
+    }
+
+    /// Like [`SignerProc::request`], with any JSON value as the requested `lifetime`.
+    pub fn request_with_lifetime(&self, csr: &str, token: &str, lifetime: Value) -> (u16, Value) {
         let body = json!({ "csr": csr, "id_token": token, "lifetime": lifetime }).to_string();
         let tcp = TcpStream::connect(self.addr).expect("connect to the signer");
         let mut tls = self

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 use tunnel_tests::admin::{
-    disconnect, expiring_client, sessions, tunnel_works, wait_until, EchoTunnel,
+    disconnect, expiring_client, raw_request, server_cli, sessions, tunnel_works, wait_until,
+    EchoTunnel,
 };
 use tunnel_tests::process::number;
 use tunnel_tests::{backend_toml, field, Backend, Gateway, Pki, PROMPT};
@@ -222,6 +223,101 @@ fn block_for_refuses_then_admits_again() {
         blocked_at.elapsed() >= Duration::from_secs(3),
         "the block ended early"
     );
+}
+
+/// The longest block the documentation allows: 366 days.
+const MAX_BLOCK_SECS: u64 = 366 * 86_400;
+
+/// Asserts that the gateway is still up and `t`, opened before, still carries checked bytes.
+fn still_serving(gw: &mut Gateway, t: &mut EchoTunnel, what: &str) {
+    assert!(
+        gw.running(),
+        "the gateway died after {what}; its log:\n{}",
+        gw.log_text()
+    );
+    t.round_trip(100_000)
+        .unwrap_or_else(|e| panic!("the tunnel opened before {what} stopped flowing: {e}"));
+}
+
+#[test]
+fn disconnect_block_for_beyond_the_maximum_is_a_usage_error() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let (mut gw, sock) = setup(&pki, &echo, "");
+    let (alice, bob) = (pki.client("alice"), pki.client("bob"));
+    let mut before = EchoTunnel::open(&pki, &alice, gw.addr, "db", 1);
+    let s = sock.to_str().unwrap();
+    let args = [
+        "disconnect",
+        "--socket",
+        s,
+        "--identity",
+        "x",
+        "--block-for",
+    ];
+    let out = server_cli(&[&args[..], &["500000000000y"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("--block-for") && err.contains("366 days"),
+        "the message must name the flag and the maximum: {err}"
+    );
+    still_serving(&mut gw, &mut before, "disconnect --block-for 500000000000y");
+    // One second over the maximum is refused too.
+    let over = format!("{}s", MAX_BLOCK_SECS + 1);
+    let out = server_cli(&[&args[..], &[over.as_str()]].concat());
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    // Positive control: the maximum itself blocks, and cuts only bob.
+    let mut bobs = EchoTunnel::open(&pki, &bob, gw.addr, "web", 2);
+    let out = disconnect(&sock, &["--identity", "bob", "--block-for", "366days"]);
+    assert!(
+        out.contains("disconnected 1 tunnel(s)") && out.contains("blocked until"),
+        "{out}"
+    );
+    assert!(bobs.is_cut());
+    assert!(!tunnel_works(&pki, &bob, gw.addr, "db").0, "bob is blocked");
+    still_serving(&mut gw, &mut before, "a block of the maximum");
+}
+
+#[test]
+fn admin_socket_refuses_an_overlong_block_and_the_gateway_keeps_serving() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let (mut gw, sock) = setup(&pki, &echo, "");
+    let (alice, bob) = (pki.client("alice"), pki.client("bob"));
+    let mut before = EchoTunnel::open(&pki, &alice, gw.addr, "db", 1);
+    let request = |ident: &str, secs: u64| {
+        let line = format!(
+            "{{\"v\":1,\"cmd\":\"disconnect\",\"identity\":\"{ident}\",\"block_for_secs\":{secs}}}"
+        );
+        let reply = raw_request(&sock, &line);
+        serde_json::from_str::<serde_json::Value>(&reply)
+            .unwrap_or_else(|e| panic!("no JSON reply to {line} ({e}): {reply:?}"))
+    };
+    for secs in [u64::MAX, MAX_BLOCK_SECS + 1] {
+        let v = request("x", secs);
+        assert_eq!(v["ok"], false, "{v}");
+        let e = v["error"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("block_for_secs") && e.contains("366 days"),
+            "the error must name the field and the maximum: {v}"
+        );
+        still_serving(&mut gw, &mut before, &format!("block_for_secs {secs}"));
+    }
+    // Positive control: the maximum itself cuts and blocks bob, until 366 days from now.
+    let mut bobs = EchoTunnel::open(&pki, &bob, gw.addr, "web", 2);
+    let v = request("bob", MAX_BLOCK_SECS);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["disconnected"], 1, "{v}");
+    let until = v["blocked_until"].as_i64().unwrap_or_default();
+    let want = tunnel_core::pki::unix_now() + MAX_BLOCK_SECS as i64;
+    assert!(
+        (want - PROMPT.as_secs() as i64..=want).contains(&until),
+        "blocked_until {until}, expected about {want}"
+    );
+    assert!(bobs.is_cut());
+    assert!(!tunnel_works(&pki, &bob, gw.addr, "db").0, "bob is blocked");
+    still_serving(&mut gw, &mut before, "a block of the maximum");
 }
 
 #[test]

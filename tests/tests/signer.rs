@@ -244,21 +244,37 @@ fn refuses_an_expired_token() {
 #[test]
 fn clamps_a_lifetime_above_the_maximum() {
     let fx = fixture("max_lifetime = \"12h\"");
+    // Just above the maximum, and far beyond what i64 seconds hold (as text and as a number).
+    let requests = [
+        Value::from("100h"),
+        Value::from("500000000000y"),
+        Value::from(u64::MAX),
+    ];
+    for lifetime in requests {
+        let (csr, token) = fx.token("bob");
+        let (status, body) = fx
+            .signer
+            .request_with_lifetime(&csr, &token, lifetime.clone());
+        assert_eq!(status, 200, "lifetime {lifetime}: {body}");
+        assert_eq!(body["lifetime_clamped"], Value::Bool(true), "{lifetime}");
+        let cert = X509::from_pem(body["certificate"].as_str().unwrap().as_bytes()).unwrap();
+        let left = asn1_to_unix(cert.not_after()).unwrap() - unix_now();
+        assert!(
+            (12 * 3600 - 60..=12 * 3600).contains(&left),
+            "lifetime {lifetime} clamped to 12h: {left}"
+        );
+        let ev = fx
+            .signer
+            .proc
+            .wait_for_audit(PROMPT, |e| field(e, "result") == "issued");
+        assert_eq!(ev["clamped"], Value::Bool(true), "{ev}");
+    }
+    // Not positive: refused, and the signer still issues.
     let (csr, token) = fx.token("bob");
-    let (status, body) = fx.post(&csr, &token, Some("100h"));
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["lifetime_clamped"], Value::Bool(true));
-    let cert = X509::from_pem(body["certificate"].as_str().unwrap().as_bytes()).unwrap();
-    let left = asn1_to_unix(cert.not_after()).unwrap() - unix_now();
-    assert!(
-        (12 * 3600 - 60..=12 * 3600).contains(&left),
-        "clamped to 12h: {left}"
-    );
-    let ev = fx
+    let zero = fx
         .signer
-        .proc
-        .wait_for_audit(PROMPT, |e| field(e, "result") == "issued");
-    assert_eq!(ev["clamped"], Value::Bool(true), "{ev}");
+        .request_with_lifetime(&csr, &token, Value::from(0));
+    fx.assert_refused(zero, 400, "bad_request");
 }
 
 #[test]

@@ -85,13 +85,20 @@ impl Failover {
         F: FnMut(SocketAddr) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let deadline = Instant::now() + total;
+        // `total` comes from the config: a duration past what `Instant` holds means no limit,
+        // not a panic.
+        let deadline = Instant::now().checked_add(total);
+        let time_left = || {
+            deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            })
+        };
         let mut last = None;
         let mut failures = 0usize;
         loop {
             let addrs = self.candidates(servers, &mut last).await;
             for addr in addrs {
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = time_left();
                 if left.is_zero() {
                     return Err(Failed { last, failures });
                 }
@@ -116,7 +123,7 @@ impl Failover {
                     }
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = time_left();
             if left.is_zero() {
                 return Err(Failed { last, failures });
             }
@@ -240,6 +247,16 @@ mod tests {
         f.connect(&list, total, attempt).await.unwrap();
         assert_eq!(tried.lock().unwrap().last(), Some(&2));
         assert_eq!(tried.lock().unwrap().len(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_total_beyond_the_clock_means_no_limit() {
+        let f = Failover::default();
+        let list = servers(&["127.0.0.1:1"]);
+        let r = f
+            .connect(&list, Duration::MAX, |a| async move { Ok::<_, String>(a) })
+            .await;
+        assert_eq!(r.unwrap().port(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,10 +7,9 @@
 //! header is refused within `handshake_timeout`. A `LOCAL` (v2) or `UNKNOWN` (v1) header,
 //! which balancers send for their own checks, keeps the balancer's address.
 
-use crate::audit::Outcome;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
 /// The v2 signature (12 bytes).
@@ -67,20 +66,20 @@ impl Cidr {
     }
 }
 
-/// Why a connection on a PROXY listener was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    /// The audit result.
-    pub outcome: Outcome,
-    /// The audit reason.
-    pub reason: String,
-}
-
-fn refused(outcome: Outcome, reason: impl Into<String>) -> Refused {
-    Refused {
-        outcome,
-        reason: reason.into(),
-    }
+/// Why a connection on a PROXY listener was refused. `Display` is the audit reason; the
+/// audit result and the metric label are mapped with every other refusal, in
+/// [`crate::refused::Refused`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyHeaderRefused {
+    /// The peer is outside `proxy_protocol_from`, so it may not claim addresses.
+    #[error("{0} may not send a PROXY header (not in proxy_protocol_from)")]
+    NotAllowed(IpAddr),
+    /// No complete header within `handshake_timeout`.
+    #[error("no complete PROXY header within handshake_timeout ({0:?})")]
+    Timeout(Duration),
+    /// Not a PROXY header, a malformed one, or the connection ended inside it.
+    #[error("{0}")]
+    Malformed(String),
 }
 
 /// Reads the PROXY header a balancer at `peer` sent, if `peer` may send one; returns the
@@ -90,29 +89,22 @@ pub async fn receive(
     peer: SocketAddr,
     from: &[Cidr],
     deadline: Duration,
-) -> Result<SocketAddr, Refused> {
+) -> Result<SocketAddr, ProxyHeaderRefused> {
     if !from.iter().any(|c| c.contains(peer.ip())) {
-        return Err(refused(
-            Outcome::Denied,
-            format!(
-                "{} may not send a PROXY header (not in proxy_protocol_from)",
-                peer.ip()
-            ),
-        ));
+        return Err(ProxyHeaderRefused::NotAllowed(peer.ip()));
     }
     match tokio::time::timeout(deadline, read_header(sock)).await {
-        Err(_) => Err(refused(
-            Outcome::Timeout,
-            format!("no complete PROXY header within handshake_timeout ({deadline:?})"),
-        )),
-        Ok(Err(why)) => Err(refused(Outcome::HandshakeFailed, why)),
+        Err(_) => Err(ProxyHeaderRefused::Timeout(deadline)),
+        Ok(Err(why)) => Err(ProxyHeaderRefused::Malformed(why)),
         Ok(Ok(Some(real))) => Ok(real),
         Ok(Ok(None)) => Ok(peer),
     }
 }
 
-/// Reads one header: `Some(source)`, or `None` for LOCAL / UNKNOWN.
-async fn read_header(sock: &mut TcpStream) -> Result<Option<SocketAddr>, String> {
+/// Reads one header from `sock`: `Some(source)`, or `None` for LOCAL / UNKNOWN; an error
+/// for anything else, including a stream that ends inside the header. Reads exactly the
+/// header's bytes. Generic over the reader so that property tests can feed it bytes.
+pub async fn read_header<R: AsyncRead + Unpin>(sock: &mut R) -> Result<Option<SocketAddr>, String> {
     let io = |e: std::io::Error| format!("PROXY header: {e}");
     let mut head = [0u8; 8];
     sock.read_exact(&mut head).await.map_err(io)?;
@@ -299,11 +291,11 @@ mod tests {
         let _c = TcpStream::connect(addr).await.unwrap();
         let (mut s, peer) = l.accept().await.unwrap();
         let r = receive(&mut s, peer, &from, Duration::from_millis(200)).await;
-        assert_eq!(r.unwrap_err().outcome, Outcome::Timeout);
+        assert!(matches!(r, Err(ProxyHeaderRefused::Timeout(_))), "{r:?}");
         // Not an allowed balancer.
         let other = [Cidr::parse("10.0.0.0/8").unwrap()];
         let r = receive(&mut s, peer, &other, Duration::from_secs(5)).await;
-        assert_eq!(r.unwrap_err().outcome, Outcome::Denied);
+        assert!(matches!(r, Err(ProxyHeaderRefused::NotAllowed(_))), "{r:?}");
         // A TLS ClientHello where the header should be.
         let mut c = TcpStream::connect(addr).await.unwrap();
         let (mut s, peer) = l.accept().await.unwrap();
@@ -311,6 +303,6 @@ mod tests {
             .await
             .unwrap();
         let r = receive(&mut s, peer, &from, Duration::from_secs(5)).await;
-        assert_eq!(r.unwrap_err().outcome, Outcome::HandshakeFailed);
+        assert!(matches!(r, Err(ProxyHeaderRefused::Malformed(_))), "{r:?}");
     }
 }

@@ -8,6 +8,7 @@
 use crate::audit::Outcome;
 use crate::config::CrlExpired;
 use crate::crl::CrlCheck;
+use crate::proxy_protocol_in::ProxyHeaderRefused;
 use openssl::ssl::SslAlert;
 use openssl::x509::X509VerifyResult;
 use std::ffi::c_int;
@@ -114,6 +115,10 @@ pub enum Refused {
     /// The live-session registry refused the tunnel: an operator block or a per-backend cap.
     #[error(transparent)]
     Admission(crate::admin::Refused),
+    /// A PROXY listener got no usable PROXY header (or one from a peer outside
+    /// `proxy_protocol_from`).
+    #[error(transparent)]
+    ProxyHeader(ProxyHeaderRefused),
     /// The gateway is at `max_connections`.
     #[error(
         "max_connections reached; connection refused (further refusals this second not logged)"
@@ -149,6 +154,9 @@ impl Refused {
             Refused::BackendUnreachable { .. } => Outcome::BackendUnreachable,
             Refused::Overloaded => Outcome::Overloaded,
             Refused::Admission(r) => r.outcome(),
+            Refused::ProxyHeader(ProxyHeaderRefused::NotAllowed(_)) => Outcome::Denied,
+            Refused::ProxyHeader(ProxyHeaderRefused::Timeout(_)) => Outcome::Timeout,
+            Refused::ProxyHeader(ProxyHeaderRefused::Malformed(_)) => Outcome::HandshakeFailed,
         }
     }
 
@@ -170,6 +178,7 @@ impl Refused {
             Refused::Overloaded => "overloaded",
             Refused::Admission(crate::admin::Refused::Blocked { .. }) => "denied",
             Refused::Admission(_) => "overloaded",
+            Refused::ProxyHeader(_) => "proxy_protocol",
             Refused::Setup(_)
             | Refused::HandshakeFailed(_)
             | Refused::NoClientCertificate

@@ -46,7 +46,9 @@ pub fn cert_expiries(own: &X509, cas: &[X509]) -> Vec<(String, i64)> {
 /// Logs a warning for each (what, unix expiry) within `lead` of now, an error when past.
 pub fn warn_expiries(items: &[(String, i64)], lead: Duration) {
     let now = unix_now();
-    let lead = lead.as_secs() as i64;
+    // From the config: a lead beyond i64 seconds warns about everything (a wrapping cast
+    // made it negative and warned about nothing).
+    let lead = i64::try_from(lead.as_secs()).unwrap_or(i64::MAX);
     for (which, at) in items {
         let left = at - now;
         if left < 0 {

@@ -25,7 +25,7 @@ pub fn disconnect(a: DisconnectArgs, config: Option<&Path>) -> ExitCode {
         backend: a.backend,
         serial: a.serial,
         reason: a.reason,
-        block_for_secs: a.block_for.map(|d| d.as_secs().max(1)),
+        block_for_secs: a.block_for,
     };
     send(&a.sock, config, &req)
 }

@@ -4,6 +4,7 @@
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use tunnel_core::admin::protocol::{BlockFor, MAX_BLOCK_FOR, MAX_BLOCK_FOR_TEXT};
 use tunnel_core::pki::store::{
     DEFAULT_CA_DAYS, DEFAULT_CA_NAME, DEFAULT_CERT_DAYS, DEFAULT_CRL_DAYS,
 };
@@ -164,9 +165,10 @@ pub struct DisconnectArgs {
     /// Why (recorded in the audit events).
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    /// Also refuse new connections of these identities for this long (in memory only).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub block_for: Option<std::time::Duration>,
+    /// Also refuse new connections of these identities for this long (in memory only; at
+    /// most 366 days).
+    #[arg(long, value_name = "DURATION", value_parser = block_for)]
+    pub block_for: Option<BlockFor>,
 }
 
 const PKI_AFTER_HELP: &str = "\
@@ -293,6 +295,22 @@ impl PkiCommand {
             PkiCommand::Issue(a) => &a.dir,
         }
     }
+}
+
+/// `--block-for`: a duration such as `10m` or `30d`, at most [`MAX_BLOCK_FOR`] (a longer one
+/// is a usage error before anything is sent). Under a second counts as one second.
+fn block_for(s: &str) -> Result<BlockFor, String> {
+    let too_long = || {
+        format!(
+            "longer than the maximum of {MAX_BLOCK_FOR_TEXT} ({}s); to refuse a certificate for good, revoke it",
+            MAX_BLOCK_FOR.as_secs()
+        )
+    };
+    let d = humantime::parse_duration(s).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => too_long(),
+        e => e.to_string(),
+    })?;
+    BlockFor::new(d.max(std::time::Duration::from_secs(1))).map_err(|_| too_long())
 }
 
 fn key_type(s: &str) -> Result<KeyType, String> {

@@ -157,14 +157,19 @@ fn tunnel_row(t: &TunnelStatus) -> Vec<String> {
     ]
 }
 
-/// RFC 3339 (UTC, seconds) or `-`.
+/// Last second RFC 3339 (and humantime, which fails beyond it) can write: 9999-12-31T23:59:59Z.
+const LAST_RFC3339_SECOND: i64 = 253_402_300_799;
+
+/// RFC 3339 (UTC, seconds), `-` for none, the bare number for a time RFC 3339 cannot write
+/// (the value may come from a reply, so it is not trusted to be in range).
 pub fn time_text(t: Option<i64>) -> String {
-    match t.filter(|t| *t >= 0) {
-        Some(t) => {
-            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t as u64))
-                .to_string()
-        }
-        None => "-".into(),
+    match t {
+        Some(t @ 0..=LAST_RFC3339_SECOND) => std::time::UNIX_EPOCH
+            .checked_add(Duration::from_secs(t.unsigned_abs()))
+            .map(|at| humantime::format_rfc3339_seconds(at).to_string())
+            .unwrap_or_else(|| t.to_string()),
+        Some(t) if t > LAST_RFC3339_SECOND => format!("{t} (Unix seconds)"),
+        _ => "-".into(),
     }
 }
 
@@ -242,5 +247,27 @@ pub fn socket_path(
             code: crate::EXIT_CONFIG,
             message: e,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_text_never_panics_on_a_reply_value() {
+        let cases = [
+            (Some(0), "1970-01-01T00:00:00Z"),
+            (Some(1_700_000_000), "2023-11-14T22:13:20Z"),
+            (Some(253_402_300_799), "9999-12-31T23:59:59Z"),
+            (Some(253_402_300_800), "253402300800 (Unix seconds)"),
+            (Some(i64::MAX), "9223372036854775807 (Unix seconds)"),
+            (Some(-1), "-"),
+            (Some(i64::MIN), "-"),
+            (None, "-"),
+        ];
+        for (t, want) in cases {
+            assert_eq!(time_text(t), want, "{t:?}");
+        }
     }
 }

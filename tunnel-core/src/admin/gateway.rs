@@ -3,7 +3,6 @@
 use super::protocol::{selector, Request, Response};
 use super::sessions::Sessions;
 use super::socket::{Handler, Peer};
-use std::time::Duration;
 use tracing::warn;
 
 /// What `disconnect --block-for` tells the operator.
@@ -39,8 +38,11 @@ impl Handler for GatewayAdmin {
                 };
                 let reason = reason.unwrap_or_else(|| "no reason given".into());
                 let by = peer.describe();
-                let block = block_for_secs.filter(|s| *s > 0).map(Duration::from_secs);
-                let (n, until) = self.sessions.disconnect(&sel, &by, &reason, block);
+                let block = block_for_secs.filter(|b| !b.duration().is_zero());
+                let (n, until) = match self.sessions.disconnect(&sel, &by, &reason, block) {
+                    Ok(done) => done,
+                    Err(e) => return Response::error(e.to_string()),
+                };
                 warn!(
                     selector = ?sel, requested_by = %by, reason = %reason, disconnected = n,
                     blocked_until = until.unwrap_or(0),

@@ -5,14 +5,70 @@
 //! `id`, `identity`, `backend`, `serial`), `{"v":1,"cmd":"status"}` (client agent).
 //! Replies: `{"v":1,"ok":true,...}` with `sessions`, `disconnected` (+ `blocked_until`,
 //! `note`) or `agent` + `tunnels`; errors are `{"v":1,"ok":false,"error":"..."}`.
+//! `block_for_secs` is at most [`MAX_BLOCK_FOR`]; a longer one is refused when parsed.
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
 
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// The longest block `disconnect --block-for` may set. A year and a day covers any temporary
+/// measure (for good, revoke the certificate), and keeps the block's end far from where
+/// `Instant` or Unix-time arithmetic overflows.
+pub const MAX_BLOCK_FOR: Duration = Duration::from_secs(366 * 86_400);
+
+/// [`MAX_BLOCK_FOR`] as operators read it.
+pub const MAX_BLOCK_FOR_TEXT: &str = "366 days";
+
+/// A block longer than [`MAX_BLOCK_FOR`] was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "block_for_secs {secs} is longer than the maximum of {} ({MAX_BLOCK_FOR_TEXT})",
+    MAX_BLOCK_FOR.as_secs()
+)]
+pub struct BlockTooLong {
+    /// The seconds asked for.
+    pub secs: u64,
+}
+
+/// How long `disconnect` also blocks the identities: at most [`MAX_BLOCK_FOR`], so that the
+/// block's end can always be computed. On the wire, whole seconds (`block_for_secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct BlockFor(Duration);
+
+impl BlockFor {
+    /// `d` rounded down to whole seconds, if it is at most [`MAX_BLOCK_FOR`].
+    pub fn new(d: Duration) -> Result<BlockFor, BlockTooLong> {
+        BlockFor::try_from(d.as_secs())
+    }
+
+    /// The duration.
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for BlockFor {
+    type Error = BlockTooLong;
+
+    fn try_from(secs: u64) -> Result<BlockFor, BlockTooLong> {
+        if secs > MAX_BLOCK_FOR.as_secs() {
+            return Err(BlockTooLong { secs });
+        }
+        Ok(BlockFor(Duration::from_secs(secs)))
+    }
+}
+
+impl From<BlockFor> for u64 {
+    fn from(b: BlockFor) -> u64 {
+        b.0.as_secs()
+    }
+}
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,9 +100,9 @@ pub enum Request {
         /// Why (goes into the audit events).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
-        /// Also refuse these identities for this many seconds.
+        /// Also refuse these identities for this many seconds (at most [`MAX_BLOCK_FOR`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        block_for_secs: Option<u64>,
+        block_for_secs: Option<BlockFor>,
     },
     /// The client agent's tunnels and their last errors.
     Status,
@@ -240,7 +296,7 @@ mod tests {
                 backend: None,
                 serial: None,
                 reason: Some("left".into()),
-                block_for_secs: Some(60),
+                block_for_secs: Some(BlockFor::new(Duration::from_secs(60)).unwrap()),
             },
             Request::Status,
         ];
@@ -254,6 +310,14 @@ mod tests {
             ("{\"v\":1,\"cmd\":\"sessions\",\"x\":1}", "bad request"),
             ("[1]", "JSON object"),
             ("nope", "not JSON"),
+            (
+                "{\"v\":1,\"cmd\":\"disconnect\",\"id\":1,\"block_for_secs\":31622401}",
+                "block_for_secs 31622401 is longer than the maximum of 31622400 (366 days)",
+            ),
+            (
+                "{\"v\":1,\"cmd\":\"disconnect\",\"id\":1,\"block_for_secs\":-1}",
+                "bad request",
+            ),
         ];
         for (line, want) in bad {
             let e = parse_request(line).unwrap_err();

@@ -2,7 +2,7 @@
 //! to its end, with its identity and live byte counters; per-backend and per-identity caps;
 //! operator cuts and temporary blocks (kept in memory only); expiry cuts.
 
-use super::protocol::{Selector, SessionView};
+use super::protocol::{BlockFor, BlockTooLong, Selector, SessionView};
 use crate::identity::Identity;
 use crate::policy::glob;
 use crate::proxy::Counters;
@@ -188,14 +188,16 @@ impl Sessions {
 
     /// Cuts every open tunnel `sel` matches, recording who asked and why; with `block_for`,
     /// also refuses new tunnels of the same identities until then. Returns how many were cut
-    /// and the end of the block (Unix seconds).
+    /// and the end of the block (Unix seconds); cuts nothing when the end of the block cannot
+    /// be represented (never within [`super::protocol::MAX_BLOCK_FOR`]).
     pub fn disconnect(
         &self,
         sel: &Selector,
         by: &str,
         reason: &str,
-        block_for: Option<Duration>,
-    ) -> (usize, Option<i64>) {
+        block_for: Option<BlockFor>,
+    ) -> Result<(usize, Option<i64>), BlockTooLong> {
+        let block = block_for.map(block_end).transpose()?;
         let mut g = self.lock();
         let mut cut = 0;
         let mut fingerprints = Vec::new();
@@ -213,11 +215,9 @@ impl Sessions {
             fingerprints.push(e.info.identity.sha256.clone());
             cut += 1;
         }
-        let Some(d) = block_for else {
-            return (cut, None);
+        let Some((until, until_unix)) = block else {
+            return Ok((cut, None));
         };
-        let until = Instant::now() + d;
-        let until_unix = unix_now() + d.as_secs() as i64;
         let keys = match sel {
             Selector::Identity(p) => vec![BlockKey::Pattern(p.clone())],
             Selector::Serial(s) => vec![BlockKey::Serial(normalize_serial(s))],
@@ -233,7 +233,7 @@ impl Sessions {
                 until_unix,
             });
         }
-        (cut, Some(until_unix))
+        Ok((cut, Some(until_unix)))
     }
 
     /// How many tunnels are open.
@@ -388,6 +388,19 @@ pub fn normalize_serial(s: &str) -> String {
     } else {
         t.to_string()
     }
+}
+
+/// When a block of `b` from now ends: as an `Instant` and in Unix seconds, with checked
+/// arithmetic (the duration came from the admin socket).
+fn block_end(b: BlockFor) -> Result<(Instant, i64), BlockTooLong> {
+    let d = b.duration();
+    let too_long = || BlockTooLong { secs: d.as_secs() };
+    let until = Instant::now().checked_add(d).ok_or_else(too_long)?;
+    let until_unix = i64::try_from(d.as_secs())
+        .ok()
+        .and_then(|s| unix_now().checked_add(s))
+        .ok_or_else(too_long)?;
+    Ok((until, until_unix))
 }
 
 /// Seconds since the Unix epoch.

@@ -74,7 +74,11 @@ async fn refresh_once(staple: &Staple, t: &StapleTarget) -> Duration {
         Ok((der, next)) => {
             staple.set(super::cert_fingerprint(&t.cert), der);
             let now = crate::time::unix_now();
-            let half = next.map(|n| (n - now) / 2).unwrap_or(3600).clamp(60, 3600);
+            // nextUpdate comes from the responder: saturating, whatever it says.
+            let half = next
+                .map(|n| n.saturating_sub(now) / 2)
+                .unwrap_or(3600)
+                .clamp(60, 3600);
             info!(responder = %url, refresh_in_secs = half, "OCSP staple refreshed");
             Duration::from_secs(half as u64)
         }

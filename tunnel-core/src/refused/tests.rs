@@ -37,6 +37,9 @@ fn each_refusal_maps_to_one_outcome_label_and_alert() {
         (Refused::BackendTimeout("10.0.0.5:5432".into()), "timeout", "backend_unreachable", None, "connecting to 10.0.0.5:5432 took longer than connect_timeout"),
         (Refused::BackendUnreachable { address: "127.0.0.1:1".into(), error: "Connection refused".into() }, "backend_unreachable", "backend_unreachable", None, "127.0.0.1:1: Connection refused"),
         (Refused::Overloaded, "overloaded", "overloaded", None, "max_connections reached"),
+        (Refused::ProxyHeader(ProxyHeaderRefused::NotAllowed("192.0.2.9".parse().unwrap())), "denied", "proxy_protocol", None, "192.0.2.9 may not send a PROXY header (not in proxy_protocol_from)"),
+        (Refused::ProxyHeader(ProxyHeaderRefused::Timeout(Duration::from_secs(2))), "timeout", "proxy_protocol", None, "no complete PROXY header within handshake_timeout (2s)"),
+        (Refused::ProxyHeader(ProxyHeaderRefused::Malformed("malformed PROXY v1 header".into())), "handshake_failed", "proxy_protocol", None, "malformed PROXY v1 header"),
     ];
     for (r, outcome, label, alert, text) in cases {
         assert_eq!(r.outcome().as_str(), outcome, "{r:?}");

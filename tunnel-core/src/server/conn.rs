@@ -39,14 +39,21 @@ pub(super) async fn handle(
     snap: Arc<Snapshot>,
     gw: Arc<Gateway>,
 ) {
-    let proxied = Box::pin(super::proxied::real_peer(
-        &mut sock, peer, listener, &snap, &gw,
-    ));
-    let Some(peer) = proxied.await else {
-        return;
-    };
     let mut rec = AuditRecord::new(peer);
-    let outcome = match tunnel(sock, &snap, &mut rec, &gw).await {
+    let proxied = Box::pin(super::proxied::real_peer(&mut sock, peer, listener, &snap)).await;
+    let result = match proxied {
+        Ok(real) => {
+            rec.peer = real;
+            tunnel(sock, &snap, &mut rec, &gw).await
+        }
+        Err(refused) => {
+            gw.service()
+                .metrics
+                .handshake_failure(refused.metric_label());
+            Err(refused)
+        }
+    };
+    let outcome = match result {
         Ok(ended) => ended,
         Err(refused) => {
             if let Some(b) = refused.backend() {

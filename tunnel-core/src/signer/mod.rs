@@ -115,21 +115,26 @@ impl Signer {
     }
 
     /// The lifetime to issue for a requested one (seconds, or a duration like "8h"; absent:
-    /// `default_lifetime`), and whether it was clamped to `max_lifetime`.
+    /// `default_lifetime`), and whether it was clamped to `max_lifetime`. Conversions are
+    /// checked: a request beyond what i64 seconds hold is just longer than the maximum (a
+    /// wrapping cast made it negative, refused as "not a duration").
     fn lifetime(&self, requested: Option<&Value>) -> Result<(i64, bool), Refusal> {
-        let max = self.cfg.max_lifetime.as_secs() as i64;
+        let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+        let max = secs(self.cfg.max_lifetime.as_secs());
         let want = match requested {
-            None | Some(Value::Null) => self.cfg.default_lifetime.as_secs() as i64,
-            Some(Value::Number(n)) => n.as_i64().filter(|s| *s > 0).ok_or_else(|| {
+            None | Some(Value::Null) => secs(self.cfg.default_lifetime.as_secs()),
+            Some(Value::Number(n)) => n.as_u64().filter(|s| *s > 0).map(secs).ok_or_else(|| {
                 Refusal::BadRequest("lifetime must be a positive number of seconds".into())
             })?,
-            Some(Value::String(s)) => humantime::parse_duration(s)
-                .ok()
-                .map(|d| d.as_secs() as i64)
-                .filter(|s| *s > 0)
-                .ok_or_else(|| {
-                    Refusal::BadRequest(format!("lifetime {s:?} is not a duration like \"8h\""))
-                })?,
+            Some(Value::String(s)) => match humantime::parse_duration(s) {
+                Ok(d) => Some(secs(d.as_secs())),
+                Err(humantime::DurationError::NumberOverflow) => Some(i64::MAX),
+                Err(_) => None,
+            }
+            .filter(|s| *s > 0)
+            .ok_or_else(|| {
+                Refusal::BadRequest(format!("lifetime {s:?} is not a duration like \"8h\""))
+            })?,
             Some(_) => {
                 return Err(Refusal::BadRequest(
                     "lifetime must be a string or a number".into(),

@@ -50,12 +50,14 @@ fn disconnect_cuts_only_matches_and_blocks() {
     let c = s
         .admit(info("carol", "web", "0C"), Limits::default())
         .unwrap();
-    let (n, until) = s.disconnect(
-        &Selector::Serial("a".into()),
-        "root (uid 0)",
-        "left",
-        Some(Duration::from_secs(600)),
-    );
+    let (n, until) = s
+        .disconnect(
+            &Selector::Serial("a".into()),
+            "root (uid 0)",
+            "left",
+            Some(block(600)),
+        )
+        .unwrap();
     assert_eq!(n, 1);
     assert!(until.unwrap() >= unix_now() + 599);
     assert_eq!(
@@ -72,12 +74,14 @@ fn disconnect_cuts_only_matches_and_blocks() {
     ));
     assert_eq!(
         s.disconnect(&Selector::Backend("DB".into()), "x", "y", None)
+            .unwrap()
             .0,
         1
     );
     assert!(b.why().is_some() && c.why().is_none());
     assert_eq!(
         s.disconnect(&Selector::Identity("car*".into()), "x", "y", None)
+            .unwrap()
             .0,
         1
     );
@@ -116,12 +120,9 @@ fn block_after_cut_by_id_or_backend_is_by_fingerprint() {
         .admit(info("alice", "db", "1"), Limits::default())
         .unwrap();
     let _b = s.admit(info("bob", "web", "2"), Limits::default()).unwrap();
-    let (n, until) = s.disconnect(
-        &Selector::Id(a.id()),
-        "x",
-        "y",
-        Some(Duration::from_secs(60)),
-    );
+    let (n, until) = s
+        .disconnect(&Selector::Id(a.id()), "x", "y", Some(block(60)))
+        .unwrap();
     assert_eq!((n, until.is_some()), (1, true));
     // alice's certificate is blocked on every backend; bob is not.
     assert!(s
@@ -129,7 +130,40 @@ fn block_after_cut_by_id_or_backend_is_by_fingerprint() {
         .is_err());
     assert!(s.admit(info("bob", "db", "2"), Limits::default()).is_ok());
     // No block without --block-for.
-    let (_, until) = s.disconnect(&Selector::Backend("web".into()), "x", "y", None);
+    let (_, until) = s
+        .disconnect(&Selector::Backend("web".into()), "x", "y", None)
+        .unwrap();
     assert_eq!(until, None);
     assert!(s.admit(info("bob", "web", "2"), Limits::default()).is_ok());
+}
+
+fn block(secs: u64) -> BlockFor {
+    BlockFor::try_from(secs).unwrap()
+}
+
+#[test]
+fn a_block_of_the_maximum_ends_366_days_from_now() {
+    let s = Sessions::default();
+    let _a = s
+        .admit(info("alice", "db", "1"), Limits::default())
+        .unwrap();
+    let year_and_day = 366 * 86_400;
+    let (n, until) = s
+        .disconnect(
+            &Selector::Identity("alice".into()),
+            "x",
+            "y",
+            Some(block(year_and_day)),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let until = until.unwrap();
+    let want = unix_now() + year_and_day as i64;
+    assert!((want - 5..=want).contains(&until), "{until} vs {want}");
+    assert_eq!(
+        BlockFor::try_from(year_and_day + 1),
+        Err(BlockTooLong {
+            secs: year_and_day + 1
+        })
+    );
 }
