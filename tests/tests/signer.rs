@@ -5,11 +5,13 @@
 
 use openssl::x509::X509;
 use serde_json::Value;
+use std::path::PathBuf;
 use tunnel_core::oidc::b64url;
 use tunnel_core::pki::{asn1_to_unix, unix_now};
 use tunnel_tests::oidc::{csr_signed_by, key_and_csr, Provider, SignerProc};
+use tunnel_tests::pki::toml_str;
 use tunnel_tests::process::field;
-use tunnel_tests::{Pki, PROMPT};
+use tunnel_tests::{run_server, Pki, PROMPT};
 
 struct Fixture {
     _pki: Pki,
@@ -380,4 +382,81 @@ fn a_used_token_stays_used_across_a_restart() {
     fx.restart("require_nonce = false");
     let (_, other, _) = key_and_csr();
     fx.assert_refused(fx.post(&other, &token, None), 401, "token_replayed");
+}
+
+/// `state_dir` holds the record of used tokens: a signer on another user CA with the same
+/// `state_dir` still refuses a used token. Two signers cannot share it, and a damaged record
+/// stops the start (exit 64, naming `state_dir`) instead of forgetting used tokens.
+#[test]
+fn state_dir_keeps_the_record_and_a_damaged_one_refuses_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let provider = Provider::start(pki.dir());
+    let state = pki.dir().join("signer-state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let extra = format!("require_nonce = false\nstate_dir = {}", toml_str(&state));
+    let mut signer = SignerProc::start(&pki, &provider, "127.0.0.1:1", &extra);
+    let token = provider.token("alice", "tunnel", "");
+    let (_, csr, _) = key_and_csr();
+    assert_eq!(signer.request(&csr, &token, None).0, 200);
+    let record = state.join("replay.log");
+    let meta = std::fs::metadata(&record).expect("the record is in state_dir");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&record).unwrap().lines().count(), 1);
+    assert!(
+        !signer.users_dir.join("replay.log").exists(),
+        "not in the user CA's directory"
+    );
+
+    let start_fails = |users: PathBuf, want: &str| {
+        let config = SignerProc::write_config(&pki, &provider, "127.0.0.1:1", &extra, &users);
+        let out = run_server(&["signer", "--config", config.to_str().unwrap()], PROMPT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{err}");
+        let key = format!("{}: state_dir: ", config.display());
+        assert!(err.contains(&key) && err.contains(want), "{want}: {err}");
+    };
+    start_fails(
+        SignerProc::new_user_ca(&pki),
+        "in use by another running signer",
+    );
+
+    signer.proc.terminate();
+    signer.proc.wait_exit(std::time::Duration::from_secs(20));
+    let mut signer = SignerProc::start_in(
+        &pki,
+        &provider,
+        "127.0.0.1:1",
+        &extra,
+        SignerProc::new_user_ca(&pki),
+    );
+    let (_, other, _) = key_and_csr();
+    let (status, body) = signer.request(&other, &token, None);
+    assert_eq!(
+        (status, body["error"].as_str().unwrap_or("")),
+        (401, "token_replayed"),
+        "{body}"
+    );
+    signer.refusal("token_replayed");
+    let (_, csr, nonce) = key_and_csr();
+    let fresh = provider.token("bob", "tunnel", &nonce);
+    assert_eq!(
+        signer.request(&csr, &fresh, None).0,
+        200,
+        "positive control"
+    );
+
+    signer.proc.terminate();
+    signer.proc.wait_exit(std::time::Duration::from_secs(20));
+    let mut text = std::fs::read_to_string(&record).unwrap();
+    text += "not a record\n";
+    std::fs::write(&record, &text).unwrap();
+    start_fails(SignerProc::new_user_ca(&pki), "replay.log: line 3 ");
+    start_fails(SignerProc::new_user_ca(&pki), "damaged");
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        text,
+        "left as it was"
+    );
 }
