@@ -85,25 +85,26 @@ impl Provider {
         Provider { child, issuer }
     }
 
-    /// An ID token for `account` and `client_id` with `nonce`, by the code flow with PKCE
-    /// through the provider's real login and consent pages.
+    /// An ID token for `account` and `client_id` with `nonce` (none when empty, like a
+    /// device-flow token), by the code flow with PKCE through the provider's real login and
+    /// consent pages.
     pub fn token(&self, account: &str, client_id: &str, nonce: &str) -> String {
         let redirect = "http://127.0.0.1:9/callback";
         let verifier = random_token(32);
-        let url = format!(
-            "{}/auth?{}",
-            self.issuer,
-            form(&[
-                ("response_type", "code"),
-                ("client_id", client_id),
-                ("redirect_uri", redirect),
-                ("scope", "openid email groups"),
-                ("state", "s"),
-                ("nonce", nonce),
-                ("code_challenge", &pkce_challenge(&verifier)),
-                ("code_challenge_method", "S256"),
-            ])
-        );
+        let challenge = pkce_challenge(&verifier);
+        let mut params = vec![
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", redirect),
+            ("scope", "openid email groups"),
+            ("state", "s"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ];
+        if !nonce.is_empty() {
+            params.push(("nonce", nonce));
+        }
+        let url = format!("{}/auth?{}", self.issuer, form(&params));
         let back = Browser::default().sign_in(&url, account, redirect);
         let query = back.split_once('?').map(|(_, q)| q).unwrap_or("");
         let code = query_value(query, "code").unwrap_or_else(|| panic!("no code in {back}"));
@@ -177,15 +178,16 @@ impl SignerProc {
         SignerProc::start_in(pki, provider, gateway, extra, SignerProc::new_user_ca(pki))
     }
 
-    /// Starts a signer on the user CA in `users_dir`, whose HTTPS certificate is `pki`'s
-    /// server certificate, for `provider`, handing out `gateway`; `extra` adds keys (TOML).
-    pub fn start_in(
+    /// Writes the config of a signer on the user CA in `users_dir`, whose HTTPS certificate
+    /// is `pki`'s server certificate, for `provider`, handing out `gateway`; `extra` adds keys
+    /// (TOML).
+    pub fn write_config(
         pki: &Pki,
         provider: &Provider,
         gateway: &str,
         extra: &str,
-        users_dir: PathBuf,
-    ) -> SignerProc {
+        users_dir: &Path,
+    ) -> PathBuf {
         let users_ca = users_dir.join("ca.crt");
         let text_log = extra.contains("log_format = \"text\"");
         let log = if text_log {
@@ -207,7 +209,19 @@ impl SignerProc {
             provider.issuer,
             toml_str(&pki.ca_crt),
         );
-        let config = pki.write("signer", "toml", &toml);
+        pki.write("signer", "toml", &toml)
+    }
+
+    /// Starts a signer with the config of [`SignerProc::write_config`].
+    pub fn start_in(
+        pki: &Pki,
+        provider: &Provider,
+        gateway: &str,
+        extra: &str,
+        users_dir: PathBuf,
+    ) -> SignerProc {
+        let users_ca = users_dir.join("ca.crt");
+        let config = SignerProc::write_config(pki, provider, gateway, extra, &users_dir);
         let mut cmd = command(&bins::server());
         cmd.arg("signer").arg("--config").arg(&config);
         let proc = Proc::spawn("tunnel-server signer", cmd);

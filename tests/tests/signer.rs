@@ -5,11 +5,13 @@
 
 use openssl::x509::X509;
 use serde_json::Value;
+use std::path::PathBuf;
 use tunnel_core::oidc::b64url;
 use tunnel_core::pki::{asn1_to_unix, unix_now};
 use tunnel_tests::oidc::{csr_signed_by, key_and_csr, Provider, SignerProc};
+use tunnel_tests::pki::toml_str;
 use tunnel_tests::process::field;
-use tunnel_tests::{Pki, PROMPT};
+use tunnel_tests::{run_server, Pki, PROMPT};
 
 struct Fixture {
     _pki: Pki,
@@ -50,6 +52,22 @@ impl Fixture {
         let ev = self.signer.refusal(code);
         assert_eq!(field(&ev, "message"), "certificate refused");
         self.assert_issues("alice");
+    }
+
+    /// Stops the signer with SIGTERM, waits for it to exit, and starts a new one on the same
+    /// user CA (so the same default `state_dir`) with `extra`.
+    fn restart(&mut self, extra: &str) {
+        self.signer.proc.terminate();
+        let status = self
+            .signer
+            .proc
+            .wait_exit(std::time::Duration::from_secs(20));
+        assert!(
+            status.success(),
+            "the signer exits 0 on SIGTERM: {status:?}"
+        );
+        let users = self.signer.users_dir.clone();
+        self.signer = SignerProc::start_in(&self._pki, &self.provider, "127.0.0.1:1", extra, users);
     }
 
     fn assert_issues(&self, account: &str) -> X509 {
@@ -300,6 +318,189 @@ fn a_broken_signer_config_exits_64_naming_the_key() {
     assert_eq!(out.status.code(), Some(64), "{err}");
     let want = format!("{}: allowed_email_domains: must list", path.display());
     assert!(err.contains(&want), "{err}");
+}
+
+/// `token` with segment `i` (0 header, 1 payload, 2 signature) replaced by `f(segment)`.
+fn respell(token: &str, i: usize, f: impl Fn(&str) -> String) -> String {
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    parts[i] = f(&parts[i]);
+    parts.join(".")
+}
+
+/// A segment with the last character's unused low bits set (a second spelling of the same
+/// bytes for decoders that ignore them), when its length leaves such bits.
+fn with_trailing_bits(seg: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let unused = match seg.len() % 4 {
+        2 => 0b1111,
+        3 => 0b11,
+        _ => return None,
+    };
+    let last = *seg.as_bytes().last()?;
+    let v = ALPHABET.iter().position(|c| *c == last)? | unused;
+    Some(format!("{}{}", &seg[..seg.len() - 1], ALPHABET[v] as char))
+}
+
+/// Every spelling of a used token that decodes to the same header, payload and signature
+/// (or the same signature number) is refused, with a key the token was never bound to:
+/// `require_nonce = false` is the device-flow setup, where a token without a nonce is not
+/// bound to any key and its single use is all that stands between a leaked token and a
+/// certificate for anyone's key.
+#[test]
+fn refuses_re_spellings_of_a_used_token() {
+    let fx = fixture("require_nonce = false");
+    let token = fx.provider.token("alice", "tunnel", "");
+    let claims = tunnel_core::oidc::jws::Jws::parse(&token).unwrap().payload;
+    assert!(
+        claims.get("nonce").is_none(),
+        "a token without a nonce: {claims}"
+    );
+    let (_, csr, _) = key_and_csr();
+    let (status, body) = fx.post(&csr, &token, None);
+    assert_eq!(status, 200, "first use: {body}");
+    let mut spellings = Vec::new();
+    for i in 0..3 {
+        for pad in ["=", "==", "===="] {
+            spellings.push((
+                format!("segment {i} + {pad:?}"),
+                respell(&token, i, |s| format!("{s}{pad}")),
+            ));
+        }
+        spellings.push((
+            format!("segment {i} in the standard alphabet"),
+            respell(&token, i, |s| s.replace('-', "+").replace('_', "/")),
+        ));
+        if let Some(t) = with_trailing_bits(token.split('.').nth(i).unwrap()) {
+            spellings.push((
+                format!("segment {i} with trailing bits"),
+                respell(&token, i, |_| t.clone()),
+            ));
+        }
+    }
+    // The signature number with a leading zero byte (RS256: one byte longer than the modulus).
+    spellings.push((
+        "signature with a leading zero byte".into(),
+        respell(&token, 2, |s| {
+            let mut raw = vec![0u8];
+            raw.extend(tunnel_core::oidc::b64url_decode(s).unwrap());
+            b64url(&raw)
+        }),
+    ));
+    let mut accepted = Vec::new();
+    for (what, spelled) in &spellings {
+        if spelled == &token {
+            continue; // e.g. the standard alphabet of a segment without '-' or '_'
+        }
+        let (_, other, _) = key_and_csr();
+        let (status, body) = fx.post(&other, spelled, None);
+        let got = (status, body["error"].as_str().unwrap_or("").to_string());
+        if got != (401, "bad_signature".to_string()) {
+            accepted.push(format!("{what}: {got:?}"));
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "not refused as bad_signature: {accepted:#?}"
+    );
+    let ev = fx.signer.refusal("bad_signature");
+    assert_eq!(field(&ev, "message"), "certificate refused");
+    // The original spelling is still refused as used, and the signer still issues.
+    let (_, other, _) = key_and_csr();
+    fx.assert_refused(fx.post(&other, &token, None), 401, "token_replayed");
+}
+
+/// A used token stays used after the signer restarts within the token's lifetime; a fresh
+/// token still issues.
+#[test]
+fn a_used_token_stays_used_across_a_restart() {
+    let mut fx = fixture("require_nonce = false");
+    let token = fx.provider.token("alice", "tunnel", "");
+    let (_, csr, _) = key_and_csr();
+    assert_eq!(fx.post(&csr, &token, None).0, 200);
+    fx.restart("require_nonce = false");
+    let (_, other, _) = key_and_csr();
+    fx.assert_refused(fx.post(&other, &token, None), 401, "token_replayed");
+    // Restarted twice: the record survives a second load (and its compaction) too.
+    fx.restart("require_nonce = false");
+    let (_, other, _) = key_and_csr();
+    fx.assert_refused(fx.post(&other, &token, None), 401, "token_replayed");
+}
+
+/// `state_dir` holds the record of used tokens: a signer on another user CA with the same
+/// `state_dir` still refuses a used token. Two signers cannot share it, and a damaged record
+/// stops the start (exit 64, naming `state_dir`) instead of forgetting used tokens.
+#[test]
+fn state_dir_keeps_the_record_and_a_damaged_one_refuses_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let provider = Provider::start(pki.dir());
+    let state = pki.dir().join("signer-state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let extra = format!("require_nonce = false\nstate_dir = {}", toml_str(&state));
+    let mut signer = SignerProc::start(&pki, &provider, "127.0.0.1:1", &extra);
+    let token = provider.token("alice", "tunnel", "");
+    let (_, csr, _) = key_and_csr();
+    assert_eq!(signer.request(&csr, &token, None).0, 200);
+    let record = state.join("replay.log");
+    let meta = std::fs::metadata(&record).expect("the record is in state_dir");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&record).unwrap().lines().count(), 1);
+    assert!(
+        !signer.users_dir.join("replay.log").exists(),
+        "not in the user CA's directory"
+    );
+
+    let start_fails = |users: PathBuf, want: &str| {
+        let config = SignerProc::write_config(&pki, &provider, "127.0.0.1:1", &extra, &users);
+        let out = run_server(&["signer", "--config", config.to_str().unwrap()], PROMPT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{err}");
+        let key = format!("{}: state_dir: ", config.display());
+        assert!(err.contains(&key) && err.contains(want), "{want}: {err}");
+    };
+    start_fails(
+        SignerProc::new_user_ca(&pki),
+        "in use by another running signer",
+    );
+
+    signer.proc.terminate();
+    signer.proc.wait_exit(std::time::Duration::from_secs(20));
+    let mut signer = SignerProc::start_in(
+        &pki,
+        &provider,
+        "127.0.0.1:1",
+        &extra,
+        SignerProc::new_user_ca(&pki),
+    );
+    let (_, other, _) = key_and_csr();
+    let (status, body) = signer.request(&other, &token, None);
+    assert_eq!(
+        (status, body["error"].as_str().unwrap_or("")),
+        (401, "token_replayed"),
+        "{body}"
+    );
+    signer.refusal("token_replayed");
+    let (_, csr, nonce) = key_and_csr();
+    let fresh = provider.token("bob", "tunnel", &nonce);
+    assert_eq!(
+        signer.request(&csr, &fresh, None).0,
+        200,
+        "positive control"
+    );
+
+    signer.proc.terminate();
+    signer.proc.wait_exit(std::time::Duration::from_secs(20));
+    let mut text = std::fs::read_to_string(&record).unwrap();
+    text += "not a record\n";
+    std::fs::write(&record, &text).unwrap();
+    start_fails(SignerProc::new_user_ca(&pki), "replay.log: line 3 ");
+    start_fails(SignerProc::new_user_ca(&pki), "damaged");
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        text,
+        "left as it was"
+    );
 }
 
 #[path = "signer/hardening.rs"]

@@ -3,7 +3,7 @@
 //! before any key is looked at, so a token can never pick a weaker check than the provider's
 //! published keys allow.
 
-use super::b64url_decode;
+use super::{b64url_decode, b64url_decode_canonical};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::ecdsa::EcdsaSig;
@@ -52,10 +52,13 @@ pub struct Jws {
     pub payload: Value,
     signing_input: Vec<u8>,
     signature: Vec<u8>,
+    replay_key: [u8; 32],
 }
 
 impl Jws {
-    /// Splits and decodes `token`, refusing disallowed algorithms.
+    /// Splits and decodes `token`, refusing disallowed algorithms and any segment that is not
+    /// canonical base64url (padding, another alphabet, non-zero trailing bits): each token
+    /// has one accepted spelling.
     pub fn parse(token: &str) -> Result<Jws, JwsError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
@@ -63,10 +66,12 @@ impl Jws {
         else {
             return Err(JwsError::Malformed("not three dot-separated parts"));
         };
-        let header: Value = b64url_decode(h)
-            .and_then(|b| serde_json::from_slice(&b).ok())
+        let header_bytes = b64url_decode_canonical(h)
+            .ok_or(JwsError::Malformed("header is not canonical base64url"))?;
+        let header: Value = serde_json::from_slice(&header_bytes)
+            .ok()
             .filter(Value::is_object)
-            .ok_or(JwsError::Malformed("header is not base64url JSON"))?;
+            .ok_or(JwsError::Malformed("header is not a JSON object"))?;
         let alg = header.get("alg").and_then(Value::as_str).unwrap_or("");
         if !ALLOWED_ALGS.contains(&alg) {
             return Err(JwsError::Algorithm(alg.to_string()));
@@ -74,12 +79,14 @@ impl Jws {
         if header.get("crit").is_some() {
             return Err(JwsError::Critical);
         }
-        let payload: Value = b64url_decode(p)
-            .and_then(|b| serde_json::from_slice(&b).ok())
+        let payload_bytes = b64url_decode_canonical(p)
+            .ok_or(JwsError::Malformed("payload is not canonical base64url"))?;
+        let payload: Value = serde_json::from_slice(&payload_bytes)
+            .ok()
             .filter(Value::is_object)
-            .ok_or(JwsError::Malformed("payload is not base64url JSON"))?;
-        let signature =
-            b64url_decode(s).ok_or(JwsError::Malformed("signature is not base64url"))?;
+            .ok_or(JwsError::Malformed("payload is not a JSON object"))?;
+        let signature = b64url_decode_canonical(s)
+            .ok_or(JwsError::Malformed("signature is not canonical base64url"))?;
         Ok(Jws {
             alg: alg.to_string(),
             kid: header
@@ -90,7 +97,14 @@ impl Jws {
             payload,
             signing_input: format!("{h}.{p}").into_bytes(),
             signature,
+            replay_key: replay_key(&header_bytes, &payload_bytes),
         })
+    }
+
+    /// The key under which a used token is remembered (see [`replay_key`]); meaningful once
+    /// [`Jws::verify`] accepted the token.
+    pub fn replay_key(&self) -> [u8; 32] {
+        self.replay_key
     }
 
     /// Verifies the signature with the first key of `jwks` (a JWK Set's `keys`) that matches
@@ -121,6 +135,31 @@ impl Jws {
     }
 }
 
+/// What the provider signed, as the identity of a token for "each token is usable once":
+/// SHA-256 over the decoded header and payload, the header's length (8 bytes, big endian)
+/// first so that no other split of the same bytes gives the same input.
+///
+/// Every spelling of one token maps to this key, and no spelling changes it:
+/// - The signature is left out. It is not what the provider vouched for, and one signed
+///   content has many valid signatures the signer cannot reduce to one: ECDSA's (r, n−s)
+///   verifies like (r, s), and a provider may sign the same content twice.
+/// - The base64url text is left out; the decoded bytes are what any spelling of a segment
+///   (padding, another alphabet, trailing bits) decodes to. [`Jws::parse`] also refuses
+///   those spellings, so this holds twice over.
+/// - Changing the bytes themselves (JSON whitespace, key order, another claim) makes the
+///   signature fail: the provider signed only its own bytes.
+///
+/// Claims (iss, sub, aud, iat, nonce or jti) would not do: two distinct tokens of one person
+/// issued within one second without nonce or jti share them, and which claims a provider
+/// sets varies; the signed bytes need none.
+pub fn replay_key(header: &[u8], payload: &[u8]) -> [u8; 32] {
+    let mut h = openssl::sha::Sha256::new();
+    h.update(&(header.len() as u64).to_be_bytes());
+    h.update(header);
+    h.update(payload);
+    h.finish()
+}
+
 fn digest_of(alg: &str) -> MessageDigest {
     match &alg[2..] {
         "384" => MessageDigest::sha384(),
@@ -129,15 +168,32 @@ fn digest_of(alg: &str) -> MessageDigest {
     }
 }
 
+/// The size of one ECDSA coordinate (r or s) for an `ES*` algorithm (RFC 7518 section 3.4).
+fn ec_coordinate_size(alg: &str) -> Option<usize> {
+    match alg {
+        "ES256" => Some(32),
+        "ES384" => Some(48),
+        "ES512" => Some(66),
+        _ => None,
+    }
+}
+
+/// Each signature has exactly one accepted length: an RSA signature is as long as the
+/// modulus (RFC 8017 section 8), an ECDSA one is r‖s of exactly two coordinate sizes
+/// (RFC 7518 section 3.4), Ed25519's is 64 bytes. Leading zero bytes are another spelling.
 fn verify_with(alg: &str, key: &PKey<Public>, input: &[u8], sig: &[u8]) -> bool {
     let result = || -> Result<bool, openssl::error::ErrorStack> {
         if alg == "EdDSA" {
+            if sig.len() != 64 {
+                return Ok(false);
+            }
             let mut v = Verifier::new_without_digest(key)?;
             return v.verify_oneshot(sig, input);
         }
         let md = digest_of(alg);
         let mut v = Verifier::new(md, key)?;
         let sig = match &alg[..2] {
+            "RS" | "PS" if sig.len() != key.size() => return Ok(false),
             "RS" => {
                 v.set_rsa_padding(Padding::PKCS1)?;
                 sig.to_vec()
@@ -148,7 +204,7 @@ fn verify_with(alg: &str, key: &PKey<Public>, input: &[u8], sig: &[u8]) -> bool 
                 v.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
                 sig.to_vec()
             }
-            _ => match raw_ecdsa_to_der(sig) {
+            _ => match ec_coordinate_size(alg).and_then(|n| raw_ecdsa_to_der(sig, n)) {
                 Some(der) => der,
                 None => return Ok(false),
             },
@@ -159,12 +215,14 @@ fn verify_with(alg: &str, key: &PKey<Public>, input: &[u8], sig: &[u8]) -> bool 
     result().unwrap_or(false)
 }
 
-/// JWS carries ECDSA signatures as r‖s of equal length; OpenSSL wants DER.
-fn raw_ecdsa_to_der(sig: &[u8]) -> Option<Vec<u8>> {
-    if sig.is_empty() || sig.len() % 2 != 0 {
+/// JWS carries ECDSA signatures as r‖s, each exactly `size` bytes; OpenSSL wants DER. Any
+/// other length is refused: read as numbers, r and s with extra leading zero bytes would
+/// be the same signature spelled differently.
+fn raw_ecdsa_to_der(sig: &[u8], size: usize) -> Option<Vec<u8>> {
+    if sig.len() != 2 * size {
         return None;
     }
-    let (r, s) = sig.split_at(sig.len() / 2);
+    let (r, s) = sig.split_at(size);
     let sig =
         EcdsaSig::from_private_components(BigNum::from_slice(r).ok()?, BigNum::from_slice(s).ok()?)
             .ok()?;

@@ -21,6 +21,17 @@ pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()
 }
 
+/// Decodes base64url only in its one canonical spelling (RFC 7515 section 2): the URL-safe
+/// alphabet, no padding, no whitespace, unused low bits of the last character zero. So two
+/// different texts never decode to the same bytes, which tokens rely on: a JWS segment has
+/// exactly one accepted spelling.
+pub fn b64url_decode_canonical(text: &str) -> Option<Vec<u8>> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    // The engine already refuses padding, other alphabets and non-zero trailing bits; the
+    // round trip makes "canonical" hold by construction, whatever the engine's settings.
+    (b64url(&bytes) == text).then_some(bytes)
+}
+
 /// The nonce that binds an ID token to `key`: base64url(SHA-256(SubjectPublicKeyInfo DER)).
 /// The client sends it in the authorization request; the signer recomputes it from the CSR,
 /// so a token obtained for one key cannot certify another.

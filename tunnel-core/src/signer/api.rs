@@ -147,8 +147,15 @@ async fn certify(
     let nonce = nonce_for_key(&key).map_err(|e| Refusal::Internal(e.to_string()))?;
     let now = unix_now();
     let person = claims::check(&signer.cfg, &jws.payload, &nonce, now)?;
+    // Keyed on what the provider signed, not on the token's text (see jws::replay_key), and
+    // recorded durably (an fsync, hence off the async threads) before anything is issued.
     let forget = person.exp + signer.cfg.clock_skew.as_secs() as i64;
-    if !signer.replay.first_use(&req.id_token, forget, now) {
+    let (replay, replay_key) = (signer.replay.clone(), jws.replay_key());
+    let first = tokio::task::spawn_blocking(move || replay.first_use(&replay_key, forget, now))
+        .await
+        .map_err(|e| Refusal::Internal(e.to_string()))?
+        .map_err(|e| Refusal::Internal(e.to_string()))?;
+    if !first {
         return Err(Refusal::Replayed);
     }
     let s = signer.clone();

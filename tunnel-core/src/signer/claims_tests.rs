@@ -11,6 +11,7 @@ fn cfg() -> SignerConfig {
         key: PathBuf::new(),
         ca_cert: PathBuf::new(),
         ca_key: PathBuf::new(),
+        state_dir: PathBuf::new(),
         issuer: "https://idp.example.com".into(),
         issuer_ca: None,
         client_id: "tunnel".into(),

@@ -33,6 +33,7 @@ struct RawSigner {
     key: Option<String>,
     ca_cert: Option<String>,
     ca_key: Option<String>,
+    state_dir: Option<String>,
     issuer: Option<String>,
     issuer_ca: Option<String>,
     client_id: Option<String>,
@@ -72,6 +73,9 @@ pub struct SignerConfig {
     pub ca_cert: PathBuf,
     /// The user CA's key.
     pub ca_key: PathBuf,
+    /// Where the signer keeps its state: the record of used tokens (`replay.log`), kept
+    /// across restarts. Default: the directory of `ca_cert`.
+    pub state_dir: PathBuf,
     /// The OpenID provider's issuer URL, compared exactly with `iss`.
     pub issuer: String,
     /// CA bundle for the provider's HTTPS (system trust when absent).
@@ -176,18 +180,24 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
     let opt_file = |key: &str, v: Option<String>| -> Result<Option<PathBuf>, ConfigError> {
         v.map(|v| file_key(f, key, Some(v), "")).transpose()
     };
+    let cert = file_key(f, "cert", raw.cert, "the signer's HTTPS certificate (PEM)")?;
+    let key = file_key(f, "key", raw.key, "the signer's HTTPS key (PEM)")?;
+    let ca_cert = file_key(
+        f,
+        "ca_cert",
+        raw.ca_cert,
+        "the user CA (tunnel-server pki init)",
+    )?;
+    let ca_key = file_key(f, "ca_key", raw.ca_key, "the user CA's key")?;
+    let state_dir = state_dir(f, raw.state_dir, &ca_cert)?;
     Ok(SignerConfig {
         file: f.to_path_buf(),
         listen,
-        cert: file_key(f, "cert", raw.cert, "the signer's HTTPS certificate (PEM)")?,
-        key: file_key(f, "key", raw.key, "the signer's HTTPS key (PEM)")?,
-        ca_cert: file_key(
-            f,
-            "ca_cert",
-            raw.ca_cert,
-            "the user CA (tunnel-server pki init)",
-        )?,
-        ca_key: file_key(f, "ca_key", raw.ca_key, "the user CA's key")?,
+        cert,
+        key,
+        ca_cert,
+        ca_key,
+        state_dir,
         issuer,
         issuer_ca: opt_file("issuer_ca", raw.issuer_ca)?,
         client_id: required(
@@ -215,6 +225,61 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         log_format: crate::config::server_log_format(f, raw.log_format.as_deref())?,
         log_level: raw.log_level,
     })
+}
+
+/// `state_dir` (default: the directory of `ca_cert`): an existing directory that group and
+/// others cannot write to, since whoever can replace its `replay.log` can make used tokens
+/// usable again. Whether the signer may write there is found when it opens the record.
+fn state_dir(f: &Path, raw: Option<String>, ca_cert: &Path) -> Result<PathBuf, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let key = "state_dir";
+    let dir = match raw {
+        Some(v) => resolve_path(
+            f,
+            &required(
+                f,
+                key,
+                Some(v),
+                "name a directory, or remove the key to use ca_cert's directory",
+            )?,
+        ),
+        None => match ca_cert.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+    };
+    let meta = std::fs::metadata(&dir).map_err(|e| {
+        ConfigError::new(
+            f,
+            key,
+            format!(
+                "cannot use {}: {e}; create it for the signer's user (install -d -m 0700 -o \
+                 tunnel-signer {})",
+                dir.display(),
+                dir.display()
+            ),
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(ConfigError::new(
+            f,
+            key,
+            format!("{} is not a directory; name a directory", dir.display()),
+        ));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(ConfigError::new(
+            f,
+            key,
+            format!(
+                "{} is writable by group or others, who could make used tokens usable again; \
+                 chmod go-w {}",
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(dir)
 }
 
 /// `allowed_email_domains`: lower case, without a leading `@`; at least one.
@@ -328,5 +393,54 @@ mod tests {
         std::fs::write(&path, BASE.replace("https://idp", "http://idp")).unwrap();
         let e = SignerConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("issuer: must be an https:// URL"), "{e}");
+    }
+
+    #[test]
+    fn state_dir_defaults_to_the_user_cas_directory_and_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        std::fs::create_dir(&users).unwrap();
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for f in ["cert.pem", "key.pem", "users/ca.crt", "users/ca.key"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let files = "cert = \"cert.pem\"\nkey = \"key.pem\"\nca_cert = \"users/ca.crt\"\n\
+                     ca_key = \"users/ca.key\"\n";
+        let path = dir.path().join("signer.toml");
+        let load = |extra: &str| {
+            std::fs::write(&path, format!("{BASE}{files}{extra}")).unwrap();
+            SignerConfig::load(&path).map_err(|e| e.to_string())
+        };
+        assert_eq!(load("").unwrap().state_dir, users);
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert_eq!(load("state_dir = \"state\"\n").unwrap().state_dir, state);
+        let cases = [
+            ("state_dir = \"nowhere\"\n", "state_dir: cannot use "),
+            ("state_dir = \"nowhere\"\n", "install -d -m 0700"),
+            ("state_dir = \"cert.pem\"\n", "state_dir: "),
+            ("state_dir = \"cert.pem\"\n", "cert.pem is not a directory"),
+            (
+                "state_dir = \" \"\n",
+                "state_dir: is required; name a directory",
+            ),
+        ];
+        for (extra, want) in cases {
+            let e = load(extra).unwrap_err();
+            assert!(
+                e.contains("signer.toml: ") && e.contains(want),
+                "{want}: {e}"
+            );
+        }
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let e = load("state_dir = \"state\"\n").unwrap_err();
+        assert!(
+            e.contains("state_dir: ")
+                && e.contains("writable by group or others")
+                && e.contains("chmod go-w"),
+            "{e}"
+        );
     }
 }

@@ -108,7 +108,10 @@ impl Signer {
             ca_pem,
             gateway_ca_pem,
             recorder: Arc::new(record::Recorder::new(store)),
-            replay: Arc::default(),
+            replay: Arc::new(
+                replay::ReplayCache::open(&cfg.state_dir, crate::pki::unix_now())
+                    .map_err(|e| format!("{f}: state_dir: {e}"))?,
+            ),
             acceptor: Arc::new(acceptor),
             cfg: Arc::new(cfg),
         })
