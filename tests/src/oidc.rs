@@ -189,8 +189,7 @@ impl SignerProc {
         users_dir: &Path,
     ) -> PathBuf {
         let users_ca = users_dir.join("ca.crt");
-        let text_log = extra.contains("log_format = \"text\"");
-        let log = if text_log {
+        let log = if extra.contains("log_format = \"text\"") {
             ""
         } else {
             "log_format = \"json\"\n"
@@ -225,7 +224,7 @@ impl SignerProc {
         let mut cmd = command(&bins::server());
         cmd.arg("signer").arg("--config").arg(&config);
         let proc = Proc::spawn("tunnel-server signer", cmd);
-        let addr: SocketAddr = if text_log {
+        let addr: SocketAddr = if extra.contains("log_format = \"text\"") {
             let line = proc.wait_for_line("signer listening", READY);
             let listen = line
                 .split_whitespace()

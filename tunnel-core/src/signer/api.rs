@@ -149,7 +149,12 @@ async fn certify(
     let person = claims::check(&signer.cfg, &jws.payload, &nonce, now)?;
     // Keyed on what the provider signed, not on the token's text (see jws::replay_key), and
     // recorded durably (an fsync, hence off the async threads) before anything is issued.
-    let forget = person.exp + signer.cfg.clock_skew.as_secs() as i64;
+    // Remembered until the token can no longer pass the checks: its exp, or max_token_age
+    // after an iat that is at most clock_skew ahead of now, whichever comes first (a
+    // far-future exp must not keep the record for ever).
+    let skew = signer.cfg.clock_skew.as_secs() as i64;
+    let by_age = now.saturating_add(signer.cfg.max_token_age.as_secs() as i64 + 2 * skew);
+    let forget = person.exp.saturating_add(skew).min(by_age);
     let (replay, replay_key) = (signer.replay.clone(), jws.replay_key());
     let first = tokio::task::spawn_blocking(move || replay.first_use(&replay_key, forget, now))
         .await
