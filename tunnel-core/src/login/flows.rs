@@ -242,14 +242,18 @@ pub async fn device_flow(idp: &Client, p: &FlowParams<'_>) -> Result<String, Str
         return Err(format!(
             "device authorization refused ({}): {} {}",
             resp.status,
-            s("error"),
-            s("error_description")
+            printable(&s("error")),
+            printable(&s("error_description"))
         ));
+    }
+    crate::oidc::browser_url(&s("verification_uri"), "verification_uri")?;
+    if !s("verification_uri_complete").is_empty() {
+        crate::oidc::browser_url(&s("verification_uri_complete"), "verification_uri_complete")?;
     }
     say(&format!(
         "To sign in, visit {} and enter the code {}\n  or open {}",
         s("verification_uri"),
-        s("user_code"),
+        printable(&s("user_code")),
         s("verification_uri_complete")
     ));
     let mut interval = da

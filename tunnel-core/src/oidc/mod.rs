@@ -86,6 +86,84 @@ impl Discovery {
                 d.issuer
             ));
         }
+        if let Some(a) = &d.authorization_endpoint {
+            browser_url(a, "authorization_endpoint")?;
+        }
         Ok(d)
+    }
+}
+
+/// Checks a URL the provider gives us for the person's browser (the authorization endpoint,
+/// the device flow's verification URI): it must pass [`crate::http::Url`]'s checks and be
+/// `https://`, or `http://` on loopback. A `javascript:`, `file:` or plain-http link from a
+/// misconfigured or hostile discovery document is never printed or opened.
+pub fn browser_url(url: &str, what: &str) -> Result<(), String> {
+    match crate::http::Url::parse(url) {
+        Ok(u) if u.tls || u.is_loopback() => Ok(()),
+        Ok(u) => Err(format!(
+            "the provider's {what} {u} is plain http to another host; only https:// (or http:// on loopback) is opened"
+        )),
+        Err(e) => Err(format!("the provider's {what}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::serve::{reply, Request, Server};
+    use std::sync::Arc;
+
+    #[test]
+    fn browser_urls_are_https_or_loopback_http() {
+        let cases = [
+            ("https://idp.example.com/auth", true),
+            ("http://127.0.0.1:8080/auth", true),
+            ("http://localhost/auth", true),
+            ("http://[::1]/auth", true),
+            ("http://idp.example.com/auth", false),
+            ("javascript:alert(1)", false),
+            ("file:///etc/passwd", false),
+            ("https://idp.example.com/a\u{1b}[2J", false),
+            ("", false),
+        ];
+        for (url, ok) in cases {
+            assert_eq!(browser_url(url, "x").is_ok(), ok, "{url:?}");
+        }
+    }
+
+    /// A provider on loopback whose discovery names `auth` as its authorization endpoint.
+    async fn provider(auth: &'static str) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", l.local_addr().unwrap());
+        let iss = issuer.clone();
+        let handler = move |_: Request| {
+            let body = serde_json::json!({
+                "issuer": iss, "authorization_endpoint": auth,
+                "token_endpoint": format!("{iss}/token"), "jwks_uri": format!("{iss}/jwks"),
+            });
+            async move { reply(200, "application/json", body.to_string()) }
+        };
+        let server = Server::new(l, None, crate::signer::LIMITS);
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(server.run(Arc::new(handler), stop, std::time::Duration::ZERO));
+        issuer
+    }
+
+    #[tokio::test]
+    async fn a_discovery_naming_a_plain_http_or_script_login_page_is_refused() {
+        let http = Client::new(None).unwrap();
+        for auth in ["http://idp.example.com/auth", "javascript:alert(1)"] {
+            let issuer = provider(auth).await;
+            let e = Discovery::fetch(&http, &issuer).await.unwrap_err();
+            assert!(e.contains("authorization_endpoint"), "{auth}: {e}");
+        }
+        let issuer = provider("http://127.0.0.1:9/auth").await;
+        let d = Discovery::fetch(&http, &issuer)
+            .await
+            .expect("positive control");
+        assert_eq!(
+            d.authorization_endpoint.as_deref(),
+            Some("http://127.0.0.1:9/auth")
+        );
     }
 }

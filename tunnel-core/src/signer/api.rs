@@ -123,15 +123,61 @@ fn audit_issued(
     );
 }
 
+/// The request body and the lifetime to issue for it, and whether that was clamped.
+fn parse(
+    body: &[u8],
+    cfg: &super::SignerConfig,
+) -> Result<(CertificateRequest, i64, bool), Refusal> {
+    let req: CertificateRequest =
+        serde_json::from_slice(body).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let (lifetime, clamped) = lifetime(
+        req.lifetime.as_ref(),
+        cfg.default_lifetime,
+        cfg.max_lifetime,
+    )?;
+    Ok((req, lifetime, clamped))
+}
+
+/// The lifetime to issue for a requested one (seconds, or a duration like "8h"; absent:
+/// `default`), at most `max`, and whether it was clamped. Any number or duration, however
+/// large, is clamped rather than overflowed.
+fn lifetime(
+    requested: Option<&Value>,
+    default: std::time::Duration,
+    max: std::time::Duration,
+) -> Result<(i64, bool), Refusal> {
+    let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+    let max = secs(max.as_secs());
+    let want = match requested {
+        None | Some(Value::Null) => secs(default.as_secs()),
+        Some(Value::Number(n)) => n.as_u64().filter(|s| *s > 0).map(secs).ok_or_else(|| {
+            Refusal::BadRequest("lifetime must be a positive number of seconds".into())
+        })?,
+        Some(Value::String(s)) => match humantime::parse_duration(s) {
+            Ok(d) => Some(secs(d.as_secs())),
+            Err(humantime::DurationError::NumberOverflow) => Some(i64::MAX),
+            Err(_) => None,
+        }
+        .filter(|s| *s > 0)
+        .ok_or_else(|| {
+            Refusal::BadRequest(format!("lifetime {s:?} is not a duration like \"8h\""))
+        })?,
+        Some(_) => {
+            return Err(Refusal::BadRequest(
+                "lifetime must be a string or a number".into(),
+            ))
+        }
+    };
+    Ok((want.min(max), want > max))
+}
+
 /// Every check, then issuance. `who` receives the email as soon as a verified token names it.
 async fn certify(
     signer: &Signer,
     body: &[u8],
     who: &mut String,
 ) -> Result<(Issuance, claims::Person, bool), Refusal> {
-    let req: CertificateRequest =
-        serde_json::from_slice(body).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-    let (lifetime, clamped) = signer.lifetime(req.lifetime.as_ref())?;
+    let (req, lifetime, clamped) = parse(body, &signer.cfg)?;
     let key = csr_key(&req.csr)?;
     let jws = Jws::parse(&req.id_token).map_err(|e| Refusal::Signature(e.to_string()))?;
     let keys = signer
@@ -171,3 +217,7 @@ async fn certify(
     .map_err(|e| Refusal::Internal(e.to_string()))??;
     Ok((issuance.0, issuance.1, clamped))
 }
+
+#[cfg(test)]
+#[path = "api_tests.rs"]
+mod tests;

@@ -16,6 +16,8 @@ pub const SIGNER_ENV_PREFIX: &str = "TUNNEL_SIGNER";
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// Default longest certificate lifetime.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Longest `max_lifetime` accepted (certificate end times stay far from any overflow).
+pub const LONGEST_LIFETIME: Duration = Duration::from_secs(366 * 86_400);
 /// Default tolerance for clock differences with the provider.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// Default oldest ID token (by `iat`) accepted.
@@ -320,6 +322,13 @@ fn lifetimes(
 ) -> Result<(Duration, Duration), ConfigError> {
     let default_lifetime = duration(f, "default_lifetime", default, DEFAULT_LIFETIME)?;
     let max_lifetime = duration(f, "max_lifetime", max, DEFAULT_MAX_LIFETIME)?;
+    if max_lifetime > LONGEST_LIFETIME {
+        return Err(ConfigError::new(
+            f,
+            "max_lifetime",
+            "is longer than 366 days: sign-in certificates are meant to be short-lived; for long-lived machine certificates use `tunnel-server pki issue`".to_string(),
+        ));
+    }
     if default_lifetime > max_lifetime {
         return Err(ConfigError::new(
             f,
@@ -372,6 +381,16 @@ mod tests {
                 "scopes = [\"email\"]\n",
                 "",
                 "scopes: must include \"openid\"",
+            ),
+            (
+                "max_lifetime = \"500000000000y\"\n",
+                "",
+                "max_lifetime: is longer than 366 days",
+            ),
+            (
+                "max_lifetime = \"367d\"\n",
+                "",
+                "max_lifetime: is longer than 366 days",
             ),
             (
                 "max_lifetime = \"soon\"\n",

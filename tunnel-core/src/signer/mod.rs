@@ -25,7 +25,6 @@ use crate::pki::Issued;
 use openssl::pkey::PKey;
 use openssl::ssl::{SslAcceptor, SslMethod, SslVersion};
 use openssl::x509::X509;
-use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,36 +114,6 @@ impl Signer {
             acceptor: Arc::new(acceptor),
             cfg: Arc::new(cfg),
         })
-    }
-
-    /// The lifetime to issue for a requested one (seconds, or a duration like "8h"; absent:
-    /// `default_lifetime`), and whether it was clamped to `max_lifetime`. Conversions are
-    /// checked: a request beyond what i64 seconds hold is just longer than the maximum (a
-    /// wrapping cast made it negative, refused as "not a duration").
-    fn lifetime(&self, requested: Option<&Value>) -> Result<(i64, bool), Refusal> {
-        let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
-        let max = secs(self.cfg.max_lifetime.as_secs());
-        let want = match requested {
-            None | Some(Value::Null) => secs(self.cfg.default_lifetime.as_secs()),
-            Some(Value::Number(n)) => n.as_u64().filter(|s| *s > 0).map(secs).ok_or_else(|| {
-                Refusal::BadRequest("lifetime must be a positive number of seconds".into())
-            })?,
-            Some(Value::String(s)) => match humantime::parse_duration(s) {
-                Ok(d) => Some(secs(d.as_secs())),
-                Err(humantime::DurationError::NumberOverflow) => Some(i64::MAX),
-                Err(_) => None,
-            }
-            .filter(|s| *s > 0)
-            .ok_or_else(|| {
-                Refusal::BadRequest(format!("lifetime {s:?} is not a duration like \"8h\""))
-            })?,
-            Some(_) => {
-                return Err(Refusal::BadRequest(
-                    "lifetime must be a string or a number".into(),
-                ))
-            }
-        };
-        Ok((want.min(max), want > max))
     }
 
     /// Serves HTTPS on `listener` until `shutdown` completes, then lets the requests in
