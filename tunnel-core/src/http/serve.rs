@@ -122,11 +122,15 @@ pub fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
     r
 }
 
+/// Decides from the peer's address whether a connection is served at all.
+type Admit = Box<dyn Fn(SocketAddr) -> bool + Send + Sync>;
+
 /// A server: where it listens, its TLS identity (plain HTTP when `None`), its limits.
 pub struct Server {
     listener: TcpListener,
     tls: Option<Arc<SslAcceptor>>,
     limits: Limits,
+    admit: Option<Admit>,
 }
 
 impl Server {
@@ -136,12 +140,24 @@ impl Server {
             listener,
             tls,
             limits,
+            admit: None,
         }
+    }
+
+    /// Closes at once the connections from peers `admit` refuses (an address allow-list).
+    pub fn admit(mut self, admit: impl Fn(SocketAddr) -> bool + Send + Sync + 'static) -> Server {
+        self.admit = Some(Box::new(admit));
+        self
     }
 
     /// Serves `handler` until `stop` is cancelled; then closes the connections that have
     /// not sent a request and waits up to `grace` for the requests in progress.
-    pub async fn run(self, handler: Arc<dyn Handler>, stop: CancellationToken, grace: Duration) {
+    pub async fn run(
+        mut self,
+        handler: Arc<dyn Handler>,
+        stop: CancellationToken,
+        grace: Duration,
+    ) {
         let registry = Registry::new(self.limits.max_open, self.limits.max_per_source);
         let tracker = TaskTracker::new();
         let conn = Arc::new(Conn {
@@ -149,7 +165,11 @@ impl Server {
             limits: self.limits,
             handler,
         });
+        let admit = self.admit.take();
         crate::listeners::accept_until(&self.listener, &stop, |sock, peer| {
+            if admit.as_ref().is_some_and(|a| !a(peer)) {
+                return;
+            }
             match registry.admit(peer.ip()) {
                 Some(slot) => drop(tracker.spawn(conn.clone().serve(sock, peer, slot))),
                 None => {

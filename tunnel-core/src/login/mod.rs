@@ -7,14 +7,15 @@ pub mod files;
 pub mod flows;
 
 use crate::http::client::Client;
+use crate::identity::printable;
 use crate::oidc::{nonce_for_key, Discovery};
 use crate::pki::{new_key, KeyType};
+use crate::signer::wire::{CertificateRequest, CertificateResponse, ErrorBody, LoginConfig};
 use files::{create_dir, targets, write_file};
 use flows::FlowParams;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509NameBuilder, X509ReqBuilder};
-use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Options of `tunnel-client login`.
@@ -64,14 +65,10 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginResult, String> {
     if resp.status != 200 {
         return Err(format!("{base}/v1/login-config: status {}", resp.status));
     }
-    let lc = resp.json()?;
-    let s = |k: &str| lc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let (issuer, client_id) = (s("issuer"), s("client_id"));
-    let scopes: Vec<&str> = lc
-        .get("scopes")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_else(|| vec!["openid", "email"]);
+    let lc: LoginConfig = serde_json::from_slice(&resp.body).map_err(|e| {
+        format!("{base}/v1/login-config: not the signer's login configuration: {e}")
+    })?;
+    let (issuer, client_id) = (lc.issuer.clone(), lc.client_id.clone());
     let idp = Client::new(opts.idp_ca.as_deref()).map_err(|e| e.to_string())?;
     let discovery = Discovery::fetch(&idp, &issuer).await?;
     let key = new_key(KeyType::EcP256).map_err(|e| e.to_string())?;
@@ -79,7 +76,7 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginResult, String> {
     let params = FlowParams {
         discovery: &discovery,
         client_id: &client_id,
-        scope: scopes.join(" "),
+        scope: lc.scopes.join(" "),
         nonce: &nonce,
     };
     let headless =
@@ -89,26 +86,34 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginResult, String> {
     } else {
         flows::code_flow(&idp, &params, !opts.no_browser).await?
     };
-    let body = json!({ "csr": csr_pem(&key)?, "id_token": id_token, "lifetime": opts.lifetime });
+    let body = CertificateRequest {
+        csr: csr_pem(&key)?,
+        id_token,
+        lifetime: opts.lifetime.clone().map(serde_json::Value::from),
+    };
+    let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
     let resp = signer
         .post(
             &format!("{base}/v1/certificates"),
             "application/json",
-            body.to_string().as_bytes(),
+            &body,
         )
         .await
         .map_err(|e| e.to_string())?;
-    let v = resp.json()?;
     if resp.status != 200 {
+        let e: ErrorBody = serde_json::from_slice(&resp.body).unwrap_or(ErrorBody {
+            error: format!("status {}", resp.status),
+            error_description: String::new(),
+        });
         return Err(format!(
             "the signer refused: {} ({})",
-            v.get("error_description")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-            v.get("error").and_then(Value::as_str).unwrap_or("")
+            printable(&e.error_description),
+            printable(&e.error)
         ));
     }
-    save(opts, &lc, &key, &v)
+    let v: CertificateResponse = serde_json::from_slice(&resp.body)
+        .map_err(|e| format!("{base}/v1/certificates: not a certificate response: {e}"))?;
+    save(opts, &lc, &key, v)
 }
 
 fn csr_pem(key: &PKey<Private>) -> Result<String, String> {
@@ -129,21 +134,17 @@ fn csr_pem(key: &PKey<Private>) -> Result<String, String> {
 
 fn save(
     opts: &LoginOptions,
-    lc: &Value,
+    lc: &LoginConfig,
     key: &PKey<Private>,
-    v: &Value,
+    v: CertificateResponse,
 ) -> Result<LoginResult, String> {
-    let chain = v
-        .get("certificate")
-        .and_then(Value::as_str)
-        .ok_or("the signer sent no certificate")?;
     let t = targets(&opts.config)?;
     if let Some(cfg) = &t.new_config {
         create_dir(cfg.parent().unwrap_or(Path::new(".")))?;
     }
     let key_pem = key.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?;
     write_file(&t.key, &key_pem, 0o600)?;
-    write_file(&t.cert, chain.as_bytes(), 0o644)?;
+    write_file(&t.cert, v.certificate.as_bytes(), 0o644)?;
     if let Some(cfg) = &t.new_config {
         write_user_config(opts, lc, cfg)?;
     }
@@ -151,33 +152,25 @@ fn save(
         cert: t.cert,
         key: t.key,
         config: opts.config.clone(),
-        serial: v
-            .get("serial")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        not_after: v.get("not_after").and_then(Value::as_i64).unwrap_or(0),
-        clamped: v
-            .get("lifetime_clamped")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        serial: v.serial,
+        not_after: v.not_after,
+        clamped: v.lifetime_clamped,
     })
 }
 
-fn write_user_config(opts: &LoginOptions, lc: &Value, cfg: &Path) -> Result<(), String> {
+fn write_user_config(opts: &LoginOptions, lc: &LoginConfig, cfg: &Path) -> Result<(), String> {
     let dir = cfg.parent().unwrap_or(Path::new("."));
     let ca_path = dir.join("gateway-ca.pem");
-    let ca_pem = match lc.get("gateway_ca").and_then(Value::as_str) {
+    let ca_pem = match &lc.gateway_ca {
         Some(pem) => pem.as_bytes().to_vec(),
         None => std::fs::read(&opts.ca).map_err(|e| format!("{}: {e}", opts.ca.display()))?,
     };
     write_file(&ca_path, &ca_pem, 0o644)?;
-    let gateway = lc.get("gateway").and_then(Value::as_str).unwrap_or("");
     let mut toml = format!(
         "# Written by `tunnel-client login`; add [[tunnel]] tables or use `tunnel-client open`.\nserver = {}\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = \"gateway-ca.pem\"\n",
-        toml_string(gateway)
+        toml_string(&lc.gateway)
     );
-    if let Some(name) = lc.get("gateway_server_name").and_then(Value::as_str) {
+    if let Some(name) = &lc.gateway_server_name {
         toml += &format!("server_name = {}\n", toml_string(name));
     }
     write_file(cfg, toml.as_bytes(), 0o644)

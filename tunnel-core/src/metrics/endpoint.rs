@@ -1,30 +1,37 @@
 //! The metrics HTTP endpoint: `GET /metrics` (OpenMetrics text when asked for, else the
-//! classic text format) and `GET /healthz`.
+//! classic text format) and `GET /healthz`, served by the crate's one HTTP server
+//! ([`crate::http::serve`]).
 //!
 //! It must keep answering health checks whatever other clients do: at most [`MAX_OPEN`]
-//! connections are served at once, and when one more arrives the oldest open connection is
-//! closed to make room, so idle or slow sockets cannot starve a load balancer's probe (a
-//! real request is answered in milliseconds and so is never the oldest for long). With
-//! `metrics_allow`, connections from other networks are closed at once; a non-loopback
-//! address without it is warned about at start.
+//! connections are open at once, and when one more arrives the oldest connection that has
+//! not sent its request is closed to make room, so idle or slow sockets cannot starve a load
+//! balancer's probe (a real request is answered in milliseconds). With `metrics_allow`,
+//! connections from other networks are closed at once; a non-loopback address without it
+//! is warned about at start.
 
 use super::{Health, Metrics};
 use crate::cidr::Cidr;
-use std::collections::BTreeMap;
+use crate::http::serve::{reply, Limits, Reply, Request, Server};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-/// Connections served at once; one more closes the oldest.
+/// Connections served at once; one more closes the oldest idle one.
 pub const MAX_OPEN: usize = 64;
-/// Time a client has to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time a client has to take the response.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What the endpoint accepts: small GETs, a few seconds each.
+const LIMITS: Limits = Limits {
+    max_open: MAX_OPEN,
+    max_per_source: MAX_OPEN,
+    handshake: Duration::from_secs(5),
+    head: Duration::from_secs(5),
+    total: Duration::from_secs(15),
+    max_head: 16 * 1024,
+    max_body: 0,
+};
 
 /// A bound metrics endpoint and who may use it.
 #[derive(Debug)]
@@ -67,36 +74,26 @@ pub async fn serve(ep: Endpoint, metrics: Arc<Metrics>) {
         warn_exposure(addr, &allow);
         info!(metrics = %addr, "metrics endpoint listening");
     }
-    let open = Open::default();
-    let mut last_refusal_log = 0;
-    loop {
-        let (sock, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if !allow.is_empty() && !allow.iter().any(|c| c.contains(peer.ip())) {
-            // At most one line a second: refusals must not flood the log either.
-            let now = crate::time::unix_now();
-            if now != last_refusal_log {
-                last_refusal_log = now;
-                info!(%peer, "metrics connection refused: address not in metrics_allow (further refusals this second not logged)");
-            }
-            continue;
+    let last_refusal_log = AtomicI64::new(0);
+    let admit = move |peer: SocketAddr| {
+        if allow.is_empty() || allow.iter().any(|c| c.contains(peer.ip())) {
+            return true;
         }
-        let slot = open.admit(MAX_OPEN);
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = slot.token.cancelled() => debug!(%peer, "metrics connection closed to make room"),
-                _ = respond(sock, peer, &metrics) => {}
-            }
-            drop(slot);
-        });
-    }
+        // At most one line a second: refusals must not flood the log either.
+        let now = crate::time::unix_now();
+        if last_refusal_log.swap(now, Ordering::Relaxed) != now {
+            info!(%peer, "metrics connection refused: address not in metrics_allow (further refusals this second not logged)");
+        }
+        false
+    };
+    let handler = move |req: Request| {
+        let r = respond(&req, &metrics);
+        async move { r }
+    };
+    Server::new(listener, None, LIMITS)
+        .admit(admit)
+        .run(Arc::new(handler), CancellationToken::new(), Duration::ZERO)
+        .await;
 }
 
 fn warn_exposure(addr: SocketAddr, allow: &[Cidr]) {
@@ -114,44 +111,10 @@ fn warn_exposure(addr: SocketAddr, allow: &[Cidr]) {
     }
 }
 
-/// Reads one request head and answers it.
-async fn respond(mut sock: TcpStream, peer: SocketAddr, metrics: &Metrics) {
-    let mut buf = vec![0u8; 4096];
-    let mut n = 0;
-    let read = tokio::time::timeout(READ_TIMEOUT, async {
-        while n < buf.len() {
-            let m = sock.read(&mut buf[n..]).await?;
-            if m == 0 {
-                break;
-            }
-            n += m;
-            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
-                || buf[..n].windows(2).any(|w| w == b"\n\n")
-            {
-                break;
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
-    if !matches!(read, Ok(Ok(()))) {
-        debug!(%peer, "metrics request not read");
-        return;
-    }
-    let head = String::from_utf8_lossy(&buf[..n]);
-    let mut parts = head.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, ctype, body) = answer(method, path, super::wants_openmetrics(&head), metrics);
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-        let _ = sock.write_all(resp.as_bytes()).await;
-        let _ = sock.shutdown().await;
-    })
-    .await;
+fn respond(req: &Request, metrics: &Metrics) -> Reply {
+    let openmetrics = super::wants_openmetrics(req.header("accept"));
+    let (status, ctype, body) = answer(req.head.method.as_str(), req.path(), openmetrics, metrics);
+    reply(status, ctype, body)
 }
 
 /// Status, content type and body for a request; `/metrics` answers in OpenMetrics when the
@@ -161,93 +124,34 @@ fn answer(
     path: &str,
     openmetrics: bool,
     metrics: &Metrics,
-) -> (&'static str, &'static str, String) {
+) -> (u16, &'static str, String) {
     const TEXT: &str = "text/plain";
     match (method, path) {
         ("GET", "/metrics") if openmetrics => (
-            "200 OK",
+            200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.render(),
         ),
         ("GET", "/metrics") => (
-            "200 OK",
+            200,
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render_classic(),
         ),
         ("GET", "/healthz") => match metrics.health() {
-            Health::Serving => ("200 OK", TEXT, "ok\n".to_string()),
-            Health::Starting => ("503 Service Unavailable", TEXT, "starting\n".to_string()),
-            Health::Draining => ("503 Service Unavailable", TEXT, "draining\n".to_string()),
+            Health::Serving => (200, TEXT, "ok\n".to_string()),
+            Health::Starting => (503, TEXT, "starting\n".to_string()),
+            Health::Draining => (503, TEXT, "draining\n".to_string()),
         },
-        ("GET", _) => (
-            "404 Not Found",
-            TEXT,
-            "try /metrics or /healthz\n".to_string(),
-        ),
-        _ => ("405 Method Not Allowed", TEXT, "GET only\n".to_string()),
-    }
-}
-
-/// Open connections, oldest first.
-#[derive(Default)]
-struct Open {
-    next: std::sync::atomic::AtomicU64,
-    map: Arc<Mutex<BTreeMap<u64, CancellationToken>>>,
-}
-
-/// One open connection; leaves [`Open`] when dropped.
-struct Slot {
-    id: u64,
-    token: CancellationToken,
-    map: Arc<Mutex<BTreeMap<u64, CancellationToken>>>,
-}
-
-impl Open {
-    /// Registers a new connection, first closing the oldest ones while `cap` are open.
-    fn admit(&self, cap: usize) -> Slot {
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let token = CancellationToken::new();
-        if let Ok(mut m) = self.map.lock() {
-            while m.len() >= cap {
-                match m.pop_first() {
-                    Some((_, oldest)) => oldest.cancel(),
-                    None => break,
-                }
-            }
-            m.insert(id, token.clone());
-        }
-        Slot {
-            id,
-            token,
-            map: self.map.clone(),
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(&self.id);
-        }
+        ("GET", _) => (404, TEXT, "try /metrics or /healthz\n".to_string()),
+        _ => (405, TEXT, "GET only\n".to_string()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_new_connection_closes_the_oldest_when_full() {
-        let open = Open::default();
-        let slots: Vec<Slot> = (0..3).map(|_| open.admit(3)).collect();
-        assert!(slots.iter().all(|s| !s.token.is_cancelled()));
-        let newest = open.admit(3);
-        assert!(slots[0].token.is_cancelled(), "the oldest stays open");
-        assert!(!slots[1].token.is_cancelled() && !slots[2].token.is_cancelled());
-        assert!(!newest.token.is_cancelled());
-        drop(slots);
-        assert_eq!(open.map.lock().unwrap().len(), 1);
-    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn idle_connections_do_not_starve_health_checks() {

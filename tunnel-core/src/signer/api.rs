@@ -7,29 +7,20 @@
 use super::claims;
 use super::issue::{csr_key, issue, Issuance};
 use super::refusal::Refusal;
+use super::wire::{CertificateRequest, CertificateResponse, ErrorBody, LoginConfig};
 use super::Signer;
 use crate::http::serve::{reply, BodyError, Reply, Request};
 use crate::identity::printable;
 use crate::oidc::jws::{Jws, ALLOWED_ALGS};
 use crate::oidc::nonce_for_key;
 use crate::pki::unix_now;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Largest request body accepted (a CSR and an ID token fit in a few KiB).
 pub const MAX_REQUEST_BODY: usize = 64 * 1024;
-
-/// The body of `POST /v1/certificates`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CertificateRequest {
-    csr: String,
-    id_token: String,
-    #[serde(default)]
-    lifetime: Option<Value>,
-}
 
 /// Answers one request.
 pub async fn handle(signer: &Signer, req: Request) -> Reply {
@@ -47,28 +38,32 @@ pub async fn handle(signer: &Signer, req: Request) -> Reply {
     }
 }
 
-fn json_reply(status: u16, body: &Value) -> Reply {
-    reply(status, "application/json", body.to_string())
+fn json_reply(status: u16, body: &impl Serialize) -> Reply {
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
+    reply(status, "application/json", text)
 }
 
-fn error_body(code: &str, description: &str) -> Value {
-    json!({ "error": code, "error_description": description })
+fn error_body(code: &str, description: &str) -> ErrorBody {
+    ErrorBody {
+        error: code.to_string(),
+        error_description: description.to_string(),
+    }
 }
 
-fn login_config(signer: &Signer) -> Value {
+fn login_config(signer: &Signer) -> LoginConfig {
     let c = &signer.cfg;
-    json!({
-        "issuer": c.issuer,
-        "client_id": c.client_id,
-        "scopes": c.scopes,
-        "flows": ["authorization_code", "device_code"],
-        "max_lifetime": c.max_lifetime.as_secs(),
-        "default_lifetime": c.default_lifetime.as_secs(),
-        "gateway": c.gateway,
-        "gateway_server_name": c.gateway_server_name,
-        "gateway_ca": signer.gateway_ca_pem.as_deref(),
-        "id_token_algorithms": ALLOWED_ALGS,
-    })
+    LoginConfig {
+        issuer: c.issuer.clone(),
+        client_id: c.client_id.clone(),
+        scopes: c.scopes.clone(),
+        flows: vec!["authorization_code".into(), "device_code".into()],
+        max_lifetime: c.max_lifetime.as_secs(),
+        default_lifetime: c.default_lifetime.as_secs(),
+        gateway: c.gateway.clone(),
+        gateway_server_name: c.gateway_server_name.clone(),
+        gateway_ca: signer.gateway_ca_pem.as_deref().map(str::to_string),
+        id_token_algorithms: ALLOWED_ALGS.iter().map(|a| a.to_string()).collect(),
+    }
 }
 
 async fn certificates(signer: &Signer, req: Request) -> Reply {
@@ -89,12 +84,12 @@ async fn certificates(signer: &Signer, req: Request) -> Reply {
             chain += &signer.ca_pem;
             json_reply(
                 200,
-                &json!({
-                    "certificate": chain,
-                    "serial": issuance.serial,
-                    "not_after": issuance.not_after,
-                    "lifetime_clamped": clamped,
-                }),
+                &CertificateResponse {
+                    certificate: chain,
+                    serial: issuance.serial,
+                    not_after: issuance.not_after,
+                    lifetime_clamped: clamped,
+                },
             )
         }
         Err(r) => {

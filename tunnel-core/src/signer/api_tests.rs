@@ -4,6 +4,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use serde_json::json;
 use std::time::Duration;
 
 const DEFAULT: Duration = Duration::from_secs(8 * 3600);

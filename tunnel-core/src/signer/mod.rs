@@ -14,6 +14,7 @@ pub mod keys;
 pub mod record;
 pub mod refusal;
 pub mod replay;
+pub mod wire;
 
 pub use config::SignerConfig;
 pub use refusal::Refusal;
