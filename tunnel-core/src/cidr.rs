@@ -15,12 +15,19 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    /// Whether `ip` is inside this network.
+    /// Whether the peer address `ip` is inside this network; an IPv4-mapped IPv6 address
+    /// (a dual-stack socket's view of an IPv4 client) counts as the IPv4 address it carries.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
+        self.contains_exactly(ip)
+    }
+
+    /// Whether `ip`, taken as written (an IP SAN of a certificate for `ip=` rules), is
+    /// inside this network.
+    pub fn contains_exactly(&self, ip: IpAddr) -> bool {
         match (ip, self.net) {
             (IpAddr::V4(a), IpAddr::V4(n)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
@@ -34,6 +41,13 @@ impl Cidr {
             }
             _ => false,
         }
+    }
+}
+
+impl Cidr {
+    /// The prefix length (0 matches every address of the family).
+    pub fn prefix_len(&self) -> u8 {
+        self.len
     }
 }
 

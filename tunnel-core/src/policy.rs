@@ -7,6 +7,7 @@
 
 mod dns;
 
+use crate::cidr::Cidr;
 use crate::identity::Identity;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -78,7 +79,7 @@ impl Attr {
 pub struct Matcher {
     attr: Attr,
     pattern: String,
-    cidr: Option<(IpAddr, u8)>,
+    cidr: Option<Cidr>,
 }
 
 impl Matcher {
@@ -109,15 +110,9 @@ impl Matcher {
                 m.pattern = p;
             }
             Attr::Ip => {
-                if let Some((addr, len)) = pattern.split_once('/') {
-                    let addr: IpAddr = addr
-                        .parse()
-                        .map_err(|_| format!("ip={pattern:?}: {addr:?} is not an IP address"))?;
-                    let max = if addr.is_ipv4() { 32 } else { 128 };
-                    let len: u8 = len.parse().ok().filter(|l| *l <= max).ok_or_else(|| {
-                        format!("ip={pattern:?}: prefix length must be 0..={max}")
-                    })?;
-                    m.cidr = Some((addr, len));
+                if pattern.contains('/') {
+                    let net = pattern.parse::<Cidr>().map_err(|e| format!("ip={e}"))?;
+                    m.cidr = Some(net);
                 } else if !pattern.contains('*') && pattern.parse::<IpAddr>().is_err() {
                     return Err(format!(
                         "ip={pattern:?} is not an IP address, CIDR (10.0.0.0/8) or wildcard"
@@ -148,8 +143,8 @@ impl Matcher {
             Attr::Uri => any(&id.uri, false),
             Attr::Email => any(&id.email, true),
             Attr::Sha256 => !id.sha256.is_empty() && glob(&self.pattern, &id.sha256),
-            Attr::Ip => id.ip.iter().any(|ip| match self.cidr {
-                Some((net, len)) => in_cidr(*ip, net, len),
+            Attr::Ip => id.ip.iter().any(|ip| match &self.cidr {
+                Some(net) => net.contains_exactly(*ip),
                 None => match self.pattern.parse::<IpAddr>() {
                     Ok(want) => want == *ip,
                     Err(_) => glob(&self.pattern, &ip.to_string()),
@@ -163,8 +158,8 @@ impl Matcher {
     /// Whether this test passes for every value its attribute can have (`cn=*`,
     /// `sha256=*`, `ip=0.0.0.0/0`...): then it only asks that the attribute be present.
     fn matches_everything(&self) -> bool {
-        match self.cidr {
-            Some((_, len)) => len == 0,
+        match &self.cidr {
+            Some(net) => net.prefix_len() == 0,
             None => self.pattern.chars().all(|c| c == '*'),
         }
     }
@@ -515,24 +510,6 @@ pub fn glob(pattern: &str, text: &str) -> bool {
         pi += 1;
     }
     pi == p.len()
-}
-
-fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            (u32::from(a) & mask) == (u32::from(n) & mask)
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len)
-            };
-            (u128::from(a) & mask) == (u128::from(n) & mask)
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]

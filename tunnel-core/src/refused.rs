@@ -8,7 +8,7 @@
 use crate::audit::Outcome;
 use crate::config::CrlExpired;
 use crate::crl::CrlCheck;
-use crate::proxy_protocol_in::ProxyHeaderRefused;
+use crate::proxy_protocol::inbound::ProxyHeaderRefused;
 use openssl::ssl::SslAlert;
 use openssl::x509::X509VerifyResult;
 use std::ffi::c_int;

@@ -9,7 +9,7 @@
 //! ```
 
 use super::ConfigError;
-use crate::proxy_protocol_in::Cidr;
+use crate::cidr::Cidr;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -73,7 +73,7 @@ pub(crate) fn validate(
         addrs.push(address);
         let mut from = Vec::new();
         for (j, c) in l.proxy_protocol_from.iter().enumerate() {
-            from.push(Cidr::parse(c).map_err(|m| {
+            from.push(c.parse::<Cidr>().map_err(|m| {
                 ConfigError::new(file, format!("{}[{j}]", key("proxy_protocol_from")), m)
             })?);
         }

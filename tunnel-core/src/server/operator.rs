@@ -9,7 +9,7 @@ use crate::admin::{Access, Cut, Limits, SessionGuard, SessionInfo};
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::{BackendConfig, ProxyProtocol, ServerConfig};
 use crate::identity::Identity;
-use crate::proxy_v2::{self, ProxyInfo};
+use crate::proxy_protocol::outbound::{self as proxy_v2, ProxyInfo};
 use crate::refused::Refused;
 use openssl::ssl::SslRef;
 use openssl::x509::X509Ref;

@@ -19,9 +19,10 @@ pub(super) async fn real_peer(
     let Some(pl) = ProxyListener::find(&snap.cfg.proxy_listeners, listener) else {
         return Ok(peer);
     };
-    let real = crate::proxy_protocol_in::receive(sock, peer, &pl.from, snap.cfg.handshake_timeout)
-        .await
-        .map_err(Refused::ProxyHeader)?;
+    let real =
+        crate::proxy_protocol::inbound::receive(sock, peer, &pl.from, snap.cfg.handshake_timeout)
+            .await
+            .map_err(Refused::ProxyHeader)?;
     tracing::Span::current().record("peer", tracing::field::display(real));
     tracing::debug!(balancer = %peer, client = %real, "PROXY header received");
     Ok(real)

@@ -8,7 +8,7 @@ use super::common::config;
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
-use tunnel_core::proxy_protocol_in::{parse_v1, parse_v2, read_header};
+use tunnel_core::proxy_protocol::inbound::{parse_v1, parse_v2, read_header};
 
 /// The v2 signature, from the specification (section 2.2).
 const SIG: [u8; 12] = [
