@@ -5,6 +5,7 @@
 //! This module holds the in-memory builders; [`store`] keeps a CA in a directory (keys,
 //! certificates, an index of what was issued and revoked, the CRL) for `tunnel-server pki`.
 
+mod build;
 mod error;
 mod index;
 mod names;
@@ -13,6 +14,7 @@ mod report;
 mod request;
 pub mod store;
 
+pub use build::{build, digest_for, SignedBy};
 pub use error::PkiError;
 pub use index::Entry;
 pub use names::normalize_serial;
@@ -21,17 +23,10 @@ use openssl::asn1::{Asn1Integer, Asn1IntegerRef, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::error::ErrorStack;
-use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
-use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    SubjectKeyIdentifier,
-};
-use openssl::x509::{
-    X509Builder, X509Crl, X509CrlBuilder, X509NameBuilder, X509RevokedBuilder, X509,
-};
+use openssl::x509::{X509Crl, X509CrlBuilder, X509RevokedBuilder, X509};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
@@ -163,15 +158,6 @@ pub fn new_key(kt: KeyType) -> Result<PKey<Private>, ErrorStack> {
     }
 }
 
-fn digest_for(key: &PKey<Private>) -> MessageDigest {
-    // Ed25519 signs without a separate digest.
-    if key.id() == openssl::pkey::Id::ED25519 {
-        MessageDigest::null()
-    } else {
-        MessageDigest::sha256()
-    }
-}
-
 /// A random positive 128-bit serial.
 pub fn random_serial() -> Result<Asn1Integer, ErrorStack> {
     let mut bn = BigNum::new()?;
@@ -194,116 +180,21 @@ pub fn new_ca(name: &str, days: u32) -> Result<Issued, ErrorStack> {
 /// A new self-signed CA with the given key type.
 pub fn new_ca_with(name: &str, days: u32, kt: KeyType) -> Result<Issued, ErrorStack> {
     let key = new_key(kt)?;
-    let mut nb = X509NameBuilder::new()?;
-    nb.append_entry_by_nid(Nid::COMMONNAME, name)?;
-    let subject = nb.build();
-    let mut b = X509Builder::new()?;
-    b.set_version(2)?;
-    let serial = random_serial()?;
-    b.set_serial_number(&serial)?;
-    b.set_subject_name(&subject)?;
-    b.set_issuer_name(&subject)?;
-    b.set_pubkey(&key)?;
-    let (nb, na) = (days_from_now(-1)?, days_from_now(days as i64)?);
-    b.set_not_before(&nb)?;
-    b.set_not_after(&na)?;
-    append_ca_extensions(&mut b)?;
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
-    b.append_extension(ski)?;
-    b.sign(&key, digest_for(&key))?;
-    Ok(Issued {
-        cert: b.build(),
-        key,
-    })
+    let mut spec = CertSpec::client(name);
+    spec.usage = Usage::Ca;
+    let now = unix_now();
+    let validity = (now - 86_400, now + i64::from(days) * 86_400);
+    let cert = build(&key, &spec, validity, SignedBy::Itself(&key))?;
+    Ok(Issued { cert, key })
 }
 
-/// The extensions every CA certificate here carries: CA basic constraints, may sign
-/// certificates and CRLs.
-fn append_ca_extensions(b: &mut X509Builder) -> Result<(), ErrorStack> {
-    b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    b.append_extension(
-        KeyUsage::new()
-            .critical()
-            .key_cert_sign()
-            .crl_sign()
-            .build()?,
-    )
-}
-
-/// Issues a certificate signed by `ca`.
+/// Issues a certificate signed by `ca`, for a new key of `spec.key_type`.
 pub fn issue(ca: &Issued, spec: &CertSpec) -> Result<Issued, ErrorStack> {
     let key = new_key(spec.key_type)?;
-    let mut nb = X509NameBuilder::new()?;
-    for o in &spec.o {
-        nb.append_entry_by_nid(Nid::ORGANIZATIONNAME, o)?;
-    }
-    for ou in &spec.ou {
-        nb.append_entry_by_nid(Nid::ORGANIZATIONALUNITNAME, ou)?;
-    }
-    nb.append_entry_by_nid(Nid::COMMONNAME, &spec.cn)?;
-    let subject = nb.build();
-    let mut b = X509Builder::new()?;
-    b.set_version(2)?;
-    let serial = random_serial()?;
-    b.set_serial_number(&serial)?;
-    b.set_subject_name(&subject)?;
-    b.set_issuer_name(ca.cert.subject_name())?;
-    b.set_pubkey(&key)?;
-    let nb = days_from_now(spec.start_days)?;
-    let na = days_from_now(spec.start_days + spec.days as i64)?;
-    b.set_not_before(&nb)?;
-    b.set_not_after(&na)?;
-    match spec.usage {
-        Usage::Ca => append_ca_extensions(&mut b)?,
-        Usage::Server | Usage::Client => {
-            b.append_extension(BasicConstraints::new().critical().build()?)?;
-            let mut ku = KeyUsage::new();
-            ku.critical().digital_signature();
-            if spec.key_type == KeyType::Rsa2048 {
-                ku.key_encipherment();
-            }
-            b.append_extension(ku.build()?)?;
-            let mut eku = ExtendedKeyUsage::new();
-            if spec.usage == Usage::Server {
-                eku.server_auth();
-            } else {
-                eku.client_auth();
-            }
-            b.append_extension(eku.build()?)?;
-        }
-    }
-    let has_san = !(spec.dns.is_empty()
-        && spec.uri.is_empty()
-        && spec.email.is_empty()
-        && spec.ip.is_empty());
-    if has_san {
-        let mut san = SubjectAlternativeName::new();
-        for d in &spec.dns {
-            san.dns(d);
-        }
-        for u in &spec.uri {
-            san.uri(u);
-        }
-        for e in &spec.email {
-            san.email(e);
-        }
-        for ip in &spec.ip {
-            san.ip(&ip.to_string());
-        }
-        let ext = san.build(&b.x509v3_context(Some(&ca.cert), None))?;
-        b.append_extension(ext)?;
-    }
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&ca.cert), None))?;
-    b.append_extension(ski)?;
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(false)
-        .build(&b.x509v3_context(Some(&ca.cert), None))?;
-    b.append_extension(aki)?;
-    b.sign(&ca.key, digest_for(&ca.key))?;
-    Ok(Issued {
-        cert: b.build(),
-        key,
-    })
+    let start = unix_now() + spec.start_days * 86_400;
+    let validity = (start, start + i64::from(spec.days) * 86_400);
+    let cert = build(&key, spec, validity, SignedBy::Ca(ca))?;
+    Ok(Issued { cert, key })
 }
 
 /// A CRL signed by `ca` listing `revoked` certificates, valid from `start_days` (relative to

@@ -7,16 +7,10 @@
 use super::claims::Person;
 use super::record::Recorder;
 use super::refusal::Refusal;
-use crate::pki::{asn1_to_unix, random_serial, unix_now, Issued};
-use openssl::asn1::Asn1Time;
-use openssl::hash::MessageDigest;
+use crate::pki::{asn1_to_unix, unix_now, CertSpec, Issued, SignedBy};
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Public};
-use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    SubjectKeyIdentifier,
-};
-use openssl::x509::{X509Builder, X509NameBuilder, X509Req, X509};
+use openssl::x509::{X509Req, X509};
 
 /// How far notBefore is set back, for clients whose clocks run slow.
 pub const BACKDATE_SECS: i64 = 300;
@@ -104,46 +98,16 @@ fn build(
     now: i64,
     not_after: i64,
 ) -> Result<X509, openssl::error::ErrorStack> {
-    let mut name = X509NameBuilder::new()?;
-    for ou in &person.ous {
-        name.append_entry_by_nid(Nid::ORGANIZATIONALUNITNAME, ou)?;
-    }
-    name.append_entry_by_nid(Nid::COMMONNAME, &person.email)?;
-    let name = name.build();
-    let mut b = X509Builder::new()?;
-    b.set_version(2)?;
-    let serial = random_serial()?;
-    b.set_serial_number(&serial)?;
-    b.set_subject_name(&name)?;
-    b.set_issuer_name(ca.cert.subject_name())?;
-    b.set_pubkey(key)?;
-    let (start, end) = (
-        Asn1Time::from_unix(now - BACKDATE_SECS)?,
-        Asn1Time::from_unix(not_after)?,
-    );
-    b.set_not_before(&start)?;
-    b.set_not_after(&end)?;
-    b.append_extension(BasicConstraints::new().critical().build()?)?;
-    b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
-    b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
-    let mut san = SubjectAlternativeName::new();
-    san.email(&person.email);
-    san.uri(&subject_uri(issuer, &person.sub));
-    let san = san.build(&b.x509v3_context(Some(&ca.cert), None))?;
-    b.append_extension(san)?;
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&ca.cert), None))?;
-    b.append_extension(ski)?;
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(false)
-        .build(&b.x509v3_context(Some(&ca.cert), None))?;
-    b.append_extension(aki)?;
-    let md = if ca.key.id() == Id::ED25519 {
-        MessageDigest::null()
-    } else {
-        MessageDigest::sha256()
-    };
-    b.sign(&ca.key, md)?;
-    Ok(b.build())
+    let mut spec = CertSpec::client(&person.email);
+    spec.ou = person.ous.clone();
+    spec.email = vec![person.email.clone()];
+    spec.uri = vec![subject_uri(issuer, &person.sub)];
+    crate::pki::build(
+        key,
+        &spec,
+        (now - BACKDATE_SECS, not_after),
+        SignedBy::Ca(ca),
+    )
 }
 
 /// The stable subject id: the issuer URL, `#`, and the provider's `sub` with every byte that
@@ -178,7 +142,8 @@ mod tests {
         let other = crate::pki::new_key(crate::pki::KeyType::EcP256).unwrap();
         let mut b = openssl::x509::X509ReqBuilder::new().unwrap();
         b.set_pubkey(&key).unwrap();
-        b.sign(&other, MessageDigest::sha256()).unwrap();
+        b.sign(&other, openssl::hash::MessageDigest::sha256())
+            .unwrap();
         let pem = String::from_utf8(b.build().to_pem().unwrap()).unwrap();
         assert_eq!(csr_key(&pem).unwrap_err().code(), "bad_csr");
         assert_eq!(csr_key("garbage").unwrap_err().code(), "bad_csr");
