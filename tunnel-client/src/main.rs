@@ -28,9 +28,9 @@ fn status(socket: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitC
     )
     .and_then(|p| cli::run(&p, &tunnel_core::admin::Request::Status, json));
     match out {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
+        Ok(r) => {
+            print!("{}", r.text);
+            ExitCode::from(r.code as u8)
         }
         Err(e) => {
             eprintln!("{}", e.message);
