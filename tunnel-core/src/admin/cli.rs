@@ -132,6 +132,9 @@ pub fn status_text(resp: &Response) -> String {
             a.subject,
             time_text(a.not_after)
         );
+        if let Some(n) = &a.note {
+            out.insert_str(out.len() - 1, &format!("             {n}\n"));
+        }
     }
     let mut rows = vec![["LISTEN", "BACKEND", "ACTIVE", "TOTAL", "LAST ERROR"]
         .map(String::from)

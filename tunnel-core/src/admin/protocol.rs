@@ -201,6 +201,9 @@ pub struct AgentStatus {
     pub subject: String,
     /// Certificate notAfter, Unix seconds.
     pub not_after: Option<i64>,
+    /// Within the warning window or expired: that, and what to run for a new certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A reply.
