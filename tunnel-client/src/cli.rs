@@ -100,7 +100,8 @@ pub struct FlagArgs {
     /// Client private key (PEM).
     #[arg(long, global = true)]
     pub key: Option<String>,
-    /// CA bundle that issued the gateway's certificate (PEM).
+    /// CA bundle (PEM): for tunnels, the CA that issued the gateway's certificate; for
+    /// `login`, the CA that issued the signer's HTTPS certificate.
     #[arg(long, global = true)]
     pub ca: Option<String>,
     /// Local address to listen on (one-off tunnel).
