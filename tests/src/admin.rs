@@ -148,6 +148,11 @@ pub fn tunnel_works(
 
 /// A client certificate for `cn` that expires `secs` seconds from now.
 pub fn expiring_client(pki: &Pki, cn: &str, secs: i64) -> Creds {
+    client_valid(pki, cn, 60, secs)
+}
+
+/// A client certificate for `cn` valid from `since` seconds ago to `secs` seconds from now.
+pub fn client_valid(pki: &Pki, cn: &str, since: i64, secs: i64) -> Creds {
     let ca = pki.ca();
     let key = tunnel_core::pki::new_key(tunnel_core::pki::KeyType::EcP256).expect("key");
     let mut name = X509NameBuilder::new().expect("name");
@@ -162,7 +167,7 @@ pub fn expiring_client(pki: &Pki, cn: &str, secs: i64) -> Creds {
     b.set_issuer_name(ca.cert.subject_name()).expect("issuer");
     b.set_pubkey(&key).expect("pubkey");
     let now = tunnel_core::pki::unix_now();
-    b.set_not_before(&Asn1Time::from_unix(now - 60).expect("time"))
+    b.set_not_before(&Asn1Time::from_unix(now - since).expect("time"))
         .expect("notBefore");
     b.set_not_after(&Asn1Time::from_unix(now + secs).expect("time"))
         .expect("notAfter");

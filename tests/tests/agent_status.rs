@@ -87,3 +87,68 @@ fn status_lists_tunnels_expiry_and_last_errors() {
         json()["tunnels"][0]["active"].as_u64() == Some(0)
     });
 }
+
+/// The default expiry warning fits the certificate's lifetime: a fresh 8-hour certificate is
+/// not "expiring soon" (before, the 14-day default warned at once with days_left=0); one in
+/// the last fifth of its 8 hours is, and because `signer` marks a sign-in certificate, the
+/// log and `tunnel-client status` say to run `tunnel-client login`. A configured
+/// `expiry_warning` still wins (positive control for the fresh certificate).
+#[test]
+fn expiry_warning_scales_to_short_lived_sign_in_certificates() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let gw = Gateway::start(&pki, &backend_toml("db", echo.addr, "\"cn=alice\""));
+    let hour = 3600;
+    let start = |creds: &tunnel_tests::Creds, extra: &str| {
+        Agent::start_spec(
+            &pki,
+            &AgentSpec {
+                server: gw.addr.to_string(),
+                server_name: SERVER_NAME,
+                creds,
+                ca: &pki.ca_crt,
+                backends: &["db"],
+                extra,
+            },
+        )
+    };
+    let warned = |agent: &Agent| {
+        agent.wait_for_message("client agent started", PROMPT);
+        agent
+            .events()
+            .into_iter()
+            .find(|e| tunnel_tests::field(e, "message") == "cert expires soon (expiry_warning)")
+    };
+    let signer = "signer = \"https://signer.example.com:9443\"\n";
+
+    // Fresh: 8 h left of 8 h.
+    let fresh = tunnel_tests::admin::client_valid(&pki, "alice", 60, 8 * hour);
+    let agent = start(&fresh, signer);
+    assert_eq!(
+        warned(&agent),
+        None,
+        "a fresh 8 h certificate was warned about"
+    );
+    drop(agent);
+    let agent = start(&fresh, &format!("{signer}expiry_warning = \"9h\"\n"));
+    assert!(
+        warned(&agent).is_some(),
+        "a configured expiry_warning was ignored"
+    );
+    drop(agent);
+
+    // In its last fifth: 1 h left of 8 h (the window is 96 minutes).
+    let late = tunnel_tests::admin::client_valid(&pki, "alice", 7 * hour, hour);
+    let agent = start(&late, &format!("{signer}admin_socket = \"late.sock\"\n"));
+    let ev = warned(&agent).expect("no warning in the last fifth");
+    assert!(
+        tunnel_tests::field(&ev, "renew").contains("tunnel-client login"),
+        "{ev}"
+    );
+    let (ok, text, err) = status(&pki.dir().join("late.sock"), false);
+    assert!(ok, "{err}");
+    assert!(
+        text.contains("expires in") && text.contains("tunnel-client login"),
+        "{text}"
+    );
+}

@@ -1,6 +1,8 @@
 //! Backend options: a PROXY protocol v2 header with the verified identity (parsed here byte
 //! by byte, and accepted by a real HAProxy), a backend on a Unix socket (a real Redis), and
-//! per-backend and per-identity connection caps (`overloaded`).
+//! per-backend and per-identity connection caps (`overloaded`); and real backends reached by
+//! their own clients through `tunnel-client exec` (redis-cli, psql against a throwaway
+//! PostgreSQL cluster), with the command's exit status and Ctrl-C passed through.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -376,4 +378,250 @@ fn bad_operator_keys_name_the_key_and_exit_64() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A gateway in front of `backends` (name, address; alice may reach each) and a client
+/// configuration for alice without tunnels, as `exec` uses it; returns the config file.
+fn exec_setup(pki: &Pki, backends: &[(&str, String)]) -> (Gateway, std::path::PathBuf) {
+    let body: String = backends
+        .iter()
+        .map(|(name, addr)| backend_toml(name, addr, "\"cn=alice\""))
+        .collect();
+    let gw = Gateway::start(pki, &body);
+    let alice = pki.client("alice");
+    let toml = tunnel_tests::client_toml(&tunnel_tests::AgentSpec {
+        server: gw.addr.to_string(),
+        server_name: tunnel_tests::pki::SERVER_NAME,
+        creds: &alice,
+        ca: &pki.ca_crt,
+        backends: &[],
+        extra: "",
+    });
+    let config = pki.write("exec-client", "toml", &toml);
+    (gw, config)
+}
+
+/// `tunnel-client --config CONFIG exec ARGS`, as a command.
+fn exec_cmd(config: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = tunnel_tests::command(&tunnel_tests::bins::client());
+    cmd.arg("--config").arg(config).arg("exec").args(args);
+    cmd
+}
+
+fn exec(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tunnel_tests::process::run_to_end(exec_cmd(config, args), PROMPT)
+}
+
+/// A Redis server on a free loopback port.
+fn redis_on_tcp(pki: &Pki) -> (Proc, SocketAddr) {
+    require("redis-server", "redis-server");
+    require("redis-cli", "redis-tools");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--port", &addr.port().to_string()])
+        .arg("--dir")
+        .arg(pki.dir());
+    let redis = Proc::spawn("redis-server", cmd);
+    wait_accepting(addr, PROMPT, "redis-server");
+    (redis, addr)
+}
+
+/// `exec` runs the real redis-cli against a tunnel on a free loopback port, with `{host}` /
+/// `{port}` in its arguments and TUNNEL_HOST / TUNNEL_PORT in its environment; it exits with
+/// the command's status (3 from a failing command, 127 for a missing one), refuses a backend
+/// outside the catalog before running anything, and closes the tunnel when the command ends.
+#[test]
+fn exec_runs_redis_cli_through_a_tunnel_and_exits_with_its_status() {
+    let pki = Pki::new();
+    let (_redis, raddr) = redis_on_tcp(&pki);
+    let (gw, config) = exec_setup(&pki, &[("cache", raddr.to_string())]);
+    let out = exec(
+        &config,
+        &[
+            "cache",
+            "--",
+            "redis-cli",
+            "-h",
+            "{host}",
+            "-p",
+            "{port}",
+            "PING",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG");
+    // The bytes went through the gateway: its audit event for this tunnel says ok.
+    gw.wait_for_audit(PROMPT, |e| {
+        field(e, "backend") == "cache" && field(e, "result") == "ok"
+    });
+
+    // The environment: SET through one tunnel, GET through the next, and the port printed.
+    let value = format!("v{}", std::process::id());
+    let script = format!(
+        "redis-cli -h \"$TUNNEL_HOST\" -p \"$TUNNEL_PORT\" SET k {value} >/dev/null && \
+         redis-cli -h \"$TUNNEL_HOST\" -p \"$TUNNEL_PORT\" GET k && echo \"$TUNNEL_PORT\""
+    );
+    let out = exec(&config, &["cache", "--", "sh", "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&value.as_str()), "{text}");
+    let port: u16 = lines[1].parse().expect("TUNNEL_PORT is a port");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the tunnel still listens after the command exited"
+    );
+
+    // The command's own failure is the exit status.
+    let out = exec(
+        &config,
+        &[
+            "cache",
+            "--",
+            "sh",
+            "-c",
+            "redis-cli -h {host} -p {port} PING >/dev/null; exit 3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let out = exec(&config, &["cache", "--", "no-such-command-here"]);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+
+    // A backend outside the catalog: refused before the command runs.
+    let marker = pki.dir().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let out = exec(&config, &["nope", "--", "sh", "-c", &touch]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not among the backends"));
+    assert!(
+        !marker.exists(),
+        "the command ran although the backend was refused"
+    );
+    // Positive control: the same command for a backend of the catalog runs.
+    let out = exec(&config, &["cache", "--", "sh", "-c", &touch]);
+    assert!(out.status.success() && marker.exists(), "{out:?}");
+}
+
+/// Ctrl-C reaches the command and the agent exits with the command's status: SIGINT sent to
+/// the agent alone (a script's `kill -INT`) is passed on; SIGINT to the whole process group
+/// (what a terminal's Ctrl-C does) does not stop the agent before the command.
+#[test]
+fn exec_passes_ctrl_c_to_the_command() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::os::unix::process::CommandExt;
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let (_gw, config) = exec_setup(&pki, &[("echo", echo.addr.to_string())]);
+    // The trap answers SIGINT with 42; the loop keeps the shell waiting in short steps.
+    let script = "trap 'exit 42' INT; echo ready; while :; do sleep 0.1; done";
+    for to_group in [false, true] {
+        let mut cmd = exec_cmd(&config, &["echo", "--", "sh", "-c", script]);
+        cmd.process_group(0);
+        let mut p = Proc::spawn("tunnel-client exec", cmd);
+        wait_until("the command to start", PROMPT, || {
+            String::from_utf8_lossy(&p.stdout()).contains("ready")
+        });
+        let target = if to_group { -p.pid() } else { p.pid() };
+        kill(Pid::from_raw(target), Signal::SIGINT).expect("kill(2)");
+        let status = p.wait_exit(PROMPT);
+        assert_eq!(
+            status.code(),
+            Some(42),
+            "to_group={to_group}: {}",
+            p.log_text()
+        );
+    }
+}
+
+/// The PostgreSQL binaries' directory: on PATH, else Debian's /usr/lib/postgresql/N/bin.
+fn postgres_bin() -> std::path::PathBuf {
+    let on_path = Command::new("sh")
+        .args(["-c", "command -v initdb"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(p) = on_path {
+        return std::path::Path::new(&p)
+            .parent()
+            .expect("dir")
+            .to_path_buf();
+    }
+    let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: apt-get install postgresql (scripts/test does)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop().expect("no initdb under /usr/lib/postgresql")
+}
+
+/// `cmd` as user nobody when we are root (PostgreSQL refuses to run as root).
+fn unprivileged(program: std::path::PathBuf) -> Command {
+    if nix::unistd::Uid::effective().is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A throwaway PostgreSQL cluster (user `app`, trust auth) on a free loopback port.
+fn postgres(dir: &std::path::Path) -> (Proc, SocketAddr) {
+    require("psql", "postgresql-client");
+    let bin = postgres_bin();
+    if nix::unistd::Uid::effective().is_root() {
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).expect("chown to nobody");
+    }
+    let data = dir.join("data");
+    let mut init = unprivileged(bin.join("initdb"));
+    init.arg("-D")
+        .arg(&data)
+        .args(["-A", "trust", "-U", "app", "--no-sync"]);
+    let out = tunnel_tests::process::run_to_end(init, PROMPT * 2);
+    assert!(out.status.success(), "initdb: {out:?}");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut run = unprivileged(bin.join("postgres"));
+    run.arg("-D").arg(&data).arg("-k").arg(dir);
+    run.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &addr.port().to_string(),
+        "-c",
+        "fsync=off",
+    ]);
+    let pg = Proc::spawn("postgres", run);
+    wait_accepting(addr, PROMPT, "postgres");
+    (pg, addr)
+}
+
+/// `exec` runs the real psql: a query's answer comes back through the tunnel, and psql's own
+/// statuses come through unchanged (1 for an SQL error, 2 for a failed connection).
+#[test]
+fn exec_runs_psql_through_a_tunnel_and_exits_with_its_status() {
+    let pki = Pki::new();
+    let pgdir = tempfile::tempdir().unwrap();
+    let (_pg, addr) = postgres(pgdir.path());
+    let (_gw, config) = exec_setup(&pki, &[("db", addr.to_string())]);
+    let psql = |db: &str, sql: &str| {
+        let args = [
+            "db", "--", "psql", "-h", "{host}", "-p", "{port}", "-U", "app", "-d", db,
+        ];
+        let mut all = args.to_vec();
+        all.extend(["-At", "-c", sql]);
+        exec(&config, &all)
+    };
+    let out = psql("postgres", "SELECT 6*7");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    let out = psql("postgres", "SELECT 1/0");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("division by zero"));
+    let out = psql("no_such_db", "SELECT 1");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_db"));
 }

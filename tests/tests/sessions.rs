@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
+use tunnel_core::pki::CertSpec;
 use tunnel_tests::admin::{
     disconnect, expiring_client, raw_request, server_cli, sessions, tunnel_works, wait_until,
     EchoTunnel,
@@ -176,8 +177,90 @@ fn disconnect_by_each_selector_cuts_only_matches() {
         ended.try_recv().is_err(),
         "a backend connection of a kept tunnel ended"
     );
-    let out = disconnect(&sock, &["--identity", "nobody-matches"]);
-    assert!(out.contains("disconnected 0 tunnel(s)"), "{out}");
+    // A selector that matches nothing says so and fails (before: "disconnected 0", exit 0).
+    let out = disconnect_raw(&sock, &["--identity", "nobody-matches"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("disconnected 0 tunnel(s)") && text.contains("no live tunnel matches"),
+        "{text}"
+    );
+}
+
+/// `tunnel-server disconnect --socket S ARGS` to completion, whatever its status.
+fn disconnect_raw(sock: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["disconnect", "--socket", sock.to_str().expect("UTF-8 path")];
+    all.extend_from_slice(args);
+    server_cli(&all)
+}
+
+/// `--identity` speaks the `allow` rule language: `ou=contractors` lists and cuts every
+/// contractor and no one else, `cn=` and `email=` pick by attribute (before, `cn=carol` was a
+/// glob over the subject line and matched nothing); a selector that matches nothing says so
+/// and exits 1, as text and as JSON; an unknown kind is a usage error (64).
+#[test]
+fn rule_selectors_cut_every_match_and_a_miss_is_not_success() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let (gw, sock) = setup(&pki, &echo, "");
+    let person = |cn: &str, ou: &str| {
+        let spec = CertSpec {
+            ou: vec![ou.into()],
+            email: vec![format!("{cn}@example.com")],
+            ..CertSpec::client(cn)
+        };
+        pki.issue(cn, &spec)
+    };
+    let (alice, bob, carol) = (
+        person("alice", "contractors"),
+        person("bob", "contractors"),
+        person("carol", "staff"),
+    );
+    let mut a = EchoTunnel::open(&pki, &alice, gw.addr, "db", 1);
+    let mut b = EchoTunnel::open(&pki, &bob, gw.addr, "web", 2);
+    let mut c = EchoTunnel::open(&pki, &carol, gw.addr, "db", 3);
+    let peers = |args: &[&str]| {
+        let mut v: Vec<String> = sessions(&sock, args)
+            .iter()
+            .map(|s| field(s, "peer").to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut contractors = vec![a.local.to_string(), b.local.to_string()];
+    contractors.sort();
+    assert_eq!(peers(&["--identity", "ou=contractors"]), contractors);
+    assert_eq!(
+        peers(&["--identity", "cn=carol"]),
+        vec![c.local.to_string()]
+    );
+
+    let out = disconnect(
+        &sock,
+        &["--identity", "ou=contractors", "--reason", "contract ended"],
+    );
+    assert!(out.contains("disconnected 2 tunnel(s)"), "{out}");
+    assert!(a.is_cut() && b.is_cut(), "a contractor kept a tunnel");
+    c.round_trip(100_000).expect("staff tunnel cut too");
+
+    let miss = disconnect_raw(&sock, &["--identity", "ou=contractors"]);
+    assert_eq!(miss.status.code(), Some(1), "{miss:?}");
+    assert!(String::from_utf8_lossy(&miss.stdout).contains("no live tunnel matches"));
+    let miss = disconnect_raw(&sock, &["--json", "--identity", "cn=nobody"]);
+    assert_eq!(miss.status.code(), Some(1), "{miss:?}");
+    let v: serde_json::Value = serde_json::from_slice(&miss.stdout).expect("JSON");
+    assert_eq!(v["disconnected"], 0, "{v}");
+    assert!(field(&v, "note").contains("no live tunnel matches"), "{v}");
+    let typo = disconnect_raw(&sock, &["--identity", "cm=carol"]);
+    assert_eq!(typo.status.code(), Some(64), "{typo:?}");
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("unknown attribute"));
+    c.round_trip(100_000)
+        .expect("a refused selector cut a tunnel");
+
+    // Positive control: the same person by email (case-insensitive, as in `allow`).
+    let out = disconnect(&sock, &["--identity", "email=*@EXAMPLE.com"]);
+    assert!(out.contains("disconnected 1 tunnel(s)"), "{out}");
+    assert!(c.is_cut());
 }
 
 #[test]

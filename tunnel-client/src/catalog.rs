@@ -55,17 +55,24 @@ pub fn ls(config: Option<&Path>) -> ExitCode {
     }
 }
 
-/// `tunnel-client open NAME`: the configuration for one tunnel to `name` on `listen`,
-/// after checking that the catalog lists it.
-pub fn open(config: Option<&Path>, name: &str, listen: &str) -> Result<ClientConfig, ExitCode> {
+/// `tunnel-client open NAME` (and `exec`, named by `cmd` in messages): the configuration for
+/// one tunnel to `name` on `listen`, after checking that the catalog lists it.
+pub fn open(
+    cmd: &str,
+    config: Option<&Path>,
+    name: &str,
+    listen: &str,
+) -> Result<ClientConfig, ExitCode> {
     let mut cfg = load(config)?;
     let Ok(listen) = listen.parse() else {
-        eprintln!("tunnel-client open: --listen {listen:?} is not an address like 127.0.0.1:15432");
+        eprintln!(
+            "tunnel-client {cmd}: --listen {listen:?} is not an address like 127.0.0.1:15432"
+        );
         return Err(ExitCode::from(EXIT_CONFIG as u8));
     };
     let c = fetch(&cfg)?;
     if !c.backends.iter().any(|b| b.name == name) {
-        eprintln!("tunnel-client open: {name:?} is not among the backends you may reach; `tunnel-client ls` lists them");
+        eprintln!("tunnel-client {cmd}: {name:?} is not among the backends you may reach; `tunnel-client ls` lists them");
         return Err(ExitCode::from(EXIT_RUNTIME as u8));
     }
     cfg.tunnels = vec![TunnelConfig {

@@ -17,6 +17,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "tunnel-client --config /etc/tunnel/client.toml",
     ),
     (
+        "psql through a tunnel that lasts as long as psql (after `tunnel-client login`)",
+        "tunnel-client exec db -- psql -h {host} -p {port} -U app",
+    ),
+    (
         "SSH through the gateway's \"ssh\" backend (in ~/.ssh/config)",
         "ProxyCommand tunnel-client stdio --config ~/.config/tunnel/client.toml --backend ssh",
     ),
@@ -96,7 +100,8 @@ pub struct FlagArgs {
     /// Client private key (PEM).
     #[arg(long, global = true)]
     pub key: Option<String>,
-    /// CA bundle that issued the gateway's certificate (PEM).
+    /// CA bundle (PEM): for tunnels, the CA that issued the gateway's certificate; for
+    /// `login`, the CA that issued the signer's HTTPS certificate.
     #[arg(long, global = true)]
     pub ca: Option<String>,
     /// Local address to listen on (one-off tunnel).
@@ -123,6 +128,23 @@ pub enum Command {
         /// Local address to listen on.
         #[arg(long = "listen", id = "open_listen", default_value = "127.0.0.1:0")]
         listen: String,
+    },
+    /// Run a command with a tunnel to one backend of the catalog on a free loopback port;
+    /// the tunnel closes when the command exits.
+    #[command(after_help = tunnel_core::exec::EXIT_HELP)]
+    Exec {
+        /// Backend name (as `tunnel-client ls` shows it).
+        #[arg(value_name = "BACKEND")]
+        name: String,
+        /// The command and its arguments; `{host}` and `{port}` in them become the tunnel's
+        /// address, which is also in its environment as TUNNEL_HOST and TUNNEL_PORT.
+        #[arg(
+            value_name = "COMMAND",
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        command: Vec<String>,
     },
     /// Show the running agent's tunnels, gateway, certificate expiry and last errors.
     Status {

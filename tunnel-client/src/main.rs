@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod catalog;
+mod exec;
 mod login;
 
 use clap::Parser;
@@ -28,9 +29,9 @@ fn status(socket: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitC
     )
     .and_then(|p| cli::run(&p, &tunnel_core::admin::Request::Status, json));
     match out {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
+        Ok(r) => {
+            print!("{}", r.text);
+            ExitCode::from(r.code as u8)
         }
         Err(e) => {
             eprintln!("{}", e.message);
@@ -52,9 +53,12 @@ fn main() -> ExitCode {
     let opened = match cli.command.take() {
         Some(Command::Login(args)) => return login::run(args, cli.config.as_deref(), cli.flags.ca),
         Some(Command::Ls) => return catalog::ls(cli.config.as_deref()),
+        Some(Command::Exec { name, command }) => {
+            return exec::run(cli.config.as_deref(), &name, command)
+        }
         Some(Command::Status { socket, json }) => return status(socket, cli.config.clone(), json),
         Some(Command::Open { name, listen }) => {
-            match catalog::open(cli.config.as_deref(), &name, &listen) {
+            match catalog::open("open", cli.config.as_deref(), &name, &listen) {
                 Ok(cfg) => Some(cfg),
                 Err(code) => return code,
             }

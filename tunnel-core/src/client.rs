@@ -1,7 +1,7 @@
 //! The client agent: accepts plain TCP on local listeners (or uses stdin/stdout), opens an
 //! mTLS connection to the gateway with the tunnel's backend as SNI, and copies bytes.
 
-use crate::config::{ClientConfig, ConfigError};
+use crate::config::{ClientConfig, ConfigError, DEFAULT_EXPIRY_WARNING};
 use crate::metrics::Metrics;
 use crate::proxy::{self, End};
 use crate::reload::Control;
@@ -66,7 +66,19 @@ impl Settings for ClientSnapshot {
     }
 
     fn expiry_warning(&self) -> Duration {
-        self.cfg.expiry_warning
+        self.cfg.expiry_warning.unwrap_or(DEFAULT_EXPIRY_WARNING)
+    }
+
+    /// As the default, but with the lead for the own certificate scaled to its lifetime
+    /// (unless `expiry_warning` is set), and for a sign-in certificate what to run.
+    fn warn_expiry(&self) {
+        for (which, at) in self.expiries() {
+            let (lead, renew) = match which.as_str() {
+                "cert" => (self.cert_warning(), self.renew_hint()),
+                _ => (self.expiry_warning(), None),
+            };
+            crate::time::warn_expiry(&which, at, lead, renew);
+        }
     }
 
     fn max_connections(&self) -> usize {
@@ -77,6 +89,33 @@ impl Settings for ClientSnapshot {
         self.cfg.shutdown_timeout
     }
 }
+
+impl ClientSnapshot {
+    /// How long before its end the own certificate is warned about.
+    pub fn cert_warning(&self) -> Duration {
+        if let Some(d) = self.cfg.expiry_warning {
+            return d;
+        }
+        let cert = &self.tls.cert;
+        match (
+            crate::time::unix_time(cert.not_before()),
+            crate::time::unix_time(cert.not_after()),
+        ) {
+            (Some(from), Some(to)) => {
+                crate::time::default_expiry_warning(from, to, DEFAULT_EXPIRY_WARNING)
+            }
+            _ => DEFAULT_EXPIRY_WARNING,
+        }
+    }
+
+    /// What renews the own certificate, when it came from a sign-in (`signer` is set).
+    pub fn renew_hint(&self) -> Option<&'static str> {
+        self.cfg.signer.as_ref().map(|_| RENEW_HINT)
+    }
+}
+
+/// What renews a sign-in certificate.
+pub const RENEW_HINT: &str = "run `tunnel-client login` for a new certificate";
 
 /// A running client agent's shared state.
 pub struct ClientAgent {

@@ -20,6 +20,7 @@ pub mod crl;
 pub mod crl_fetch;
 pub mod demo;
 mod der;
+pub mod exec;
 pub mod exit;
 pub mod failover;
 pub mod fleet;

@@ -6,6 +6,9 @@
 //! default: an unknown backend, or no matching rule, is refused.
 
 mod dns;
+mod selector;
+
+pub use selector::IdentitySelector;
 
 use crate::cidr::Cidr;
 use crate::identity::Identity;

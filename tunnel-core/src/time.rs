@@ -45,16 +45,59 @@ pub fn cert_expiries(own: &X509, cas: &[X509]) -> Vec<(String, i64)> {
 
 /// Logs a warning for each (what, unix expiry) within `lead` of now, an error when past.
 pub fn warn_expiries(items: &[(String, i64)], lead: Duration) {
-    let now = unix_now();
+    for (which, at) in items {
+        warn_expiry(which, *at, lead, None);
+    }
+}
+
+/// Logs a warning when `which` expires (Unix time `at`) within `lead` of now, an error when
+/// past; `renew` (e.g. "run `tunnel-client login`") says what to do about it.
+pub fn warn_expiry(which: &str, at: i64, lead: Duration, renew: Option<&str>) {
     // From the config: a lead beyond i64 seconds warns about everything (a wrapping cast
     // made it negative and warned about nothing).
     let lead = i64::try_from(lead.as_secs()).unwrap_or(i64::MAX);
-    for (which, at) in items {
-        let left = at - now;
-        if left < 0 {
-            tracing::error!(which = %which, expired_seconds_ago = -left, "{which} has expired");
-        } else if left < lead {
-            warn!(which = %which, days_left = left / 86_400, "{which} expires soon (expiry_warning)");
+    let left = at - unix_now();
+    let renew = renew.unwrap_or("");
+    if left < 0 {
+        tracing::error!(which = %which, expired_seconds_ago = -left, renew, "{which} has expired");
+    } else if left < lead {
+        warn!(
+            which = %which,
+            days_left = left / 86_400,
+            seconds_left = left,
+            renew,
+            "{which} expires soon (expiry_warning)"
+        );
+    }
+}
+
+/// The warning lead when `expiry_warning` is not configured, for a certificate valid from
+/// `not_before` to `not_after` (Unix seconds): its last fifth, at most `cap` (14 days). An
+/// 8-hour sign-in certificate is thus warned about in its last 96 minutes, not from the start.
+pub fn default_expiry_warning(not_before: i64, not_after: i64, cap: Duration) -> Duration {
+    let lifetime = u64::try_from(not_after.saturating_sub(not_before)).unwrap_or(0);
+    cap.min(Duration::from_secs(lifetime / 5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_warning_is_the_last_fifth_of_a_short_lifetime() {
+        let day = 86_400;
+        let cap = Duration::from_secs(14 * day as u64);
+        let cases = [
+            (8 * 3600, 96 * 60),   // an 8 h sign-in certificate: the last 96 minutes
+            (10 * day, 2 * day),   // 10 days: the last 2
+            (70 * day, 14 * day),  // 70 days: exactly the cap
+            (365 * day, 14 * day), // a year: 14 days, as before
+            (0, 0),                // nothing to warn ahead of
+            (-5, 0),               // not_after before not_before: no panic, no lead
+        ];
+        for (lifetime, want) in cases {
+            let got = default_expiry_warning(1_000, 1_000 + lifetime, cap);
+            assert_eq!(got, Duration::from_secs(want as u64), "lifetime {lifetime}");
         }
     }
 }

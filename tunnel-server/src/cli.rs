@@ -139,13 +139,16 @@ pub struct SessionsArgs {
     /// Only tunnels to this backend.
     #[arg(long, value_name = "B")]
     pub backend: Option<String>,
-    /// Only identities this pattern (`*` wildcards) matches: subject, CN, a SAN or fingerprint.
-    #[arg(long, value_name = "PATTERN")]
+    /// Only these identities: a rule as in `allow` (cn=alice, ou=contractors,
+    /// email=*@example.com, uri=..., dns=..., sha256=...), or a glob (`*` wildcards) over the
+    /// subject, a CN, a SAN or the fingerprint.
+    #[arg(long, value_name = "SELECTOR")]
     pub identity: Option<String>,
 }
 
 /// `disconnect` arguments.
 #[derive(Args)]
+#[command(after_help = DISCONNECT_AFTER_HELP)]
 #[command(group(ArgGroup::new("select").required(true).args(["id", "identity", "backend", "serial"])))]
 pub struct DisconnectArgs {
     #[command(flatten)]
@@ -153,8 +156,10 @@ pub struct DisconnectArgs {
     /// The tunnel with this id (see `sessions`).
     #[arg(long, value_name = "N")]
     pub id: Option<u64>,
-    /// Tunnels whose identity this pattern matches.
-    #[arg(long, value_name = "PATTERN")]
+    /// Tunnels of these identities: a rule as in `allow` (cn=alice, ou=contractors,
+    /// email=*@example.com, uri=..., dns=..., sha256=...), or a glob (`*` wildcards) over the
+    /// subject, a CN, a SAN or the fingerprint.
+    #[arg(long, value_name = "SELECTOR")]
     pub identity: Option<String>,
     /// Every tunnel to this backend.
     #[arg(long, value_name = "B")]
@@ -170,6 +175,12 @@ pub struct DisconnectArgs {
     #[arg(long, value_name = "DURATION", value_parser = block_for)]
     pub block_for: Option<BlockFor>,
 }
+
+const DISCONNECT_AFTER_HELP: &str = "\
+Exit status: 0 tunnels were cut (or a --block-for block was set), 1 the selector matched no
+live tunnel and nothing was done (so a mistyped selector is not taken for success; --json
+also reports \"disconnected\": 0 with a note), 64 bad usage or an unknown selector kind,
+69 the admin socket cannot be reached, 77 the socket refused the caller.";
 
 const PKI_AFTER_HELP: &str = "\
 Files in DIR: ca.crt, ca.key (0600), NAME.crt and NAME.key (0600) per certificate,

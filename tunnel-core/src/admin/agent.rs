@@ -110,10 +110,34 @@ fn status(agent: &ClientAgent) -> Response {
             gateway: snap.cfg.server.clone(),
             subject: crate::identity::one_line_name(cert.subject_name()),
             not_after: crate::time::unix_time(cert.not_after()),
+            note: cert_note(&snap),
         }),
         tunnels: Some(tunnels),
         ..Response::ok()
     }
+}
+
+/// What `status` says about the own certificate: nothing while it is far from its end; when
+/// it is within its warning window or expired, that, and for a sign-in certificate what to run.
+fn cert_note(snap: &crate::client::ClientSnapshot) -> Option<String> {
+    let end = crate::time::unix_time(snap.tls.cert.not_after())?;
+    let left = end - crate::time::unix_now();
+    let lead = i64::try_from(snap.cert_warning().as_secs()).unwrap_or(i64::MAX);
+    let state = if left < 0 {
+        "the certificate has expired".to_string()
+    } else if left < lead {
+        let left = std::time::Duration::from_secs(left.unsigned_abs() / 60 * 60);
+        format!(
+            "the certificate expires in {}",
+            humantime::format_duration(left)
+        )
+    } else {
+        return None;
+    };
+    Some(match snap.renew_hint() {
+        Some(hint) => format!("{state}: {hint}"),
+        None => state,
+    })
 }
 
 /// Binds the agent's admin socket at `path` and serves `status` on it.

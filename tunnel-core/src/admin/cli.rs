@@ -132,6 +132,9 @@ pub fn status_text(resp: &Response) -> String {
             a.subject,
             time_text(a.not_after)
         );
+        if let Some(n) = &a.note {
+            out.insert_str(out.len() - 1, &format!("             {n}\n"));
+        }
     }
     let mut rows = vec![["LISTEN", "BACKEND", "ACTIVE", "TOTAL", "LAST ERROR"]
         .map(String::from)
@@ -210,19 +213,43 @@ pub fn disconnect_text(resp: &Response) -> String {
 /// The gateway's admin socket when neither `--socket` nor `--config` says otherwise.
 pub const DEFAULT_SERVER_SOCKET: &str = "/run/tunnel/admin.sock";
 
+/// Exit status of `disconnect` when its selector matched no live tunnel (and it installed no
+/// block): nothing was done, which a script should not take for success.
+pub const EXIT_NO_MATCH: i32 = 1;
+
+/// A reply rendered for the terminal, and the exit status it calls for.
+#[derive(Debug)]
+pub struct Rendered {
+    /// What to print on stdout.
+    pub text: String,
+    /// The exit status: 0, or [`EXIT_NO_MATCH`].
+    pub code: i32,
+}
+
 /// Sends `req` and renders the reply: JSON (the reply as is) or text.
-pub fn run(socket: &Path, req: &Request, json: bool) -> Result<String, CliError> {
+pub fn run(socket: &Path, req: &Request, json: bool) -> Result<Rendered, CliError> {
     let resp = call(socket, req)?;
+    let nothing_cut = matches!(req, Request::Disconnect { .. })
+        && resp.disconnected == Some(0)
+        && resp.blocked_until.is_none();
+    let code = if nothing_cut { EXIT_NO_MATCH } else { 0 };
     if json {
-        let mut s = serde_json::to_string_pretty(&resp).unwrap_or_default();
-        s.push('\n');
-        return Ok(s);
+        let mut text = serde_json::to_string_pretty(&resp).unwrap_or_default();
+        text.push('\n');
+        return Ok(Rendered { text, code });
     }
-    Ok(match req {
-        Request::Sessions { .. } => sessions_table(resp.sessions.as_deref().unwrap_or(&[])),
+    let text = match req {
+        Request::Sessions { .. } => {
+            let mut t = sessions_table(resp.sessions.as_deref().unwrap_or(&[]));
+            if let Some(n) = &resp.note {
+                t += &format!("{n}\n");
+            }
+            t
+        }
         Request::Disconnect { .. } => disconnect_text(&resp),
         Request::Status => status_text(&resp),
-    })
+    };
+    Ok(Rendered { text, code })
 }
 
 /// The socket to use: `--socket`, else the config file's `admin_socket` (read by `from_config`),

@@ -3,10 +3,15 @@
 use super::protocol::{selector, Request, Response};
 use super::sessions::Sessions;
 use super::socket::{Handler, Peer};
+use crate::policy::IdentitySelector;
 use tracing::warn;
 
 /// What `disconnect --block-for` tells the operator.
 pub const BLOCK_NOTE: &str = "the block is kept in memory only and ends at restart; to refuse this certificate for good, revoke it and publish a CRL (tunnel-server pki revoke)";
+
+/// What `sessions` and `disconnect` say when their selector matches no live tunnel, so that a
+/// mistyped selector is not taken for a success.
+pub const NO_MATCH: &str = "no live tunnel matches this selector";
 
 /// Serves the gateway's session registry.
 pub struct GatewayAdmin {
@@ -19,8 +24,15 @@ impl Handler for GatewayAdmin {
         match req {
             Request::Sessions { backend, identity } => {
                 let backend = backend.map(|b| b.to_ascii_lowercase());
+                let identity = match identity.map(|i| IdentitySelector::parse(&i)).transpose() {
+                    Ok(i) => i,
+                    Err(e) => return Response::error(format!("identity: {e}")),
+                };
+                let sessions = self.sessions.list(backend.as_deref(), identity.as_ref());
+                let filtered = backend.is_some() || identity.is_some();
                 Response {
-                    sessions: Some(self.sessions.list(backend.as_deref(), identity.as_deref())),
+                    note: (filtered && sessions.is_empty()).then(|| NO_MATCH.to_string()),
+                    sessions: Some(sessions),
                     ..Response::ok()
                 }
             }
@@ -48,10 +60,15 @@ impl Handler for GatewayAdmin {
                     blocked_until = until.unwrap_or(0),
                     "operator disconnect"
                 );
+                let note = match (n, until) {
+                    (_, Some(_)) => Some(BLOCK_NOTE.to_string()),
+                    (0, None) => Some(NO_MATCH.to_string()),
+                    _ => None,
+                };
                 Response {
                     disconnected: Some(n),
                     blocked_until: until,
-                    note: until.map(|_| BLOCK_NOTE.to_string()),
+                    note,
                     ..Response::ok()
                 }
             }

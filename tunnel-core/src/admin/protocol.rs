@@ -7,6 +7,7 @@
 //! `note`) or `agent` + `tunnels`; errors are `{"v":1,"ok":false,"error":"..."}`.
 //! `block_for_secs` is at most [`MAX_BLOCK_FOR`]; a longer one is refused when parsed.
 
+use crate::policy::IdentitySelector;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -113,8 +114,8 @@ pub enum Request {
 pub enum Selector {
     /// The tunnel with this id.
     Id(u64),
-    /// Identities a glob pattern matches (subject, CN, any SAN, fingerprint).
-    Identity(String),
+    /// Identities a rule (`ou=contractors`) or glob (`alice*`) matches.
+    Identity(IdentitySelector),
     /// Tunnels to a backend.
     Backend(String),
     /// The certificate with this serial (hex).
@@ -130,7 +131,9 @@ pub fn selector(
 ) -> Result<Selector, String> {
     let mut v = Vec::new();
     v.extend(id.map(Selector::Id));
-    v.extend(identity.map(Selector::Identity));
+    if let Some(i) = identity {
+        v.push(Selector::Identity(IdentitySelector::parse(&i)?));
+    }
     v.extend(backend.map(Selector::Backend));
     v.extend(serial.map(Selector::Serial));
     if v.len() != 1 {
@@ -198,6 +201,9 @@ pub struct AgentStatus {
     pub subject: String,
     /// Certificate notAfter, Unix seconds.
     pub not_after: Option<i64>,
+    /// Within the warning window or expired: that, and what to run for a new certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A reply.

@@ -4,7 +4,7 @@
 
 use super::protocol::{BlockFor, BlockTooLong, Selector, SessionView};
 use crate::identity::Identity;
-use crate::policy::glob;
+use crate::policy::IdentitySelector;
 use crate::proxy::Counters;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -92,7 +92,7 @@ struct Entry {
 /// What a block matches on.
 #[derive(Debug, Clone)]
 enum BlockKey {
-    Pattern(String),
+    Pattern(IdentitySelector),
     Serial(String),
     Fingerprint(String),
 }
@@ -173,13 +173,17 @@ impl Sessions {
     }
 
     /// The open tunnels matching the filters, oldest first.
-    pub fn list(&self, backend: Option<&str>, identity: Option<&str>) -> Vec<SessionView> {
+    pub fn list(
+        &self,
+        backend: Option<&str>,
+        identity: Option<&IdentitySelector>,
+    ) -> Vec<SessionView> {
         let g = self.lock();
         let mut v: Vec<SessionView> = g
             .open
             .iter()
             .filter(|(_, e)| backend.map_or(true, |b| e.info.backend == b))
-            .filter(|(_, e)| identity.map_or(true, |p| identity_matches(p, &e.info.identity)))
+            .filter(|(_, e)| identity.map_or(true, |p| p.matches(&e.info.identity)))
             .map(|(id, e)| e.view(*id))
             .collect();
         v.sort_by_key(|s| s.id);
@@ -336,7 +340,7 @@ impl Drop for SessionGuard {
 impl BlockKey {
     fn matches(&self, id: &Identity) -> bool {
         match self {
-            BlockKey::Pattern(p) => identity_matches(p, id),
+            BlockKey::Pattern(p) => p.matches(id),
             BlockKey::Serial(s) => normalize_serial(&id.serial) == *s,
             BlockKey::Fingerprint(f) => id.sha256 == *f,
         }
@@ -348,25 +352,11 @@ impl Selector {
     pub fn matches(&self, id: u64, info: &SessionInfo) -> bool {
         match self {
             Selector::Id(n) => *n == id,
-            Selector::Identity(p) => identity_matches(p, &info.identity),
+            Selector::Identity(p) => p.matches(&info.identity),
             Selector::Backend(b) => info.backend.eq_ignore_ascii_case(b),
             Selector::Serial(s) => normalize_serial(&info.identity.serial) == normalize_serial(s),
         }
     }
-}
-
-/// Whether `pattern` (`*` wildcards) matches the subject line, a CN, a SAN or the SHA-256
-/// fingerprint of `id`.
-pub fn identity_matches(pattern: &str, id: &Identity) -> bool {
-    let ips: Vec<String> = id.ip.iter().map(|i| i.to_string()).collect();
-    std::iter::once(&id.subject)
-        .chain(&id.cn)
-        .chain(&id.dns)
-        .chain(&id.uri)
-        .chain(&id.email)
-        .chain(&ips)
-        .chain(std::iter::once(&id.sha256))
-        .any(|v| !v.is_empty() && glob(pattern, v))
 }
 
 /// What counts as "the same identity" for `max_connections_per_identity`: subject and SANs

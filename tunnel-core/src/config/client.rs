@@ -1,6 +1,6 @@
 //! The client agent's configuration file (`tunnel-client --config client.toml`).
 
-use super::server::{DEFAULT_EXPIRY_WARNING, DEFAULT_RELOAD_INTERVAL};
+use super::server::DEFAULT_RELOAD_INTERVAL;
 use super::values::{
     count_or, duration_or, ConnCount, HumanDuration, LogFormat, LogLevel, MetricsAddr, TlsVersion,
 };
@@ -43,6 +43,7 @@ struct RawClient {
     shutdown_timeout: Option<HumanDuration>,
     reload_interval: Option<HumanDuration>,
     expiry_warning: Option<HumanDuration>,
+    signer: Option<String>,
     require_staple: Option<bool>,
     metrics: Option<MetricsAddr>,
     max_connections: Option<ConnCount>,
@@ -99,8 +100,14 @@ pub struct ClientConfig {
     pub shutdown_timeout: Duration,
     /// How often files are checked for changes (besides notifications).
     pub reload_interval: Duration,
-    /// Warn this long before the own certificate or the CA expires.
-    pub expiry_warning: Duration,
+    /// Warn this long before the own certificate or the CA expires; `None` (not configured):
+    /// 14 days, and for the own certificate at most the last fifth of its lifetime (see
+    /// [`crate::time::default_expiry_warning`]).
+    pub expiry_warning: Option<Duration>,
+    /// The signer `tunnel-client login` uses when `--signer` is not given (written by the
+    /// first login into the per-user config); its presence marks the certificate as a
+    /// sign-in certificate, renewed with `tunnel-client login`.
+    pub signer: Option<String>,
     /// Refuse a gateway that does not staple a good OCSP response.
     pub require_staple: bool,
     /// Metrics listener address.
@@ -189,6 +196,7 @@ impl ClientConfig {
             shutdown_timeout: None,
             reload_interval: None,
             expiry_warning: None,
+            signer: None,
             require_staple: None,
             metrics: None,
             max_connections: None,
@@ -249,7 +257,8 @@ impl ClientConfig {
             idle_timeout: duration_or(raw.idle_timeout, DEFAULT_CLIENT_IDLE_TIMEOUT),
             shutdown_timeout: duration_or(raw.shutdown_timeout, DEFAULT_CLIENT_SHUTDOWN_TIMEOUT),
             reload_interval: duration_or(raw.reload_interval, DEFAULT_RELOAD_INTERVAL),
-            expiry_warning: duration_or(raw.expiry_warning, DEFAULT_EXPIRY_WARNING),
+            expiry_warning: raw.expiry_warning.map(|d| d.0),
+            signer: raw.signer.filter(|s| !s.trim().is_empty()),
             require_staple: raw.require_staple.unwrap_or(false),
             metrics: raw.metrics.map(|m| m.0),
             max_connections: count_or(raw.max_connections, DEFAULT_CLIENT_MAX_CONNECTIONS),

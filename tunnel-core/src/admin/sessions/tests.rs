@@ -80,7 +80,7 @@ fn disconnect_cuts_only_matches_and_blocks() {
     );
     assert!(b.why().is_some() && c.why().is_none());
     assert_eq!(
-        s.disconnect(&Selector::Identity("car*".into()), "x", "y", None)
+        s.disconnect(&Selector::Identity(sel("car*")), "x", "y", None)
             .unwrap()
             .0,
         1
@@ -88,7 +88,7 @@ fn disconnect_cuts_only_matches_and_blocks() {
     let ids: Vec<u64> = s.list(None, None).iter().map(|v| v.id).collect();
     assert_eq!(ids, vec![a.id(), b.id(), c.id()]);
     assert_eq!(s.list(Some("web"), None).len(), 1);
-    assert_eq!(s.list(None, Some("CN=bob")).len(), 1);
+    assert_eq!(s.list(None, Some(&sel("CN=bob"))).len(), 1);
 }
 
 #[test]
@@ -150,7 +150,7 @@ fn a_block_of_the_maximum_ends_366_days_from_now() {
     let year_and_day = 366 * 86_400;
     let (n, until) = s
         .disconnect(
-            &Selector::Identity("alice".into()),
+            &Selector::Identity(sel("alice")),
             "x",
             "y",
             Some(block(year_and_day)),
@@ -166,4 +166,8 @@ fn a_block_of_the_maximum_ends_366_days_from_now() {
             secs: year_and_day + 1
         })
     );
+}
+
+fn sel(s: &str) -> crate::policy::IdentitySelector {
+    crate::policy::IdentitySelector::parse(s).unwrap()
 }
