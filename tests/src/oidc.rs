@@ -146,6 +146,8 @@ pub struct SignerProc {
     pub users_ca: PathBuf,
     /// The user CA's directory (index.json).
     pub users_dir: PathBuf,
+    /// Its configuration file (rewrite it and send SIGHUP to reload).
+    pub config: PathBuf,
     /// Verifies the signer against `pki`'s CA; built once, as loading trust is slow.
     connector: SslConnector,
 }
@@ -245,6 +247,7 @@ impl SignerProc {
             url: format!("https://127.0.0.1:{}", addr.port()),
             users_ca,
             users_dir,
+            config,
             connector: b.build(),
         }
     }

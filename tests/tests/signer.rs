@@ -505,3 +505,63 @@ fn state_dir_keeps_the_record_and_a_damaged_one_refuses_the_start() {
 
 #[path = "signer/hardening.rs"]
 mod hardening;
+
+/// The signer reloads like the gateway (issue 21 item 5): SIGHUP applies a changed
+/// signer.toml, keeps the record of used tokens, and a broken file is refused while the
+/// configuration in force keeps serving.
+#[test]
+fn sighup_reloads_the_configuration_and_a_broken_one_keeps_the_old() {
+    use nix::sys::signal::Signal;
+    let fx = fixture("");
+    let login_config = || {
+        let get = b"GET /v1/login-config HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let (status, text) = fx.signer.raw(get);
+        assert_eq!(status, 200, "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        serde_json::from_str::<Value>(&body).expect("JSON")
+    };
+    assert_eq!(login_config()["max_lifetime"], 12 * 3600);
+    let (csr, used) = fx.token("alice");
+    assert_eq!(fx.post(&csr, &used, None).0, 200);
+
+    let lifetimes = "default_lifetime = \"1h\"\nmax_lifetime = \"2h\"\n";
+    let fresh = SignerProc::write_config(
+        &fx._pki,
+        &fx.provider,
+        "127.0.0.1:1",
+        lifetimes,
+        &fx.signer.users_dir,
+    );
+    std::fs::copy(&fresh, &fx.signer.config).expect("rewrite signer.toml");
+    fx.signer.proc.signal(Signal::SIGHUP);
+    fx.signer
+        .proc
+        .wait_for_message("signer configuration reloaded", PROMPT);
+    assert_eq!(
+        login_config()["max_lifetime"],
+        2 * 3600,
+        "the new file is in force"
+    );
+    assert_eq!(
+        fx.post(&csr, &used, None).1["error"],
+        "token_replayed",
+        "the record survives"
+    );
+
+    std::fs::write(&fx.signer.config, "listen = [broken").expect("break signer.toml");
+    fx.signer.proc.signal(Signal::SIGHUP);
+    let ev = fx.signer.proc.wait_for("the refused reload", PROMPT, |e| {
+        field(e, "message").starts_with("reload refused")
+    });
+    let name = fx.signer.config.to_string_lossy().into_owned();
+    assert!(
+        field(&ev, "error").starts_with(&name),
+        "names the file: {ev}"
+    );
+    assert_eq!(
+        login_config()["max_lifetime"],
+        2 * 3600,
+        "the last good one serves"
+    );
+    fx.assert_issues("alice");
+}

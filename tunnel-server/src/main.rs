@@ -90,6 +90,5 @@ fn run_signer(path: Option<PathBuf>) -> Result<Exit, StartError> {
     })?;
     let cfg = tunnel_core::signer::SignerConfig::load(&path)?;
     logging::init(cfg.log_format, cfg.log_level.as_deref());
-    let code = start::runtime()?.block_on(tunnel_core::signer::run_file(cfg));
-    Ok(Exit::from_code(code))
+    start::runtime()?.block_on(tunnel_core::signer::run_file(cfg))
 }

@@ -28,6 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+/// Where a server's TLS identity comes from for each new connection: the one in force,
+/// so a reload can replace the certificate without closing the listener.
+pub type TlsSource = Arc<dyn Fn() -> Arc<SslAcceptor> + Send + Sync>;
+
 /// A response: status, headers and a body held in memory.
 pub type Reply = hyper::Response<Full<Bytes>>;
 
@@ -128,14 +132,14 @@ type Admit = Box<dyn Fn(SocketAddr) -> bool + Send + Sync>;
 /// A server: where it listens, its TLS identity (plain HTTP when `None`), its limits.
 pub struct Server {
     listener: TcpListener,
-    tls: Option<Arc<SslAcceptor>>,
+    tls: Option<TlsSource>,
     limits: Limits,
     admit: Option<Admit>,
 }
 
 impl Server {
     /// A server on an already-bound `listener`.
-    pub fn new(listener: TcpListener, tls: Option<Arc<SslAcceptor>>, limits: Limits) -> Server {
+    pub fn new(listener: TcpListener, tls: Option<TlsSource>, limits: Limits) -> Server {
         Server {
             listener,
             tls,
@@ -189,7 +193,7 @@ impl Server {
 
 /// What every connection of one server shares.
 struct Conn {
-    tls: Option<Arc<SslAcceptor>>,
+    tls: Option<TlsSource>,
     limits: Limits,
     handler: Arc<dyn Handler>,
 }
@@ -200,7 +204,7 @@ impl Conn {
         let work = async {
             match &self.tls {
                 None => self.http(sock, peer, &slot).await,
-                Some(acc) => match self.handshake(acc, sock).await {
+                Some(tls) => match self.handshake(&tls(), sock).await {
                     Ok(tls) => self.http(tls, peer, &slot).await,
                     Err(why) => debug!(%peer, "HTTPS handshake failed: {why}"),
                 },

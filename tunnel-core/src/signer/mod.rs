@@ -4,7 +4,9 @@
 //!
 //! [`config`] reads signer.toml; [`keys`] fetches and caches the provider's JWKS;
 //! [`claims`] checks the token's claims; [`replay`] makes each token single-use; [`issue`]
-//! checks the CSR and issues; [`record`] writes the pki index; [`api`] is the HTTP surface; [`refusal`] names every refusal.
+//! checks the CSR and issues; [`record`] writes the pki index; [`api`] is the HTTP surface;
+//! [`refusal`] names every refusal; [`wire`] is the JSON contract with `login`; `service`
+//! runs it (signals, reloads, systemd).
 
 pub mod api;
 pub mod claims;
@@ -14,23 +16,22 @@ pub mod keys;
 pub mod record;
 pub mod refusal;
 pub mod replay;
+mod service;
 pub mod wire;
 
 pub use config::SignerConfig;
 pub use refusal::Refusal;
+pub use service::run_file;
 
 use crate::http::client::Client;
-use crate::http::serve::{Limits, Request, Server};
+use crate::http::serve::Limits;
 use crate::pki::store::Store;
 use crate::pki::Issued;
 use openssl::pkey::PKey;
 use openssl::ssl::{SslAcceptor, SslMethod, SslVersion};
 use openssl::x509::X509;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// What the signer's HTTPS API accepts. An unauthenticated client can open connections and
 /// send nothing: the handshake and the head have a few seconds each, one address holds at
@@ -75,8 +76,13 @@ fn read(path: &std::path::Path, key: &str, cfg: &SignerConfig) -> Result<Vec<u8>
 
 impl Signer {
     /// Loads the user CA, the HTTPS identity and the provider's trust; `Err` is a config
-    /// problem (`file: key: problem`).
-    pub fn new(cfg: SignerConfig) -> Result<Signer, String> {
+    /// problem (`file: key: problem`). `replay` is the record of used tokens to keep (at a
+    /// reload with the same `state_dir`: the file is locked by its holder); `None` opens
+    /// the one in `state_dir`.
+    pub fn new(
+        cfg: SignerConfig,
+        replay: Option<Arc<replay::ReplayCache>>,
+    ) -> Result<Signer, String> {
         let f = cfg.file.display().to_string();
         let ca_cert = X509::from_pem(&read(&cfg.ca_cert, "ca_cert", &cfg)?)
             .map_err(|_| format!("{f}: ca_cert: not a PEM certificate"))?;
@@ -108,33 +114,26 @@ impl Signer {
             ca_pem,
             gateway_ca_pem,
             recorder: Arc::new(record::Recorder::new(store)),
-            replay: Arc::new(
-                replay::ReplayCache::open(&cfg.state_dir, crate::pki::unix_now())
-                    .map_err(|e| format!("{f}: state_dir: {e}"))?,
-            ),
+            replay: match replay {
+                Some(r) => r,
+                None => Arc::new(
+                    replay::ReplayCache::open(&cfg.state_dir, crate::pki::unix_now())
+                        .map_err(|e| format!("{f}: state_dir: {e}"))?,
+                ),
+            },
             acceptor: Arc::new(acceptor),
             cfg: Arc::new(cfg),
         })
     }
 
-    /// Serves HTTPS on `listener` until `shutdown` completes, then lets the requests in
-    /// progress finish (up to [`SHUTDOWN_GRACE`]).
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let stop = CancellationToken::new();
-        let server = Server::new(listener, Some(self.acceptor.clone()), LIMITS);
-        let handler = move |req: Request| {
-            let me = self.clone();
-            async move { api::handle(&me, req).await }
-        };
-        let stopper = async {
-            shutdown.await;
-            stop.cancel();
-        };
-        tokio::join!(
-            stopper,
-            server.run(Arc::new(handler), stop.clone(), SHUTDOWN_GRACE)
-        );
-        tracing::info!("signer stopped");
+    /// The TLS identity it serves with.
+    pub(crate) fn acceptor(&self) -> Arc<SslAcceptor> {
+        self.acceptor.clone()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SignerConfig {
+        &self.cfg
     }
 }
 
@@ -145,38 +144,4 @@ fn acceptor(cfg: &SignerConfig) -> Result<SslAcceptor, openssl::error::ErrorStac
     b.set_private_key_file(&cfg.key, openssl::ssl::SslFiletype::PEM)?;
     b.check_private_key()?;
     Ok(b.build())
-}
-
-/// Loads `path`, binds, logs `signer listening`, and serves until SIGTERM/SIGINT. Returns
-/// the process exit code.
-pub async fn run_file(cfg: SignerConfig) -> i32 {
-    let listen = cfg.listen;
-    let signer = match Signer::new(cfg) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("{e}");
-            return crate::EXIT_CONFIG;
-        }
-    };
-    let listener = match TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            let msg = format!(
-                "{}: listen: cannot bind {listen}: {e}",
-                signer.cfg.file.display()
-            );
-            tracing::error!("{msg}");
-            eprintln!("{msg}");
-            return crate::EXIT_RUNTIME;
-        }
-    };
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    tracing::info!(listen = %addr, issuer = %signer.cfg.issuer, client_id = %signer.cfg.client_id, "signer listening");
-    crate::systemd::ready(&format!("signing on {addr}"));
-    signer.run(listener, crate::signals::terminate()).await;
-    0
 }
