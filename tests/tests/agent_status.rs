@@ -152,3 +152,36 @@ fn expiry_warning_scales_to_short_lived_sign_in_certificates() {
         "{text}"
     );
 }
+
+/// The agent looks at its certificate again when the warning window opens, not only every
+/// 6 hours: an agent started before the window warns when the window opens (with the 6-hour
+/// check alone, an 8-hour certificate's 96-minute window was slept through).
+#[test]
+fn the_expiry_warning_comes_when_the_window_opens() {
+    let pki = Pki::new();
+    let echo = Backend::echo();
+    let gw = Gateway::start(&pki, &backend_toml("db", echo.addr, "\"cn=alice\""));
+    // 85 s of lifetime, 25 s left: the window (the last fifth, 17 s) opens in 8 s.
+    let creds = tunnel_tests::admin::client_valid(&pki, "alice", 60, 25);
+    let agent = Agent::start_spec(
+        &pki,
+        &AgentSpec {
+            server: gw.addr.to_string(),
+            server_name: SERVER_NAME,
+            creds: &creds,
+            ca: &pki.ca_crt,
+            backends: &["db"],
+            extra: "",
+        },
+    );
+    agent.wait_for_message("client agent started", PROMPT);
+    let soon = "cert expires soon (expiry_warning)";
+    let early = agent
+        .events()
+        .into_iter()
+        .any(|e| tunnel_tests::field(&e, "message") == soon);
+    assert!(!early, "warned before the window opened");
+    let ev = agent.wait_for_message(soon, PROMPT);
+    let left: i64 = ev["seconds_left"].as_i64().unwrap_or(-1);
+    assert!((0..=17).contains(&left), "warned inside the window: {ev}");
+}

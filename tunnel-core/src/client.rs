@@ -73,11 +73,15 @@ impl Settings for ClientSnapshot {
     /// (unless `expiry_warning` is set), and for a sign-in certificate what to run.
     fn warn_expiry(&self) {
         for (which, at) in self.expiries() {
-            let (lead, renew) = match which.as_str() {
-                "cert" => (self.cert_warning(), self.renew_hint()),
-                _ => (self.expiry_warning(), None),
-            };
-            crate::time::warn_expiry(&which, at, lead, renew);
+            let renew = (which == "cert").then(|| self.renew_hint()).flatten();
+            crate::time::warn_expiry(&which, at, self.lead_for(&which), renew);
+        }
+    }
+
+    fn lead_for(&self, which: &str) -> Duration {
+        match which {
+            "cert" => self.cert_warning(),
+            _ => self.expiry_warning(),
         }
     }
 

@@ -179,20 +179,23 @@ pub fn start_service(
 }
 
 /// The control loop of an agent: reloads on [`Control::Reload`], re-checks expiry dates
-/// every [`crate::time::EXPIRY_CHECK_PERIOD`], and returns on [`Control::Shutdown`] (or
-/// when every sender is gone).
-pub async fn control_loop<F, Fut, W>(
+/// when `next_check` says (a warning window opening, an expiry, at most every
+/// [`crate::time::EXPIRY_CHECK_PERIOD`]), and returns on [`Control::Shutdown`] (or when
+/// every sender is gone).
+pub async fn control_loop<F, Fut, W, N>(
     mut control: mpsc::Receiver<Control>,
     mut reload: F,
     warn_expiry: W,
+    next_check: N,
 ) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
     W: Fn(),
+    N: Fn() -> Duration,
 {
-    let period = crate::time::EXPIRY_CHECK_PERIOD;
-    let mut expiry_check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
+        // Recomputed after every event: a reload may bring certificates with other dates.
+        let check = tokio::time::sleep(next_check());
         tokio::select! {
             c = control.recv() => match c {
                 Some(Control::Reload(why)) => {
@@ -201,7 +204,7 @@ pub async fn control_loop<F, Fut, W>(
                 }
                 Some(Control::Shutdown) | None => return,
             },
-            _ = expiry_check.tick() => warn_expiry(),
+            _ = check => warn_expiry(),
         }
     }
 }

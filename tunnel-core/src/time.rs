@@ -10,6 +10,24 @@ use tracing::warn;
 /// How often a running agent re-checks expiry dates for warnings.
 pub const EXPIRY_CHECK_PERIOD: Duration = Duration::from_secs(6 * 3600);
 
+/// When to look at expiry dates again, for items (Unix expiry, warning lead): when the next
+/// warning window opens or the next item expires, so that an 8-hour certificate's
+/// 96-minute window is not slept through; at most [`EXPIRY_CHECK_PERIOD`], at least a second.
+pub fn next_expiry_check(items: &[(i64, Duration)], now: i64) -> Duration {
+    let period = EXPIRY_CHECK_PERIOD.as_secs() as i64;
+    let next = items
+        .iter()
+        .flat_map(|(at, lead)| {
+            let lead = i64::try_from(lead.as_secs()).unwrap_or(i64::MAX);
+            // A second into the window: warn_expiry warns when less than `lead` is left.
+            [at.saturating_sub(lead).saturating_add(1), *at]
+        })
+        .map(|t| t.saturating_sub(now))
+        .filter(|d| *d > 0)
+        .fold(period, i64::min);
+    Duration::from_secs(next.max(1) as u64)
+}
+
 /// Unix time now, in seconds.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -82,6 +100,33 @@ pub fn default_expiry_warning(not_before: i64, not_after: i64, cap: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_check_is_when_a_window_opens_or_something_expires() {
+        let h = 3600;
+        let lead = Duration::from_secs(96 * 60);
+        let year = (400 * 24 * h, Duration::from_secs(14 * 86_400));
+        let cases: &[(&[(i64, Duration)], i64)] = &[
+            (&[], 6 * h),
+            // 7 h left of an 8 h certificate: its window opens in 7 h - 96 min.
+            (&[(7 * h, lead)], 7 * h - 96 * 60 + 1),
+            // 8 h left: the window opens after the period; the period comes first.
+            (&[(8 * h, lead)], 6 * h),
+            // Inside the window: the next event is the expiry itself.
+            (&[(h, lead)], h),
+            // Expired already: nothing ahead, the regular period.
+            (&[(-5, lead)], 6 * h),
+            // A far CA and a near certificate: the nearer wins.
+            (&[year, (2 * h, lead)], 2 * h - 96 * 60 + 1),
+            // Far away: capped at the period.
+            (&[(30 * 24 * h, lead)], 6 * h),
+            (&[(10, Duration::MAX)], 10),
+        ];
+        for (items, want) in cases {
+            let want = Duration::from_secs(*want as u64);
+            assert_eq!(next_expiry_check(items, 0), want, "{items:?}");
+        }
+    }
 
     #[test]
     fn the_default_warning_is_the_last_fifth_of_a_short_lifetime() {

@@ -51,6 +51,21 @@ pub trait Settings: Send + Sync + 'static {
     fn warn_expiry(&self) {
         crate::time::warn_expiries(&self.expiries(), self.expiry_warning());
     }
+
+    /// The warning lead for the item `which` of [`Settings::expiries`].
+    fn lead_for(&self, _which: &str) -> Duration {
+        self.expiry_warning()
+    }
+
+    /// When to check expiry dates again ([`crate::time::next_expiry_check`]).
+    fn next_expiry_check(&self) -> Duration {
+        let items: Vec<(i64, Duration)> = self
+            .expiries()
+            .into_iter()
+            .map(|(which, at)| (at, self.lead_for(&which)))
+            .collect();
+        crate::time::next_expiry_check(&items, crate::time::unix_now())
+    }
 }
 
 /// A long-running agent: the gateway or the client agent.
@@ -302,6 +317,7 @@ pub async fn run<A: Agent>(agent: Arc<A>, control: mpsc::Receiver<Control>) {
             let _ = reload(&agent).await;
         },
         || lc.snapshot().warn_expiry(),
+        || lc.snapshot().next_expiry_check(),
     )
     .await;
     crate::fleet::drain_delay(&lc.service.metrics, lc.snapshot().drain_delay()).await;
