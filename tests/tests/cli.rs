@@ -172,3 +172,64 @@ fn no_color_turns_off_colour_on_a_terminal() {
         "colour despite NO_COLOR:\n{shown:?}"
     );
 }
+
+/// Issue 25 item 5, a person's first minutes: `tunnel-client` alone says what to do next
+/// (sign in, or a config) rather than a usage error about a missing key; once signed in it
+/// points at `ls`, `open` and `exec`; and `ls` with an expired sign-in certificate says to
+/// sign in again.
+#[test]
+fn a_bare_tunnel_client_says_what_to_do_next() {
+    let home = tempfile::tempdir().unwrap();
+    let bare = || {
+        let mut cmd = command(&bins::client());
+        cmd.env("XDG_CONFIG_HOME", home.path()).env_remove("HOME");
+        process::run_to_end(cmd, LIMIT)
+    };
+    let out = bare();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    for want in [
+        "tunnel-client login --signer",
+        "tunnel-client --config",
+        "--help",
+    ] {
+        assert!(err.contains(want), "no {want:?} in: {err}");
+    }
+    assert!(
+        !err.contains("missing"),
+        "a usage error instead of guidance: {err}"
+    );
+
+    // Signed in, but the certificate has expired since.
+    let pki = Pki::new();
+    let key = tunnel_core::pki::new_key(tunnel_core::pki::KeyType::EcP256).unwrap();
+    let now = tunnel_core::pki::unix_now();
+    let cert = tunnel_core::pki::build(
+        &key,
+        &tunnel_core::pki::CertSpec::client("alice@example.com"),
+        (now - 7200, now - 3600),
+        tunnel_core::pki::SignedBy::Ca(pki.ca()),
+    )
+    .unwrap();
+    let dir = home.path().join("tunnel");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.to_pem().unwrap()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let config = format!(
+        "server = \"127.0.0.1:9\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = {}\n",
+        tunnel_tests::pki::toml_str(&pki.ca_crt)
+    );
+    std::fs::write(dir.join("client.toml"), config).unwrap();
+    let err = text(&bare().stderr);
+    assert!(
+        err.contains("you are signed in") && err.contains("tunnel-client ls"),
+        "{err}"
+    );
+    let mut ls = command(&bins::client());
+    ls.env("XDG_CONFIG_HOME", home.path()).arg("ls");
+    let out = process::run_to_end(ls, LIMIT);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(tunnel_core::EXIT_RUNTIME), "{err}");
+    assert!(err.contains("certificate expired at"), "{err}");
+    assert!(err.contains("run `tunnel-client login`"), "{err}");
+}

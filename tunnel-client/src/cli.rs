@@ -112,6 +112,19 @@ pub struct FlagArgs {
     pub backend: Option<String>,
 }
 
+impl FlagArgs {
+    /// Whether any one-off flag was given.
+    pub fn any(&self) -> bool {
+        self.server.is_some()
+            || self.server_name.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || self.ca.is_some()
+            || self.listen.is_some()
+            || self.backend.is_some()
+    }
+}
+
 /// The subcommands of `tunnel-client`.
 #[derive(Subcommand)]
 pub enum Command {

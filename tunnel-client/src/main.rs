@@ -50,6 +50,9 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_CONFIG as u8 } else { 0 });
         }
     };
+    if cli.command.is_none() && cli.config.is_none() && !cli.flags.any() {
+        return first_steps();
+    }
     let opened = match cli.command.take() {
         Some(Command::Login(args)) => return login::run(args, cli.config.as_deref(), cli.flags.ca),
         Some(Command::Ls) => return catalog::ls(cli.config.as_deref()),
@@ -72,6 +75,30 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(e) => e.report(),
     }
+}
+
+/// `tunnel-client` alone: what to do next, instead of a usage error about a missing key.
+fn first_steps() -> ExitCode {
+    let user = tunnel_core::login::files::default_config(None).filter(|p| p.is_file());
+    let text = match user {
+        Some(path) => format!(
+            "tunnel-client: you are signed in (per-user config {}). Next:\n\
+             \x20 tunnel-client ls                       the backends you may reach\n\
+             \x20 tunnel-client open NAME                a local port for one of them\n\
+             \x20 tunnel-client exec NAME -- CMD {{port}}  run a command through a tunnel\n\
+             \x20 tunnel-client --config {}     run the agent with [[tunnel]] tables you add\n",
+            path.display(),
+            path.display()
+        ),
+        None => "tunnel-client: nothing to run yet. Next, one of:\n\
+                 \x20 tunnel-client login --signer https://SIGNER:9443 --ca SIGNER-CA.pem   sign in\n\
+                 \x20 tunnel-client --config client.toml                               run the agent\n\
+                 \x20 tunnel-client --server HOST:PORT --cert C --key K --ca CA --listen 127.0.0.1:PORT --backend NAME\n\
+                 \x20 tunnel-client --help                                             everything else\n"
+            .to_string(),
+    };
+    eprint!("{text}");
+    ExitCode::from(EXIT_CONFIG as u8)
 }
 
 /// Runs the agent (or stdio mode); `opened` is the configuration `open` built, whose
