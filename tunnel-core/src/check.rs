@@ -13,8 +13,18 @@ use std::path::Path;
 pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError> {
     let cfg = ServerConfig::load(path)?;
     let snap = Snapshot::new(cfg, Default::default(), None)?;
-    let cfg = &snap.cfg;
     let mut out = String::new();
+    write_summary(&mut out, path, &snap);
+    write_warnings(&mut out, &snap.cfg);
+    if let Some(cert_path) = explain {
+        write_explanation(&mut out, &snap, cert_path)?;
+    }
+    Ok(out)
+}
+
+/// The configuration at a glance: listeners, own certificate, CAs and CRLs, backends.
+fn write_summary(out: &mut String, path: &Path, snap: &Snapshot) {
+    let cfg = &snap.cfg;
     let _ = writeln!(out, "{}: OK", path.display());
     let listen: Vec<String> = cfg.listen.iter().map(|a| a.to_string()).collect();
     let _ = writeln!(out, "  listen: {}", listen.join(", "));
@@ -30,7 +40,7 @@ pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError>
         snap.tls.cas.len(),
         snap.tls.crls.len()
     );
-    for line in crl_coverage_lines(&snap) {
+    for line in crl_coverage_lines(snap) {
         let _ = writeln!(out, "  {line}");
     }
     for b in &cfg.backends {
@@ -41,51 +51,63 @@ pub fn check(path: &Path, explain: Option<&Path>) -> Result<String, ConfigError>
         };
         let _ = writeln!(out, "  backend {}{} -> {}", b.name, default, b.address);
     }
-    write_warnings(&mut out, cfg);
-    if let Some(cert_path) = explain {
-        let pem = std::fs::read(cert_path).map_err(|e| {
-            ConfigError::new(cert_path, "", format!("cannot read certificate: {e}"))
-        })?;
-        // The leaf first; any further certificates are the chain the client would send.
-        let mut certs = X509::stack_from_pem(&pem)
-            .map_err(|e| ConfigError::new(cert_path, "", format!("not a PEM certificate: {e}")))?;
-        if certs.is_empty() {
-            return Err(ConfigError::new(cert_path, "", "holds no PEM certificate"));
+}
+
+/// `--explain CERT`: the certificate's identity, whether the gateway would refuse it
+/// whatever the rules say, and every backend it may reach with the rule allowing it.
+fn write_explanation(
+    out: &mut String,
+    snap: &Snapshot,
+    cert_path: &Path,
+) -> Result<(), ConfigError> {
+    let cfg = &snap.cfg;
+    let (cert, chain) = read_explained(cert_path)?;
+    let id = Identity::from_cert(&cert);
+    let _ = writeln!(out, "\n{}: {}", cert_path.display(), id);
+    let _ = writeln!(out, "  sha256: {}", id.sha256);
+    match snap.tls.reverify(&cert, &chain, cfg.crl_expired) {
+        Ok(_) => {}
+        Err(crate::refused::Refused::Revoked(_)) => {
+            let _ = writeln!(
+                out,
+                "  WARNING: this certificate is revoked by a configured CRL"
+            );
         }
-        let cert = certs.remove(0);
-        let id = Identity::from_cert(&cert);
-        let _ = writeln!(out, "\n{}: {}", cert_path.display(), id);
-        let _ = writeln!(out, "  sha256: {}", id.sha256);
-        match snap.tls.reverify(&cert, &certs, cfg.crl_expired) {
-            Ok(_) => {}
-            Err(crate::refused::Refused::Revoked(_)) => {
-                let _ = writeln!(
-                    out,
-                    "  WARNING: this certificate is revoked by a configured CRL"
-                );
-            }
-            Err(why) => {
-                let _ = writeln!(
-                    out,
-                    "  WARNING: the gateway would refuse this certificate: {why}"
-                );
-            }
-        }
-        if let Some(why) = cfg.policy.identity_problem(&id) {
+        Err(why) => {
             let _ = writeln!(
                 out,
                 "  WARNING: the gateway would refuse this certificate: {why}"
             );
         }
-        let allowed = cfg.policy.explain(&id);
-        if allowed.is_empty() {
-            let _ = writeln!(out, "  may reach no backend");
-        }
-        for (backend, rule) in allowed {
-            let _ = writeln!(out, "  may reach {backend}: allowed by {rule}");
-        }
     }
-    Ok(out)
+    if let Some(why) = cfg.policy.identity_problem(&id) {
+        let _ = writeln!(
+            out,
+            "  WARNING: the gateway would refuse this certificate: {why}"
+        );
+    }
+    let allowed = cfg.policy.explain(&id);
+    if allowed.is_empty() {
+        let _ = writeln!(out, "  may reach no backend");
+    }
+    for (backend, rule) in allowed {
+        let _ = writeln!(out, "  may reach {backend}: allowed by {rule}");
+    }
+    Ok(())
+}
+
+/// The certificate to explain (the file's first) and the rest of the file, the chain the
+/// client would send.
+fn read_explained(cert_path: &Path) -> Result<(X509, Vec<X509>), ConfigError> {
+    let pem = std::fs::read(cert_path)
+        .map_err(|e| ConfigError::new(cert_path, "", format!("cannot read certificate: {e}")))?;
+    let mut certs = X509::stack_from_pem(&pem)
+        .map_err(|e| ConfigError::new(cert_path, "", format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(cert_path, "", "holds no PEM certificate"));
+    }
+    let cert = certs.remove(0);
+    Ok((cert, certs))
 }
 
 /// One line per CA of `client_ca` without a CRL (and what that means under `crl_check`),

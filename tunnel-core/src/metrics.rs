@@ -79,77 +79,88 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
+        let metrics = Metrics {
+            registry: Mutex::default(),
+            connections: Family::default(),
+            active: Family::default(),
+            bytes: Family::default(),
+            handshake_seconds: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            handshake_failures: Family::default(),
+            reloads: Family::default(),
+            last_reload: Gauge::default(),
+            expiry: Family::default(),
+            max_connections: Gauge::default(),
+            expiry_at: Mutex::new(Vec::new()),
+            health: AtomicU8::new(Health::Starting as u8),
+        };
+        // Registered in this order, which is the order of the scrape output.
         let mut r = Registry::with_prefix("tunnel");
-        let connections = Family::<Labels, Counter>::default();
+        metrics.register_traffic(&mut r);
+        metrics.register_handshakes(&mut r);
+        metrics.register_operations(&mut r);
+        Metrics {
+            registry: Mutex::new(r),
+            ..metrics
+        }
+    }
+
+    /// Connections, open tunnels and bytes, by backend.
+    fn register_traffic(&self, r: &mut Registry) {
         r.register(
             "connections",
             "Connections ended, by backend and result",
-            connections.clone(),
+            self.connections.clone(),
         );
-        let active = Family::<Labels, Gauge>::default();
         r.register(
             "active_connections",
             "Tunnels currently open, by backend",
-            active.clone(),
+            self.active.clone(),
         );
-        let bytes = Family::<Labels, Counter>::default();
         r.register(
             "bytes",
             "Bytes tunnelled, by backend and direction (up = client to backend)",
-            bytes.clone(),
+            self.bytes.clone(),
         );
-        let handshake_seconds = Histogram::new([
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
+    }
+
+    /// Handshake durations and failures.
+    fn register_handshakes(&self, r: &mut Registry) {
         r.register(
             "handshake_duration_seconds",
             "TLS handshake duration",
-            handshake_seconds.clone(),
+            self.handshake_seconds.clone(),
         );
-        let handshake_failures = Family::<Labels, Counter>::default();
         r.register(
             "handshake_failures",
             "Refused or failed handshakes, by reason",
-            handshake_failures.clone(),
+            self.handshake_failures.clone(),
         );
-        let reloads = Family::<Labels, Counter>::default();
+    }
+
+    /// What operators watch besides traffic: reloads, expiry, the connection cap.
+    fn register_operations(&self, r: &mut Registry) {
         r.register(
             "reloads",
             "Configuration reloads, by result",
-            reloads.clone(),
+            self.reloads.clone(),
         );
-        let last_reload = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         r.register(
             "last_reload_success_timestamp_seconds",
             "Unix time of the last successful (re)load",
-            last_reload.clone(),
+            self.last_reload.clone(),
         );
-        let expiry = Family::<Labels, Gauge>::default();
         r.register(
             "certificate_expiry_seconds",
             "Seconds until expiry: own certificate (which=cert), CA (which=ca), CRL nextUpdate (which=crl)",
-            expiry.clone(),
+            self.expiry.clone(),
         );
-        let max_connections = Gauge::default();
         r.register(
             "max_connections",
             "Configured max_connections: connections served at once, more are refused",
-            max_connections.clone(),
+            self.max_connections.clone(),
         );
-        Metrics {
-            registry: Mutex::new(r),
-            connections,
-            active,
-            bytes,
-            handshake_seconds,
-            handshake_failures,
-            reloads,
-            last_reload,
-            expiry,
-            max_connections,
-            expiry_at: Mutex::new(Vec::new()),
-            health: AtomicU8::new(Health::Starting as u8),
-        }
     }
 
     /// Counts one ended connection.

@@ -5,6 +5,7 @@
 //! A client may reach a backend when any one rule of the backend's `allow` matches. Deny by
 //! default: an unknown backend, or no matching rule, is refused.
 
+mod compile;
 mod dns;
 mod selector;
 
@@ -219,54 +220,6 @@ impl Rule {
     }
 }
 
-/// Parses one textual rule. `in_group` forbids `group=` (groups do not nest).
-fn parse_text_rule(s: &str, in_group: bool) -> Result<Rule, String> {
-    let s = s.trim();
-    if s == "any" {
-        return Ok(Rule::Any);
-    }
-    let (k, v) = s.split_once('=').ok_or_else(|| {
-        format!("{s:?} is not a rule; write kind=value with kind one of cn, o, ou, dns, uri, email, ip, sha256, group, or \"any\"")
-    })?;
-    let k = k.trim().to_ascii_lowercase();
-    parse_pair(&k, v, in_group)
-}
-
-fn parse_pair(k: &str, v: &str, in_group: bool) -> Result<Rule, String> {
-    if k == "group" {
-        if in_group {
-            return Err("groups cannot contain group= rules".into());
-        }
-        let v = v.trim();
-        if v.is_empty() {
-            return Err("group= needs a group name".into());
-        }
-        return Ok(Rule::Group(v.to_string()));
-    }
-    let attr = Attr::parse(k).ok_or_else(|| {
-        format!("unknown attribute {k:?}; use one of cn, o, ou, dns, uri, email, ip, sha256, group")
-    })?;
-    Ok(Rule::Attr(Matcher::new(attr, v)?))
-}
-
-fn parse_rule(raw: &RawRule, in_group: bool) -> Result<Rule, String> {
-    match raw {
-        RawRule::Text(s) => parse_text_rule(s, in_group),
-        RawRule::Table(t) => {
-            if t.is_empty() {
-                return Err(
-                    "an empty table matches nothing; write \"any\" to allow every client".into(),
-                );
-            }
-            let mut parts = Vec::new();
-            for (k, v) in t {
-                parts.push(parse_pair(&k.trim().to_ascii_lowercase(), v, in_group)?);
-            }
-            Ok(Rule::All(parts))
-        }
-    }
-}
-
 /// The outcome of an authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -316,61 +269,15 @@ impl Policy {
         rules: Vec<(String, String, Vec<RawRule>)>,
         default_backend: Option<String>,
     ) -> Result<Policy, (String, String)> {
-        let mut compiled_groups = HashMap::new();
         let mut broad = Vec::new();
-        for (name, members) in groups {
-            if members.is_empty() {
-                return Err((
-                    format!("groups.{name}"),
-                    "an empty group matches nobody".into(),
-                ));
-            }
-            let mut rs = Vec::new();
-            for (i, m) in members.iter().enumerate() {
-                let key = format!("groups.{name}[{i}]");
-                let r = parse_text_rule(m, true).map_err(|e| (key.clone(), e))?;
-                if r.matches_everything() {
-                    broad.push((key, r.to_string()));
-                }
-                rs.push(r);
-            }
-            compiled_groups.insert(name.clone(), rs);
-        }
+        let groups = compile::groups(groups, &mut broad)?;
         let mut backends = Vec::new();
         for (backend, key, raws) in rules {
-            let mut rs = Vec::new();
-            for (i, raw) in raws.iter().enumerate() {
-                let r = parse_rule(raw, false).map_err(|e| (format!("{key}[{i}]"), e))?;
-                let check = |g: &str| {
-                    if compiled_groups.contains_key(g) {
-                        Ok(())
-                    } else {
-                        Err((
-                            format!("{key}[{i}]"),
-                            format!("group {g:?} is not defined under [groups]"),
-                        ))
-                    }
-                };
-                match &r {
-                    Rule::Group(g) => check(g)?,
-                    Rule::All(parts) => {
-                        for p in parts {
-                            if let Rule::Group(g) = p {
-                                check(g)?;
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                if r.matches_everything() {
-                    broad.push((format!("{key}[{i}]"), r.to_string()));
-                }
-                rs.push(r);
-            }
+            let rs = compile::backend_rules(&key, &raws, &groups, &mut broad)?;
             backends.push((backend, rs));
         }
         Ok(Policy {
-            groups: compiled_groups,
+            groups,
             backends,
             default_backend,
             multiple_cn: false,

@@ -87,6 +87,19 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), Pr
             uid: euid.as_raw(),
         });
     }
+    let (u, gid) = look_up(user, group)?;
+    switch_to(u.as_ref(), gid)?;
+    info!(
+        uid = Uid::effective().as_raw(),
+        gid = Gid::effective().as_raw(),
+        "dropped privileges"
+    );
+    Ok(())
+}
+
+/// The user named `user` and the gid to take: `group`'s, else the user's primary group,
+/// else the current one. Looked up before switching anything, so a typo changes nothing.
+fn look_up(user: Option<&str>, group: Option<&str>) -> Result<(Option<User>, Gid), PrivilegeError> {
     let u =
         match user {
             Some(name) => Some(User::from_name(name).ok().flatten().ok_or_else(|| {
@@ -110,8 +123,14 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), Pr
         }
         None => u.as_ref().map(|u| u.gid).unwrap_or_else(Gid::effective),
     };
+    Ok((u, gid))
+}
+
+/// Supplementary groups, then gid, then uid (after setuid the others could no longer be
+/// changed); then checks that root cannot be regained.
+fn switch_to(u: Option<&User>, gid: Gid) -> Result<(), PrivilegeError> {
     let sys = |what: String| move |source| PrivilegeError::Sys { what, source };
-    match &u {
+    match u {
         Some(u) => {
             let cname =
                 std::ffi::CString::new(u.name.clone()).map_err(|_| PrivilegeError::Unknown {
@@ -123,7 +142,7 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), Pr
         None => nix::unistd::setgroups(&[gid]).map_err(sys(format!("group {gid}")))?,
     }
     nix::unistd::setgid(gid).map_err(sys(format!("gid {gid}")))?;
-    if let Some(u) = &u {
+    if let Some(u) = u {
         nix::unistd::setuid(u.uid).map_err(sys(format!("uid {}", u.uid)))?;
         // Paranoia: getting root back must now be impossible.
         if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
@@ -133,11 +152,6 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), Pr
             });
         }
     }
-    info!(
-        uid = Uid::effective().as_raw(),
-        gid = Gid::effective().as_raw(),
-        "dropped privileges"
-    );
     Ok(())
 }
 

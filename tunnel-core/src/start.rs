@@ -75,6 +75,19 @@ pub async fn gateway(
         gateway.add_listener(l);
     }
     let control = go_live(gateway.service(), metrics_listener, cfg.reload_interval)?;
+    log_listening(&gateway, &cfg, metrics_addr, nofile);
+    gateway.run(control).await;
+    Ok(Exit::Success)
+}
+
+/// The start line: where the gateway listens, its backends and certificate; then tells
+/// systemd it is ready.
+fn log_listening(
+    gateway: &Gateway,
+    cfg: &ServerConfig,
+    metrics_addr: Option<SocketAddr>,
+    nofile: Option<u64>,
+) {
     let snap = gateway.snapshot();
     let addrs: Vec<String> = gateway
         .listen_addrs()
@@ -97,8 +110,6 @@ pub async fn gateway(
         "gateway listening"
     );
     systemd::ready(&format!("serving on {}", addrs.join(", ")));
-    gateway.run(control).await;
-    Ok(Exit::Success)
 }
 
 /// Runs the client agent for `cfg` until SIGTERM/SIGINT and its drain. With `announce`,

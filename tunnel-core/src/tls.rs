@@ -5,26 +5,28 @@
 use crate::config::{ClientConfig, ConfigError, ServerConfig, TlsVersion};
 pub use crate::crl::{CrlCheck, CrlSet};
 use crate::identity::{asn1_text, Identity};
-use crate::policy::{Decision, Policy};
-use crate::refused::{Alert, Refused};
+use crate::policy::Policy;
+use crate::refused::Refused;
 use crate::time::unix_now;
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
 use openssl::ssl::{
-    NameType, SniError, Ssl, SslAcceptor, SslAcceptorBuilder, SslAlert, SslConnector, SslMethod,
-    SslMode, SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    Ssl, SslAcceptor, SslAcceptorBuilder, SslConnector, SslMethod, SslMode, SslOptions,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509Ref, X509StoreContext, X509StoreContextRef, X509VerifyResult, X509};
+use openssl::x509::{X509Ref, X509StoreContext, X509};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 mod ffi;
+mod handshake;
 pub mod keys;
 mod lean;
 pub mod policy;
 mod reverified;
 mod sessions;
+mod staple;
 mod ticket_chain;
 mod ticket_keys;
 pub use ffi::negotiated_group;
@@ -197,7 +199,7 @@ impl ServerTls {
         keys::install(&mut b, file, &cfg.keys, &creds)?;
         let (own, chain) = (creds.leaf, creds.chain);
         cfg.tls.apply(&mut b).map_err(tls_err)?;
-        serve_staple(&mut b, cfg, &own, staple)?;
+        staple::serve_staple(&mut b, cfg, &own, staple)?;
         let (cas, verify_store) = trust_client_cas(&mut b, cfg)?;
         b.set_verify_depth(cfg.verify_depth);
         resumption(&mut b, cfg)?;
@@ -209,12 +211,12 @@ impl ServerTls {
             previous_crls,
         )?);
         b.set_alpn_select_callback(crate::catalog::select_alpn);
-        route_by_sni(&mut b, policy.clone());
+        handshake::route_by_sni(&mut b, policy.clone());
         let vcrls = crls.clone();
         let crl_expired = cfg.crl_expired;
         b.set_verify_callback(
             SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
-            move |ok, ctx| verify_client(ok, ctx, &policy, &vcrls, crl_expired),
+            move |ok, ctx| handshake::verify_client(ok, ctx, &policy, &vcrls, crl_expired),
         );
         Ok(ServerTls {
             acceptor: b.build(),
@@ -239,45 +241,6 @@ impl ServerTls {
     pub fn context(&self) -> &openssl::ssl::SslContextRef {
         self.acceptor.context()
     }
-}
-
-/// `ocsp_staple`: loads a staple file (checked to be a DER OCSP response) and serves the
-/// staple in force, if it is for `own`.
-fn serve_staple(
-    b: &mut SslAcceptorBuilder,
-    cfg: &ServerConfig,
-    own: &X509,
-    staple: Arc<crate::ocsp::Staple>,
-) -> Result<(), ConfigError> {
-    let file = cfg.file.as_path();
-    let tls_err = |e: ErrorStack| ConfigError::new(file, "", format!("OpenSSL: {e}"));
-    if let Some(crate::config::StapleSource::File(p)) = &cfg.ocsp_staple {
-        let der = std::fs::read(p).map_err(|e| {
-            ConfigError::new(
-                file,
-                "ocsp_staple",
-                format!("cannot read {}: {e}", p.display()),
-            )
-        })?;
-        openssl::ocsp::OcspResponse::from_der(&der).map_err(|e| {
-            ConfigError::new(
-                file,
-                "ocsp_staple",
-                format!("{} is not a DER OCSP response: {e}", p.display()),
-            )
-        })?;
-        staple.set(crate::ocsp::cert_fingerprint(own), der);
-    }
-    if cfg.ocsp_staple.is_some() {
-        let fp = crate::ocsp::cert_fingerprint(own);
-        b.set_status_callback(move |ssl| match staple.get_for(&fp) {
-            Some(der) => ssl.set_ocsp_status(&der).map(|_| true),
-            None => Ok(false),
-        })
-        .map_err(tls_err)?;
-    }
-
-    Ok(())
 }
 
 /// `client_ca`: the CAs client certificates must chain to, announced to clients; returns
@@ -347,128 +310,6 @@ fn resumption(b: &mut SslAcceptorBuilder, cfg: &ServerConfig) -> Result<(), Conf
     Ok(())
 }
 
-/// The SNI callback: only a name with a backend (or none, with `default_backend`) goes on;
-/// anything else gets `unrecognized_name`.
-fn route_by_sni(b: &mut SslAcceptorBuilder, policy: Arc<Policy>) {
-    let sni_policy = policy;
-    b.set_servername_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
-        if crate::catalog::is_request(ssl) {
-            return Ok(());
-        }
-        // Only names a backend could have get further: this also keeps control
-        // characters and invalid UTF-8 out of logs and routing.
-        let raw = ssl.servername_raw(NameType::HOST_NAME);
-        let sni = match raw {
-            Some(r) if !crate::config::valid_backend_name_bytes(r) => {
-                Some(crate::identity::printable(&String::from_utf8_lossy(r)))
-            }
-            Some(r) => {
-                let name = String::from_utf8_lossy(r).to_string();
-                if sni_policy.target(Some(&name)).is_some() {
-                    return Ok(());
-                }
-                Some(name)
-            }
-            None if sni_policy.target(None).is_some() => return Ok(()),
-            None => None,
-        };
-        let refused = Refused::UnknownBackend { sni };
-        if let Some(a) = refused.alert().and_then(Alert::ssl_alert) {
-            *alert = a;
-        }
-        if let Some(n) = ssl.ex_data(notes_index()) {
-            n.set(refused, None);
-        }
-        Err(SniError::ALERT_FATAL)
-    });
-}
-
-/// OpenSSL's per-certificate verify callback: chain verification result, then (at the leaf,
-/// once the chain is complete) revocation of the whole chain and authorization against the
-/// SNI's backend. A refusal is noted for the audit and becomes the handshake's alert.
-fn verify_client(
-    ok: bool,
-    ctx: &mut X509StoreContextRef,
-    policy: &Policy,
-    crls: &CrlSet,
-    crl_expired: crate::config::CrlExpired,
-) -> bool {
-    if !ok {
-        return false;
-    }
-    // The whole chain is checked once, at the leaf (OpenSSL calls this callback from the
-    // trust anchor down, so the chain is complete by then).
-    if ctx.error_depth() != 0 {
-        return true;
-    }
-    let Some(cert) = ctx.current_cert().map(|c| c.to_owned()) else {
-        return false;
-    };
-    let ssl = X509StoreContext::ssl_idx()
-        .ok()
-        .and_then(|idx| ctx.ex_data(idx));
-    let notes = ssl.and_then(|s| s.ex_data(notes_index())).cloned();
-    let sni = ssl
-        .and_then(|s| s.servername(NameType::HOST_NAME))
-        .map(str::to_string);
-    // A catalog request is authorized per backend in its answer, not here.
-    let catalog = ssl.is_some_and(crate::catalog::selected);
-    let Some(refused) = client_refusal(
-        ctx,
-        &cert,
-        sni.as_deref(),
-        catalog,
-        policy,
-        crls,
-        crl_expired,
-    ) else {
-        return true;
-    };
-    let identity = Identity::from_cert(&cert);
-    ctx.set_error(match refused.alert() {
-        Some(a) => a.verify_error(),
-        None => X509VerifyResult::APPLICATION_VERIFICATION,
-    });
-    if let Some(n) = &notes {
-        n.set(refused, Some(identity));
-    }
-    false
-}
-
-/// Why the client with leaf `cert` (the chain is in `ctx`) is refused, if it is: a revoked
-/// or uncovered chain, or (unless it asks for the `catalog`) no rule of the backend its SNI
-/// names.
-fn client_refusal(
-    ctx: &X509StoreContextRef,
-    cert: &X509,
-    sni: Option<&str>,
-    catalog: bool,
-    policy: &Policy,
-    crls: &CrlSet,
-    crl_expired: crate::config::CrlExpired,
-) -> Option<Refused> {
-    // Without CRLs there is nothing to look up: skip copying the chain.
-    if !crls.is_empty() {
-        let chain: Vec<X509> = ctx
-            .chain()
-            .map(|c| c.iter().map(|x| x.to_owned()).collect())
-            .unwrap_or_default();
-        let check = crls.check_chain(&chain, unix_now());
-        if let Some(r) = Refused::from_crl(check, crl_expired) {
-            return Some(r);
-        }
-    }
-    if catalog {
-        return None;
-    }
-    match policy.authorize(sni, &Identity::from_cert(cert)) {
-        Decision::Allow { .. } => None,
-        Decision::Deny { backend } => Some(Refused::Denied { backend }),
-        Decision::Refused { backend, reason } => Some(Refused::Identity { backend, reason }),
-        Decision::UnknownBackend { sni } => Some(Refused::UnknownBackend { sni }),
-    }
-}
-
 /// The client agent's connector.
 pub struct ClientTls {
     connector: SslConnector,
@@ -517,7 +358,7 @@ impl ClientTls {
         if cfg.require_staple {
             let staple_cas = cas.clone();
             let store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
-            b.set_status_callback(move |ssl| Ok(staple_is_good(ssl, &staple_cas, &store)))
+            b.set_status_callback(move |ssl| Ok(staple::staple_is_good(ssl, &staple_cas, &store)))
                 .map_err(tls_err)?;
         } else if cfg.tls.session_resumption {
             sessions = Some(sessions::SessionCache::install(&mut b));
@@ -553,37 +394,6 @@ impl ClientTls {
             cache.prepare(&mut ssl, backend)?;
         }
         Ok(ssl)
-    }
-}
-
-/// The client's check of the gateway's OCSP staple: present, signed by a trusted CA (or
-/// its delegate), current, and `good` for the gateway's certificate.
-fn staple_is_good(ssl: &mut SslRef, cas: &[X509], store: &openssl::x509::store::X509Store) -> bool {
-    let Some(der) = ssl.ocsp_status() else {
-        tracing::warn!("gateway sent no OCSP staple and require_staple = true");
-        return false;
-    };
-    let Some(leaf) = ssl.peer_certificate() else {
-        return false;
-    };
-    let chain: Vec<X509> = ssl
-        .peer_cert_chain()
-        .map(|c| c.iter().map(|x| x.to_owned()).collect())
-        .unwrap_or_default();
-    let Some(issuer) = crate::ocsp::find_issuer(&leaf, chain.iter().chain(cas.iter())) else {
-        tracing::warn!("issuer of the gateway certificate not found for the OCSP staple");
-        return false;
-    };
-    match crate::ocsp::parse_response(der, &leaf, &issuer, store, &chain) {
-        Ok((crate::ocsp::Verdict::Good, _)) => true,
-        Ok((v, _)) => {
-            tracing::warn!(status = ?v, "gateway's OCSP staple is not good");
-            false
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "gateway's OCSP staple is not acceptable");
-            false
-        }
     }
 }
 

@@ -210,7 +210,6 @@ impl ClientConfig {
     }
 
     fn validate(file: &Path, raw: RawClient, stdio: bool) -> Result<Self, ConfigError> {
-        let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
         let servers = crate::failover::validate_servers(
             file,
             raw.server
@@ -222,11 +221,7 @@ impl ClientConfig {
             raw.failover_timeout,
             crate::failover::DEFAULT_FAILOVER_TIMEOUT,
         );
-        let server_name = match raw.server_name {
-            Some(n) if !n.trim().is_empty() => n.trim().to_string(),
-            Some(_) => return Err(err("server_name", "is empty".into())),
-            None => host_of(&server).to_string(),
-        };
+        let server_name = server_name(file, raw.server_name, &server)?;
         let keys = crate::tls::keys::RawKeys {
             cert: raw.cert,
             key: raw.key,
@@ -238,12 +233,6 @@ impl ClientConfig {
         .validate(file)?;
         let tls = raw.tls.validate(file)?;
         let ca = required_file(file, "ca", raw.ca)?;
-        if raw.tunnel.is_empty() && !stdio {
-            return Err(err(
-                "tunnel",
-                "no [[tunnel]] is configured; add one with listen and backend".into(),
-            ));
-        }
         Ok(ClientConfig {
             file: file.to_path_buf(),
             server,
@@ -265,7 +254,7 @@ impl ClientConfig {
             log_format: raw.log_format,
             log_level: raw.log_level.map(|l| l.0),
             tls_min_version: raw.tls_min_version,
-            tunnels: tunnels(file, raw.tunnel)?,
+            tunnels: tunnels(file, raw.tunnel, stdio)?,
             admin_socket: super::operator::admin_socket(
                 file,
                 raw.admin_socket.as_deref(),
@@ -275,9 +264,30 @@ impl ClientConfig {
     }
 }
 
-/// The tunnels: each a local IP:port (used once, but port 0 any number of times) and a
-/// valid backend name.
-fn tunnels(file: &Path, raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigError> {
+/// `server_name` (default: the host of the first `server`): the name the gateway's
+/// certificate is verified against.
+fn server_name(file: &Path, raw: Option<String>, server: &str) -> Result<String, ConfigError> {
+    match raw {
+        Some(n) if !n.trim().is_empty() => Ok(n.trim().to_string()),
+        Some(_) => Err(ConfigError::new(file, "server_name", "is empty")),
+        None => Ok(host_of(server).to_string()),
+    }
+}
+
+/// The tunnels: at least one (unless `stdio`: `tunnel-client exec` needs none), each a
+/// local IP:port (used once, but port 0 any number of times) and a valid backend name.
+fn tunnels(
+    file: &Path,
+    raw: Vec<RawTunnel>,
+    stdio: bool,
+) -> Result<Vec<TunnelConfig>, ConfigError> {
+    if raw.is_empty() && !stdio {
+        return Err(ConfigError::new(
+            file,
+            "tunnel",
+            "no [[tunnel]] is configured; add one with listen and backend",
+        ));
+    }
     let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
     let mut tunnels: Vec<TunnelConfig> = Vec::new();
     for (i, t) in raw.into_iter().enumerate() {

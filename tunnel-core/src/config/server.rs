@@ -16,6 +16,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod backends;
+mod revocation;
+use backends::backends;
+pub use backends::valid_backend_name_bytes;
+use revocation::{crl_sources, ocsp_responders, staple_source};
+
 /// Prefix of environment variables that override server keys: `TUNNEL_SERVER_MAX_CONNECTIONS=100`,
 /// `TUNNEL_SERVER_LISTEN=127.0.0.1:8443,[::1]:8443`. Nested keys use `__`.
 pub const SERVER_ENV_PREFIX: &str = "TUNNEL_SERVER";
@@ -249,57 +255,36 @@ impl ServerConfig {
         Self::validate(path, raw)
     }
 
-    fn validate(file: &Path, raw: RawServer) -> Result<Self, ConfigError> {
-        let (listen_extra, proxy_listeners) = super::listener::validate(file, raw.listener)?;
-        let listen = listen_addrs(file, raw.listen, listen_extra)?;
-        let keys = crate::tls::keys::RawKeys {
-            cert: raw.cert,
-            key: raw.key,
-            key_password_file: raw.key_password_file,
-            keystore: raw.keystore,
-            keystore_password_file: raw.keystore_password_file,
-            pkcs11_module: raw.pkcs11_module,
-        }
-        .validate(file)?;
-        let tls = raw.tls.validate(file)?;
-        let client_ca = required_file(file, "client_ca", raw.client_ca)?;
-        let state_dir = raw.state_dir.map(|d| resolve_path(file, d.trim()));
-        let (crl, crl_urls) = crl_sources(file, raw.crl.into_vec(), state_dir.as_deref())?;
-        let session_ticket_keys =
-            optional_file(file, "session_ticket_keys", raw.session_ticket_keys)?;
-        let ocsp_responder_allow = ocsp_responders(
-            file,
-            raw.ocsp_responder.as_deref(),
-            raw.ocsp_responder_allow,
-        )?;
-        let ocsp_staple = staple_source(file, raw.ocsp_staple.as_deref())?;
-        let metrics_allow =
-            metrics_allow(file, raw.metrics_allow.into_vec(), raw.metrics.is_some())?;
-        super::check_run_as(file, raw.user.as_deref(), raw.group.as_deref())?;
-        let (backends, policy) = backends(file, raw.backend, &raw.groups, raw.default_backend)?;
-        let policy = policy.allow_multiple_cn(raw.allow_multiple_cn.unwrap_or(false));
-        Ok(ServerConfig {
+    fn validate(file: &Path, mut raw: RawServer) -> Result<Self, ConfigError> {
+        let checked = Checked::take_from(file, &mut raw)?;
+        Ok(Self::with_defaults(file, raw, checked))
+    }
+
+    /// The configuration from the checked keys and the rest of `raw`, each unset knob
+    /// taking its `DEFAULT_*`.
+    fn with_defaults(file: &Path, raw: RawServer, c: Checked) -> Self {
+        ServerConfig {
             file: file.to_path_buf(),
-            listen,
-            proxy_listeners,
-            keys,
-            tls,
-            client_ca,
-            crl,
-            crl_urls,
-            state_dir,
+            listen: c.listen,
+            proxy_listeners: c.proxy_listeners,
+            keys: c.keys,
+            tls: c.tls,
+            client_ca: c.client_ca,
+            crl: c.crl,
+            crl_urls: c.crl_urls,
+            state_dir: c.state_dir,
             crl_expired: raw.crl_expired,
             crl_check: raw.crl_check,
             ocsp: raw.ocsp,
             ocsp_responder: raw.ocsp_responder,
-            ocsp_responder_allow,
+            ocsp_responder_allow: c.ocsp_responder_allow,
             ocsp_timeout: duration_or(raw.ocsp_timeout, DEFAULT_OCSP_TIMEOUT),
-            ocsp_staple,
-            session_ticket_keys,
+            ocsp_staple: c.ocsp_staple,
+            session_ticket_keys: c.session_ticket_keys,
             revoke_established: raw.revoke_established.unwrap_or(false),
             expiry_warning: duration_or(raw.expiry_warning, DEFAULT_EXPIRY_WARNING),
             metrics: raw.metrics.map(|m| m.0),
-            metrics_allow,
+            metrics_allow: c.metrics_allow,
             max_connections: count_or(raw.max_connections, DEFAULT_MAX_CONNECTIONS),
             max_handshakes: count_or(raw.max_handshakes, DEFAULT_MAX_HANDSHAKES),
             handshake_timeout: duration_or(raw.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT),
@@ -314,16 +299,12 @@ impl ServerConfig {
             log_level: raw.log_level.map(|l| l.0),
             tls_min_version: raw.tls_min_version,
             verify_depth: count_or(raw.verify_depth, DEFAULT_VERIFY_DEPTH as usize) as u32,
-            backends,
-            policy,
-            admin_socket: operator::admin_socket(
-                file,
-                raw.admin_socket.as_deref(),
-                std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
-            )?,
-            admin_group: operator::admin_group(file, raw.admin_group)?,
+            backends: c.backends,
+            policy: c.policy,
+            admin_socket: c.admin_socket,
+            admin_group: c.admin_group,
             disconnect_expired: raw.disconnect_expired.unwrap_or(false),
-        })
+        }
     }
 
     /// The backend named `name`.
@@ -332,34 +313,88 @@ impl ServerConfig {
     }
 }
 
-/// `crl`: files, or `https://` URLs fetched into `state_dir` (each URL's last good copy is
-/// the file loaded); returns every file and the (URL, copy) pairs.
-#[allow(clippy::type_complexity)]
-fn crl_sources(
-    file: &Path,
-    entries: Vec<String>,
-    state_dir: Option<&Path>,
-) -> Result<(Vec<PathBuf>, Vec<(String, PathBuf)>), ConfigError> {
-    let mut crl = Vec::new();
-    let mut crl_urls = Vec::new();
-    for (i, c) in entries.into_iter().enumerate() {
-        let key = format!("crl[{i}]");
-        if crate::crl_fetch::is_url(&c) {
-            let url = c.trim().to_string();
-            crate::crl_fetch::check_url(&url).map_err(|e| ConfigError::new(file, &key, e))?;
-            let dir = state_dir.ok_or_else(|| {
-                ConfigError::new(file, &key, "a URL needs state_dir, the directory where the last good copy is kept (e.g. state_dir = \"/var/lib/tunnel\")")
-            })?;
-            let copy = crate::crl_fetch::cache_path(dir, &url);
-            crl.push(copy.clone());
-            crl_urls.push((url, copy));
-            continue;
+/// The keys that need more than a default: files, addresses, rules and cross-field
+/// rules, checked in file order so the first error reported is the first in the file.
+struct Checked {
+    listen: Vec<SocketAddr>,
+    proxy_listeners: Vec<super::listener::ProxyListener>,
+    keys: crate::tls::keys::KeySource,
+    tls: crate::tls::policy::TlsPolicy,
+    client_ca: PathBuf,
+    crl: Vec<PathBuf>,
+    crl_urls: Vec<(String, PathBuf)>,
+    state_dir: Option<PathBuf>,
+    ocsp_responder_allow: Vec<String>,
+    ocsp_staple: Option<StapleSource>,
+    session_ticket_keys: Option<PathBuf>,
+    metrics_allow: Vec<crate::cidr::Cidr>,
+    backends: Vec<BackendConfig>,
+    policy: Policy,
+    admin_socket: Option<PathBuf>,
+    admin_group: Option<String>,
+}
+
+impl Checked {
+    /// Checks those keys, taking their values out of `raw` (the rest stays for
+    /// [`ServerConfig::with_defaults`]).
+    fn take_from(file: &Path, raw: &mut RawServer) -> Result<Checked, ConfigError> {
+        let listeners = std::mem::take(&mut raw.listener);
+        let (listen_extra, proxy_listeners) = super::listener::validate(file, listeners)?;
+        let listen = listen_addrs(file, raw.listen.take(), listen_extra)?;
+        let keys = crate::tls::keys::RawKeys {
+            cert: raw.cert.take(),
+            key: raw.key.take(),
+            key_password_file: raw.key_password_file.take(),
+            keystore: raw.keystore.take(),
+            keystore_password_file: raw.keystore_password_file.take(),
+            pkcs11_module: raw.pkcs11_module.take(),
         }
-        let p = resolve_path(file, &c);
-        check_readable(file, &key, &p)?;
-        crl.push(p);
+        .validate(file)?;
+        let tls = std::mem::take(&mut raw.tls).validate(file)?;
+        let client_ca = required_file(file, "client_ca", raw.client_ca.take())?;
+        let state_dir = raw
+            .state_dir
+            .as_deref()
+            .map(|d| resolve_path(file, d.trim()));
+        let crl_entries = std::mem::take(&mut raw.crl).into_vec();
+        let (crl, crl_urls) = crl_sources(file, crl_entries, state_dir.as_deref())?;
+        let session_ticket_keys =
+            optional_file(file, "session_ticket_keys", raw.session_ticket_keys.take())?;
+        let allow = std::mem::take(&mut raw.ocsp_responder_allow);
+        let ocsp_responder_allow = ocsp_responders(file, raw.ocsp_responder.as_deref(), allow)?;
+        let ocsp_staple = staple_source(file, raw.ocsp_staple.as_deref())?;
+        let allow = std::mem::take(&mut raw.metrics_allow).into_vec();
+        let metrics_allow = metrics_allow(file, allow, raw.metrics.is_some())?;
+        super::check_run_as(file, raw.user.as_deref(), raw.group.as_deref())?;
+        let (backends, policy) = backends(
+            file,
+            std::mem::take(&mut raw.backend),
+            &raw.groups,
+            raw.default_backend.take(),
+        )?;
+        Ok(Checked {
+            listen,
+            proxy_listeners,
+            keys,
+            tls,
+            client_ca,
+            crl,
+            crl_urls,
+            state_dir,
+            ocsp_responder_allow,
+            ocsp_staple,
+            session_ticket_keys,
+            metrics_allow,
+            backends,
+            policy: policy.allow_multiple_cn(raw.allow_multiple_cn.unwrap_or(false)),
+            admin_socket: operator::admin_socket(
+                file,
+                raw.admin_socket.as_deref(),
+                std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
+            )?,
+            admin_group: operator::admin_group(file, raw.admin_group.take())?,
+        })
     }
-    Ok((crl, crl_urls))
 }
 
 /// An optional file key: resolved against the configuration's directory and readable.
@@ -377,19 +412,6 @@ fn optional_file(
         .transpose()
 }
 
-/// `ocsp_staple`: `"fetch"` or a DER file.
-fn staple_source(file: &Path, value: Option<&str>) -> Result<Option<StapleSource>, ConfigError> {
-    Ok(match value {
-        None => None,
-        Some("fetch") => Some(StapleSource::Fetch),
-        Some(p) => {
-            let p = resolve_path(file, p);
-            check_readable(file, "ocsp_staple", &p)?;
-            Some(StapleSource::File(p))
-        }
-    })
-}
-
 /// `metrics_allow`: CIDRs, only meaningful with `metrics`.
 fn metrics_allow(
     file: &Path,
@@ -405,42 +427,6 @@ fn metrics_allow(
         ));
     }
     Ok(allow)
-}
-
-/// `ocsp_responder` (an http:// URL) and `ocsp_responder_allow` (host names or IPs, lower
-/// case); returns the allowed hosts.
-fn ocsp_responders(
-    file: &Path,
-    responder: Option<&str>,
-    allow: OneOrMany,
-) -> Result<Vec<String>, ConfigError> {
-    let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
-    if let Some(u) = responder {
-        if !u.starts_with("http://") {
-            return Err(err(
-                "ocsp_responder",
-                format!("{u:?} must be an http:// URL"),
-            ));
-        }
-        crate::ocsp::url::parse(u).map_err(|e| err("ocsp_responder", e))?;
-    }
-    let hosts: Vec<String> = allow
-        .into_vec()
-        .into_iter()
-        .map(|h| h.trim().to_ascii_lowercase())
-        .collect();
-    for (i, h) in hosts.iter().enumerate() {
-        if crate::ocsp::url::parse(&format!("http://{h}/"))
-            .map(|u| u.host != *h)
-            .unwrap_or(true)
-        {
-            return Err(err(
-                &format!("ocsp_responder_allow[{i}]"),
-                format!("{h:?} is not a host name or IP address, e.g. \"ocsp.example.org\""),
-            ));
-        }
-    }
-    Ok(hosts)
 }
 
 /// The `listen` addresses: at least one, each an IP:port, none twice.
@@ -486,108 +472,6 @@ fn listen_addrs(
         listen.push(addr);
     }
     Ok(listen)
-}
-
-/// The backends (names, addresses, at least one rule each), and the policy compiled from
-/// their rules, `[groups]` and `default_backend`.
-fn backends(
-    file: &Path,
-    raw: Vec<RawBackend>,
-    groups: &BTreeMap<String, Vec<String>>,
-    default_backend: Option<String>,
-) -> Result<(Vec<BackendConfig>, Policy), ConfigError> {
-    let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
-    if raw.is_empty() {
-        return Err(err(
-            "backend",
-            "no [[backend]] is configured; add one with name, address and allow".into(),
-        ));
-    }
-    let mut backends: Vec<BackendConfig> = Vec::new();
-    let mut rules = Vec::new();
-    for (i, b) in raw.into_iter().enumerate() {
-        let name = backend_name(file, i, b.name)?;
-        if backends.iter().any(|x| x.name == name) {
-            let msg = format!("duplicate backend name {name:?}");
-            return Err(err(&format!("backend[{i}].name"), msg));
-        }
-        let address = backend_address(file, i, b.address)?;
-        let key = |k: &str| format!("backend[{i}].{k}");
-        let target = operator::parse_target(file, &key("address"), &address)?;
-        if b.allow.is_empty() {
-            return Err(err(
-                &format!("backend[{i}].allow"),
-                format!("backend {name:?} has no rule, so no client can reach it; add e.g. allow = [\"cn=alice\"] or allow = [\"any\"]"),
-            ));
-        }
-        rules.push((name.clone(), format!("backend[{i}].allow"), b.allow));
-        backends.push(BackendConfig {
-            name,
-            address,
-            target,
-            proxy_protocol: b.proxy_protocol,
-            max_connections: operator::parse_cap(file, &key("max_connections"), b.max_connections)?,
-            max_connections_per_identity: operator::parse_cap(
-                file,
-                &key("max_connections_per_identity"),
-                b.max_connections_per_identity,
-            )?,
-        });
-    }
-    let default_backend = match default_backend {
-        None => None,
-        Some(d) => {
-            let d = d.trim().to_ascii_lowercase();
-            if !backends.iter().any(|b| b.name == d) {
-                let msg = format!("{d:?} is not the name of any [[backend]]");
-                return Err(err("default_backend", msg));
-            }
-            Some(d)
-        }
-    };
-    let policy =
-        Policy::compile(groups, rules, default_backend).map_err(|(key, msg)| err(&key, msg))?;
-    Ok((backends, policy))
-}
-
-/// `backend[i].name`: present, a valid SNI name, lower-cased.
-fn backend_name(file: &Path, i: usize, name: Option<String>) -> Result<String, ConfigError> {
-    let key = format!("backend[{i}].name");
-    let name = name
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ConfigError::new(file, &key, "missing; it is the SNI name clients send"))?;
-    if !valid_backend_name(&name) {
-        return Err(ConfigError::new(
-            file,
-            &key,
-            format!("{name:?} is not a valid SNI host name (letters, digits, '-', '.', '_')"),
-        ));
-    }
-    Ok(name)
-}
-
-/// `backend[i].address`: present (its form is checked by [`operator::parse_target`]).
-fn backend_address(file: &Path, i: usize, address: Option<String>) -> Result<String, ConfigError> {
-    let key = format!("backend[{i}].address");
-    let address = address
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| ConfigError::new(file, &key, "missing; e.g. \"127.0.0.1:5432\""))?;
-    Ok(address)
-}
-
-fn valid_backend_name(n: &str) -> bool {
-    valid_backend_name_bytes(n.as_bytes())
-}
-
-/// Whether `n` can be a backend name (and so a usable SNI): 1..=253 bytes of ASCII letters,
-/// digits, `-`, `.`, `_`.
-pub fn valid_backend_name_bytes(n: &[u8]) -> bool {
-    !n.is_empty()
-        && n.len() <= 253
-        && n.iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.' || *c == b'_')
 }
 
 /// `host:port` or `[v6]:port` with a numeric port.

@@ -7,7 +7,7 @@
 use super::index::{write_atomic, DirLock, Index, INDEX_FILE};
 use super::names::{check_attr, check_days, serial_of};
 use super::{asn1_to_unix, issue, new_ca_with, unix_now, Entry, Issued, KeyType};
-use super::{normalize_serial, PkiError};
+use super::{normalize_serial, CertSpec, PkiError};
 use openssl::pkey::PKey;
 use openssl::x509::X509;
 use std::path::{Path, PathBuf};
@@ -99,53 +99,11 @@ impl Store {
         let spec = req.to_spec()?;
         let _lock = self.lock_existing()?;
         let ca = self.load_ca()?;
-        let ca_end = asn1_to_unix(ca.cert.not_after())
-            .map_err(PkiError::crypto("reading the CA's end of validity"))?;
-        if ca_end <= unix_now() {
-            return Err(PkiError::file(
-                &self.path(CA_CERT),
-                format!(
-                    "the CA expired on {}; nothing it issues would verify. Create a new CA in \
-                     another directory",
-                    super::report::format_time(ca_end)
-                ),
-            ));
-        }
+        self.check_ca_current(&ca)?;
         let (crt, key) = (format!("{}.crt", req.name), format!("{}.key", req.name));
-        for file in [&crt, &key] {
-            let p = self.path(file);
-            if p.symlink_metadata().is_ok() {
-                return Err(PkiError::file(
-                    &p,
-                    format!(
-                        "already exists; choose another name, or revoke the old certificate \
-                         (`tunnel-server pki revoke --dir {} --cert {}`) and remove {crt} and \
-                         {key} first",
-                        self.dir.display(),
-                        self.path(&crt).display()
-                    ),
-                ));
-            }
-        }
+        self.check_names_free(&crt, &key)?;
         let mut index = Index::load(&self.dir)?;
-        let mut tries = 0;
-        let leaf = loop {
-            let leaf = issue(&ca, &spec).map_err(PkiError::crypto(format!(
-                "issuing a certificate for {:?}",
-                req.name
-            )))?;
-            if !index.contains(&serial_of(&leaf.cert)?) {
-                break leaf;
-            }
-            tries += 1;
-            if tries >= SERIAL_TRIES {
-                return Err(PkiError::file(
-                    &self.path(INDEX_FILE),
-                    "every random serial drawn is already in the index; is the random number \
-                     generator broken?",
-                ));
-            }
-        };
+        let leaf = self.issue_new_serial(&ca, &spec, &index, &req.name)?;
         let created = self.write_pair(&leaf, &crt, &key)?;
         index.certs.push(Entry {
             serial: created.serial.clone(),
@@ -205,50 +163,14 @@ impl Store {
         let ca = self.load_ca()?;
         let mut index = Index::load(&self.dir)?;
         if let Some((path, cert)) = &cert {
-            let issued_here = ca
-                .cert
-                .public_key()
-                .and_then(|k| cert.verify(&k))
-                .unwrap_or(false);
-            if !issued_here {
-                return Err(PkiError::file(
-                    path,
-                    format!(
-                        "was not issued by the CA in {}; revoke it with the CA that issued it",
-                        self.path(CA_CERT).display()
-                    ),
-                ));
-            }
-            if serial == serial_of(&ca.cert)? {
-                return Err(PkiError::file(
-                    path,
-                    "is the CA certificate itself, which a CRL cannot revoke; to retire the CA, \
-                     remove it from client_ca everywhere",
-                ));
-            }
+            self.check_revocable(&ca, path, cert, &serial)?;
             if !index.contains(&serial) {
                 // Issued here but unknown to the index (lost or made by hand): record it so
                 // that the CRL can list it.
                 index.certs.push(entry_for(cert, path, &serial)?);
             }
         }
-        let Some(entry) = index.find_mut(&serial) else {
-            return Err(PkiError::file(
-                &self.path(INDEX_FILE),
-                format!(
-                    "no certificate with serial {serial} was issued by this CA; `tunnel-server pki \
-                     list --dir {}` shows the serials (a certificate this index does not know can \
-                     be revoked with --cert FILE)",
-                    self.dir.display()
-                ),
-            ));
-        };
-        let already = entry.revoked_at;
-        entry.revoked_at.get_or_insert_with(unix_now);
-        let subject = entry.subject.clone();
-        if already.is_none() {
-            index.save(&self.dir)?;
-        }
+        let (already, subject) = self.mark_revoked(&mut index, &serial)?;
         let crl = self.write_crl_locked(&ca, &index, crl_days).map_err(|e| {
             PkiError::file(
                 &self.path(CRL_FILE),
@@ -265,6 +187,131 @@ impl Store {
             already,
             crl,
         })
+    }
+
+    /// Refuses to issue with a CA past its notAfter: nothing it issues would verify.
+    fn check_ca_current(&self, ca: &Issued) -> Result<(), PkiError> {
+        let ca_end = asn1_to_unix(ca.cert.not_after())
+            .map_err(PkiError::crypto("reading the CA's end of validity"))?;
+        if ca_end <= unix_now() {
+            return Err(PkiError::file(
+                &self.path(CA_CERT),
+                format!(
+                    "the CA expired on {}; nothing it issues would verify. Create a new CA in \
+                     another directory",
+                    super::report::format_time(ca_end)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses to overwrite an earlier certificate or key of the same name.
+    fn check_names_free(&self, crt: &str, key: &str) -> Result<(), PkiError> {
+        for file in [crt, key] {
+            let p = self.path(file);
+            if p.symlink_metadata().is_ok() {
+                return Err(PkiError::file(
+                    &p,
+                    format!(
+                        "already exists; choose another name, or revoke the old certificate \
+                         (`tunnel-server pki revoke --dir {} --cert {}`) and remove {crt} and \
+                         {key} first",
+                        self.dir.display(),
+                        self.path(crt).display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Issues `spec` under a serial the index does not hold yet (a CRL entry names a serial,
+    /// so two certificates must never share one), drawing again on a collision.
+    fn issue_new_serial(
+        &self,
+        ca: &Issued,
+        spec: &CertSpec,
+        index: &Index,
+        name: &str,
+    ) -> Result<Issued, PkiError> {
+        let mut tries = 0;
+        loop {
+            let leaf = issue(ca, spec).map_err(PkiError::crypto(format!(
+                "issuing a certificate for {name:?}"
+            )))?;
+            if !index.contains(&serial_of(&leaf.cert)?) {
+                return Ok(leaf);
+            }
+            tries += 1;
+            if tries >= SERIAL_TRIES {
+                return Err(PkiError::file(
+                    &self.path(INDEX_FILE),
+                    "every random serial drawn is already in the index; is the random number \
+                     generator broken?",
+                ));
+            }
+        }
+    }
+
+    /// A certificate given by file can be revoked here only if this CA issued it and it is
+    /// not the CA itself.
+    fn check_revocable(
+        &self,
+        ca: &Issued,
+        path: &Path,
+        cert: &X509,
+        serial: &str,
+    ) -> Result<(), PkiError> {
+        let issued_here = ca
+            .cert
+            .public_key()
+            .and_then(|k| cert.verify(&k))
+            .unwrap_or(false);
+        if !issued_here {
+            return Err(PkiError::file(
+                path,
+                format!(
+                    "was not issued by the CA in {}; revoke it with the CA that issued it",
+                    self.path(CA_CERT).display()
+                ),
+            ));
+        }
+        if serial == serial_of(&ca.cert)? {
+            return Err(PkiError::file(
+                path,
+                "is the CA certificate itself, which a CRL cannot revoke; to retire the CA, \
+                 remove it from client_ca everywhere",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records the revocation of `serial` in the index (saved only if it is new); returns
+    /// the earlier revocation time, if any, and the subject.
+    fn mark_revoked(
+        &self,
+        index: &mut Index,
+        serial: &str,
+    ) -> Result<(Option<i64>, String), PkiError> {
+        let Some(entry) = index.find_mut(serial) else {
+            return Err(PkiError::file(
+                &self.path(INDEX_FILE),
+                format!(
+                    "no certificate with serial {serial} was issued by this CA; `tunnel-server pki \
+                     list --dir {}` shows the serials (a certificate this index does not know can \
+                     be revoked with --cert FILE)",
+                    self.dir.display()
+                ),
+            ));
+        };
+        let already = entry.revoked_at;
+        entry.revoked_at.get_or_insert_with(unix_now);
+        let subject = entry.subject.clone();
+        if already.is_none() {
+            index.save(&self.dir)?;
+        }
+        Ok((already, subject))
     }
 
     /// Writes `DIR/crl.pem` listing every revoked certificate, valid for `days` days.

@@ -150,20 +150,8 @@ fn duration(
 }
 
 fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
-    let listen = required(f, "listen", raw.listen, "e.g. listen = \"0.0.0.0:9443\"")?;
-    let listen = listen.parse().map_err(|_| {
-        ConfigError::new(
-            f,
-            "listen",
-            format!("{listen:?} is not an address like 0.0.0.0:9443"),
-        )
-    })?;
-    let issuer = required(f, "issuer", raw.issuer, "the provider's issuer URL")?;
-    match Url::parse(&issuer) {
-        Ok(u) if u.tls || u.is_loopback() => {}
-        Ok(_) => return Err(ConfigError::new(f, "issuer", "must be an https:// URL")),
-        Err(e) => return Err(ConfigError::new(f, "issuer", e.to_string())),
-    }
+    let listen = listen_addr(f, raw.listen)?;
+    let issuer = issuer_url(f, raw.issuer)?;
     let allowed_email_domains = email_domains(f, &raw.allowed_email_domains)?;
     let (default_lifetime, max_lifetime) = lifetimes(f, raw.default_lifetime, raw.max_lifetime)?;
     let gateway = required(
@@ -172,25 +160,14 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         raw.gateway,
         "the gateway's host:port for clients",
     )?;
-    let scopes = raw
-        .scopes
-        .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
-    if !scopes.iter().any(|s| s == "openid") {
-        return Err(ConfigError::new(f, "scopes", "must include \"openid\""));
-    }
+    let scopes = scopes(f, raw.scopes)?;
     check_log_level(f, raw.log_level.as_deref())?;
     let opt_file = |key: &str, v: Option<String>| -> Result<Option<PathBuf>, ConfigError> {
         v.map(|v| file_key(f, key, Some(v), "")).transpose()
     };
     let cert = file_key(f, "cert", raw.cert, "the signer's HTTPS certificate (PEM)")?;
     let key = file_key(f, "key", raw.key, "the signer's HTTPS key (PEM)")?;
-    let ca_cert = file_key(
-        f,
-        "ca_cert",
-        raw.ca_cert,
-        "the user CA (tunnel-server pki init)",
-    )?;
-    let ca_key = file_key(f, "ca_key", raw.ca_key, "the user CA's key")?;
+    let (ca_cert, ca_key) = ca_files(f, raw.ca_cert, raw.ca_key)?;
     let state_dir = state_dir(f, raw.state_dir, &ca_cert)?;
     Ok(SignerConfig {
         file: f.to_path_buf(),
@@ -227,6 +204,53 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         log_format: crate::config::server_log_format(f, raw.log_format.as_deref())?,
         log_level: raw.log_level,
     })
+}
+
+/// `listen`: the signer's HTTPS address.
+fn listen_addr(f: &Path, raw: Option<String>) -> Result<SocketAddr, ConfigError> {
+    let listen = required(f, "listen", raw, "e.g. listen = \"0.0.0.0:9443\"")?;
+    listen.parse().map_err(|_| {
+        ConfigError::new(
+            f,
+            "listen",
+            format!("{listen:?} is not an address like 0.0.0.0:9443"),
+        )
+    })
+}
+
+/// `issuer`: the provider's URL, https (plain http only on loopback, for tests).
+fn issuer_url(f: &Path, raw: Option<String>) -> Result<String, ConfigError> {
+    let issuer = required(f, "issuer", raw, "the provider's issuer URL")?;
+    match Url::parse(&issuer) {
+        Ok(u) if u.tls || u.is_loopback() => Ok(issuer),
+        Ok(_) => Err(ConfigError::new(f, "issuer", "must be an https:// URL")),
+        Err(e) => Err(ConfigError::new(f, "issuer", e.to_string())),
+    }
+}
+
+/// `scopes` (default [`DEFAULT_SCOPES`]): must ask for `openid`.
+fn scopes(f: &Path, raw: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let scopes = raw.unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(ConfigError::new(f, "scopes", "must include \"openid\""));
+    }
+    Ok(scopes)
+}
+
+/// `ca_cert` and `ca_key`: the user CA the signer issues with.
+fn ca_files(
+    f: &Path,
+    ca_cert: Option<String>,
+    ca_key: Option<String>,
+) -> Result<(PathBuf, PathBuf), ConfigError> {
+    let ca_cert = file_key(
+        f,
+        "ca_cert",
+        ca_cert,
+        "the user CA (tunnel-server pki init)",
+    )?;
+    let ca_key = file_key(f, "ca_key", ca_key, "the user CA's key")?;
+    Ok((ca_cert, ca_key))
 }
 
 /// `state_dir` (default: the directory of `ca_cert`): an existing directory that group and

@@ -87,23 +87,8 @@ impl RawKeys {
     /// Checks which source is configured and that its files are readable.
     pub(crate) fn validate(self, file: &Path) -> Result<KeySource, ConfigError> {
         let err = |key: &str, msg: &str| ConfigError::new(file, key, msg);
-        let path = |key: &str, v: &str| -> Result<PathBuf, ConfigError> {
-            let p = resolve_path(file, v);
-            check_readable(file, key, &p)?;
-            Ok(p)
-        };
-        let opt = |key: &str, v: Option<String>| v.map(|v| path(key, &v)).transpose();
-        if let Some(ks) = self.keystore {
-            if self.cert.is_some() || self.key.is_some() || self.key_password_file.is_some() {
-                return Err(err(
-                    "keystore",
-                    "is set together with cert/key/key_password_file; a PKCS#12 keystore holds both certificate and key, remove the others",
-                ));
-            }
-            return Ok(KeySource::Pkcs12 {
-                keystore: path("keystore", &ks)?,
-                password_file: opt("keystore_password_file", self.keystore_password_file)?,
-            });
+        if self.keystore.is_some() {
+            return self.pkcs12_source(file);
         }
         if self.keystore_password_file.is_some() {
             return Err(err(
@@ -117,31 +102,16 @@ impl RawKeys {
                 "missing; give the path of a PEM file (or use keystore = \"x.p12\")",
             )
         })?;
-        let cert = path("cert", &cert)?;
+        let cert = readable(file, "cert", &cert)?;
         let key = self.key.ok_or_else(|| {
             err(
                 "key",
                 "missing; give the path of a PEM file or a \"pkcs11:\" URI",
             )
         })?;
-        let password_file = opt("key_password_file", self.key_password_file)?;
+        let password_file = optional_readable(file, "key_password_file", self.key_password_file)?;
         if key.starts_with("pkcs11:") {
-            let pin_in_uri = pkcs11_uri::split_pin(&key)
-                .map_err(|e| err("key", &e))?
-                .pin
-                .is_some();
-            if pin_in_uri && password_file.is_some() {
-                return Err(err(
-                    "key_password_file",
-                    "is set and the key URI has a pin-value too; give the PIN once (key_password_file keeps it out of the config file)",
-                ));
-            }
-            return Ok(KeySource::Pkcs11 {
-                cert,
-                uri: key,
-                module: opt("pkcs11_module", self.pkcs11_module)?,
-                pin_file: password_file,
-            });
+            return pkcs11_source(file, cert, key, self.pkcs11_module, password_file);
         }
         if self.pkcs11_module.is_some() {
             return Err(err(
@@ -151,10 +121,73 @@ impl RawKeys {
         }
         Ok(KeySource::Pem {
             cert,
-            key: path("key", &key)?,
+            key: readable(file, "key", &key)?,
             password_file,
         })
     }
+
+    /// `keystore`: a PKCS#12 bundle holds certificate and key, so neither may be set too.
+    fn pkcs12_source(self, file: &Path) -> Result<KeySource, ConfigError> {
+        if self.cert.is_some() || self.key.is_some() || self.key_password_file.is_some() {
+            return Err(ConfigError::new(
+                file,
+                "keystore",
+                "is set together with cert/key/key_password_file; a PKCS#12 keystore holds both certificate and key, remove the others",
+            ));
+        }
+        let keystore = self.keystore.unwrap_or_default();
+        Ok(KeySource::Pkcs12 {
+            keystore: readable(file, "keystore", &keystore)?,
+            password_file: optional_readable(
+                file,
+                "keystore_password_file",
+                self.keystore_password_file,
+            )?,
+        })
+    }
+}
+
+/// `key = "pkcs11:..."`: the PIN given once, in the URI or in `key_password_file`.
+fn pkcs11_source(
+    file: &Path,
+    cert: PathBuf,
+    uri: String,
+    module: Option<String>,
+    pin_file: Option<PathBuf>,
+) -> Result<KeySource, ConfigError> {
+    let pin_in_uri = pkcs11_uri::split_pin(&uri)
+        .map_err(|e| ConfigError::new(file, "key", e))?
+        .pin
+        .is_some();
+    if pin_in_uri && pin_file.is_some() {
+        return Err(ConfigError::new(
+            file,
+            "key_password_file",
+            "is set and the key URI has a pin-value too; give the PIN once (key_password_file keeps it out of the config file)",
+        ));
+    }
+    Ok(KeySource::Pkcs11 {
+        cert,
+        uri,
+        module: optional_readable(file, "pkcs11_module", module)?,
+        pin_file,
+    })
+}
+
+/// A file key's path, resolved against the configuration's directory and readable.
+fn readable(file: &Path, key: &str, v: &str) -> Result<PathBuf, ConfigError> {
+    let p = resolve_path(file, v);
+    check_readable(file, key, &p)?;
+    Ok(p)
+}
+
+/// [`readable`] for a key that may be absent.
+fn optional_readable(
+    file: &Path,
+    key: &str,
+    v: Option<String>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    v.map(|v| readable(file, key, &v)).transpose()
 }
 
 impl KeySource {
@@ -322,17 +355,7 @@ fn load_pkcs12(
             format!("{} is not a PKCS#12 (DER) bundle: {e}", keystore.display()),
         )
     })?;
-    let pass = match password_file {
-        Some(pf) => read_secret(file, "keystore_password_file", pf)?,
-        None => Vec::new(),
-    };
-    let pass = String::from_utf8(pass).map_err(|_| {
-        ConfigError::new(
-            file,
-            "keystore_password_file",
-            "the password is not UTF-8 text",
-        )
-    })?;
+    let pass = keystore_password(file, password_file)?;
     let parsed = p12.parse2(&pass).map_err(|_| {
         let key = if password_file.is_some() {
             "keystore_password_file"
@@ -353,6 +376,30 @@ fn load_pkcs12(
             ),
         )
     })?;
+    pkcs12_credentials(file, keystore, parsed)
+}
+
+/// The keystore's password: the file's text, or empty without one.
+fn keystore_password(file: &Path, password_file: Option<&Path>) -> Result<String, ConfigError> {
+    let pass = match password_file {
+        Some(pf) => read_secret(file, "keystore_password_file", pf)?,
+        None => Vec::new(),
+    };
+    String::from_utf8(pass).map_err(|_| {
+        ConfigError::new(
+            file,
+            "keystore_password_file",
+            "the password is not UTF-8 text",
+        )
+    })
+}
+
+/// Certificate, key and chain from an opened keystore; both of the first two must be there.
+fn pkcs12_credentials(
+    file: &Path,
+    keystore: &Path,
+    parsed: openssl::pkcs12::ParsedPkcs12_2,
+) -> Result<Credentials, ConfigError> {
     let missing = |what: &str| {
         ConfigError::new(
             file,
