@@ -423,7 +423,7 @@ fn ocsp_responders(
                 format!("{u:?} must be an http:// URL"),
             ));
         }
-        crate::ocsp::url::parse(u).map_err(|e| err("ocsp_responder", e))?;
+        crate::ocsp::url::parse(u).map_err(|e| err("ocsp_responder", e.to_string()))?;
     }
     let hosts: Vec<String> = allow
         .into_vec()
