@@ -55,7 +55,7 @@ pub fn run(args: LoginArgs, config: Option<&Path>, ca: Option<String>) -> ExitCo
         }
         Err(e) => {
             eprintln!("tunnel-client login: {e}");
-            ExitCode::from(EXIT_RUNTIME as u8)
+            e.exit().into()
         }
     }
 }

@@ -13,10 +13,10 @@
 //! the server against the system's trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` override
 //! it) and the URL's host name.
 
-use crate::config::ServerConfig;
+use crate::config::{ConfigError, ServerConfig};
 use crate::crl::rollback::{self, Issue, Verdict};
-use crate::http::client::{Client, ClientLimits};
-use crate::http::Url;
+use crate::http::client::{Client, ClientLimits, HttpError};
+use crate::http::{Url, UrlError};
 use openssl::x509::{X509Crl, X509};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +31,75 @@ const RETRY: Duration = Duration::from_secs(60);
 /// Longest time between two fetches of one URL.
 const MAX_PERIOD: Duration = Duration::from_secs(6 * 3600);
 
+/// Why a CRL URL could not be fetched into its copy.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL fails the crate's URL rules.
+    #[error("CRL URL \"{}\" refused: {}", .0.url, .0.why)]
+    BadUrl(UrlError),
+    /// The distribution point cannot be reached, or answered with broken HTTP.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The distribution point answered another status than 200.
+    #[error("{url}: HTTP status {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// What the distribution point served is not a CRL of a client CA.
+    #[error("{url}: {why}")]
+    Refused {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        why: CrlRefused,
+    },
+    /// The CRL cannot be turned into PEM for the copy.
+    #[error("{url}: {source}")]
+    Encode {
+        /// The URL.
+        url: String,
+        /// The OpenSSL error.
+        source: openssl::error::ErrorStack,
+    },
+    /// The copy cannot be written.
+    #[error("{}: {source}", copy.display())]
+    Store {
+        /// The copy in `state_dir`.
+        copy: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `client_ca`, which checks the CRLs, cannot be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A URL failed at start or reload and no earlier copy exists to fall back on.
+    #[error("{}: crl: {url}: cannot fetch it and no earlier copy is in state_dir: {source}; make the URL reachable (or copy the CRL to {})", file.display(), copy.display())]
+    NoCopy {
+        /// The configuration file.
+        file: PathBuf,
+        /// The URL.
+        url: String,
+        /// The copy that does not exist.
+        copy: PathBuf,
+        /// Why the fetch failed.
+        source: Box<FetchError>,
+    },
+}
+
+/// Why a fetched body is not accepted as a CRL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CrlRefused {
+    /// Neither DER nor PEM of a CRL.
+    #[error("not a CRL (DER or PEM)")]
+    NotCrl,
+    /// No CA of `client_ca` signed it.
+    #[error("not signed by a CA of client_ca")]
+    NotSigned,
+}
+
 /// Whether a `crl` entry is a URL rather than a path.
 pub fn is_url(entry: &str) -> bool {
     let l = entry.trim().to_ascii_lowercase();
@@ -38,12 +107,12 @@ pub fn is_url(entry: &str) -> bool {
 }
 
 /// A CRL URL, checked: [`crate::http::Url`]'s rules, the error naming it a CRL URL.
-fn parse_url(url: &str) -> Result<Url, String> {
-    Url::parse(url).map_err(|e| format!("CRL URL \"{}\" refused: {}", e.url, e.why))
+fn parse_url(url: &str) -> Result<Url, FetchError> {
+    Url::parse(url).map_err(FetchError::BadUrl)
 }
 
 /// Checks a `crl` URL entry (for config validation).
-pub fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), FetchError> {
     parse_url(url).map(|_| ())
 }
 
@@ -55,29 +124,29 @@ pub fn cache_path(state_dir: &Path, url: &str) -> PathBuf {
 }
 
 /// GETs `url` through the crate's one HTTP client and returns the body of a 200 answer.
-pub async fn get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+pub async fn get(url: &str, timeout: Duration) -> Result<Vec<u8>, FetchError> {
     parse_url(url)?;
     let limits = ClientLimits {
         timeout,
         max_body: MAX_BODY,
     };
-    let client = Client::for_signed_objects(limits).map_err(|e| e.to_string())?;
-    let resp = client
-        .get_as(url, "application/pkix-crl")
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = Client::for_signed_objects(limits)?;
+    let resp = client.get_as(url, "application/pkix-crl").await?;
     if resp.status != 200 {
-        return Err(format!("{url}: HTTP status {}", resp.status));
+        return Err(FetchError::Status {
+            url: url.to_string(),
+            status: resp.status,
+        });
     }
     Ok(resp.body)
 }
 
 /// The CRL in `body` (DER, as distribution points serve it, or PEM), after checking that a
 /// CA of `cas` signed it.
-fn validate(body: &[u8], cas: &[X509]) -> Result<X509Crl, String> {
+fn validate(body: &[u8], cas: &[X509]) -> Result<X509Crl, CrlRefused> {
     let crl = X509Crl::from_der(body)
         .or_else(|_| X509Crl::from_pem(body))
-        .map_err(|_| "not a CRL (DER or PEM)".to_string())?;
+        .map_err(|_| CrlRefused::NotCrl)?;
     let signed = cas.iter().any(|ca| {
         ca.subject_name()
             .try_cmp(crl.issuer_name())
@@ -90,7 +159,7 @@ fn validate(body: &[u8], cas: &[X509]) -> Result<X509Crl, String> {
                 .unwrap_or(false)
     });
     if !signed {
-        return Err("not signed by a CA of client_ca".into());
+        return Err(CrlRefused::NotSigned);
     }
     Ok(crl)
 }
@@ -136,16 +205,25 @@ fn keep_copy(
 
 /// Fetches `url` into `cache` when the copy there differs and is older; returns the
 /// nextUpdate of the CRL kept.
-pub async fn refresh(url: &str, cache: &Path, cas: &[X509]) -> Result<Option<i64>, String> {
+pub async fn refresh(url: &str, cache: &Path, cas: &[X509]) -> Result<Option<i64>, FetchError> {
     let body = get(url, FETCH_TIMEOUT).await?;
-    let crl = validate(&body, cas).map_err(|e| format!("{url}: {e}"))?;
+    let crl = validate(&body, cas).map_err(|why| FetchError::Refused {
+        url: url.to_string(),
+        why,
+    })?;
     if let Some(next) = keep_copy(url, cache, &crl, cas, crate::time::unix_now()) {
         return Ok(next);
     }
     let next = crl.next_update().and_then(crate::time::unix_time);
-    let pem = crl.to_pem().map_err(|e| format!("{url}: {e}"))?;
+    let pem = crl.to_pem().map_err(|source| FetchError::Encode {
+        url: url.to_string(),
+        source,
+    })?;
     if std::fs::read(cache).ok().as_deref() != Some(&pem[..]) {
-        store(cache, &pem).map_err(|e| format!("{}: {e}", cache.display()))?;
+        store(cache, &pem).map_err(|source| FetchError::Store {
+            copy: cache.to_path_buf(),
+            source,
+        })?;
         info!(url, copy = %cache.display(), "CRL fetched and stored");
     }
     Ok(next)
@@ -177,22 +255,22 @@ fn store(cache: &Path, pem: &[u8]) -> std::io::Result<()> {
 
 /// Fetches every URL of `cfg` (at start and on reload). A URL that cannot be fetched keeps
 /// its last good copy (logged); with no copy at all it is an error.
-pub async fn prime(cfg: &ServerConfig) -> Result<(), String> {
+pub async fn prime(cfg: &ServerConfig) -> Result<(), FetchError> {
     if cfg.crl_urls.is_empty() {
         return Ok(());
     }
-    let cas = crate::tls::read_certs(&cfg.file, "client_ca", &cfg.client_ca)
-        .map_err(|e| e.to_string())?;
+    let cas = crate::tls::read_certs(&cfg.file, "client_ca", &cfg.client_ca)?;
     for (url, cache) in &cfg.crl_urls {
         if let Err(e) = refresh(url, cache, &cas).await {
             if cache.exists() {
                 warn!(url = %url, error = %e, copy = %cache.display(), "cannot fetch the CRL; using the last good copy");
             } else {
-                return Err(format!(
-                    "{}: crl: {url}: cannot fetch it and no earlier copy is in state_dir: {e}; make the URL reachable (or copy the CRL to {})",
-                    cfg.file.display(),
-                    cache.display()
-                ));
+                return Err(FetchError::NoCopy {
+                    file: cfg.file.clone(),
+                    url: url.clone(),
+                    copy: cache.clone(),
+                    source: Box::new(e),
+                });
             }
         }
     }
@@ -289,11 +367,14 @@ mod tests {
         let got = validate(&der, std::slice::from_ref(&ca.cert)).unwrap();
         assert_eq!(got.to_der().unwrap(), der);
         assert!(validate(&crl.to_pem().unwrap(), std::slice::from_ref(&ca.cert)).is_ok());
-        assert!(validate(&der, std::slice::from_ref(&other.cert))
-            .err()
-            .unwrap_or_default()
-            .contains("not signed"));
-        assert!(validate(b"<html>", std::slice::from_ref(&ca.cert)).is_err());
+        assert_eq!(
+            validate(&der, std::slice::from_ref(&other.cert)).err(),
+            Some(CrlRefused::NotSigned)
+        );
+        assert_eq!(
+            validate(b"<html>", std::slice::from_ref(&ca.cert)).err(),
+            Some(CrlRefused::NotCrl)
+        );
     }
 
     #[test]

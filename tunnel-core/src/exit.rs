@@ -2,6 +2,7 @@
 //! starting ([`StartError`]), each mapped to its status in one place.
 
 use crate::config::ConfigError;
+use crate::crl_fetch::FetchError;
 use crate::pki::PkiError;
 use crate::service::BindError;
 use std::process::ExitCode;
@@ -83,6 +84,9 @@ pub enum StartError {
     /// activation...).
     #[error("{0}")]
     Runtime(String),
+    /// A CRL URL cannot be fetched and no earlier copy is kept.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     /// A `pki` command failed.
     #[error("tunnel-server pki {command}: {source}")]
     Pki {
@@ -102,7 +106,7 @@ impl StartError {
     /// The exit status this error ends the process with.
     pub fn exit(&self) -> Exit {
         match self {
-            StartError::Config(_) | StartError::Usage(_) => Exit::Usage,
+            StartError::Config(_) | StartError::Usage(_) | StartError::Fetch(_) => Exit::Usage,
             StartError::Bind(_) | StartError::Unavailable(_) => Exit::Unavailable,
             StartError::Runtime(_) => Exit::Failure,
             StartError::Pki { source, .. } => source.exit(),
@@ -145,6 +149,14 @@ mod tests {
             (bind.into(), 69),
             (StartError::Unavailable("metrics: in use".into()), 69),
             (StartError::runtime("socket activation", "EBADF"), 1),
+            (
+                FetchError::Status {
+                    url: "http://ca.example/ca.crl".into(),
+                    status: 404,
+                }
+                .into(),
+                64,
+            ),
             (
                 StartError::Pki {
                     command: "init",

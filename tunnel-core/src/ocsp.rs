@@ -13,10 +13,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod error;
 mod nonce;
 pub mod staple;
 pub mod url;
 
+pub use error::OcspError;
 pub use staple::Staple;
 
 /// Answers being fetched, per certificate: concurrent connections of one client wait for
@@ -68,7 +70,7 @@ pub struct OcspChecker {
     store: X509Store,
     cache: Mutex<HashMap<Vec<u8>, (Verdict, i64)>>,
     /// Responders that could not be reached: URL -> (error, until when).
-    down: Mutex<HashMap<String, (String, i64)>>,
+    down: Mutex<HashMap<String, (OcspError, i64)>>,
     inflight: InFlight,
     /// `ocsp_responder_allow`: hosts an AIA URL may name (empty: any).
     allow: Vec<String>,
@@ -170,7 +172,7 @@ impl OcspChecker {
                 c.insert(key.to_vec(), (v.clone(), until));
                 v
             }
-            Err(e) => Verdict::Unavailable(e),
+            Err(e) => Verdict::Unavailable(e.to_string()),
         }
     }
 
@@ -187,17 +189,14 @@ impl OcspChecker {
         issuer: &X509,
         chain: &[X509],
         now: i64,
-    ) -> Result<(Verdict, Option<i64>), String> {
+    ) -> Result<(Verdict, Option<i64>), OcspError> {
         let url = match &self.responder {
             Some(u) => u.clone(),
             None => {
-                let aia = responder_of(cert).ok_or("no OCSP responder: the certificate has no AIA OCSP URL and ocsp_responder is not set")?;
+                let aia = responder_of(cert).ok_or(OcspError::NoResponder)?;
                 let parsed = url::parse(&aia)?;
                 if !url::allowed(&parsed, &self.allow) {
-                    return Err(format!(
-                        "OCSP responder host {:?} of the certificate's AIA is not in ocsp_responder_allow",
-                        parsed.host
-                    ));
+                    return Err(OcspError::NotAllowed { host: parsed.host });
                 }
                 aia
             }
@@ -209,7 +208,7 @@ impl OcspChecker {
         if let Some(e) = down {
             return Err(e);
         }
-        let body = request_der(cert, issuer).map_err(|e| format!("OCSP request: {e}"))?;
+        let body = request_der(cert, issuer).map_err(OcspError::Request)?;
         let (body, sent_nonce) = nonce::add(&body)?;
         let resp = match http_post(&url, &body, self.timeout).await {
             Ok(r) => r,
@@ -265,29 +264,23 @@ pub fn parse_response(
     issuer: &X509Ref,
     store: &X509Store,
     extra: &[X509],
-) -> Result<(Verdict, Option<i64>), String> {
-    let resp = OcspResponse::from_der(der).map_err(|e| format!("not an OCSP response: {e}"))?;
+) -> Result<(Verdict, Option<i64>), OcspError> {
+    let resp = OcspResponse::from_der(der).map_err(OcspError::NotOcsp)?;
     if resp.status() != OcspResponseStatus::SUCCESSFUL {
-        return Err(format!(
-            "OCSP responder answered status {}",
-            resp.status().as_raw()
-        ));
+        return Err(OcspError::ResponseStatus(resp.status().as_raw()));
     }
-    let basic = resp.basic().map_err(|e| format!("OCSP response: {e}"))?;
-    let mut certs = Stack::new().map_err(|e| e.to_string())?;
+    let basic = resp.basic().map_err(OcspError::NoBasic)?;
+    let mut certs = Stack::new()?;
     for c in extra {
-        certs.push(c.clone()).map_err(|e| e.to_string())?;
+        certs.push(c.clone())?;
     }
     basic
         .verify(&certs, store, OcspFlag::empty())
-        .map_err(|e| format!("OCSP response signature not trusted: {e}"))?;
-    let id =
-        OcspCertId::from_cert(MessageDigest::sha1(), cert, issuer).map_err(|e| e.to_string())?;
-    let st = basic
-        .find_status(&id)
-        .ok_or("OCSP response does not cover this certificate")?;
+        .map_err(OcspError::Untrusted)?;
+    let id = OcspCertId::from_cert(MessageDigest::sha1(), cert, issuer)?;
+    let st = basic.find_status(&id).ok_or(OcspError::NotCovered)?;
     st.check_validity(SKEW_SECS, Some(MAX_AGE_SECS))
-        .map_err(|e| format!("OCSP response outside its validity window: {e}"))?;
+        .map_err(OcspError::OutsideValidity)?;
     let next = st
         .next_update()
         .and_then(|t| printed_time_to_unix(&t.to_string()));
@@ -303,14 +296,17 @@ pub fn parse_response(
 
 /// POSTs an OCSP request (RFC 6960 appendix A: plain HTTP) through the crate's one HTTP
 /// client and returns the body of a 200 answer.
-pub async fn http_post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+pub async fn http_post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, OcspError> {
     url::parse(url)?;
     let limits = crate::http::client::ClientLimits {
         timeout,
         max_body: MAX_RESPONSE,
     };
-    let client = crate::http::client::Client::for_signed_objects(limits)
-        .map_err(|e| format!("OCSP responder {url}: {e}"))?;
+    let client =
+        crate::http::client::Client::for_signed_objects(limits).map_err(|e| OcspError::Client {
+            url: url.to_string(),
+            why: e.to_string(),
+        })?;
     let resp = client
         .post_as(
             url,
@@ -320,13 +316,17 @@ pub async fn http_post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<
         )
         .await
         .map_err(|e| match e {
-            crate::http::client::HttpError::Timeout { .. } => {
-                format!("OCSP responder {url} did not answer within {timeout:?}")
-            }
-            e => format!("OCSP responder {e}"),
+            crate::http::client::HttpError::Timeout { .. } => OcspError::Timeout {
+                url: url.to_string(),
+                timeout,
+            },
+            e => OcspError::Unreachable(e.to_string()),
         })?;
     if resp.status != 200 {
-        return Err(format!("OCSP responder {url}: HTTP status {}", resp.status));
+        return Err(OcspError::Status {
+            url: url.to_string(),
+            status: resp.status,
+        });
     }
     Ok(resp.body)
 }
@@ -345,20 +345,17 @@ pub async fn fetch_staple(
     issuer: &X509,
     url: &str,
     timeout: Duration,
-) -> Result<(Vec<u8>, Option<i64>), String> {
-    let body = request_der(cert, issuer).map_err(|e| e.to_string())?;
+) -> Result<(Vec<u8>, Option<i64>), OcspError> {
+    let body = request_der(cert, issuer)?;
     let der = http_post(url, &body, timeout).await?;
     // The issuer alone is the trust anchor here, even when it is an intermediate.
-    let mut b = X509StoreBuilder::new().map_err(|e| e.to_string())?;
-    b.add_cert(issuer.clone()).map_err(|e| e.to_string())?;
-    b.set_flags(openssl::x509::verify::X509VerifyFlags::PARTIAL_CHAIN)
-        .map_err(|e| e.to_string())?;
+    let mut b = X509StoreBuilder::new()?;
+    b.add_cert(issuer.clone())?;
+    b.set_flags(openssl::x509::verify::X509VerifyFlags::PARTIAL_CHAIN)?;
     let store = b.build();
     let (v, next) = parse_response(&der, cert, issuer, &store, std::slice::from_ref(issuer))?;
     if v != Verdict::Good {
-        return Err(format!(
-            "the responder says our own certificate is {v:?}; not stapling"
-        ));
+        return Err(OcspError::OwnNotGood(v));
     }
     Ok((der, next))
 }
@@ -421,13 +418,15 @@ mod tests {
         let e = http_post("https://example.invalid/", b"x", Duration::from_secs(1))
             .await
             .unwrap_err();
-        assert!(e.contains("only http://"), "{e}");
+        assert!(matches!(e, OcspError::UrlRefused { .. }), "{e}");
+        assert!(e.to_string().contains("only http://"), "{e}");
         // A listener that never answers.
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", l.local_addr().unwrap());
         let e = http_post(&url, b"x", Duration::from_millis(200))
             .await
             .unwrap_err();
-        assert!(e.contains("did not answer"), "{e}");
+        assert!(matches!(e, OcspError::Timeout { .. }), "{e}");
+        assert!(e.to_string().contains("did not answer"), "{e}");
     }
 }

@@ -47,7 +47,7 @@ pub async fn gateway(
     // CRLs given as URLs: fetched (or their last good copy kept) before they are loaded.
     crate::crl_fetch::prime(&cfg)
         .await
-        .map_err(StartError::Usage)?;
+        .map_err(StartError::Fetch)?;
     let gateway = Gateway::new(cfg.clone(), metrics.clone())?;
     for f in cfg.keys.secret_files() {
         privileges::check_key_mode_for(&f, cfg.user.as_deref(), cfg.group.as_deref());

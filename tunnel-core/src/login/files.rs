@@ -4,6 +4,7 @@
 //! login config. Keys are written 0600, every file through a temporary file and a rename, so
 //! a running agent (which watches them) never reads half a file.
 
+use super::LoginError;
 use crate::config::{load_raw, resolve_path, CLIENT_ENV_PREFIX};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -45,14 +46,11 @@ pub struct Targets {
 }
 
 /// Decides the targets for `config` (existing or to be created).
-pub fn targets(config: &Path) -> Result<Targets, String> {
+pub fn targets(config: &Path) -> Result<Targets, LoginError> {
     if config.exists() {
-        let p: Paths = load_raw(config, CLIENT_ENV_PREFIX).map_err(|e| e.to_string())?;
+        let p: Paths = load_raw(config, CLIENT_ENV_PREFIX)?;
         let (Some(cert), Some(key)) = (p.cert, p.key) else {
-            return Err(format!(
-                "{}: cert, key: both are needed so that login knows where to write; add e.g. cert = \"me.crt\" and key = \"me.key\"",
-                config.display()
-            ));
+            return Err(LoginError::NoTargets(config.to_path_buf()));
         };
         return Ok(Targets {
             cert: resolve_path(config, &cert),
@@ -69,14 +67,18 @@ pub fn targets(config: &Path) -> Result<Targets, String> {
 }
 
 /// Writes `data` to `path` atomically with `mode`.
-pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), LoginError> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let fail = |what: &str, e: std::io::Error| format!("{}: cannot {what}: {e}", path.display());
+    let fail = |what, source| LoginError::Write {
+        path: path.to_path_buf(),
+        what,
+        source,
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
@@ -92,11 +94,15 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
 }
 
 /// Creates the per-user config directory (0700).
-pub fn create_dir(dir: &Path) -> Result<(), String> {
+pub fn create_dir(dir: &Path) -> Result<(), LoginError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("{}: cannot create: {e}", dir.display()))
+        .map_err(|source| LoginError::Write {
+            path: dir.to_path_buf(),
+            what: "create",
+            source,
+        })
 }

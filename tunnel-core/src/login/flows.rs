@@ -2,6 +2,7 @@
 //! loopback redirect on 127.0.0.1 (RFC 8252), or the device authorization grant (RFC 8628)
 //! for machines without a browser. Both send the nonce that binds the token to the new key.
 
+use super::LoginError;
 use crate::http::client::Client;
 use crate::http::serve::{reply, Limits, Request, Server};
 use crate::http::{form, query_value};
@@ -34,19 +35,23 @@ pub async fn code_flow(
     idp: &Client,
     p: &FlowParams<'_>,
     open_browser: bool,
-) -> Result<String, String> {
+) -> Result<String, LoginError> {
     let auth = p
         .discovery
         .authorization_endpoint
         .as_deref()
-        .ok_or("the provider has no authorization_endpoint; use --device")?;
+        .ok_or(LoginError::MissingEndpoint(
+            "the provider has no authorization_endpoint; use --device",
+        ))?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1 for the redirect: {e}"))?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        .map_err(LoginError::RedirectListen)?;
+    let port = listener
+        .local_addr()
+        .map_err(LoginError::RedirectListen)?
+        .port();
     let redirect = format!("http://127.0.0.1:{port}/callback");
     let (state, verifier) = (random_token(16), random_token(32));
-    let challenge = pkce_challenge(&verifier);
     let query = form(&[
         ("response_type", "code"),
         ("client_id", p.client_id),
@@ -54,51 +59,70 @@ pub async fn code_flow(
         ("scope", &p.scope),
         ("state", &state),
         ("nonce", p.nonce),
-        ("code_challenge", &challenge),
+        ("code_challenge", &pkce_challenge(&verifier)),
         ("code_challenge_method", "S256"),
     ]);
     let sep = if auth.contains('?') { '&' } else { '?' };
-    let url = format!("{auth}{sep}{query}");
-    say(&format!("Open this URL in a browser to sign in:\n  {url}"));
-    if open_browser {
-        let _ = std::process::Command::new("xdg-open")
-            .arg(&url)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-    }
+    show_sign_in_url(&format!("{auth}{sep}{query}"), open_browser);
     let code = tokio::time::timeout(
         LOGIN_TIMEOUT,
         wait_for_code(listener, &state, &p.discovery.issuer),
     )
     .await
-    .map_err(|_| {
-        format!(
-            "no sign-in within {}",
-            humantime::format_duration(LOGIN_TIMEOUT)
-        )
-    })??;
-    let token_endpoint = p
-        .discovery
-        .token_endpoint
-        .as_deref()
-        .ok_or("the provider has no token_endpoint")?;
+    .map_err(|_| LoginError::Timeout(LOGIN_TIMEOUT))??;
+    redeem_code(idp, p, &code, &redirect, &verifier).await
+}
+
+/// Prints where to sign in, and opens it in a browser when asked.
+fn show_sign_in_url(url: &str, open_browser: bool) {
+    say(&format!("Open this URL in a browser to sign in:\n  {url}"));
+    if open_browser {
+        let _ = std::process::Command::new("xdg-open")
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+}
+
+/// Exchanges the authorization `code` (with the PKCE verifier) for the ID token.
+async fn redeem_code(
+    idp: &Client,
+    p: &FlowParams<'_>,
+    code: &str,
+    redirect: &str,
+    verifier: &str,
+) -> Result<String, LoginError> {
     let body = form(&[
         ("grant_type", "authorization_code"),
-        ("code", &code),
-        ("redirect_uri", &redirect),
+        ("code", code),
+        ("redirect_uri", redirect),
         ("client_id", p.client_id),
-        ("code_verifier", &verifier),
+        ("code_verifier", verifier),
     ]);
     let resp = idp
         .post(
-            token_endpoint,
+            token_endpoint(p)?,
             "application/x-www-form-urlencoded",
             body.as_bytes(),
         )
-        .await
-        .map_err(|e| e.to_string())?;
-    id_token_of(resp.status, &resp.json()?)
+        .await?;
+    id_token_of(resp.status, &json_of(&resp.body)?)
+}
+
+/// The provider's token endpoint, which both flows need.
+fn token_endpoint<'a>(p: &FlowParams<'a>) -> Result<&'a str, LoginError> {
+    p.discovery
+        .token_endpoint
+        .as_deref()
+        .ok_or(LoginError::MissingEndpoint(
+            "the provider has no token_endpoint",
+        ))
+}
+
+/// A provider's answer as JSON.
+fn json_of(body: &[u8]) -> Result<Value, LoginError> {
+    serde_json::from_slice(body).map_err(LoginError::NotJson)
 }
 
 fn say(text: &str) {
@@ -124,7 +148,11 @@ const CALLBACK_LIMITS: Limits = Limits {
 /// returns its code (or the provider's refusal). Callbacks with another state (or none) are
 /// answered, logged and ignored: only the browser that started this login knows the state,
 /// so nobody else can end the wait, with a code or with an error.
-async fn wait_for_code(listener: TcpListener, state: &str, issuer: &str) -> Result<String, String> {
+async fn wait_for_code(
+    listener: TcpListener,
+    state: &str,
+    issuer: &str,
+) -> Result<String, LoginError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let (state, issuer) = (state.to_string(), issuer.to_string());
     let handler = move |req: Request| {
@@ -161,8 +189,8 @@ async fn wait_for_code(listener: TcpListener, state: &str, issuer: &str) -> Resu
     let serving = server.run(Arc::new(handler), stop.clone(), Duration::from_secs(2));
     tokio::pin!(serving);
     let result = tokio::select! {
-        r = rx.recv() => r.unwrap_or_else(|| Err("the redirect listener stopped".to_string())),
-        _ = &mut serving => Err("the redirect listener stopped".to_string()),
+        r = rx.recv() => r.unwrap_or(Err(LoginError::RedirectStopped)),
+        _ = &mut serving => Err(LoginError::RedirectStopped),
     };
     // Let the browser have its page before the listener goes.
     stop.cancel();
@@ -176,7 +204,7 @@ fn callback_outcome(
     req: &Request,
     state: &str,
     issuer: &str,
-) -> Option<Option<Result<String, String>>> {
+) -> Option<Option<Result<String, LoginError>>> {
     if req.path() != "/callback" {
         return None;
     }
@@ -186,43 +214,61 @@ fn callback_outcome(
     }
     Some(Some(if let Some(err) = query_value(q, "error") {
         let desc = query_value(q, "error_description").unwrap_or_default();
-        Err(format!(
-            "the provider refused the sign-in: {} {}",
-            printable(&err),
-            printable(&desc)
-        ))
+        Err(LoginError::SignInRefused {
+            error: printable(&err),
+            description: printable(&desc),
+        })
     } else if query_value(q, "iss").is_some_and(|i| i != issuer) {
-        Err("the redirect names another issuer; start again".to_string())
+        Err(LoginError::OtherIssuer)
     } else {
-        query_value(q, "code").ok_or_else(|| "the redirect carries no code".to_string())
+        query_value(q, "code").ok_or(LoginError::NoCode)
     }))
 }
 
-fn id_token_of(status: u16, body: &Value) -> Result<String, String> {
+fn id_token_of(status: u16, body: &Value) -> Result<String, LoginError> {
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     if status != 200 {
-        return Err(format!(
-            "the provider's token endpoint answered {status}: {} {}",
-            body.get("error").and_then(Value::as_str).unwrap_or(""),
-            body.get("error_description")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        ));
+        return Err(LoginError::TokenRefused {
+            status,
+            error: text("error"),
+            description: text("error_description"),
+        });
     }
     body.get("id_token")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| {
-            "the token response has no id_token; is \"openid\" in the scopes?".to_string()
-        })
+        .ok_or(LoginError::NoIdToken)
+}
+
+/// What the device authorization endpoint granted.
+struct DeviceGrant {
+    device_code: String,
+    /// Seconds between polls.
+    interval: u64,
+    /// Seconds the device code lives.
+    expires_in: u64,
 }
 
 /// The device authorization grant: prints where to sign in and the code, then polls.
-pub async fn device_flow(idp: &Client, p: &FlowParams<'_>) -> Result<String, String> {
-    let endpoint = p
-        .discovery
-        .device_authorization_endpoint
-        .as_deref()
-        .ok_or("the provider does not offer the device flow; run without --device")?;
+pub async fn device_flow(idp: &Client, p: &FlowParams<'_>) -> Result<String, LoginError> {
+    let grant = authorize_device(idp, p).await?;
+    poll_for_token(idp, p, grant).await
+}
+
+/// Asks the provider for a device code and shows the person where to enter it.
+async fn authorize_device(idp: &Client, p: &FlowParams<'_>) -> Result<DeviceGrant, LoginError> {
+    let endpoint =
+        p.discovery
+            .device_authorization_endpoint
+            .as_deref()
+            .ok_or(LoginError::MissingEndpoint(
+                "the provider does not offer the device flow; run without --device",
+            ))?;
     let body = form(&[
         ("client_id", p.client_id),
         ("scope", &p.scope),
@@ -234,17 +280,15 @@ pub async fn device_flow(idp: &Client, p: &FlowParams<'_>) -> Result<String, Str
             "application/x-www-form-urlencoded",
             body.as_bytes(),
         )
-        .await
-        .map_err(|e| e.to_string())?;
-    let da = resp.json()?;
+        .await?;
+    let da = json_of(&resp.body)?;
     let s = |k: &str| da.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     if resp.status != 200 || s("device_code").is_empty() {
-        return Err(format!(
-            "device authorization refused ({}): {} {}",
-            resp.status,
-            printable(&s("error")),
-            printable(&s("error_description"))
-        ));
+        return Err(LoginError::DeviceRefused {
+            status: resp.status,
+            error: printable(&s("error")),
+            description: printable(&s("error_description")),
+        });
     }
     crate::oidc::browser_url(&s("verification_uri"), "verification_uri")?;
     if !s("verification_uri_complete").is_empty() {
@@ -256,30 +300,32 @@ pub async fn device_flow(idp: &Client, p: &FlowParams<'_>) -> Result<String, Str
         printable(&s("user_code")),
         s("verification_uri_complete")
     ));
-    let mut interval = da
-        .get("interval")
-        .and_then(Value::as_u64)
-        .unwrap_or(5)
-        .max(1);
-    let expires = da.get("expires_in").and_then(Value::as_u64).unwrap_or(600);
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(expires.min(LOGIN_TIMEOUT.as_secs()));
-    let token_endpoint = p
-        .discovery
-        .token_endpoint
-        .as_deref()
-        .ok_or("the provider has no token_endpoint")?;
-    let device_code = s("device_code");
+    Ok(DeviceGrant {
+        device_code: s("device_code"),
+        interval: da.get("interval").and_then(Value::as_u64).unwrap_or(5),
+        expires_in: da.get("expires_in").and_then(Value::as_u64).unwrap_or(600),
+    })
+}
+
+/// Polls the token endpoint at the granted pace until the person has signed in, the
+/// provider refuses, or the code expires.
+async fn poll_for_token(
+    idp: &Client,
+    p: &FlowParams<'_>,
+    grant: DeviceGrant,
+) -> Result<String, LoginError> {
+    let mut interval = grant.interval.max(1);
+    let lifetime = grant.expires_in.min(LOGIN_TIMEOUT.as_secs());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(lifetime);
+    let token_endpoint = token_endpoint(p)?;
     loop {
         tokio::time::sleep(Duration::from_secs(interval)).await;
         if tokio::time::Instant::now() > deadline {
-            return Err(
-                "the device code expired before the sign-in finished; run login again".into(),
-            );
+            return Err(LoginError::DeviceCodeExpired);
         }
         let body = form(&[
             ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-            ("device_code", &device_code),
+            ("device_code", &grant.device_code),
             ("client_id", p.client_id),
         ]);
         let resp = idp
@@ -288,9 +334,8 @@ pub async fn device_flow(idp: &Client, p: &FlowParams<'_>) -> Result<String, Str
                 "application/x-www-form-urlencoded",
                 body.as_bytes(),
             )
-            .await
-            .map_err(|e| e.to_string())?;
-        let v = resp.json()?;
+            .await?;
+        let v = json_of(&resp.body)?;
         match v.get("error").and_then(Value::as_str) {
             Some("authorization_pending") => continue,
             Some("slow_down") => interval += 5,

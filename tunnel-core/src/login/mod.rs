@@ -3,8 +3,11 @@
 //! leaves the machine; the signer sees only a CSR and the ID token, whose nonce is the hash
 //! of that key ([`crate::oidc::nonce_for_key`]).
 
+mod error;
 pub mod files;
 pub mod flows;
+
+pub use error::LoginError;
 
 use crate::http::client::Client;
 use crate::identity::printable;
@@ -55,27 +58,17 @@ pub struct LoginResult {
 }
 
 /// Runs the whole login.
-pub async fn login(opts: &LoginOptions) -> Result<LoginResult, String> {
+pub async fn login(opts: &LoginOptions) -> Result<LoginResult, LoginError> {
     let base = opts.signer.trim_end_matches('/');
-    let signer = Client::new(Some(&opts.ca)).map_err(|e| e.to_string())?;
-    let resp = signer
-        .get(&format!("{base}/v1/login-config"))
-        .await
-        .map_err(|e| e.to_string())?;
-    if resp.status != 200 {
-        return Err(format!("{base}/v1/login-config: status {}", resp.status));
-    }
-    let lc: LoginConfig = serde_json::from_slice(&resp.body).map_err(|e| {
-        format!("{base}/v1/login-config: not the signer's login configuration: {e}")
-    })?;
-    let (issuer, client_id) = (lc.issuer.clone(), lc.client_id.clone());
-    let idp = Client::new(opts.idp_ca.as_deref()).map_err(|e| e.to_string())?;
-    let discovery = Discovery::fetch(&idp, &issuer).await?;
-    let key = new_key(KeyType::EcP256).map_err(|e| e.to_string())?;
-    let nonce = nonce_for_key(&key).map_err(|e| e.to_string())?;
+    let signer = Client::new(Some(&opts.ca)).map_err(LoginError::Trust)?;
+    let lc = login_config(&signer, base).await?;
+    let idp = Client::new(opts.idp_ca.as_deref()).map_err(LoginError::Trust)?;
+    let discovery = Discovery::fetch(&idp, &lc.issuer).await?;
+    let key = new_key(KeyType::EcP256)?;
+    let nonce = nonce_for_key(&key)?;
     let params = FlowParams {
         discovery: &discovery,
-        client_id: &client_id,
+        client_id: &lc.client_id,
         scope: lc.scopes.join(" "),
         nonce: &nonce,
     };
@@ -91,32 +84,54 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginResult, String> {
         id_token,
         lifetime: opts.lifetime.clone().map(serde_json::Value::from),
     };
-    let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-    let resp = signer
-        .post(
-            &format!("{base}/v1/certificates"),
-            "application/json",
-            &body,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let v = certificate(&signer, base, &body).await?;
+    save(opts, &lc, &key, v)
+}
+
+/// The signer's login configuration: which provider, client id and scopes.
+async fn login_config(signer: &Client, base: &str) -> Result<LoginConfig, LoginError> {
+    let url = format!("{base}/v1/login-config");
+    let resp = signer.get(&url).await?;
+    if resp.status != 200 {
+        return Err(LoginError::SignerStatus {
+            url,
+            status: resp.status,
+        });
+    }
+    serde_json::from_slice(&resp.body).map_err(|source| LoginError::SignerAnswer {
+        url,
+        what: "the signer's login configuration",
+        source,
+    })
+}
+
+/// Asks the signer for the certificate; its refusal is shown with its reason.
+async fn certificate(
+    signer: &Client,
+    base: &str,
+    body: &CertificateRequest,
+) -> Result<CertificateResponse, LoginError> {
+    let url = format!("{base}/v1/certificates");
+    let body = serde_json::to_vec(body).map_err(LoginError::Encode)?;
+    let resp = signer.post(&url, "application/json", &body).await?;
     if resp.status != 200 {
         let e: ErrorBody = serde_json::from_slice(&resp.body).unwrap_or(ErrorBody {
             error: format!("status {}", resp.status),
             error_description: String::new(),
         });
-        return Err(format!(
-            "the signer refused: {} ({})",
-            printable(&e.error_description),
-            printable(&e.error)
-        ));
+        return Err(LoginError::SignerRefused {
+            error: printable(&e.error),
+            description: printable(&e.error_description),
+        });
     }
-    let v: CertificateResponse = serde_json::from_slice(&resp.body)
-        .map_err(|e| format!("{base}/v1/certificates: not a certificate response: {e}"))?;
-    save(opts, &lc, &key, v)
+    serde_json::from_slice(&resp.body).map_err(|source| LoginError::SignerAnswer {
+        url,
+        what: "a certificate response",
+        source,
+    })
 }
 
-fn csr_pem(key: &PKey<Private>) -> Result<String, String> {
+fn csr_pem(key: &PKey<Private>) -> Result<String, LoginError> {
     let build = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
         let mut name = X509NameBuilder::new()?;
         // The signer ignores the subject; it takes every name from the ID token.
@@ -129,7 +144,7 @@ fn csr_pem(key: &PKey<Private>) -> Result<String, String> {
     };
     build()
         .map(|p| String::from_utf8_lossy(&p).into_owned())
-        .map_err(|e| format!("cannot make the certificate request: {e}"))
+        .map_err(LoginError::Csr)
 }
 
 fn save(
@@ -137,12 +152,12 @@ fn save(
     lc: &LoginConfig,
     key: &PKey<Private>,
     v: CertificateResponse,
-) -> Result<LoginResult, String> {
+) -> Result<LoginResult, LoginError> {
     let t = targets(&opts.config)?;
     if let Some(cfg) = &t.new_config {
         create_dir(cfg.parent().unwrap_or(Path::new(".")))?;
     }
-    let key_pem = key.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?;
+    let key_pem = key.private_key_to_pem_pkcs8()?;
     write_file(&t.key, &key_pem, 0o600)?;
     write_file(&t.cert, v.certificate.as_bytes(), 0o644)?;
     if let Some(cfg) = &t.new_config {
@@ -158,12 +173,15 @@ fn save(
     })
 }
 
-fn write_user_config(opts: &LoginOptions, lc: &LoginConfig, cfg: &Path) -> Result<(), String> {
+fn write_user_config(opts: &LoginOptions, lc: &LoginConfig, cfg: &Path) -> Result<(), LoginError> {
     let dir = cfg.parent().unwrap_or(Path::new("."));
     let ca_path = dir.join("gateway-ca.pem");
     let ca_pem = match &lc.gateway_ca {
         Some(pem) => pem.as_bytes().to_vec(),
-        None => std::fs::read(&opts.ca).map_err(|e| format!("{}: {e}", opts.ca.display()))?,
+        None => std::fs::read(&opts.ca).map_err(|source| LoginError::ReadCa {
+            path: opts.ca.clone(),
+            source,
+        })?,
     };
     write_file(&ca_path, &ca_pem, 0o644)?;
     let mut toml = format!(

@@ -3,6 +3,7 @@
 //! A response without a nonce is accepted (pre-signed responses carry none; their age is
 //! bounded instead); a response with another nonce is refused.
 
+use super::OcspError;
 use crate::der;
 
 /// DER of the OID id-pkix-ocsp-nonce, 1.3.6.1.5.5.7.48.1.2.
@@ -12,12 +13,11 @@ const NONCE_OID: &[u8] = &[
 
 /// `request` (a DER OCSPRequest without extensions, as the openssl crate makes it) with a
 /// fresh nonce added; returns it and the nonce.
-pub fn add(request: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+pub fn add(request: &[u8]) -> Result<(Vec<u8>, Vec<u8>), OcspError> {
     let mut nonce = vec![0u8; 16];
-    openssl::rand::rand_bytes(&mut nonce).map_err(|e| e.to_string())?;
-    let malformed = || "OCSP request: unexpected DER".to_string();
-    let (_, outer, _) = der::tlv(request).ok_or_else(malformed)?;
-    let (_, tbs, _) = der::tlv(outer).ok_or_else(malformed)?;
+    openssl::rand::rand_bytes(&mut nonce)?;
+    let (_, outer, _) = der::tlv(request).ok_or(OcspError::MalformedRequest)?;
+    let (_, tbs, _) = der::tlv(outer).ok_or(OcspError::MalformedRequest)?;
     let value = der::write(0x04, &der::write(0x04, &nonce));
     let ext = der::write(0x30, &[NONCE_OID, &value].concat());
     let exts = der::write(0xa2, &der::write(0x30, &ext));
@@ -62,11 +62,9 @@ pub fn of_response(response: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Refuses `response` when it echoes a nonce other than `sent`.
-pub fn check(response: &[u8], sent: &[u8]) -> Result<(), String> {
+pub fn check(response: &[u8], sent: &[u8]) -> Result<(), OcspError> {
     match of_response(response) {
-        Some(n) if n != sent => Err(
-            "OCSP response carries another nonce than the request (replayed or misdirected)".into(),
-        ),
+        Some(n) if n != sent => Err(OcspError::NonceMismatch),
         _ => Ok(()),
     }
 }

@@ -3,19 +3,24 @@
 //! is dialled, so that no CR/LF or other control character reaches the request or the logs,
 //! and, with `ocsp_responder_allow`, only the hosts listed.
 
+use super::OcspError;
+
 /// A responder URL taken apart (the crate's one URL type).
 pub type ResponderUrl = crate::http::Url;
 
 /// Parses and checks `url` ([`crate::http::Url`]'s checks, and `http://` only); the error
 /// says what is wrong (with the URL escaped).
-pub fn parse(url: &str) -> Result<ResponderUrl, String> {
+pub fn parse(url: &str) -> Result<ResponderUrl, OcspError> {
     let shown = url
         .chars()
         .take(200)
         .collect::<String>()
         .escape_default()
         .to_string();
-    let bad = |why: &str| format!("OCSP responder URL \"{shown}\" refused: {why}");
+    let bad = |why| OcspError::UrlRefused {
+        url: shown.clone(),
+        why,
+    };
     let u = crate::http::Url::parse(url).map_err(|e| bad(e.why))?;
     if u.tls {
         return Err(bad("only http:// URLs are supported"));
@@ -74,7 +79,7 @@ mod tests {
             ("http://[zz]:80/", "malformed host or port"),
         ];
         for (url, why) in bad {
-            let e = parse(url).expect_err(url);
+            let e = parse(url).expect_err(url).to_string();
             assert!(e.contains(why), "{url:?}: {e}");
             assert!(!e.contains('\r') && !e.contains('\n'), "{e:?}");
         }

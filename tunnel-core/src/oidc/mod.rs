@@ -4,7 +4,8 @@
 
 pub mod jws;
 
-use crate::http::client::Client;
+use crate::http::client::{Client, HttpError};
+use crate::http::UrlError;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openssl::pkey::{HasPublic, PKeyRef};
@@ -67,24 +68,80 @@ pub struct Discovery {
     pub jwks_uri: String,
 }
 
+/// Why the provider's discovery document, or a URL it gives for the browser, is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The provider cannot be reached (or answered with broken HTTP).
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The discovery URL answered another status than 200.
+    #[error("{url}: status {status}")]
+    Status {
+        /// The discovery URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The answer is not a discovery document.
+    #[error("{url}: not a discovery document: {source}")]
+    NotDiscovery {
+        /// The discovery URL.
+        url: String,
+        /// Why it does not parse.
+        source: serde_json::Error,
+    },
+    /// The document names another issuer than the configured one.
+    #[error("{url}: names issuer {named:?}, not {expected:?}; set issuer to exactly the provider's issuer")]
+    OtherIssuer {
+        /// The discovery URL.
+        url: String,
+        /// The issuer the document names.
+        named: String,
+        /// The issuer configured.
+        expected: String,
+    },
+    /// A URL for the browser is plain http to a host that is not loopback.
+    #[error("the provider's {what} {url} is plain http to another host; only https:// (or http:// on loopback) is opened")]
+    PlainHttp {
+        /// Which URL of the provider's.
+        what: &'static str,
+        /// The URL.
+        url: String,
+    },
+    /// A URL for the browser fails the crate's URL checks.
+    #[error("the provider's {what}: {source}")]
+    BadUrl {
+        /// Which URL of the provider's.
+        what: &'static str,
+        /// What is wrong with it.
+        source: UrlError,
+    },
+}
+
 impl Discovery {
     /// Fetches `ISSUER/.well-known/openid-configuration` and checks its `issuer`.
-    pub async fn fetch(http: &Client, issuer: &str) -> Result<Discovery, String> {
+    pub async fn fetch(http: &Client, issuer: &str) -> Result<Discovery, DiscoveryError> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
-        let resp = http.get(&url).await.map_err(|e| e.to_string())?;
+        let resp = http.get(&url).await?;
         if resp.status != 200 {
-            return Err(format!("{url}: status {}", resp.status));
+            return Err(DiscoveryError::Status {
+                url,
+                status: resp.status,
+            });
         }
-        let d: Discovery = serde_json::from_slice(&resp.body)
-            .map_err(|e| format!("{url}: not a discovery document: {e}"))?;
+        let d: Discovery = match serde_json::from_slice(&resp.body) {
+            Ok(d) => d,
+            Err(source) => return Err(DiscoveryError::NotDiscovery { url, source }),
+        };
         if d.issuer != issuer {
-            return Err(format!(
-                "{url}: names issuer {:?}, not {issuer:?}; set issuer to exactly the provider's issuer",
-                d.issuer
-            ));
+            return Err(DiscoveryError::OtherIssuer {
+                url,
+                named: d.issuer,
+                expected: issuer.to_string(),
+            });
         }
         if let Some(a) = &d.authorization_endpoint {
             browser_url(a, "authorization_endpoint")?;
@@ -97,13 +154,14 @@ impl Discovery {
 /// the device flow's verification URI): it must pass [`crate::http::Url`]'s checks and be
 /// `https://`, or `http://` on loopback. A `javascript:`, `file:` or plain-http link from a
 /// misconfigured or hostile discovery document is never printed or opened.
-pub fn browser_url(url: &str, what: &str) -> Result<(), String> {
+pub fn browser_url(url: &str, what: &'static str) -> Result<(), DiscoveryError> {
     match crate::http::Url::parse(url) {
         Ok(u) if u.tls || u.is_loopback() => Ok(()),
-        Ok(u) => Err(format!(
-            "the provider's {what} {u} is plain http to another host; only https:// (or http:// on loopback) is opened"
-        )),
-        Err(e) => Err(format!("the provider's {what}: {e}")),
+        Ok(u) => Err(DiscoveryError::PlainHttp {
+            what,
+            url: u.to_string(),
+        }),
+        Err(source) => Err(DiscoveryError::BadUrl { what, source }),
     }
 }
 
@@ -155,7 +213,10 @@ mod tests {
         for auth in ["http://idp.example.com/auth", "javascript:alert(1)"] {
             let issuer = provider(auth).await;
             let e = Discovery::fetch(&http, &issuer).await.unwrap_err();
-            assert!(e.contains("authorization_endpoint"), "{auth}: {e}");
+            assert!(
+                e.to_string().contains("authorization_endpoint"),
+                "{auth}: {e}"
+            );
         }
         let issuer = provider("http://127.0.0.1:9/auth").await;
         let d = Discovery::fetch(&http, &issuer)

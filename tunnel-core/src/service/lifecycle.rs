@@ -106,8 +106,8 @@ pub enum ReloadError {
     #[error(transparent)]
     Bind(#[from] BindError),
     /// Something the configuration names cannot be fetched (a CRL URL with no copy kept).
-    #[error("{0}")]
-    Fetch(String),
+    #[error(transparent)]
+    Fetch(#[from] crate::crl_fetch::FetchError),
 }
 
 /// A listen address that cannot be bound.

@@ -71,7 +71,9 @@ impl ProviderKeys {
     }
 
     async fn fetch(&self) -> Result<Vec<Value>, String> {
-        let d = Discovery::fetch(&self.http, &self.issuer).await?;
+        let d = Discovery::fetch(&self.http, &self.issuer)
+            .await
+            .map_err(|e| e.to_string())?;
         let resp = self
             .http
             .get(&d.jwks_uri)

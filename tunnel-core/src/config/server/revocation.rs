@@ -19,7 +19,8 @@ pub(super) fn crl_sources(
         let key = format!("crl[{i}]");
         if crate::crl_fetch::is_url(&c) {
             let url = c.trim().to_string();
-            crate::crl_fetch::check_url(&url).map_err(|e| ConfigError::new(file, &key, e))?;
+            crate::crl_fetch::check_url(&url)
+                .map_err(|e| ConfigError::new(file, &key, e.to_string()))?;
             let dir = state_dir.ok_or_else(|| {
                 ConfigError::new(file, &key, "a URL needs state_dir, the directory where the last good copy is kept (e.g. state_dir = \"/var/lib/tunnel\")")
             })?;
@@ -66,7 +67,7 @@ pub(super) fn ocsp_responders(
                 format!("{u:?} must be an http:// URL"),
             ));
         }
-        crate::ocsp::url::parse(u).map_err(|e| err("ocsp_responder", e))?;
+        crate::ocsp::url::parse(u).map_err(|e| err("ocsp_responder", e.to_string()))?;
     }
     let hosts: Vec<String> = allow
         .into_vec()
