@@ -173,9 +173,10 @@ pub enum Command {
 /// Arguments of `tunnel-client login` (the signer's CA is the global `--ca`).
 #[derive(Args)]
 pub struct LoginArgs {
-    /// The signer's URL, e.g. https://signer.example.com:9443
+    /// The signer's URL, e.g. https://signer.example.com:9443 (default: the one of the
+    /// last sign-in, remembered in the per-user config).
     #[arg(long)]
-    pub signer: String,
+    pub signer: Option<String>,
     /// Use the device flow (sign in on another device); automatic without a display.
     #[arg(long)]
     pub device: bool,

@@ -9,17 +9,29 @@ use tunnel_core::{EXIT_CONFIG, EXIT_RUNTIME};
 
 /// Runs the login; `config` is `--config`, `ca` the global `--ca`.
 pub fn run(args: LoginArgs, config: Option<&Path>, ca: Option<String>) -> ExitCode {
-    let Some(ca) = ca else {
-        eprintln!("tunnel-client login: --ca FILE (the CA that issued the signer's certificate) is required");
-        return ExitCode::from(EXIT_CONFIG as u8);
-    };
     let Some(config) = files::default_config(config) else {
         eprintln!("tunnel-client login: neither --config, $XDG_CONFIG_HOME nor $HOME is set; give --config FILE");
         return ExitCode::from(EXIT_CONFIG as u8);
     };
+    // Without --signer (and --ca), the last sign-in's, remembered in the per-user config.
+    let remembered = files::remembered_signer(&config);
+    let Some(signer) = args
+        .signer
+        .or_else(|| remembered.as_ref().map(|r| r.0.clone()))
+    else {
+        eprintln!("tunnel-client login: --signer URL is required (no earlier sign-in is remembered in {})", config.display());
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
+    let Some(ca) = ca
+        .map(PathBuf::from)
+        .or_else(|| remembered.and_then(|r| r.1))
+    else {
+        eprintln!("tunnel-client login: --ca FILE (the CA that issued the signer's certificate) is required");
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
     let opts = LoginOptions {
-        signer: args.signer,
-        ca: PathBuf::from(ca),
+        signer,
+        ca,
         idp_ca: args.idp_ca,
         device: args.device,
         no_browser: args.no_browser,

@@ -44,6 +44,9 @@ struct RawClient {
     reload_interval: Option<HumanDuration>,
     expiry_warning: Option<HumanDuration>,
     signer: Option<String>,
+    /// The signer's CA (read by `tunnel-client login` only; see `login::files`).
+    #[allow(dead_code)]
+    signer_ca: Option<String>,
     require_staple: Option<bool>,
     metrics: Option<MetricsAddr>,
     max_connections: Option<ConnCount>,
@@ -197,6 +200,7 @@ impl ClientConfig {
             reload_interval: None,
             expiry_warning: None,
             signer: None,
+            signer_ca: None,
             require_staple: None,
             metrics: None,
             max_connections: None,

@@ -34,6 +34,24 @@ struct Paths {
     key: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct Remembered {
+    signer: Option<String>,
+    signer_ca: Option<String>,
+}
+
+/// The signer and its CA that the first login wrote into `config` (`signer`, `signer_ca`),
+/// for a later `tunnel-client login` without `--signer` and `--ca`. `None` when the file
+/// does not exist or names no signer.
+pub fn remembered_signer(config: &Path) -> Option<(String, Option<PathBuf>)> {
+    if !config.is_file() {
+        return None;
+    }
+    let r: Remembered = load_raw(config, CLIENT_ENV_PREFIX).ok()?;
+    let signer = r.signer.filter(|s| !s.trim().is_empty())?;
+    Some((signer, r.signer_ca.map(|ca| resolve_path(config, &ca))))
+}
+
 /// Where to write: the `cert` and `key` an existing config names, else new files beside a
 /// new config (`Some(config to create)`).
 pub struct Targets {

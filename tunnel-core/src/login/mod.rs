@@ -184,9 +184,16 @@ fn write_user_config(opts: &LoginOptions, lc: &LoginConfig, cfg: &Path) -> Resul
         })?,
     };
     write_file(&ca_path, &ca_pem, 0o644)?;
+    // The signer and its CA, so the next `tunnel-client login` needs neither flag.
+    let signer_ca = std::fs::read(&opts.ca).map_err(|source| LoginError::ReadCa {
+        path: opts.ca.clone(),
+        source,
+    })?;
+    write_file(&dir.join("signer-ca.pem"), &signer_ca, 0o644)?;
     let mut toml = format!(
-        "# Written by `tunnel-client login`; add [[tunnel]] tables or use `tunnel-client open`.\nserver = {}\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = \"gateway-ca.pem\"\n",
-        toml_string(&lc.gateway)
+        "# Written by `tunnel-client login`; add [[tunnel]] tables or use `tunnel-client open`.\nserver = {}\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = \"gateway-ca.pem\"\nsigner = {}\nsigner_ca = \"signer-ca.pem\"\n",
+        toml_string(&lc.gateway),
+        toml_string(opts.signer.trim_end_matches('/'))
     );
     if let Some(name) = &lc.gateway_server_name {
         toml += &format!("server_name = {}\n", toml_string(name));
