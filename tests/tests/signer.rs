@@ -137,11 +137,22 @@ fn issues_a_certificate_with_names_from_the_token_and_records_it() {
         .wait_for_audit(PROMPT, |e| field(e, "result") == "issued");
     assert_eq!(field(&ev, "email"), "alice@example.com");
     assert_eq!(field(&ev, "groups"), "dba");
-    let index = std::fs::read_to_string(fx.signer.users_dir.join("index.json")).unwrap();
-    assert!(
-        index.contains(field(&ev, "serial")),
-        "serial in the pki index: {index}"
-    );
+    // The certificate's own serial (read by OpenSSL, upper-case hex as `openssl x509
+    // -serial` prints it) is the one the audit names and the one the index records, once.
+    let serial = cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+    assert!(!serial.is_empty());
+    assert_eq!(field(&ev, "serial"), serial, "the audit names the certificate");
+    let index: Value = serde_json::from_str(
+        &std::fs::read_to_string(fx.signer.users_dir.join("index.json")).unwrap(),
+    )
+    .expect("the index is JSON");
+    let entries: Vec<&Value> = index["certs"]
+        .as_array()
+        .expect("certs")
+        .iter()
+        .filter(|e| e["serial"].as_str() == Some(serial.as_str()))
+        .collect();
+    assert_eq!(entries.len(), 1, "one index entry for {serial}: {index}");
 }
 
 #[test]
