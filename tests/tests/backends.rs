@@ -9,8 +9,8 @@ use std::sync::mpsc::channel;
 use tunnel_core::pki::CertSpec;
 use tunnel_tests::admin::{sessions, tunnel_works, wait_until, EchoTunnel};
 use tunnel_tests::backend::{free_port, wait_accepting};
-use tunnel_tests::tls::TlsClient;
 use tunnel_tests::process::number;
+use tunnel_tests::tls::TlsClient;
 use tunnel_tests::{backend_toml, field, Backend, Gateway, Pki, Proc, PROMPT};
 
 /// The gateway config line for the admin socket `admin.sock` in the PKI directory.

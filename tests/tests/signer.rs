@@ -139,9 +139,19 @@ fn issues_a_certificate_with_names_from_the_token_and_records_it() {
     assert_eq!(field(&ev, "groups"), "dba");
     // The certificate's own serial (read by OpenSSL, upper-case hex as `openssl x509
     // -serial` prints it) is the one the audit names and the one the index records, once.
-    let serial = cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+    let serial = cert
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string();
     assert!(!serial.is_empty());
-    assert_eq!(field(&ev, "serial"), serial, "the audit names the certificate");
+    assert_eq!(
+        field(&ev, "serial"),
+        serial,
+        "the audit names the certificate"
+    );
     let index: Value = serde_json::from_str(
         &std::fs::read_to_string(fx.signer.users_dir.join("index.json")).unwrap(),
     )

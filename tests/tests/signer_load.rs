@@ -56,7 +56,13 @@ fn two_hundred_concurrent_issuances_are_all_valid_and_recorded() {
         assert!(cert.verify(&ca_key).unwrap(), "issued by the user CA");
         // Uniqueness of the certificates' own serials (as OpenSSL reads them), and the
         // response's `serial` must name that certificate.
-        let serial = cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+        let serial = cert
+            .serial_number()
+            .to_bn()
+            .unwrap()
+            .to_hex_str()
+            .unwrap()
+            .to_string();
         assert_eq!(body["serial"].as_str(), Some(serial.as_str()), "{body}");
         assert!(serials.insert(serial), "unique certificate serial");
         latencies.push(took);
