@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 /// Connections served at once; one more closes the oldest.
 pub const MAX_OPEN: usize = 64;
 /// Time a client has to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to take the response.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
