@@ -45,7 +45,9 @@ fn idle_connections_do_not_starve_healthz() {
     let evicted = &idle[IDLE - MAX_OPEN - 1];
     evicted.set_read_timeout(Some(PROMPT)).unwrap();
     assert_eq!(
-        (&*evicted).read(&mut [0u8; 1]).expect("closed to make room"),
+        (&*evicted)
+            .read(&mut [0u8; 1])
+            .expect("closed to make room"),
         0,
         "the endpoint closes the oldest idle connection"
     );
