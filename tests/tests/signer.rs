@@ -526,3 +526,39 @@ fn state_dir_keeps_the_record_and_a_damaged_one_refuses_the_start() {
 
 #[path = "signer/hardening.rs"]
 mod hardening;
+
+/// The provider over HTTPS with a private CA: discovery and the JWK Set are fetched over TLS,
+/// trusted through `issuer_ca` only. The same request to a signer without it is refused
+/// (the system trust store does not know the test CA) and nothing is issued.
+#[test]
+fn a_provider_over_https_is_trusted_through_issuer_ca_and_only_through_it() {
+    let pki = Pki::new();
+    let provider = Provider::start_tls(&pki);
+    assert!(
+        provider.issuer.starts_with("https://"),
+        "{}",
+        provider.issuer
+    );
+    let issuer_ca = format!("issuer_ca = {}\n", toml_str(&pki.ca_crt));
+    let trusting = SignerProc::start(&pki, &provider, "127.0.0.1:1", &issuer_ca);
+    let (_, csr, nonce) = key_and_csr();
+    let token = provider.token("alice", "tunnel", &nonce);
+    let (status, body) = trusting.request(&csr, &token, None);
+    assert_eq!(status, 200, "{body}");
+    let cert = X509::from_pem(body["certificate"].as_str().unwrap().as_bytes()).unwrap();
+    let users_ca = X509::from_pem(&std::fs::read(&trusting.users_ca).unwrap()).unwrap();
+    assert!(cert.verify(&users_ca.public_key().unwrap()).unwrap());
+
+    let untrusting = SignerProc::start(&pki, &provider, "127.0.0.1:1", "");
+    let (_, csr, nonce) = key_and_csr();
+    let token = provider.token("alice", "tunnel", &nonce);
+    let (status, body) = untrusting.request(&csr, &token, None);
+    assert_ne!(status, 200, "issued without trusting the provider: {body}");
+    let ev = untrusting
+        .proc
+        .wait_for_audit(PROMPT, |e| field(e, "result") == "refused");
+    assert!(
+        field(&ev, "detail").contains("certificate verify failed"),
+        "refused for the provider's untrusted certificate: {ev}"
+    );
+}
