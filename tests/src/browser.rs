@@ -1,20 +1,45 @@
-//! A browser for the sign-in tests: plain HTTP to loopback, redirects followed, a cookie
-//! jar, and the forms of the provider's login, consent and device-confirmation pages filled
-//! in like a person would.
+//! A browser for the sign-in tests: plain HTTP to loopback (or HTTPS trusting a test CA),
+//! redirects followed, a cookie jar, and the forms of the provider's login, consent and
+//! device-confirmation pages filled in like a person would.
 
 use crate::http::parse_response;
+use openssl::ssl::{SslConnector, SslMethod};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tunnel_core::http::{form, Url};
 
-/// One plain-HTTP request (loopback only): status, the response head, body.
-fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, String) {
+/// A byte stream: plain TCP or TLS over it.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// One HTTP request (plain HTTP to loopback, or HTTPS trusting only `ca`): status, the
+/// response head, body.
+fn raw(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    ca: Option<&Path>,
+) -> (u16, String, String) {
     let u = Url::parse(url).expect("URL");
-    let mut s = TcpStream::connect(u.authority()).unwrap_or_else(|e| panic!("{url}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30)))
+    let tcp = TcpStream::connect(u.authority()).unwrap_or_else(|e| panic!("{url}: {e}"));
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
+    let mut s: Box<dyn Stream> = if u.tls {
+        let ca = ca.unwrap_or_else(|| panic!("{url}: HTTPS needs the provider's CA"));
+        let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+        b.set_ca_file(ca).expect("CA file");
+        let tls = b
+            .build()
+            .connect(&u.host, tcp)
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
     let mut req = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
         u.path,
@@ -41,7 +66,18 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, String) {
-    let (status, head, body) = raw(method, url, headers, body);
+    http_trusting(None, method, url, headers, body)
+}
+
+/// Like [`http`]; an `https` URL is verified against `ca` (the provider's test CA).
+pub fn http_trusting(
+    ca: Option<&Path>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let (status, head, body) = raw(method, url, headers, body, ca);
     let location = header_values(&head, "location").pop().unwrap_or_default();
     (status, location, body)
 }
@@ -59,9 +95,19 @@ fn header_values(head: &str, name: &str) -> Vec<String> {
 #[derive(Default)]
 pub struct Browser {
     cookies: HashMap<String, String>,
+    /// The CA an `https` provider is verified against.
+    ca: Option<PathBuf>,
 }
 
 impl Browser {
+    /// A browser that trusts `ca` (if any) for HTTPS pages.
+    pub fn trusting(ca: Option<PathBuf>) -> Browser {
+        Browser {
+            ca,
+            ..Browser::default()
+        }
+    }
+
     fn request(&mut self, method: &str, url: &str, body: &str) -> (u16, String, String) {
         let cookie = self
             .cookies
@@ -73,7 +119,7 @@ impl Browser {
         if method == "POST" {
             headers.push(("Content-Type", "application/x-www-form-urlencoded"));
         }
-        let (status, head, body) = raw(method, url, &headers, body.as_bytes());
+        let (status, head, body) = raw(method, url, &headers, body.as_bytes(), self.ca.as_deref());
         for c in header_values(&head, "set-cookie") {
             if let Some((k, v)) = c.split(';').next().and_then(|kv| kv.split_once('=')) {
                 self.cookies
@@ -122,7 +168,8 @@ fn absolute(base: &str, location: &str) -> String {
         return location.to_string();
     }
     let u = Url::parse(base).expect("URL");
-    format!("http://{}{location}", u.authority())
+    let scheme = if u.tls { "https" } else { "http" };
+    format!("{scheme}://{}{location}", u.authority())
 }
 
 fn attr_after(page: &str, tag: &str, attr: &str) -> Option<String> {

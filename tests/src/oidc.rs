@@ -3,7 +3,7 @@
 //! cookie jar, direct code-flow token requests for the refusal tests, and the signer
 //! (`tunnel-server signer`) with a user CA made at test time.
 
-use crate::browser::{http, Browser};
+use crate::browser::{http_trusting, Browser};
 use crate::http::parse_response;
 use crate::pki::{toml_str, Pki};
 use crate::process::{command, field, Proc};
@@ -46,14 +46,26 @@ fn oidc_dir() -> PathBuf {
 /// A running oidc-provider on 127.0.0.1 (killed on drop).
 pub struct Provider {
     child: Child,
-    /// Its issuer URL (`http://127.0.0.1:PORT`).
+    /// Its issuer URL (`http://127.0.0.1:PORT`, or `https://localhost:PORT` over TLS).
     pub issuer: String,
+    /// The CA its HTTPS certificate chains to (over TLS only).
+    pub ca: Option<PathBuf>,
 }
 
 impl Provider {
     /// Starts the provider with [`accounts`]; fails with what to install when node or the
     /// npm package is missing.
     pub fn start(dir: &Path) -> Provider {
+        Provider::start_with(dir, None)
+    }
+
+    /// Starts the provider over HTTPS with `pki`'s server certificate (for `localhost`):
+    /// the signer reaches it only by trusting `pki`'s CA (`issuer_ca`).
+    pub fn start_tls(pki: &Pki) -> Provider {
+        Provider::start_with(pki.dir(), Some(pki))
+    }
+
+    fn start_with(dir: &Path, tls: Option<&Pki>) -> Provider {
         let module = oidc_dir().join("node_modules").join("oidc-provider");
         assert!(
             module.is_dir(),
@@ -62,9 +74,13 @@ impl Provider {
         );
         let accounts_file = dir.join("accounts.json");
         std::fs::write(&accounts_file, accounts().to_string()).expect("write accounts");
-        let mut child = Command::new("node")
-            .arg(oidc_dir().join("provider.mjs"))
-            .arg(&accounts_file)
+        let mut node = Command::new("node");
+        node.arg(oidc_dir().join("provider.mjs"))
+            .arg(&accounts_file);
+        if let Some(pki) = tls {
+            node.arg(&pki.server.cert).arg(&pki.server.key);
+        }
+        let mut child = node
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -82,7 +98,11 @@ impl Provider {
         let issuer = rx
             .recv_timeout(READY)
             .expect("oidc-provider did not start listening");
-        Provider { child, issuer }
+        Provider {
+            child,
+            issuer,
+            ca: tls.map(|p| p.ca_crt.clone()),
+        }
     }
 
     /// An ID token for `account` and `client_id` with `nonce` (none when empty, like a
@@ -105,7 +125,7 @@ impl Provider {
             params.push(("nonce", nonce));
         }
         let url = format!("{}/auth?{}", self.issuer, form(&params));
-        let back = Browser::default().sign_in(&url, account, redirect);
+        let back = Browser::trusting(self.ca.clone()).sign_in(&url, account, redirect);
         let query = back.split_once('?').map(|(_, q)| q).unwrap_or("");
         let code = query_value(query, "code").unwrap_or_else(|| panic!("no code in {back}"));
         let body = form(&[
@@ -115,7 +135,8 @@ impl Provider {
             ("client_id", client_id),
             ("code_verifier", &verifier),
         ]);
-        let (status, _, text) = http(
+        let (status, _, text) = http_trusting(
+            self.ca.as_deref(),
             "POST",
             &format!("{}/token", self.issuer),
             &[("Content-Type", "application/x-www-form-urlencoded")],

@@ -62,6 +62,12 @@ fn status_lists_tunnels_expiry_and_last_errors() {
         json()["tunnels"][1]["last_error"].is_string()
     });
     let v = json();
+    // The gateway's refusal itself (it denies with a handshake_failure alert, and its audit
+    // says so), not just any string.
+    let last = v["tunnels"][1]["last_error"].as_str().unwrap();
+    assert!(last.contains("alert handshake failure"), "{last}");
+    let denied = gw.wait_for_audit(PROMPT, |e| tunnel_tests::field(e, "sni") == "secret");
+    assert_eq!(tunnel_tests::field(&denied, "result"), "denied", "{denied}");
     assert_eq!(v["agent"]["gateway"], gw.addr.to_string());
     assert_eq!(v["agent"]["subject"], "CN=alice");
     let not_after = tunnel_core::time::unix_time(alice.issued.cert.not_after()).unwrap();

@@ -9,10 +9,25 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::mpsc::channel;
 use tunnel_core::pki::CertSpec;
-use tunnel_tests::admin::{tunnel_works, wait_until, EchoTunnel};
+use tunnel_tests::admin::{sessions, tunnel_works, wait_until, EchoTunnel};
 use tunnel_tests::backend::{free_port, wait_accepting};
+use tunnel_tests::process::number;
 use tunnel_tests::tls::TlsClient;
 use tunnel_tests::{backend_toml, field, Backend, Gateway, Pki, Proc, PROMPT};
+
+/// The gateway config line for the admin socket `admin.sock` in the PKI directory.
+const ADMIN: &str = "admin_socket = \"admin.sock\"\n";
+
+/// The id `tunnel-server sessions` shows for the open tunnel from `local` (the id a PROXY v2
+/// header must carry as PP2_TYPE_UNIQUE_ID): an oracle outside the header writer.
+fn tunnel_id(pki: &Pki, local: SocketAddr) -> String {
+    let all = sessions(&pki.dir().join("admin.sock"), &[]);
+    let s = all
+        .iter()
+        .find(|s| field(s, "peer") == local.to_string())
+        .unwrap_or_else(|| panic!("no session from {local}: {all:?}"));
+    number(s, "id").to_string()
+}
 
 /// A parsed PROXY v2 header.
 #[derive(Debug, Default)]
@@ -107,7 +122,7 @@ fn proxy_v2_header_carries_address_and_identity() {
     });
     let plain = Backend::banner(b"no header here\n");
     let body = format!(
-        "{}proxy_protocol = \"v2\"\n{}",
+        "{ADMIN}{}proxy_protocol = \"v2\"\n{}",
         backend_toml("pp", backend.addr, "\"any\""),
         backend_toml("plain", plain.addr, "\"any\"")
     );
@@ -133,9 +148,10 @@ fn proxy_v2_header_carries_address_and_identity() {
     assert_eq!(h.destination, Some(gw.addr), "gateway address");
     let t = &h.tlvs;
     assert_eq!(text(tlv(t, 0x02)), "pp", "PP2_TYPE_AUTHORITY = SNI");
-    assert!(
-        text(tlv(t, 0x05)).parse::<u64>().is_ok(),
-        "unique id is the tunnel id"
+    assert_eq!(
+        text(tlv(t, 0x05)),
+        tunnel_id(&pki, local),
+        "unique id is the tunnel id `sessions` shows"
     );
     let ssl = tlv(t, 0x20);
     assert_eq!(
@@ -193,7 +209,7 @@ fn haproxy_accepts_the_header_and_logs_the_client() {
         "haproxy",
     );
     let body = format!(
-        "{}proxy_protocol = \"v2\"\n",
+        "{ADMIN}{}proxy_protocol = \"v2\"\n",
         backend_toml("legacy", format!("127.0.0.1:{port}"), "\"any\"")
     );
     let gw = Gateway::start(&pki, &body);
@@ -202,6 +218,7 @@ fn haproxy_accepts_the_header_and_logs_the_client() {
     t.round_trip(300_000)
         .expect("bytes through the gateway and HAProxy");
     let local = t.local;
+    let tunnel = tunnel_id(&pki, local);
     drop(t);
     let want = format!("client={local} authority=legacy");
     let stdout = || String::from_utf8_lossy(&haproxy.stdout()).into_owned();
@@ -213,8 +230,8 @@ fn haproxy_accepts_the_header_and_logs_the_client() {
         .nth(1)
         .and_then(|r| r.split(' ').next())
         .unwrap_or("");
-    assert!(
-        id.parse::<u64>().is_ok(),
+    assert_eq!(
+        id, tunnel,
         "PP2_TYPE_UNIQUE_ID (tunnel id) in HAProxy's log: {line}"
     );
 }

@@ -61,7 +61,11 @@ fn agent_toml(pki: &Pki, gw: &Gateway, keys: &str) -> String {
 }
 
 fn start_agent(config: &Path) -> (Proc, std::net::SocketAddr) {
-    let mut cmd = command(&bins::client());
+    start_agent_command(command(&bins::client()), config)
+}
+
+/// `start_agent` with a prepared command (e.g. carrying a token's SOFTHSM2_CONF).
+fn start_agent_command(mut cmd: Command, config: &Path) -> (Proc, std::net::SocketAddr) {
     cmd.arg("--config").arg(config);
     let p = Proc::spawn("tunnel-client", cmd);
     let ev = p.wait_for_message("tunnel listening", READY);
@@ -319,6 +323,14 @@ impl Token {
         std::fs::remove_file(&p8).expect("remove key file");
     }
 
+    /// A command for BIN that finds this token: the variable is set per child, never with
+    /// `std::env::set_var` in this multi-threaded test binary.
+    fn command(&self, bin: &Path) -> Command {
+        let mut cmd = command(bin);
+        cmd.env("SOFTHSM2_CONF", &self.conf);
+        cmd
+    }
+
     fn keys(&self, pki: &Pki, cert: &Path, uri: &str, pin: &str) -> String {
         let pin = pki.write("pin", "txt", &format!("{pin}\n"));
         format!(
@@ -336,8 +348,6 @@ fn pkcs11_keys_in_a_softhsm_token_on_both_agents() {
     let pki = Pki::new();
     let backend = Backend::echo();
     let token = Token::new(&pki, "1234");
-    // Every process of this test finds the token through this variable.
-    std::env::set_var("SOFTHSM2_CONF", &token.conf);
     token.import(&pki, &pki.server, "gateway", "01");
     let carol = pki.client("carol");
     token.import(&pki, &carol, "carol", "02");
@@ -355,10 +365,7 @@ fn pkcs11_keys_in_a_softhsm_token_on_both_agents() {
             "toml",
             &gateway_toml(&token.keys(&pki, &pki.server.cert, uri, pin), &backend),
         );
-        let (code, err) = refused(
-            &bins::server(),
-            &["check", "--config", cfg.to_str().unwrap()],
-        );
+        let (code, err) = server_output(&token, &["check", "--config", cfg.to_str().unwrap()]);
         assert_eq!(code, Some(64), "{uri} pin {pin}: {err}");
         assert!(err.contains(uri) && err.contains("key:"), "{err}");
     }
@@ -376,7 +383,7 @@ fn pkcs11_keys_in_a_softhsm_token_on_both_agents() {
             &backend,
         ),
     );
-    let gw = Gateway::start_file(&gw_cfg);
+    let gw = Gateway::start_command(token.command(&bins::server()), &gw_cfg);
     let cfg = pki.write(
         "client",
         "toml",
@@ -391,7 +398,7 @@ fn pkcs11_keys_in_a_softhsm_token_on_both_agents() {
             ),
         ),
     );
-    let (agent, addr) = start_agent(&cfg);
+    let (agent, addr) = start_agent_command(token.command(&bins::client()), &cfg);
     assert!(echo_subject(&gw, addr).contains("CN=carol"));
     // Reload loads the key from the token again.
     let before = count(&gw.proc, "configuration reloaded");
@@ -411,8 +418,8 @@ fn pkcs11_keys_in_a_softhsm_token_on_both_agents() {
 
 /// `tunnel-server ARGS` with the token's SOFTHSM2_CONF: exit code and stdout + stderr.
 fn server_output(token: &Token, args: &[&str]) -> (Option<i32>, String) {
-    let mut cmd = command(&bins::server());
-    cmd.env("SOFTHSM2_CONF", &token.conf).args(args);
+    let mut cmd = token.command(&bins::server());
+    cmd.args(args);
     let out = process::run_to_end(cmd, READY);
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -456,9 +463,7 @@ fn a_pin_in_the_pkcs11_uri_never_reaches_the_output() {
     let (code, out) = server_output(&token, &["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains(PIN), "{out}");
-    let mut cmd = command(&bins::server());
-    cmd.env("SOFTHSM2_CONF", &token.conf);
-    let gw = Gateway::start_command(cmd, &cfg);
+    let gw = Gateway::start_command(token.command(&bins::server()), &cfg);
     let dave = pki.client("dave");
     let agent_keys = format!(
         "cert = {}\nkey = {}",

@@ -2,8 +2,10 @@
 //! (a load balancer would pull a healthy gateway), `metrics_allow` refuses other addresses,
 //! and a non-loopback address is warned about.
 
+use std::io::Read;
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+use tunnel_core::metrics::{MAX_OPEN, READ_TIMEOUT};
 use tunnel_tests::http::{get, metrics_addr};
 use tunnel_tests::tls::{exchange, TlsClient};
 use tunnel_tests::*;
@@ -33,11 +35,22 @@ fn idle_connections_do_not_starve_healthz() {
     let gw = gateway(&pki, &echo, "metrics = \"127.0.0.1:0\"");
     let maddr = metrics_addr(&gw);
     assert_eq!(get(maddr, "/healthz").0, 200);
+    // No idle connection can be released by the endpoint's read timeout before this.
+    let opened = Instant::now();
     let idle: Vec<TcpStream> = (0..IDLE)
         .map(|_| TcpStream::connect(maddr).expect("connect"))
         .collect();
-    // Give the endpoint time to accept them all.
-    std::thread::sleep(Duration::from_millis(300));
+    // The endpoint has admitted them all once it closed the oldest to make room for the
+    // newest: wait for that close (EOF on the oldest evicted one), not for a time.
+    let evicted = &idle[IDLE - MAX_OPEN - 1];
+    evicted.set_read_timeout(Some(PROMPT)).unwrap();
+    assert_eq!(
+        (&*evicted)
+            .read(&mut [0u8; 1])
+            .expect("closed to make room"),
+        0,
+        "the endpoint closes the oldest idle connection"
+    );
     for i in 0..3 {
         let started = Instant::now();
         let (code, body) = get(maddr, "/healthz");
@@ -48,10 +61,11 @@ fn idle_connections_do_not_starve_healthz() {
             "health check {i} with {IDLE} idle connections open"
         );
         eprintln!("health check {i} with {IDLE} idle connections: {took:?}");
-        // A load balancer's check times out after a few seconds; allow for a loaded machine.
+        // Answered while the idle connections still hold their slots: a check that waited
+        // for a slot would be answered only once their read timeout freed one.
         assert!(
-            took < Duration::from_secs(3),
-            "health check {i} took {took:?}"
+            opened.elapsed() < READ_TIMEOUT,
+            "health check {i} took {took:?}, answered only after the idle connections' read timeout"
         );
     }
     assert!(get(maddr, "/metrics")

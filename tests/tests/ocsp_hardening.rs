@@ -127,11 +127,29 @@ fn forged_issuer_in_the_chain_does_not_let_a_revoked_client_in() {
     }
 }
 
+/// A gate the OCSP queries wait at until the test opens it.
+#[derive(Clone, Default)]
+struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    fn wait(&self) {
+        let (open, cv) = &*self.0;
+        let guard = open.lock().unwrap();
+        let _open = cv.wait_while(guard, |o| !*o).unwrap();
+    }
+
+    fn open(&self) {
+        let (open, cv) = &*self.0;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+}
+
 /// A loopback proxy in front of `responder` that counts the OCSP queries reaching it and
-/// holds each one for `hold` first, so that concurrent queries overlap.
-fn counting_proxy(responder: std::net::SocketAddr, hold: Duration) -> Backend {
+/// holds each one at `gate` until the test opens it.
+fn counting_proxy(responder: std::net::SocketAddr, gate: Gate) -> Backend {
     Backend::spawn(move |client| {
-        std::thread::sleep(hold);
+        gate.wait();
         let Ok(upstream) = std::net::TcpStream::connect(responder) else {
             return;
         };
@@ -147,6 +165,10 @@ fn counting_proxy(responder: std::net::SocketAddr, hold: Duration) -> Backend {
     })
 }
 
+/// Concurrent connections of one certificate wait on one OCSP query: the query is held
+/// until the gateway has completed all their TLS handshakes (its handshake histogram counts
+/// them; each then waits for the OCSP answer, `require`), so the answer cache alone cannot
+/// explain a single query.
 #[test]
 fn concurrent_new_clients_share_one_ocsp_query() {
     const CLIENTS: usize = 8;
@@ -155,15 +177,17 @@ fn concurrent_new_clients_share_one_ocsp_query() {
     let alice = pki.client("alice");
     let bob = pki.client("bob");
     let responder = Responder::start(&pki, &[(&alice, Status::Valid), (&bob, Status::Valid)]);
-    let proxy = counting_proxy(responder.addr, Duration::from_millis(500));
+    let gate = Gate::default();
+    let proxy = counting_proxy(responder.addr, gate.clone());
     let gw = Gateway::start(
         &pki,
         &format!(
-            "ocsp = \"require\"\nocsp_responder = \"http://{}\"\n{}",
+            "metrics = \"127.0.0.1:0\"\nocsp = \"require\"\nocsp_responder = \"http://{}\"\n{}",
             proxy.addr,
             backend_toml("echo", echo.addr, "\"any\"")
         ),
     );
+    let maddr = http::metrics_addr(&gw);
     let start = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
     let threads: Vec<_> = (0..CLIENTS)
         .map(|i| {
@@ -179,21 +203,25 @@ fn concurrent_new_clients_share_one_ocsp_query() {
             })
         })
         .collect();
+    // All handshakes done on the gateway's side (each connection goes straight on to the
+    // OCSP check) and the query held at the gate: only then is it answered.
+    admin::wait_until("all handshakes done and the query held", PROMPT, || {
+        let body = http::get(maddr, "/metrics").1;
+        let done = http::sample(&body, "tunnel_handshake_duration_seconds_count");
+        done == Some(CLIENTS as f64) && proxy.accepted() >= 1
+    });
+    gate.open();
     for t in threads {
         t.join().expect("client thread");
     }
     // Each audit line is written when its tunnel closes, possibly after the client is done.
-    gw.wait_until(
-        "an ok audit line per client",
-        Duration::from_secs(10),
-        |evs| {
-            let oks = evs
-                .iter()
-                .filter(|e| field(e, "subject") == "CN=alice" && field(e, "result") == "ok")
-                .count();
-            (oks == CLIENTS).then_some(())
-        },
-    );
+    gw.wait_until("an ok audit line per client", PROMPT, |evs| {
+        let oks = evs
+            .iter()
+            .filter(|e| field(e, "subject") == "CN=alice" && field(e, "result") == "ok")
+            .count();
+        (oks == CLIENTS).then_some(())
+    });
     assert_eq!(
         proxy.accepted(),
         1,

@@ -24,16 +24,20 @@ fn gateway_config(pki: &Pki, backend: std::net::SocketAddr) -> std::path::PathBu
 fn system_openssl_build_refuses_hybrid_groups_naming_the_vendored_build() {
     let pki = Pki::new();
     let cfg = gateway_config(&pki, "127.0.0.1:9".parse().unwrap());
-    let out = run_server(&["check", "--config", cfg.to_str().unwrap()], READY);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
-    for needle in [
-        "tls.groups",
-        "\"X25519MLKEM768\"",
-        "vendored-openssl",
-        "OpenSSL 3.0",
-    ] {
-        assert!(err.contains(needle), "{needle} missing: {err}");
+    let path = cfg.to_str().unwrap();
+    // Both `check` and a real start refuse it, each naming the build that supports it.
+    for args in [&["check", "--config", path][..], &["--config", path][..]] {
+        let out = run_server(args, READY);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        for needle in [
+            "tls.groups",
+            "\"X25519MLKEM768\"",
+            "vendored-openssl",
+            "OpenSSL 3.0",
+        ] {
+            assert!(err.contains(needle), "{args:?}: {needle} missing: {err}");
+        }
     }
     // Positive control: the same file without the hybrid group passes.
     let text = std::fs::read_to_string(&cfg)

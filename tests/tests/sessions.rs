@@ -4,7 +4,6 @@
 //! `disconnect_expired` cuts a tunnel when its certificate expires.
 
 use std::path::PathBuf;
-use std::time::Duration;
 use tunnel_core::pki::CertSpec;
 use tunnel_tests::admin::{
     disconnect, expiring_client, raw_request, server_cli, sessions, tunnel_works, wait_until,
@@ -270,13 +269,17 @@ fn block_for_refuses_then_admits_again() {
     let (gw, sock) = setup(&pki, &echo, "");
     let (bob, alice) = (pki.client("bob"), pki.client("alice"));
     let mut t = EchoTunnel::open(&pki, &bob, gw.addr, "db", 1);
+    // As long as the steps between the block and the refusal below may take (PROMPT), so
+    // that they cannot outlast it; the block ends no earlier than `from + block`.
+    let block = PROMPT.as_secs() as i64;
+    let from = tunnel_core::time::unix_now();
     let out = disconnect(
         &sock,
         &[
             "--identity",
             "bob",
             "--block-for",
-            "5s",
+            &format!("{block}s"),
             "--reason",
             "offboarded",
         ],
@@ -290,20 +293,23 @@ fn block_for_refuses_then_admits_again() {
         "the output must point at the durable way: {out}"
     );
     assert!(t.is_cut());
-    let blocked_at = std::time::Instant::now();
     let (ok, local) = tunnel_works(&pki, &bob, gw.addr, "web");
     assert!(!ok, "a blocked identity got a tunnel");
+    assert!(
+        tunnel_core::time::unix_now() < from + block,
+        "the refusal came after the block could have ended: it proves nothing"
+    );
     let ev = gw.audit_for(local);
     assert_eq!(field(&ev, "result"), "denied", "{ev}");
     assert!(field(&ev, "reason").contains("blocked"), "{ev}");
     // Others are not blocked.
     assert!(tunnel_works(&pki, &alice, gw.addr, "db").0);
     // Admitted again once the block ends.
-    wait_until("bob to be admitted again", PROMPT, || {
+    wait_until("bob to be admitted again", PROMPT * 2, || {
         tunnel_works(&pki, &bob, gw.addr, "db").0
     });
     assert!(
-        blocked_at.elapsed() >= Duration::from_secs(3),
+        tunnel_core::time::unix_now() >= from + block,
         "the block ended early"
     );
 }
@@ -408,11 +414,22 @@ fn expired_certificate_cuts_its_tunnel() {
     let pki = Pki::new();
     let echo = Backend::echo();
     let (gw, _sock) = setup(&pki, &echo, "disconnect_expired = true\n");
-    let short = expiring_client(&pki, "short-lived", 4);
+    // Valid for as long as opening the tunnels may take (PROMPT): setup cannot outlast it.
+    let life = PROMPT.as_secs() as i64;
+    let short = expiring_client(&pki, "short-lived", life);
+    let not_after = tunnel_core::time::unix_now() + life;
     let alice = pki.client("alice");
     let mut dying = EchoTunnel::open(&pki, &short, gw.addr, "db", 1);
     let mut keeps = EchoTunnel::open(&pki, &alice, gw.addr, "db", 2);
-    let ev = gw.wait_for_audit(PROMPT, |e| field(e, "peer") == dying.local.to_string());
+    // Before expiry the tunnel carries bytes: the cut below is the expiry's doing.
+    dying
+        .round_trip(10_000)
+        .expect("the tunnel works before expiry");
+    assert!(
+        tunnel_core::time::unix_now() < not_after,
+        "setup outlasted the certificate: nothing is proven"
+    );
+    let ev = gw.wait_for_audit(PROMPT * 2, |e| field(e, "peer") == dying.local.to_string());
     assert_eq!(field(&ev, "result"), "expired", "{ev}");
     assert!(dying.is_cut());
     keeps.round_trip(100_000).unwrap();

@@ -137,11 +137,32 @@ fn issues_a_certificate_with_names_from_the_token_and_records_it() {
         .wait_for_audit(PROMPT, |e| field(e, "result") == "issued");
     assert_eq!(field(&ev, "email"), "alice@example.com");
     assert_eq!(field(&ev, "groups"), "dba");
-    let index = std::fs::read_to_string(fx.signer.users_dir.join("index.json")).unwrap();
-    assert!(
-        index.contains(field(&ev, "serial")),
-        "serial in the pki index: {index}"
+    // The certificate's own serial (read by OpenSSL, upper-case hex as `openssl x509
+    // -serial` prints it) is the one the audit names and the one the index records, once.
+    let serial = cert
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string();
+    assert!(!serial.is_empty());
+    assert_eq!(
+        field(&ev, "serial"),
+        serial,
+        "the audit names the certificate"
     );
+    let index: Value = serde_json::from_str(
+        &std::fs::read_to_string(fx.signer.users_dir.join("index.json")).unwrap(),
+    )
+    .expect("the index is JSON");
+    let entries: Vec<&Value> = index["certs"]
+        .as_array()
+        .expect("certs")
+        .iter()
+        .filter(|e| e["serial"].as_str() == Some(serial.as_str()))
+        .collect();
+    assert_eq!(entries.len(), 1, "one index entry for {serial}: {index}");
 }
 
 #[test]
@@ -564,4 +585,40 @@ fn sighup_reloads_the_configuration_and_a_broken_one_keeps_the_old() {
         "the last good one serves"
     );
     fx.assert_issues("alice");
+}
+
+/// The provider over HTTPS with a private CA: discovery and the JWK Set are fetched over TLS,
+/// trusted through `issuer_ca` only. The same request to a signer without it is refused
+/// (the system trust store does not know the test CA) and nothing is issued.
+#[test]
+fn a_provider_over_https_is_trusted_through_issuer_ca_and_only_through_it() {
+    let pki = Pki::new();
+    let provider = Provider::start_tls(&pki);
+    assert!(
+        provider.issuer.starts_with("https://"),
+        "{}",
+        provider.issuer
+    );
+    let issuer_ca = format!("issuer_ca = {}\n", toml_str(&pki.ca_crt));
+    let trusting = SignerProc::start(&pki, &provider, "127.0.0.1:1", &issuer_ca);
+    let (_, csr, nonce) = key_and_csr();
+    let token = provider.token("alice", "tunnel", &nonce);
+    let (status, body) = trusting.request(&csr, &token, None);
+    assert_eq!(status, 200, "{body}");
+    let cert = X509::from_pem(body["certificate"].as_str().unwrap().as_bytes()).unwrap();
+    let users_ca = X509::from_pem(&std::fs::read(&trusting.users_ca).unwrap()).unwrap();
+    assert!(cert.verify(&users_ca.public_key().unwrap()).unwrap());
+
+    let untrusting = SignerProc::start(&pki, &provider, "127.0.0.1:1", "");
+    let (_, csr, nonce) = key_and_csr();
+    let token = provider.token("alice", "tunnel", &nonce);
+    let (status, body) = untrusting.request(&csr, &token, None);
+    assert_ne!(status, 200, "issued without trusting the provider: {body}");
+    let ev = untrusting
+        .proc
+        .wait_for_audit(PROMPT, |e| field(e, "result") == "refused");
+    assert!(
+        field(&ev, "detail").contains("certificate verify failed"),
+        "refused for the provider's untrusted certificate: {ev}"
+    );
 }

@@ -54,10 +54,17 @@ fn two_hundred_concurrent_issuances_are_all_valid_and_recorded() {
         assert_eq!(status, 200, "{body}");
         let cert = X509::from_pem(body["certificate"].as_str().unwrap().as_bytes()).unwrap();
         assert!(cert.verify(&ca_key).unwrap(), "issued by the user CA");
-        assert!(
-            serials.insert(body["serial"].as_str().unwrap().to_string()),
-            "unique serial"
-        );
+        // Uniqueness of the certificates' own serials (as OpenSSL reads them), and the
+        // response's `serial` must name that certificate.
+        let serial = cert
+            .serial_number()
+            .to_bn()
+            .unwrap()
+            .to_hex_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(body["serial"].as_str(), Some(serial.as_str()), "{body}");
+        assert!(serials.insert(serial), "unique certificate serial");
         latencies.push(took);
     }
     let index: serde_json::Value = serde_json::from_str(

@@ -149,7 +149,9 @@ fn an_expired_certificate_is_refused_by_the_gateway_and_explained_by_the_agent()
         &w.signer,
         alice.path(),
         "alice",
-        &["--no-browser", "--lifetime", "4s"],
+        // Long enough that login and the agent's start (each allowed PROMPT) cannot use it
+        // up before the tunnel is shown working.
+        &["--no-browser", "--lifetime", "30s"],
     );
     let (agent, addrs) = agent(alice.path(), &["db"]);
     agent.wait_for("an expiry warning", PROMPT, |e| {
@@ -158,6 +160,12 @@ fn an_expired_certificate_is_refused_by_the_gateway_and_explained_by_the_agent()
     let cert_path = alice.path().join("tunnel").join("cert.pem");
     let cert = openssl::x509::X509::from_pem(&std::fs::read(&cert_path).unwrap()).unwrap();
     let end = tunnel_core::pki::asn1_to_unix(cert.not_after()).unwrap();
+    // Before expiry the same certificate works: the refusal below is the expiry's doing.
+    assert!(echoes(addrs[0]), "the tunnel works before expiry");
+    assert!(
+        tunnel_core::pki::unix_now() < end,
+        "setup outlasted the certificate: the check above proves nothing"
+    );
     while tunnel_core::pki::unix_now() <= end {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
@@ -180,14 +188,20 @@ fn an_expired_certificate_is_refused_by_the_gateway_and_explained_by_the_agent()
         issued: tunnel_core::pki::Issued { cert, key },
     };
     let client = tunnel_tests::tls::TlsClient::new(&creds, &w.pki.ca_crt);
-    let r = client.connect(w.gateway.addr, Some("db"));
-    let refused = match r {
+    // Our own TCP connection, so that the audit event is found by its peer address.
+    let tcp = connect(w.gateway.addr);
+    let peer = tcp.local_addr().unwrap();
+    let refused = match client.ssl(Some("db")).connect(tcp) {
         Err(_) => true,
         Ok(mut s) => tunnel_tests::tls::exchange(&mut s, b"x").0.is_empty(),
     };
     assert!(refused, "the gateway refuses an expired certificate");
-    w.gateway
-        .wait_for_audit(PROMPT, |e| field(e, "result") == "handshake_failed");
+    let ev = w.gateway.audit_for(peer);
+    assert_eq!(field(&ev, "result"), "handshake_failed", "{ev}");
+    assert!(
+        field(&ev, "reason").contains("certificate has expired"),
+        "refused for expiry: {ev}"
+    );
 }
 
 fn client_in(home: &Path, args: &[&str]) -> std::process::Command {
@@ -227,7 +241,12 @@ fn the_catalog_lists_exactly_what_each_person_may_reach_and_open_uses_it() {
 
     // open: a backend outside the catalog is refused; one in it gets a local port.
     let out = tunnel_tests::process::run_to_end(client_in(bob.path(), &["open", "db"]), PROMPT);
-    assert!(!out.status.success(), "bob may not open db");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "bob may not open db: {err}");
+    assert!(
+        err.contains("\"db\" is not among the backends you may reach"),
+        "refused by the catalog, not by some other failure: {err}"
+    );
     let open = Proc::spawn(
         "tunnel-client open",
         client_in(bob.path(), &["open", "web"]),

@@ -85,6 +85,9 @@ pub struct AuditRecord {
     pub resumed: bool,
     /// The key exchange group negotiated (`X25519`, `X25519MLKEM768`...), once known.
     pub group: Option<String>,
+    /// The cipher suite negotiated, OpenSSL's name (`TLS_AES_256_GCM_SHA384`,
+    /// `ECDHE-ECDSA-AES256-GCM-SHA384`), once known.
+    pub cipher: Option<String>,
 }
 
 impl AuditRecord {
@@ -101,6 +104,7 @@ impl AuditRecord {
             reason: String::new(),
             resumed: false,
             group: None,
+            cipher: None,
         }
     }
 
@@ -120,18 +124,21 @@ impl AuditRecord {
         let sans = printable(&sans);
         let result = outcome.as_str();
         let group = self.group.as_deref().unwrap_or("");
+        let cipher = self.cipher.as_deref().unwrap_or("");
         match outcome {
             Outcome::Ok => tracing::info!(
                 target: "audit",
                 peer = %self.peer, subject = %subject, sans = %sans, sni = %sni, backend = %backend,
                 result, bytes_up = self.bytes_up, bytes_down = self.bytes_down, duration_ms,
-                resumed = self.resumed, group = %group, reason = %reason, "connection closed"
+                resumed = self.resumed, group = %group, cipher = %cipher, reason = %reason,
+                "connection closed"
             ),
             _ => tracing::warn!(
                 target: "audit",
                 peer = %self.peer, subject = %subject, sans = %sans, sni = %sni, backend = %backend,
                 result, bytes_up = self.bytes_up, bytes_down = self.bytes_down, duration_ms,
-                resumed = self.resumed, group = %group, reason = %reason, "connection closed"
+                resumed = self.resumed, group = %group, cipher = %cipher, reason = %reason,
+                "connection closed"
             ),
         }
     }

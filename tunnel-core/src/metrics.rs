@@ -14,7 +14,7 @@
 
 mod endpoint;
 
-pub use endpoint::{bind, serve, Endpoint, MAX_OPEN};
+pub use endpoint::{bind, serve, Endpoint, MAX_OPEN, READ_TIMEOUT};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;

@@ -22,12 +22,14 @@ use tracing::{info, warn};
 
 /// Connections served at once; one more closes the oldest idle one.
 pub const MAX_OPEN: usize = 64;
+/// Time a client has to send its request head.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the endpoint accepts: small GETs, a few seconds each.
 const LIMITS: Limits = Limits {
     max_open: MAX_OPEN,
     max_per_source: MAX_OPEN,
     handshake: Duration::from_secs(5),
-    head: Duration::from_secs(5),
+    head: READ_TIMEOUT,
     total: Duration::from_secs(15),
     max_head: 16 * 1024,
     max_body: 0,

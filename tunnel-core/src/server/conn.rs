@@ -143,6 +143,7 @@ async fn handshake(
     tls.get_mut().enable();
     rec.resumed = tls.ssl().session_reused();
     rec.group = crate::tls::negotiated_group(tls.ssl());
+    rec.cipher = tls.ssl().current_cipher().map(|c| c.name().to_string());
     Ok(tls)
 }
 

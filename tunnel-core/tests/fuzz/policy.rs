@@ -1,5 +1,6 @@
 //! Rule compilation and matching: arbitrary rules compile or fail with a key, matching never
-//! panics, and the results agree with reference definitions (glob, CIDR, `any`, explain).
+//! panics, and the results agree with reference definitions (glob, CIDR, `any`, explain) and
+//! with a reference authorizer written here for `any`/`cn`/`o`/`ou` rules.
 
 use super::common::config;
 use proptest::prelude::*;
@@ -102,7 +103,9 @@ fn one(rule: &str) -> Option<Policy> {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    // About one generated policy in seven compiles: room for the rejected ones, so that
+    // `compile_and_authorize…` still judges its full count of compiled cases.
+    #![proptest_config(proptest::test_runner::Config { max_global_rejects: 1_000_000, ..config(128) })]
 
     #[test]
     fn glob_agrees_with_the_reference(p in "[ab*]{0,8}", t in "[ab]{0,10}") {
@@ -126,7 +129,12 @@ proptest! {
         id in identity(),
         sni in prop::option::of("[a-zA-Z]{1,6}|\\PC{0,10}"),
     ) {
-        let Ok(policy) = compile(&g, &b, default) else { return Ok(()) };
+        let policy = compile(&g, &b, default);
+        prop_assume!(policy.is_ok(), "the generated rules do not compile");
+        let policy = policy.unwrap();
+        if std::env::var_os("FUZZ_COUNT").is_some() {
+            eprintln!("MEANINGFUL compiled");
+        }
         let explained = policy.explain(&id);
         match policy.authorize(sni.as_deref(), &id) {
             Decision::Allow { backend, rule } => {
@@ -210,5 +218,85 @@ proptest! {
             return Err(TestCaseError::fail(format!("{printed} (printed from {rule}) no longer matches")));
         };
         prop_assert_eq!(printed, printed2);
+    }
+}
+
+/// A rule the model understands: `any`, or `cn=`/`o=`/`ou=` with a glob.
+fn model_rule() -> impl Strategy<Value = (String, String)> {
+    prop_oneof![
+        1 => Just(("any".to_string(), String::new())),
+        4 => ("(cn|o|ou)", "[ab*]{1,3}"),
+    ]
+}
+
+/// The model's decision: unknown backend, refused (several CNs), allowed or denied.
+#[derive(Debug, PartialEq)]
+enum Want {
+    Unknown,
+    Refused,
+    Allow,
+    Deny,
+}
+
+/// The reference authorizer: the SNI (ASCII case ignored) names a backend; an identity with
+/// several CNs is refused before any rule; otherwise a rule allows when `any`, or when one
+/// of the identity's values of its kind matches its glob.
+fn model(backends: &BTreeMap<String, Vec<(String, String)>>, sni: &str, id: &Identity) -> Want {
+    let Some(rules) = backends.get(&sni.to_ascii_lowercase()) else {
+        return Want::Unknown;
+    };
+    if id.cn.len() > 1 {
+        return Want::Refused;
+    }
+    let matches = |kind: &str, pat: &str| {
+        let values = match kind {
+            "cn" => &id.cn,
+            "o" => &id.o,
+            _ => &id.ou,
+        };
+        let p: Vec<char> = pat.chars().collect();
+        values
+            .iter()
+            .any(|v| glob_ref(&p, &v.chars().collect::<Vec<_>>()))
+    };
+    if rules.iter().any(|(k, p)| k == "any" || matches(k, p)) {
+        Want::Allow
+    } else {
+        Want::Deny
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Rules valid by construction, decisions compared with the reference authorizer above.
+    #[test]
+    fn authorize_agrees_with_the_reference_authorizer(
+        backends in prop::collection::btree_map("[a-c]{1,2}", prop::collection::vec(model_rule(), 0..4), 1..4),
+        cn in prop::collection::vec("[ab]{0,3}", 0..3),
+        o in prop::collection::vec("[ab]{0,3}", 0..3),
+        ou in prop::collection::vec("[ab]{0,3}", 0..3),
+        sni in "[a-cA-C]{1,2}",
+    ) {
+        let raw: Backends = backends
+            .iter()
+            .map(|(name, rules)| {
+                let rules = rules
+                    .iter()
+                    .map(|(k, p)| RawRule::Text(if k == "any" { k.clone() } else { format!("{k}={p}") }))
+                    .collect();
+                (name.clone(), rules)
+            })
+            .collect();
+        let policy = compile(&BTreeMap::new(), &raw, None)
+            .map_err(|e| TestCaseError::fail(format!("valid rules refused: {e:?}")))?;
+        let id = Identity { cn, o, ou, ..Identity::default() };
+        let got = match policy.authorize(Some(&sni), &id) {
+            Decision::UnknownBackend { .. } => Want::Unknown,
+            Decision::Refused { .. } => Want::Refused,
+            Decision::Allow { .. } => Want::Allow,
+            Decision::Deny { .. } => Want::Deny,
+        };
+        prop_assert_eq!(got, model(&backends, &sni, &id), "{:?} sni {} id {:?}", backends, sni, id);
     }
 }
