@@ -379,12 +379,26 @@ pub fn try_login_with(
     args: &[&str],
     meanwhile: impl FnOnce(&str),
 ) -> (bool, String) {
+    let ca = pki.ca_crt.to_string_lossy().into_owned();
+    let mut full = vec!["--signer", &signer.url, "--ca", &ca];
+    full.extend_from_slice(args);
+    drive_login(home, account, &full, meanwhile)
+}
+
+/// Runs `tunnel-client login ARGS` (exactly those: e.g. none, to use the remembered signer)
+/// with `XDG_CONFIG_HOME=home`, signs in as `account` from the URL it prints, and returns
+/// whether it exited 0 with its stdout and stderr.
+pub fn drive_login(
+    home: &Path,
+    account: &str,
+    args: &[&str],
+    meanwhile: impl FnOnce(&str),
+) -> (bool, String) {
     let mut cmd = command(&bins::client());
     cmd.env("XDG_CONFIG_HOME", home)
         .env_remove("DISPLAY")
         .env_remove("WAYLAND_DISPLAY")
-        .args(["login", "--signer", &signer.url, "--ca"])
-        .arg(&pki.ca_crt)
+        .arg("login")
         .args(args);
     let mut proc = Proc::spawn("tunnel-client login", cmd);
     let deadline = std::time::Instant::now() + READY;
@@ -394,7 +408,7 @@ pub fn try_login_with(
             .lines()
             .map(str::trim)
             .map(|l| l.strip_prefix("or open ").unwrap_or(l))
-            .find(|l| l.starts_with("http://") && (l.contains("/auth?") || l.contains("/device")));
+            .find(|l| l.starts_with("http") && (l.contains("/auth?") || l.contains("/device")));
         if let Some(u) = found {
             break u.to_string();
         }

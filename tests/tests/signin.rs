@@ -350,3 +350,31 @@ fn a_local_user_cannot_abort_or_block_the_login_redirect() {
     drop(agent);
     drop(held);
 }
+
+/// Issue 25 item 5: the first login remembers the signer and its CA in the per-user config,
+/// so signing in again the next morning is `tunnel-client login` alone; without an earlier
+/// sign-in, `--signer` is asked for by name.
+#[test]
+fn a_second_login_needs_no_signer_flags() {
+    let w = world("");
+    let home = tempfile::tempdir().unwrap();
+    let mut alone = command(&bins::client());
+    alone
+        .env("XDG_CONFIG_HOME", home.path())
+        .args(["login", "--no-browser"]);
+    let out = tunnel_tests::process::run_to_end(alone, READY);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("--signer URL is required"), "{err}");
+
+    login(&w.pki, &w.signer, home.path(), "alice", &["--no-browser"]);
+    let cert = home.path().join("tunnel").join("cert.pem");
+    let first = std::fs::read(&cert).unwrap();
+    let (ok, out) =
+        tunnel_tests::oidc::drive_login(home.path(), "alice", &["--no-browser"], |_| {});
+    assert!(ok, "the remembered signer was not used: {out}");
+    assert_ne!(std::fs::read(&cert).unwrap(), first, "a new certificate");
+    let (agent, addrs) = agent(home.path(), &["db"]);
+    assert!(echoes(addrs[0]), "the renewed certificate works");
+    drop(agent);
+}
