@@ -233,3 +233,37 @@ fn a_bare_tunnel_client_says_what_to_do_next() {
     assert!(err.contains("certificate expired at"), "{err}");
     assert!(err.contains("run `tunnel-client login`"), "{err}");
 }
+
+/// Issue 25 item 4: each subcommand's help shows the flags it uses, with what they mean
+/// there: `login --ca` is the signer's CA, the one-off tunnel's flags are not offered to
+/// commands that ignore them, and `stdio` keeps its own.
+#[test]
+fn each_command_offers_its_own_flags_with_their_meaning_there() {
+    let help = |args: &[&str]| {
+        let out = run(&bins::client(), args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        text(&out.stdout)
+    };
+    let login = help(&["login", "--help"]);
+    let ca = login.lines().find(|l| l.contains("--ca ")).unwrap_or("");
+    assert!(ca.contains("signer's HTTPS certificate"), "{login}");
+    for cmd in ["login", "ls", "open", "exec", "status"] {
+        let h = help(&[cmd, "--help"]);
+        for flag in [
+            "--server ",
+            "--cert ",
+            "--key ",
+            "--backend ",
+            "--server-name ",
+        ] {
+            assert!(!h.contains(flag), "`{cmd} --help` offers {flag}: {h}");
+        }
+    }
+    let stdio = help(&["stdio", "--help"]);
+    for flag in ["--server ", "--cert ", "--key ", "--ca ", "--backend "] {
+        assert!(stdio.contains(flag), "`stdio --help` lacks {flag}: {stdio}");
+    }
+    let top = help(&["--help"]);
+    let ca = top.lines().find(|l| l.contains("--ca ")).unwrap_or("");
+    assert!(ca.contains("gateway's certificate"), "{top}");
+}

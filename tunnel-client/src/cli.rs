@@ -85,31 +85,68 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// The one-off tunnel's flags.
+/// The one-off tunnel's flags (the agent's, before any subcommand).
 #[derive(Args, Default)]
 pub struct FlagArgs {
     /// Gateway host:port (one-off tunnel without a config file).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub server: Option<String>,
     /// Name to verify in the gateway's certificate (default: host of --server).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub server_name: Option<String>,
     /// Client certificate (PEM).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub cert: Option<String>,
     /// Client private key (PEM).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub key: Option<String>,
-    /// CA bundle (PEM): for tunnels, the CA that issued the gateway's certificate; for
-    /// `login`, the CA that issued the signer's HTTPS certificate.
-    #[arg(long, global = true)]
+    /// CA bundle (PEM) that issued the gateway's certificate.
+    #[arg(long)]
     pub ca: Option<String>,
     /// Local address to listen on (one-off tunnel).
     #[arg(long)]
     pub listen: Option<String>,
     /// Backend name to reach (sent as SNI).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub backend: Option<String>,
+}
+
+/// `stdio`'s flags: the gateway and credentials without a config file, and the backend.
+#[derive(Args, Default)]
+pub struct StdioArgs {
+    /// Gateway host:port (without --config).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Name to verify in the gateway's certificate (default: host of --server).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Client certificate (PEM).
+    #[arg(long)]
+    pub cert: Option<String>,
+    /// Client private key (PEM).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// CA bundle (PEM) that issued the gateway's certificate.
+    #[arg(long)]
+    pub ca: Option<String>,
+    /// Backend name to reach (sent as SNI); required.
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+impl StdioArgs {
+    /// These flags over `top` (the same flags given before `stdio`).
+    pub fn over(self, top: FlagArgs) -> FlagArgs {
+        FlagArgs {
+            server: self.server.or(top.server),
+            server_name: self.server_name.or(top.server_name),
+            cert: self.cert.or(top.cert),
+            key: self.key.or(top.key),
+            ca: self.ca.or(top.ca),
+            listen: top.listen,
+            backend: self.backend.or(top.backend),
+        }
+    }
 }
 
 impl FlagArgs {
@@ -129,7 +166,7 @@ impl FlagArgs {
 #[derive(Subcommand)]
 pub enum Command {
     /// Use stdin/stdout as the local side of one tunnel (for ssh -o ProxyCommand=...).
-    Stdio,
+    Stdio(StdioArgs),
     /// Sign in with the identity provider and get a short-lived certificate from the signer.
     Login(LoginArgs),
     /// List the backends this identity may reach (asks the gateway's catalog).
@@ -189,6 +226,10 @@ pub struct LoginArgs {
     /// CA bundle for the identity provider's HTTPS (default: the system's trust store).
     #[arg(long)]
     pub idp_ca: Option<PathBuf>,
+    /// CA bundle (PEM) that issued the signer's HTTPS certificate (default: the one the
+    /// first login remembered).
+    #[arg(long)]
+    pub ca: Option<String>,
 }
 
 /// The clap `Command` of `tunnel-client` (for the man page and completions).

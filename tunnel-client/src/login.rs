@@ -7,8 +7,8 @@ use tunnel_client::cli::LoginArgs;
 use tunnel_core::login::{files, login, LoginOptions};
 use tunnel_core::{EXIT_CONFIG, EXIT_RUNTIME};
 
-/// Runs the login; `config` is `--config`, `ca` the global `--ca`.
-pub fn run(args: LoginArgs, config: Option<&Path>, ca: Option<String>) -> ExitCode {
+/// Runs the login; `config` is `--config`.
+pub fn run(args: LoginArgs, config: Option<&Path>) -> ExitCode {
     let Some(config) = files::default_config(config) else {
         eprintln!("tunnel-client login: neither --config, $XDG_CONFIG_HOME nor $HOME is set; give --config FILE");
         return ExitCode::from(EXIT_CONFIG as u8);
@@ -22,7 +22,8 @@ pub fn run(args: LoginArgs, config: Option<&Path>, ca: Option<String>) -> ExitCo
         eprintln!("tunnel-client login: --signer URL is required (no earlier sign-in is remembered in {})", config.display());
         return ExitCode::from(EXIT_CONFIG as u8);
     };
-    let Some(ca) = ca
+    let Some(ca) = args
+        .ca
         .map(PathBuf::from)
         .or_else(|| remembered.and_then(|r| r.1))
     else {

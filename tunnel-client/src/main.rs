@@ -54,7 +54,15 @@ fn main() -> ExitCode {
         return first_steps();
     }
     let opened = match cli.command.take() {
-        Some(Command::Login(args)) => return login::run(args, cli.config.as_deref(), cli.flags.ca),
+        Some(Command::Login(mut args)) => {
+            args.ca = args.ca.or(cli.flags.ca);
+            return login::run(args, cli.config.as_deref());
+        }
+        Some(Command::Stdio(args)) => {
+            cli.flags = args.over(std::mem::take(&mut cli.flags));
+            cli.command = Some(Command::Stdio(Default::default()));
+            None
+        }
         Some(Command::Ls) => return catalog::ls(cli.config.as_deref()),
         Some(Command::Exec { name, command }) => {
             return exec::run(cli.config.as_deref(), &name, command)
@@ -105,7 +113,7 @@ fn first_steps() -> ExitCode {
 /// listening addresses are then printed for the caller.
 fn run(cli: Cli, opened: Option<ClientConfig>) -> Result<Exit, StartError> {
     let announce = opened.is_some();
-    let stdio = matches!(cli.command, Some(Command::Stdio));
+    let stdio = matches!(cli.command, Some(Command::Stdio(_)));
     let backend = cli.flags.backend.clone();
     let cfg = match opened {
         Some(cfg) => cfg,
