@@ -16,6 +16,10 @@ pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_UNAVAILABLE: i32 = 69;
 /// Exit code for an I/O error on a file the command works on (BSD `EX_IOERR`).
 pub const EXIT_IOERR: i32 = 74;
+/// Exit code after a panic: an internal error (BSD `EX_SOFTWARE`).
+pub const EXIT_PANIC: i32 = 70;
+/// Exit code when the admin socket refuses the caller (BSD `EX_NOPERM`).
+pub const EXIT_NOPERM: i32 = 77;
 
 /// The exit status of a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -146,7 +146,7 @@ impl Failover {
             }
         }
         let now = Instant::now();
-        let b = self.backoff.lock().map(|m| m.clone()).unwrap_or_default();
+        let b = crate::sync::lock(&self.backoff).clone();
         let due = |a: &SocketAddr| b.get(a).map(|x| x.until).filter(|t| *t > now);
         let (mut later, mut out): (Vec<_>, Vec<_>) =
             all.into_iter().partition(|a| due(a).is_some());
@@ -159,33 +159,29 @@ impl Failover {
         if let Ok(a) = server.parse::<SocketAddr>() {
             return Ok(vec![a]);
         }
-        if let Some((at, v)) = self.dns.lock().ok().and_then(|m| m.get(server).cloned()) {
+        let cached = crate::sync::lock(&self.dns).get(server).cloned();
+        if let Some((at, v)) = cached {
             if at.elapsed() < DNS_CACHE {
                 return Ok(v);
             }
         }
         let v: Vec<SocketAddr> = tokio::net::lookup_host(server).await?.collect();
-        if let Ok(mut m) = self.dns.lock() {
-            m.insert(server.to_string(), (Instant::now(), v.clone()));
-        }
+        crate::sync::lock(&self.dns).insert(server.to_string(), (Instant::now(), v.clone()));
         Ok(v)
     }
 
     fn failed(&self, addr: SocketAddr) {
-        if let Ok(mut m) = self.backoff.lock() {
-            let b = m.entry(addr).or_insert(Backoff {
-                until: Instant::now(),
-                next: BACKOFF_MIN,
-            });
-            b.until = Instant::now() + b.next;
-            b.next = (b.next * 2).min(BACKOFF_MAX);
-        }
+        let mut m = crate::sync::lock(&self.backoff);
+        let b = m.entry(addr).or_insert(Backoff {
+            until: Instant::now(),
+            next: BACKOFF_MIN,
+        });
+        b.until = Instant::now() + b.next;
+        b.next = (b.next * 2).min(BACKOFF_MAX);
     }
 
     fn succeeded(&self, addr: SocketAddr) {
-        if let Ok(mut m) = self.backoff.lock() {
-            m.remove(&addr);
-        }
+        crate::sync::lock(&self.backoff).remove(&addr);
     }
 }
 

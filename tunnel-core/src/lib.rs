@@ -3,7 +3,8 @@
 //! The gateway ([`server`]) verifies client certificates ([`tls`]), extracts an
 //! [`identity::Identity`], decides with [`policy`] which backend the client may reach, and
 //! forwards bytes ([`proxy`]); the client agent ([`client`]) wraps local TCP ports in mTLS.
-// The one exception is tls::sessions (SSL_set_session), documented there.
+// Every `unsafe` block is in tls::ffi (OpenSSL calls the openssl crate does not wrap),
+// with its invariants documented there.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

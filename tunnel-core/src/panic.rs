@@ -6,8 +6,8 @@
 //! only trace is a line on stderr. A gateway in an unknown state should rather stop and let
 //! systemd (`Restart=on-failure`) start a clean one.
 
-/// Exit status after a panic (BSD `EX_SOFTWARE`: internal software error).
-pub const EXIT_PANIC: i32 = 70;
+/// Exit status after a panic (the one exit table: [`crate::exit`]).
+pub use crate::exit::EXIT_PANIC;
 
 /// Installs the hook. Call it first thing in `main`; logging may be set up later, the hook
 /// checks at panic time whether a subscriber exists.

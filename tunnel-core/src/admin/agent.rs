@@ -31,11 +31,11 @@ pub struct OpenGuard {
 impl AgentStats {
     /// A connection to `backend` starts.
     pub fn open(&self, backend: &str) -> OpenGuard {
-        if let Ok(mut m) = self.map.lock() {
-            let s = m.entry(backend.to_string()).or_default();
-            s.active += 1;
-            s.total += 1;
-        }
+        let mut m = crate::sync::lock(&self.map);
+        let s = m.entry(backend.to_string()).or_default();
+        s.active += 1;
+        s.total += 1;
+        drop(m);
         OpenGuard {
             map: self.map.clone(),
             backend: backend.to_string(),
@@ -44,27 +44,24 @@ impl AgentStats {
 
     /// A connection to `backend` failed with `error`.
     pub fn failed(&self, backend: &str, error: &str) {
-        if let Ok(mut m) = self.map.lock() {
-            m.entry(backend.to_string()).or_default().last_error =
-                Some((error.to_string(), unix_now()));
-        }
+        crate::sync::lock(&self.map)
+            .entry(backend.to_string())
+            .or_default()
+            .last_error = Some((error.to_string(), unix_now()));
     }
 
     fn get(&self, backend: &str) -> Stat {
-        self.map
-            .lock()
-            .ok()
-            .and_then(|m| m.get(backend).cloned())
+        crate::sync::lock(&self.map)
+            .get(backend)
+            .cloned()
             .unwrap_or_default()
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.map.lock() {
-            if let Some(s) = m.get_mut(&self.backend) {
-                s.active = s.active.saturating_sub(1);
-            }
+        if let Some(s) = crate::sync::lock(&self.map).get_mut(&self.backend) {
+            s.active = s.active.saturating_sub(1);
         }
     }
 }

@@ -8,10 +8,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-/// Exit code when the socket cannot be reached (BSD `EX_UNAVAILABLE`).
-pub const EXIT_UNAVAILABLE: i32 = 69;
-/// Exit code when the socket refuses the caller (BSD `EX_NOPERM`).
-pub const EXIT_NOPERM: i32 = 77;
+// The socket cannot be reached: EXIT_UNAVAILABLE; it refuses the caller: EXIT_NOPERM (both
+// in the one exit table, crate::exit).
+use crate::exit::{EXIT_NOPERM, EXIT_UNAVAILABLE};
 
 /// Why a command failed, and the exit code it maps to.
 #[derive(Debug)]

@@ -128,7 +128,7 @@ pub struct SessionGuard {
 
 impl Sessions {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// Admits a tunnel unless its identity is blocked or a cap of `limits` is reached.
@@ -209,12 +209,10 @@ impl Sessions {
             if !sel.matches(*id, &e.info) || e.token.is_cancelled() {
                 continue;
             }
-            if let Ok(mut c) = e.cut.lock() {
-                *c = Some(Cut::Disconnected {
-                    by: by.to_string(),
-                    reason: reason.to_string(),
-                });
-            }
+            *crate::sync::lock(&e.cut) = Some(Cut::Disconnected {
+                by: by.to_string(),
+                reason: reason.to_string(),
+            });
             e.token.cancel();
             fingerprints.push(e.info.identity.sha256.clone());
             cut += 1;
@@ -313,9 +311,7 @@ impl SessionGuard {
                 tokio::select! {
                     _ = self.token.cancelled() => {}
                     _ = tokio::time::sleep(d) => {
-                        if let Ok(mut c) = self.cut.lock() {
-                            c.get_or_insert(Cut::Expired);
-                        }
+                        crate::sync::lock(&self.cut).get_or_insert(Cut::Expired);
                     }
                 }
             }
@@ -325,15 +321,13 @@ impl SessionGuard {
 
     /// Why the tunnel was cut, if it was.
     pub fn why(&self) -> Option<Cut> {
-        self.cut.lock().ok().and_then(|c| c.clone())
+        crate::sync::lock(&self.cut).clone()
     }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        if let Ok(mut g) = self.inner.lock() {
-            g.open.remove(&self.id);
-        }
+        crate::sync::lock(&self.inner).open.remove(&self.id);
     }
 }
 

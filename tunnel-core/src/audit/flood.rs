@@ -105,9 +105,7 @@ impl FloodLimit {
 
     /// Whether a line for `outcome` from `ip` may be written now (counted either way).
     pub fn admit(&self, ip: IpAddr, outcome: Outcome) -> bool {
-        let Ok(mut m) = self.sources.lock() else {
-            return true;
-        };
+        let mut m = crate::sync::lock(&self.sources);
         let mut source = Source::of(ip);
         if !m.contains_key(&source) && m.len() >= MAX_SOURCES {
             source = Source::Other;
@@ -123,9 +121,7 @@ impl FloodLimit {
 
     /// Ends the period: returns what each source had suppressed and renews every budget.
     pub fn end_period(&self) -> Vec<Suppressed> {
-        let Ok(mut m) = self.sources.lock() else {
-            return Vec::new();
-        };
+        let mut m = crate::sync::lock(&self.sources);
         let mut out: Vec<Suppressed> = m
             .drain()
             .filter(|(_, c)| !c.suppressed.is_empty())

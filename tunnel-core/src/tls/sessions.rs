@@ -17,8 +17,9 @@
 //! makes a full handshake. (Copying sessions through DER to avoid that costs more: OpenSSL
 //! 3.0 decodes the certificate inside on every copy.)
 //!
-//! This module holds the crate's one `unsafe` call, `SSL_set_session`, whose contract is
-//! that the session belongs to the same `SSL_CTX` as the connection.
+//! Offering a session goes through `tls::ffi::set_session` (`SSL_set_session`, whose
+//! contract is that the session belongs to the same `SSL_CTX` as the connection: this
+//! module keeps it).
 
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
@@ -101,7 +102,7 @@ impl SessionCache {
             });
         let since = match cached {
             Some((session, since)) => {
-                offer_session(ssl, &session)?;
+                super::ffi::set_session(ssl, &session)?;
                 Some(since)
             }
             None => None,
@@ -115,15 +116,6 @@ impl SessionCache {
         );
         Ok(())
     }
-}
-
-#[allow(unsafe_code)]
-fn offer_session(ssl: &mut SslRef, session: &SslSession) -> Result<(), ErrorStack> {
-    // SAFETY: SSL_set_session requires a session of the same SSL_CTX. Sessions only enter a
-    // SessionCache through the new-session callback of the context it was installed in, and
-    // ClientTls (which owns both and is rebuilt as a whole on reload) only calls `prepare`
-    // with `Ssl`s made from that context.
-    unsafe { ssl.set_session(session) }
 }
 
 #[cfg(test)]

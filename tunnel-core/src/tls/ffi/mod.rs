@@ -7,6 +7,9 @@
 //! for NULL before use and owned exactly once (an `EVP_PKEY` is handed to `PKey::from_ptr`).
 #![allow(unsafe_code)]
 
+pub(crate) mod ticket;
+pub(crate) mod ticket_chain;
+
 use openssl::ssl::SslRef;
 use std::ffi::{c_char, c_int, c_long, c_void, CStr};
 
@@ -14,6 +17,20 @@ extern "C" {
     fn SSL_group_to_name(s: *mut openssl_sys::SSL, id: c_int) -> *const c_char;
     fn SSL_free_buffers(s: *mut openssl_sys::SSL) -> c_int;
     fn SSL_CTX_set_default_read_buffer_len(ctx: *mut openssl_sys::SSL_CTX, len: usize);
+}
+
+/// Offers `session` for resumption on `ssl` (`SSL_set_session`).
+///
+/// SSL_set_session requires a session of the same SSL_CTX. Its one caller,
+/// `tls::sessions`, keeps that invariant: sessions only enter a SessionCache through the
+/// new-session callback of the context it was installed in, and ClientTls (which owns both
+/// and is rebuilt as a whole on reload) only offers them to `Ssl`s made from that context.
+pub(crate) fn set_session(
+    ssl: &mut SslRef,
+    session: &openssl::ssl::SslSessionRef,
+) -> Result<(), openssl::error::ErrorStack> {
+    // SAFETY: see above: the session belongs to the context `ssl` was made from.
+    unsafe { ssl.set_session(session) }
 }
 
 /// Record read buffer of every connection of the context being built
