@@ -12,17 +12,12 @@ use crate::config::ServerConfig;
 use crate::identity::Identity;
 use crate::policy::Decision;
 use crate::tls::ClientTls;
-use openssl::ssl::{AlpnError, NameType, SslRef};
 use serde::{Deserialize, Serialize};
 use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The catalog's ALPN protocol name.
-pub const ALPN: &[u8] = b"tunnel-catalog/1";
-/// [`ALPN`] in the wire format of ALPN lists (length-prefixed).
-const ALPN_WIRE: &[u8] = b"\x10tunnel-catalog/1";
-/// The reserved server name of catalog requests.
-pub const SNI: &str = "tunnel-catalog.invalid";
+// The handshake side (the reserved SNI, the ALPN name and choice) is TLS's: tls::catalog_alpn.
+pub use crate::tls::catalog_alpn::{is_request, select_alpn, selected, ALPN, ALPN_WIRE, SNI};
 /// Largest catalog answer a client reads.
 const MAX_ANSWER: u64 = 1024 * 1024;
 
@@ -42,28 +37,6 @@ pub struct Catalog {
     pub identity: String,
     /// Backends it may reach.
     pub backends: Vec<Entry>,
-}
-
-/// Whether this handshake asks for the catalog (by its reserved SNI).
-pub fn is_request(ssl: &SslRef) -> bool {
-    ssl.servername_raw(NameType::HOST_NAME) == Some(SNI.as_bytes())
-}
-
-/// Whether the catalog protocol was negotiated on this connection.
-pub fn selected(ssl: &SslRef) -> bool {
-    is_request(ssl) && ssl.selected_alpn_protocol() == Some(ALPN)
-}
-
-/// The gateway's ALPN choice: the catalog protocol for catalog requests (refused without
-/// it); no ALPN for tunnels, as before.
-pub fn select_alpn<'a>(ssl: &mut SslRef, offered: &'a [u8]) -> Result<&'a [u8], AlpnError> {
-    if !is_request(ssl) {
-        return Err(AlpnError::NOACK);
-    }
-    match openssl::ssl::select_next_proto(ALPN_WIRE, offered) {
-        Some(p) => Ok(p),
-        None => Err(AlpnError::ALERT_FATAL),
-    }
 }
 
 /// The backends `id` may reach under `cfg`.

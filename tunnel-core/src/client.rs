@@ -1,6 +1,8 @@
 //! The client agent: accepts plain TCP on local listeners (or uses stdin/stdout), opens an
 //! mTLS connection to the gateway with the tunnel's backend as SNI, and copies bytes.
 
+mod stats;
+
 use crate::config::{ClientConfig, ConfigError, DEFAULT_EXPIRY_WARNING};
 use crate::metrics::Metrics;
 use crate::proxy::{self, End};
@@ -127,7 +129,7 @@ pub struct ClientAgent {
     /// Which gateway of `server` to try first, and which failed recently.
     failover: crate::failover::Failover,
     /// Counts and last errors for `tunnel-client status`.
-    pub(crate) stats: crate::admin::agent::AgentStats,
+    pub(crate) stats: stats::AgentStats,
 }
 
 /// Why a connection to the gateway could not be made.

@@ -19,6 +19,7 @@ use openssl::x509::{X509Ref, X509StoreContext, X509};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub mod catalog_alpn;
 mod ffi;
 mod handshake;
 pub mod keys;
@@ -210,7 +211,7 @@ impl ServerTls {
             cfg.crl_check,
             previous_crls,
         )?);
-        b.set_alpn_select_callback(crate::catalog::select_alpn);
+        b.set_alpn_select_callback(catalog_alpn::select_alpn);
         handshake::route_by_sni(&mut b, policy.clone());
         let vcrls = crls.clone();
         let crl_expired = cfg.crl_expired;

@@ -2,69 +2,10 @@
 //! the certificate's notAfter, and the last error of each tunnel.
 
 use super::protocol::{AgentStatus, Request, Response, TunnelStatus};
-use super::sessions::unix_now;
 use super::socket::{self, Access, Handler, Peer};
 use crate::client::ClientAgent;
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
-
-/// Per-backend counts and the last error, as the agent's connections report them.
-#[derive(Default)]
-pub struct AgentStats {
-    map: Arc<Mutex<HashMap<String, Stat>>>,
-}
-
-#[derive(Default, Clone)]
-struct Stat {
-    active: u64,
-    total: u64,
-    last_error: Option<(String, i64)>,
-}
-
-/// Counts one open connection until dropped.
-pub struct OpenGuard {
-    map: Arc<Mutex<HashMap<String, Stat>>>,
-    backend: String,
-}
-
-impl AgentStats {
-    /// A connection to `backend` starts.
-    pub fn open(&self, backend: &str) -> OpenGuard {
-        let mut m = crate::sync::lock(&self.map);
-        let s = m.entry(backend.to_string()).or_default();
-        s.active += 1;
-        s.total += 1;
-        drop(m);
-        OpenGuard {
-            map: self.map.clone(),
-            backend: backend.to_string(),
-        }
-    }
-
-    /// A connection to `backend` failed with `error`.
-    pub fn failed(&self, backend: &str, error: &str) {
-        crate::sync::lock(&self.map)
-            .entry(backend.to_string())
-            .or_default()
-            .last_error = Some((error.to_string(), unix_now()));
-    }
-
-    fn get(&self, backend: &str) -> Stat {
-        crate::sync::lock(&self.map)
-            .get(backend)
-            .cloned()
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        if let Some(s) = crate::sync::lock(&self.map).get_mut(&self.backend) {
-            s.active = s.active.saturating_sub(1);
-        }
-    }
-}
+use std::sync::{Arc, Weak};
 
 struct AgentAdmin {
     agent: Weak<ClientAgent>,

@@ -15,11 +15,11 @@ mod values;
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};
 pub use listener::ProxyListener;
 pub use operator::{admin_socket_of, BackendTarget, ProxyProtocol, ADMIN_SOCKET_NAME};
-pub(crate) use server::valid_host_port;
 pub use server::{
     valid_backend_name_bytes, BackendConfig, ServerConfig, StapleSource, DEFAULT_EXPIRY_WARNING,
     SERVER_ENV_PREFIX,
 };
+pub(crate) use values::valid_host_port;
 pub use values::{
     Bounded, CrlCoverage, CrlExpired, HumanDuration, LogFormat, LogLevel, MetricsAddr, TlsVersion,
 };

@@ -58,7 +58,7 @@ pub(crate) fn parse_target(file: &Path, key: &str, a: &str) -> Result<BackendTar
         }
         return Ok(BackendTarget::Unix(path));
     }
-    if super::server::valid_host_port(a) {
+    if super::values::valid_host_port(a) {
         return Ok(BackendTarget::Tcp(a.to_string()));
     }
     Err(ConfigError::new(

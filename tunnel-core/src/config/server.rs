@@ -474,20 +474,5 @@ fn listen_addrs(
     Ok(listen)
 }
 
-/// `host:port` or `[v6]:port` with a numeric port.
-pub(crate) fn valid_host_port(a: &str) -> bool {
-    if a.parse::<SocketAddr>().is_ok() {
-        return true;
-    }
-    match a.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty()
-                && !host.contains(':')
-                && port.parse::<u16>().map(|p| p != 0).unwrap_or(false)
-        }
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests;

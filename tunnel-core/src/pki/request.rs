@@ -2,7 +2,8 @@
 //! certificate specs before the CA directory is touched.
 
 use super::names::{check_attr, check_days, check_file_stem, check_san, parse_ip};
-use super::store::DEFAULT_CERT_DAYS;
+/// Default validity of an issued certificate, in days.
+pub const DEFAULT_CERT_DAYS: u32 = 365;
 use super::{CertSpec, KeyType, PkiError};
 use std::path::PathBuf;
 

@@ -27,8 +27,7 @@ pub const CRL_FILE: &str = "crl.pem";
 pub const DEFAULT_CA_NAME: &str = "Example Tunnel CA";
 /// Default validity of a new CA, in days.
 pub const DEFAULT_CA_DAYS: u32 = 3650;
-/// Default validity of an issued certificate, in days.
-pub const DEFAULT_CERT_DAYS: u32 = 365;
+pub use super::request::DEFAULT_CERT_DAYS;
 /// Default validity of a CRL (its next-update time), in days.
 pub const DEFAULT_CRL_DAYS: u32 = 30;
 /// How often to draw a new serial when a random one is already in the index.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub(super) fn route_by_sni(b: &mut SslAcceptorBuilder, policy: Arc<Policy>) {
     let sni_policy = policy;
     b.set_servername_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
-        if crate::catalog::is_request(ssl) {
+        if super::catalog_alpn::is_request(ssl) {
             return Ok(());
         }
         // Only names a backend could have get further: this also keeps control
@@ -76,7 +76,7 @@ pub(super) fn verify_client(
         .and_then(|s| s.servername(NameType::HOST_NAME))
         .map(str::to_string);
     // A catalog request is authorized per backend in its answer, not here.
-    let catalog = ssl.is_some_and(crate::catalog::selected);
+    let catalog = ssl.is_some_and(super::catalog_alpn::selected);
     let Some(refused) = client_refusal(
         ctx,
         &cert,
