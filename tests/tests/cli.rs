@@ -266,4 +266,9 @@ fn each_command_offers_its_own_flags_with_their_meaning_there() {
     let top = help(&["--help"]);
     let ca = top.lines().find(|l| l.contains("--ca ")).unwrap_or("");
     assert!(ca.contains("gateway's certificate"), "{top}");
+    // The gateway's --config is signer.toml for `signer`, with its own variable prefix.
+    let out = run(&bins::server(), &["signer", "--help"]);
+    let signer = text(&out.stdout);
+    assert!(signer.contains("for `signer`, signer.toml"), "{signer}");
+    assert!(signer.contains("TUNNEL_SIGNER_<KEY>"), "{signer}");
 }

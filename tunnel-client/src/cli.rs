@@ -74,7 +74,8 @@ fn after_help() -> &'static str {
     after_help = after_help()
 )]
 pub struct Cli {
-    /// Configuration file (TOML). Environment variables TUNNEL_CLIENT_<KEY> override keys.
+    /// Configuration file (TOML): the agent's; for `login`, the one it updates (default: the
+    /// per-user config). Environment variables TUNNEL_CLIENT_<KEY> override keys.
     #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
     /// A one-off tunnel without a configuration file.

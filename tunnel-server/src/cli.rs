@@ -82,7 +82,9 @@ fn after_help() -> &'static str {
     after_help = after_help()
 )]
 pub struct Cli {
-    /// Configuration file (TOML). Environment variables TUNNEL_SERVER_<KEY> override keys.
+    /// Configuration file (TOML): the gateway's server.toml (for sessions and disconnect: to
+    /// find its admin socket); for `signer`, signer.toml. Environment variables
+    /// TUNNEL_SERVER_<KEY> (TUNNEL_SIGNER_<KEY> for the signer) override keys.
     #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
     /// What to do; without one, run the gateway.
