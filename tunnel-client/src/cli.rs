@@ -86,10 +86,10 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// The one-off tunnel's flags (the agent's, before any subcommand).
+/// The gateway and the credentials without a config file (the agent's and `stdio`'s).
 #[derive(Args, Default)]
-pub struct FlagArgs {
-    /// Gateway host:port (one-off tunnel without a config file).
+pub struct GatewayArgs {
+    /// Gateway host:port (without a config file).
     #[arg(long)]
     pub server: Option<String>,
     /// Name to verify in the gateway's certificate (default: host of --server).
@@ -104,6 +104,36 @@ pub struct FlagArgs {
     /// CA bundle (PEM) that issued the gateway's certificate.
     #[arg(long)]
     pub ca: Option<String>,
+}
+
+impl GatewayArgs {
+    /// Whether any of them was given.
+    pub fn any(&self) -> bool {
+        self.server.is_some()
+            || self.server_name.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || self.ca.is_some()
+    }
+
+    /// These over `other` (each flag given here wins).
+    pub fn or(self, other: GatewayArgs) -> GatewayArgs {
+        GatewayArgs {
+            server: self.server.or(other.server),
+            server_name: self.server_name.or(other.server_name),
+            cert: self.cert.or(other.cert),
+            key: self.key.or(other.key),
+            ca: self.ca.or(other.ca),
+        }
+    }
+}
+
+/// The one-off tunnel's flags (the agent's, before any subcommand).
+#[derive(Args, Default)]
+pub struct FlagArgs {
+    /// The gateway and credentials.
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
     /// Local address to listen on (one-off tunnel).
     #[arg(long)]
     pub listen: Option<String>,
@@ -112,24 +142,19 @@ pub struct FlagArgs {
     pub backend: Option<String>,
 }
 
+impl FlagArgs {
+    /// Whether any one-off flag was given.
+    pub fn any(&self) -> bool {
+        self.gateway.any() || self.listen.is_some() || self.backend.is_some()
+    }
+}
+
 /// `stdio`'s flags: the gateway and credentials without a config file, and the backend.
 #[derive(Args, Default)]
 pub struct StdioArgs {
-    /// Gateway host:port (without --config).
-    #[arg(long)]
-    pub server: Option<String>,
-    /// Name to verify in the gateway's certificate (default: host of --server).
-    #[arg(long)]
-    pub server_name: Option<String>,
-    /// Client certificate (PEM).
-    #[arg(long)]
-    pub cert: Option<String>,
-    /// Client private key (PEM).
-    #[arg(long)]
-    pub key: Option<String>,
-    /// CA bundle (PEM) that issued the gateway's certificate.
-    #[arg(long)]
-    pub ca: Option<String>,
+    /// The gateway and credentials.
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
     /// Backend name to reach (sent as SNI); required.
     #[arg(long)]
     pub backend: Option<String>,
@@ -139,27 +164,10 @@ impl StdioArgs {
     /// These flags over `top` (the same flags given before `stdio`).
     pub fn over(self, top: FlagArgs) -> FlagArgs {
         FlagArgs {
-            server: self.server.or(top.server),
-            server_name: self.server_name.or(top.server_name),
-            cert: self.cert.or(top.cert),
-            key: self.key.or(top.key),
-            ca: self.ca.or(top.ca),
+            gateway: self.gateway.or(top.gateway),
             listen: top.listen,
             backend: self.backend.or(top.backend),
         }
-    }
-}
-
-impl FlagArgs {
-    /// Whether any one-off flag was given.
-    pub fn any(&self) -> bool {
-        self.server.is_some()
-            || self.server_name.is_some()
-            || self.cert.is_some()
-            || self.key.is_some()
-            || self.ca.is_some()
-            || self.listen.is_some()
-            || self.backend.is_some()
     }
 }
 

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     }
     let opened = match cli.command.take() {
         Some(Command::Login(mut args)) => {
-            args.ca = args.ca.or(cli.flags.ca);
+            args.ca = args.ca.or(cli.flags.gateway.ca);
             return login::run(args, cli.config.as_deref());
         }
         Some(Command::Stdio(args)) => {
@@ -137,21 +137,21 @@ fn run(cli: Cli, opened: Option<ClientConfig>) -> Result<Exit, StartError> {
 
 /// The configuration from `--config FILE` or from the one-off flags (not both).
 fn load(config: Option<PathBuf>, f: FlagArgs, stdio: bool) -> Result<ClientConfig, StartError> {
-    let flags_given = f.server.is_some()
-        || f.cert.is_some()
-        || f.key.is_some()
-        || f.ca.is_some()
+    let flags_given = f.gateway.server.is_some()
+        || f.gateway.cert.is_some()
+        || f.gateway.key.is_some()
+        || f.gateway.ca.is_some()
         || f.listen.is_some();
     let cfg = match (config, flags_given) {
         (Some(_), true) => return Err(StartError::Usage("tunnel-client: give either --config FILE or the one-off flags (--server --cert --key --ca --listen), not both".into())),
         (Some(path), false) => ClientConfig::load_with(&path, stdio),
         (None, _) => ClientConfig::from_flags(
             ClientFlags {
-                server: f.server,
-                server_name: f.server_name,
-                cert: f.cert,
-                key: f.key,
-                ca: f.ca,
+                server: f.gateway.server,
+                server_name: f.gateway.server_name,
+                cert: f.gateway.cert,
+                key: f.gateway.key,
+                ca: f.gateway.ca,
                 listen: f.listen,
                 backend: f.backend,
             },
