@@ -329,11 +329,27 @@ impl SignerProc {
     }
 }
 
+/// The nonce that binds a token to `key`, computed here (not with the product's
+/// `nonce_for_key`): base64url without padding of SHA-256 over the SubjectPublicKeyInfo.
+pub fn nonce_of(key: &openssl::pkey::PKeyRef<openssl::pkey::Private>) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.public_key_to_der().expect("SPKI"));
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in digest.chunks(3) {
+        let n = chunk.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 /// A new P-256 key, its CSR (PEM) and the nonce that binds a token to it.
 pub fn key_and_csr() -> (openssl::pkey::PKey<openssl::pkey::Private>, String, String) {
     let key = tunnel_core::pki::new_key(tunnel_core::pki::KeyType::EcP256).expect("key");
     let csr = csr_signed_by(&key, &key);
-    let nonce = tunnel_core::oidc::nonce_for_key(&key).expect("nonce");
+    let nonce = nonce_of(&key);
     (key, csr, nonce)
 }
 
@@ -424,4 +440,26 @@ pub fn drive_login(
     let status = proc.wait_exit(Duration::from_secs(60));
     let out = String::from_utf8_lossy(&proc.stdout()).into_owned();
     (status.success(), format!("{out}\n{}", proc.log_text()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The same known answer as the product's unit test (key with private scalar 1).
+    #[test]
+    fn the_harness_nonce_is_the_known_answer() {
+        use openssl::bn::{BigNum, BigNumContext};
+        use openssl::ec::{EcGroup, EcKey, EcPoint};
+        use openssl::nid::Nid;
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let one = BigNum::from_u32(1).unwrap();
+        let mut g = EcPoint::new(&group).unwrap();
+        g.mul_generator(&group, &one, &BigNumContext::new().unwrap())
+            .unwrap();
+        let key = EcKey::from_private_components(&group, &one, &g).unwrap();
+        let key = openssl::pkey::PKey::from_ec_key(key).unwrap();
+        assert_eq!(
+            super::nonce_of(&key),
+            "XNJS-wzokyQ2-vjM0QQJgbie5K1rn-niorfnGqyyfNM"
+        );
+    }
 }

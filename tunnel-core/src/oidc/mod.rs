@@ -171,6 +171,27 @@ mod tests {
     use crate::http::serve::{reply, Request, Server};
     use std::sync::Arc;
 
+    /// Known answer: the P-256 key whose private scalar is 1 has the generator as its public
+    /// key; base64url(SHA-256(its SubjectPublicKeyInfo)) computed outside this code (Python's
+    /// hashlib and `openssl dgst` over the DER written out by hand agree).
+    #[test]
+    fn the_nonce_of_a_known_key_is_the_known_answer() {
+        use openssl::bn::{BigNum, BigNumContext};
+        use openssl::ec::{EcGroup, EcKey, EcPoint};
+        use openssl::nid::Nid;
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let one = BigNum::from_u32(1).unwrap();
+        let mut g = EcPoint::new(&group).unwrap();
+        let ctx = BigNumContext::new().unwrap();
+        g.mul_generator(&group, &one, &ctx).unwrap();
+        let key = EcKey::from_private_components(&group, &one, &g).unwrap();
+        let key = openssl::pkey::PKey::from_ec_key(key).unwrap();
+        assert_eq!(
+            nonce_for_key(&key).unwrap(),
+            "XNJS-wzokyQ2-vjM0QQJgbie5K1rn-niorfnGqyyfNM"
+        );
+    }
+
     #[test]
     fn browser_urls_are_https_or_loopback_http() {
         let cases = [
