@@ -453,7 +453,7 @@ mod tests {
         let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
         let one = BigNum::from_u32(1).unwrap();
         let mut g = EcPoint::new(&group).unwrap();
-        g.mul_generator(&group, &one, &BigNumContext::new().unwrap())
+        g.mul_generator2(&group, &one, &mut BigNumContext::new().unwrap())
             .unwrap();
         let key = EcKey::from_private_components(&group, &one, &g).unwrap();
         let key = openssl::pkey::PKey::from_ec_key(key).unwrap();
