@@ -6,6 +6,21 @@ use crate::process::{field, Gateway};
 use crate::tls::{exchange, local_addr, TlsClient};
 use std::path::Path;
 
+/// The audit result (`ok`, `revoked`, ...) of one connection as `who` (trusting `ca`) to
+/// `sni`; the handshake itself must complete.
+pub fn audit_result(gw: &Gateway, ca: &Path, who: &Creds, sni: &str) -> String {
+    let client = TlsClient::new(who, ca);
+    let peer = match client.connect(gw.addr, Some(sni)) {
+        Ok(mut s) => {
+            let p = local_addr(&s);
+            let _ = exchange(&mut s, b"x");
+            p
+        }
+        Err(e) => panic!("handshake: {e}"),
+    };
+    field(&gw.audit_for(peer), "result").to_string()
+}
+
 /// Connects as `creds` (trusting `ca`) with `sni`, sends a line, and asserts that bytes came
 /// back and that the gateway's audit event for this connection says `result = ok`. Also
 /// asserts the gateway process is still running.

@@ -24,6 +24,13 @@ pub fn field<'a>(ev: &'a Value, key: &str) -> &'a str {
     ev.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
+/// How many "configuration reloaded" events are in `evs`.
+pub fn count_reloads(evs: &[Value]) -> usize {
+    evs.iter()
+        .filter(|e| field(e, "message") == "configuration reloaded")
+        .count()
+}
+
 /// A numeric field of a log event (panics when absent: the tests rely on these fields).
 pub fn number(ev: &Value, key: &str) -> u64 {
     ev.get(key)
@@ -324,6 +331,26 @@ impl Proc {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    /// Waits until each of `n` refusals is accounted for in the log: written one by one
+    /// (`is_line`) or counted in the log limiter's suppression reports; returns the reports.
+    pub fn wait_refusals_accounted(
+        &self,
+        n: u64,
+        timeout: Duration,
+        is_line: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        self.wait_until("the suppressed-lines report", timeout, |evs| {
+            let logged = evs.iter().filter(|e| is_line(e)).count() as u64;
+            let reports: Vec<Value> = evs
+                .iter()
+                .filter(|e| is_audit(e) && e.get("suppressed").is_some())
+                .cloned()
+                .collect();
+            let suppressed: u64 = reports.iter().map(|e| number(e, "suppressed")).sum();
+            (logged + suppressed == n).then_some(reports)
+        })
     }
 
     /// Waits for the first event matching `pred`.

@@ -6,12 +6,11 @@
 //! numbers. The CRL Numbers the test expects are read with `openssl crl`, not by the gateway.
 
 use openssl::x509::X509Crl;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tunnel_core::pki::make_crl;
+use tunnel_tests::process::count_reloads;
 use tunnel_tests::process::Proc;
-use tunnel_tests::tls::{exchange, local_addr, TlsClient};
 use tunnel_tests::*;
 
 /// Message of the warning about a refused older CRL.
@@ -64,22 +63,7 @@ fn crl_number(pki: &Pki, crl: &X509Crl) -> u128 {
 
 /// The audit result of one connection of `who` to "echo".
 fn result_for(gw: &Gateway, pki: &Pki, who: &Creds) -> String {
-    let client = TlsClient::new(who, &pki.ca_crt);
-    let peer: SocketAddr = match client.connect(gw.addr, Some("echo")) {
-        Ok(mut s) => {
-            let p = local_addr(&s);
-            let _ = exchange(&mut s, b"x");
-            p
-        }
-        Err(e) => panic!("handshake: {e}"),
-    };
-    field(&gw.audit_for(peer), "result").to_string()
-}
-
-fn count_reloads(evs: &[serde_json::Value]) -> usize {
-    evs.iter()
-        .filter(|e| field(e, "message") == "configuration reloaded")
-        .count()
+    tunnel_tests::control::audit_result(gw, &pki.ca_crt, who, "echo")
 }
 
 /// Sends SIGHUP and waits for the next successful reload.

@@ -3,12 +3,10 @@
 //! `state_dir` so a restart without the server still enforces it, and fetched again on
 //! reload. A URL that cannot be fetched with no earlier copy stops the gateway at start.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tunnel_core::pki::make_crl;
 use tunnel_tests::process::Proc;
-use tunnel_tests::tls::{exchange, local_addr, TlsClient};
 use tunnel_tests::*;
 
 /// Writes, as DER (what distribution points serve), a CRL of `pki`'s CA revoking `revoked`
@@ -59,16 +57,7 @@ fn gateway(config: &Path, env: &[(&str, &Path)]) -> Gateway {
 
 /// The audit result of one connection of `who` to "echo".
 fn result_for(gw: &Gateway, pki: &Pki, who: &Creds) -> String {
-    let client = TlsClient::new(who, &pki.ca_crt);
-    let peer: SocketAddr = match client.connect(gw.addr, Some("echo")) {
-        Ok(mut s) => {
-            let p = local_addr(&s);
-            let _ = exchange(&mut s, b"x");
-            p
-        }
-        Err(e) => panic!("handshake: {e}"),
-    };
-    field(&gw.audit_for(peer), "result").to_string()
+    tunnel_tests::control::audit_result(gw, &pki.ca_crt, who, "echo")
 }
 
 fn config(pki: &Pki, echo: &Backend, url: &str, state: &Path) -> PathBuf {

@@ -73,19 +73,7 @@ fn a_burst_of_failed_handshakes_from_one_address_is_rate_limited() {
         "{body}"
     );
     // A line reports the suppressed ones, within a period or two.
-    let summaries = gw.wait_until("the suppressed-lines report", 2 * PERIOD + PROMPT, |evs| {
-        let logged = evs.iter().filter(|e| is_failed(e)).count() as u64;
-        let reports: Vec<_> = evs
-            .iter()
-            .filter(|e| process::is_audit(e) && e.get("suppressed").is_some())
-            .cloned()
-            .collect();
-        let suppressed: u64 = reports
-            .iter()
-            .map(|e| process::number(e, "suppressed"))
-            .sum();
-        (logged + suppressed == N).then_some(reports)
-    });
+    let summaries = gw.wait_refusals_accounted(N, 2 * PERIOD + PROMPT, is_failed);
     let logged = gw.events().iter().filter(|e| is_failed(e)).count() as u64;
     assert!(
         logged <= MAX_LOGGED,

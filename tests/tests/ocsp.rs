@@ -12,6 +12,7 @@ use tunnel_core::pki::CertSpec;
 use tunnel_tests::backend::{connect, round_trip};
 use tunnel_tests::ocsp::{fetch_der, Responder, Status};
 use tunnel_tests::pki::toml_str;
+use tunnel_tests::process::count_reloads;
 use tunnel_tests::process::{is_audit, number, AgentSpec};
 use tunnel_tests::tls::{connect_ssl, exchange, local_addr, TlsClient};
 use tunnel_tests::*;
@@ -314,12 +315,6 @@ fn staple_file_is_served_verbatim_and_a_revoked_one_is_refused() {
     });
     // Positive control: the gateway still serves (a client that does not check staples).
     assert_eq!(staple_from(&pki, &gw).as_deref(), Some(&bad[..]));
-}
-
-fn count_reloads(evs: &[serde_json::Value]) -> usize {
-    evs.iter()
-        .filter(|e| field(e, "message") == "configuration reloaded")
-        .count()
 }
 
 #[test]

@@ -172,19 +172,7 @@ fn a_flood_of_garbage_proxy_headers_is_counted_but_rate_limited_in_the_log() {
         assert_eq!(n, Some(N as f64), "{series}\n{body}");
     }
     // Every refusal is either logged or reported as suppressed, within a period or two.
-    let reports = gw.wait_until("the suppressed-lines report", 2 * PERIOD + PROMPT, |evs| {
-        let logged = evs.iter().filter(|e| is_proxy_refusal(e)).count() as u64;
-        let reports: Vec<_> = evs
-            .iter()
-            .filter(|e| process::is_audit(e) && e.get("suppressed").is_some())
-            .cloned()
-            .collect();
-        let suppressed: u64 = reports
-            .iter()
-            .map(|e| process::number(e, "suppressed"))
-            .sum();
-        (logged + suppressed == N).then_some(reports)
-    });
+    let reports = gw.wait_refusals_accounted(N, 2 * PERIOD + PROMPT, is_proxy_refusal);
     let logged = gw.events().iter().filter(|e| is_proxy_refusal(e)).count() as u64;
     assert!(
         logged <= MAX_LOGGED,

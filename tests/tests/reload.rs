@@ -9,15 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tunnel_core::pki::CertSpec;
+use tunnel_tests::process::count_reloads;
 use tunnel_tests::tls::{exchange, local_addr, TlsClient};
 use tunnel_tests::*;
-
-/// Number of "configuration reloaded" lines among `evs`.
-fn count_reloads(evs: &[serde_json::Value]) -> usize {
-    evs.iter()
-        .filter(|e| field(e, "message") == "configuration reloaded")
-        .count()
-}
 
 /// Number of "configuration reloaded" lines so far.
 fn reloads(p: &Proc) -> usize {

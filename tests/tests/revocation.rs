@@ -13,6 +13,7 @@ use tunnel_core::pki::make_crl;
 use tunnel_tests::backend::{connect, round_trip};
 use tunnel_tests::data::{pattern_bytes, sha256_hex};
 use tunnel_tests::pki::toml_str;
+use tunnel_tests::process::count_reloads;
 use tunnel_tests::process::{is_audit, number};
 use tunnel_tests::tls::{exchange, local_addr, TlsClient};
 use tunnel_tests::*;
@@ -29,12 +30,6 @@ fn publish_crl(pki: &Pki, path: &Path, revoked: &[&Creds]) {
     let tmp = pki.unique_path("crl-next", "tmp");
     std::fs::write(&tmp, crl.to_pem().expect("PEM")).expect("write CRL");
     std::fs::rename(&tmp, path).expect("rename CRL into place");
-}
-
-fn count_reloads(evs: &[serde_json::Value]) -> usize {
-    evs.iter()
-        .filter(|e| field(e, "message") == "configuration reloaded")
-        .count()
 }
 
 /// Rewrites the CRL at `path` to revoke `revoked` and waits until the gateway has reloaded
