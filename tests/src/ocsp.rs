@@ -66,7 +66,7 @@ fn openssl_dn(cert: &X509Ref) -> String {
         .entries()
         .map(|e| {
             let key = e.object().nid().short_name().unwrap_or("UNDEF");
-            let value = tunnel_core::identity::asn1_text(e.data());
+            let value = tunnel_core::authz::identity::asn1_text(e.data());
             format!("/{key}={value}")
         })
         .collect()

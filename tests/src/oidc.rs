@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tunnel_core::http::{form, query_value};
-use tunnel_core::oidc::{pkce_challenge, random_token};
+use tunnel_core::signin::oidc::{pkce_challenge, random_token};
 
 /// The provider's test accounts: alice (dba), bob (dev), carol (unverified email), mallory
 /// (a domain not allowed), dave (no group), erin (ID tokens that expire after 1 s).

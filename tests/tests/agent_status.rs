@@ -70,7 +70,7 @@ fn status_lists_tunnels_expiry_and_last_errors() {
     assert_eq!(tunnel_tests::field(&denied, "result"), "denied", "{denied}");
     assert_eq!(v["agent"]["gateway"], gw.addr.to_string());
     assert_eq!(v["agent"]["subject"], "CN=alice");
-    let not_after = tunnel_core::time::unix_time(alice.issued.cert.not_after()).unwrap();
+    let not_after = tunnel_core::util::time::unix_time(alice.issued.cert.not_after()).unwrap();
     assert_eq!(v["agent"]["not_after"].as_i64(), Some(not_after));
     let t = v["tunnels"].as_array().unwrap();
     assert_eq!(t.len(), 2);

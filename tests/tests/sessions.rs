@@ -272,7 +272,7 @@ fn block_for_refuses_then_admits_again() {
     // As long as the steps between the block and the refusal below may take (PROMPT), so
     // that they cannot outlast it; the block ends no earlier than `from + block`.
     let block = PROMPT.as_secs() as i64;
-    let from = tunnel_core::time::unix_now();
+    let from = tunnel_core::util::time::unix_now();
     let out = disconnect(
         &sock,
         &[
@@ -296,7 +296,7 @@ fn block_for_refuses_then_admits_again() {
     let (ok, local) = tunnel_works(&pki, &bob, gw.addr, "web");
     assert!(!ok, "a blocked identity got a tunnel");
     assert!(
-        tunnel_core::time::unix_now() < from + block,
+        tunnel_core::util::time::unix_now() < from + block,
         "the refusal came after the block could have ended: it proves nothing"
     );
     let ev = gw.audit_for(local);
@@ -309,7 +309,7 @@ fn block_for_refuses_then_admits_again() {
         tunnel_works(&pki, &bob, gw.addr, "db").0
     });
     assert!(
-        tunnel_core::time::unix_now() >= from + block,
+        tunnel_core::util::time::unix_now() >= from + block,
         "the block ended early"
     );
 }
@@ -417,7 +417,7 @@ fn expired_certificate_cuts_its_tunnel() {
     // Valid for as long as opening the tunnels may take (PROMPT): setup cannot outlast it.
     let life = PROMPT.as_secs() as i64;
     let short = expiring_client(&pki, "short-lived", life);
-    let not_after = tunnel_core::time::unix_now() + life;
+    let not_after = tunnel_core::util::time::unix_now() + life;
     let alice = pki.client("alice");
     let mut dying = EchoTunnel::open(&pki, &short, gw.addr, "db", 1);
     let mut keeps = EchoTunnel::open(&pki, &alice, gw.addr, "db", 2);
@@ -426,7 +426,7 @@ fn expired_certificate_cuts_its_tunnel() {
         .round_trip(10_000)
         .expect("the tunnel works before expiry");
     assert!(
-        tunnel_core::time::unix_now() < not_after,
+        tunnel_core::util::time::unix_now() < not_after,
         "setup outlasted the certificate: nothing is proven"
     );
     let ev = gw.wait_for_audit(PROMPT * 2, |e| field(e, "peer") == dying.local.to_string());

@@ -6,8 +6,8 @@
 use openssl::x509::X509;
 use serde_json::Value;
 use std::path::PathBuf;
-use tunnel_core::oidc::b64url;
 use tunnel_core::pki::{asn1_to_unix, unix_now};
+use tunnel_core::signin::oidc::b64url;
 use tunnel_tests::oidc::{csr_signed_by, key_and_csr, Provider, SignerProc};
 use tunnel_tests::pki::toml_str;
 use tunnel_tests::process::field;
@@ -87,7 +87,7 @@ impl Fixture {
 fn tamper_payload(token: &str, f: impl Fn(&mut Value)) -> String {
     let p: Vec<&str> = token.split('.').collect();
     let mut claims: Value =
-        serde_json::from_slice(&tunnel_core::oidc::b64url_decode(p[1]).expect("b64"))
+        serde_json::from_slice(&tunnel_core::signin::oidc::b64url_decode(p[1]).expect("b64"))
             .expect("json");
     f(&mut claims);
     format!(
@@ -102,12 +102,12 @@ fn tamper_payload(token: &str, f: impl Fn(&mut Value)) -> String {
 fn issues_a_certificate_with_names_from_the_token_and_records_it() {
     let fx = fixture("");
     let cert = fx.assert_issues("alice");
-    let subject = tunnel_core::identity::one_line_name(cert.subject_name());
+    let subject = tunnel_core::authz::identity::one_line_name(cert.subject_name());
     assert_eq!(
         subject, "CN=alice@example.com,OU=dba",
         "the unmapped group is dropped"
     );
-    let id = tunnel_core::identity::Identity::from_cert(&cert);
+    let id = tunnel_core::authz::identity::Identity::from_cert(&cert);
     let sans = id.sans();
     assert!(sans.contains("alice@example.com"), "{sans}");
     assert!(
@@ -178,7 +178,7 @@ fn refuses_a_tampered_signature_or_payload() {
     let fx = fixture("");
     let (csr, token) = fx.token("alice");
     let (head, sig) = token.rsplit_once('.').unwrap();
-    let mut raw = tunnel_core::oidc::b64url_decode(sig).unwrap();
+    let mut raw = tunnel_core::signin::oidc::b64url_decode(sig).unwrap();
     raw[10] ^= 1;
     let flipped = format!("{head}.{}", b64url(&raw));
     fx.assert_refused(fx.post(&csr, &flipped, None), 401, "bad_signature");
@@ -271,7 +271,9 @@ fn refuses_an_expired_token() {
     // erin's tokens live 1 s; no clock skew allowance here.
     let fx = fixture("clock_skew = \"0s\"");
     let (csr, token) = fx.token("erin");
-    let exp = tunnel_core::oidc::jws::Jws::parse(&token).unwrap().payload["exp"]
+    let exp = tunnel_core::signin::oidc::jws::Jws::parse(&token)
+        .unwrap()
+        .payload["exp"]
         .as_i64()
         .unwrap();
     while unix_now() <= exp {
@@ -371,7 +373,9 @@ fn with_trailing_bits(seg: &str) -> Option<String> {
 fn refuses_re_spellings_of_a_used_token() {
     let fx = fixture("require_nonce = false");
     let token = fx.provider.token("alice", "tunnel", "");
-    let claims = tunnel_core::oidc::jws::Jws::parse(&token).unwrap().payload;
+    let claims = tunnel_core::signin::oidc::jws::Jws::parse(&token)
+        .unwrap()
+        .payload;
     assert!(
         claims.get("nonce").is_none(),
         "a token without a nonce: {claims}"
@@ -403,7 +407,7 @@ fn refuses_re_spellings_of_a_used_token() {
         "signature with a leading zero byte".into(),
         respell(&token, 2, |s| {
             let mut raw = vec![0u8];
-            raw.extend(tunnel_core::oidc::b64url_decode(s).unwrap());
+            raw.extend(tunnel_core::signin::oidc::b64url_decode(s).unwrap());
             b64url(&raw)
         }),
     ));

@@ -288,7 +288,7 @@ fn the_catalog_name_without_the_catalog_protocol_reaches_nothing() {
         issued: tunnel_core::pki::Issued { cert, key },
     };
     let client = tunnel_tests::tls::TlsClient::new(&creds, &w.pki.ca_crt);
-    let refused = match client.connect(w.gateway.addr, Some(tunnel_core::catalog::SNI)) {
+    let refused = match client.connect(w.gateway.addr, Some(tunnel_core::gateway::catalog::SNI)) {
         Err(_) => true,
         Ok(mut s) => tunnel_tests::tls::exchange(&mut s, b"x").0.is_empty(),
     };

@@ -1,12 +1,12 @@
 //! `tunnel-client ls` and `tunnel-client open`: the gateway's catalog of the backends this
-//! identity may reach (`tunnel_core::catalog`), and a tunnel to one of them.
+//! identity may reach (`tunnel_core::gateway::catalog`), and a tunnel to one of them.
 
 use std::path::Path;
 use std::process::ExitCode;
 use tunnel_core::config::{ClientConfig, TunnelConfig};
-use tunnel_core::login::files::default_config;
+use tunnel_core::signin::login::files::default_config;
 use tunnel_core::tls::ClientTls;
-use tunnel_core::{catalog, EXIT_CONFIG, EXIT_RUNTIME};
+use tunnel_core::{gateway::catalog, EXIT_CONFIG, EXIT_RUNTIME};
 
 fn load(config: Option<&Path>) -> Result<ClientConfig, ExitCode> {
     let Some(path) = default_config(config) else {
@@ -28,7 +28,7 @@ fn fetch(cfg: &ClientConfig) -> Result<catalog::Catalog, ExitCode> {
         eprintln!("{e}");
         ExitCode::from(EXIT_CONFIG as u8)
     })?;
-    if let Some(end) = tunnel_core::time::unix_time(tls.cert.not_after())
+    if let Some(end) = tunnel_core::util::time::unix_time(tls.cert.not_after())
         .filter(|end| *end <= tunnel_core::pki::unix_now())
     {
         let at = tunnel_core::pki::store::format_time(end);

@@ -190,7 +190,7 @@ pub enum Command {
     },
     /// Run a command with a tunnel to one backend of the catalog on a free loopback port;
     /// the tunnel closes when the command exits.
-    #[command(after_help = tunnel_core::exec::EXIT_HELP)]
+    #[command(after_help = tunnel_core::agent::exec::EXIT_HELP)]
     Exec {
         /// Backend name (as `tunnel-client ls` shows it).
         #[arg(value_name = "BACKEND")]

@@ -1,10 +1,10 @@
 //! `tunnel-client exec BACKEND -- COMMAND`: command-line side (the work is in
-//! `tunnel_core::exec`).
+//! `tunnel_core::agent::exec`).
 
 use crate::catalog;
 use std::path::Path;
 use std::process::ExitCode;
-use tunnel_core::{exec, logging, start};
+use tunnel_core::{agent::exec, service::logging, service::start};
 
 /// Opens the tunnel (after the catalog check, like `open`), runs `argv` beside it and exits
 /// with its status.

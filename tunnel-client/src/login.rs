@@ -1,10 +1,10 @@
 //! `tunnel-client login`: command-line side of the sign-in (the work is in
-//! `tunnel_core::login`).
+//! `tunnel_core::signin::login`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tunnel_client::cli::LoginArgs;
-use tunnel_core::login::{files, login, LoginOptions};
+use tunnel_core::signin::login::{files, login, LoginOptions};
 use tunnel_core::{EXIT_CONFIG, EXIT_RUNTIME};
 
 /// Runs the login; `config` is `--config`.

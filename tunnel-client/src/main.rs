@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tunnel_client::cli::{Cli, Command, FlagArgs};
 use tunnel_core::config::{ClientConfig, ClientFlags};
-use tunnel_core::{logging, start, Exit, StartError, EXIT_CONFIG};
+use tunnel_core::{service::logging, service::start, Exit, StartError, EXIT_CONFIG};
 
 /// The agent's admin socket when neither `--socket` nor `--config` says otherwise.
 const DEFAULT_SOCKET: &str = "/run/tunnel-client/admin.sock";
@@ -41,7 +41,7 @@ fn status(socket: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitC
 }
 
 fn main() -> ExitCode {
-    tunnel_core::panic::install();
+    tunnel_core::service::panic::install();
     let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Bad usage exits 64 like a bad configuration, not clap's 2; --help/--version exit 0.
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
 
 /// `tunnel-client` alone: what to do next, instead of a usage error about a missing key.
 fn first_steps() -> ExitCode {
-    let user = tunnel_core::login::files::default_config(None).filter(|p| p.is_file());
+    let user = tunnel_core::signin::login::files::default_config(None).filter(|p| p.is_file());
     let text = match user {
         Some(path) => format!(
             "tunnel-client: you are signed in (per-user config {}). Next:\n\

@@ -2,10 +2,10 @@
 //! loopback, all with real sockets and real TLS through the production code paths. Shows one
 //! allowed and one denied connection, then serves until Ctrl-C.
 
-use crate::client::{self, ClientAgent};
+use crate::agent::{self, ClientAgent};
 use crate::config::{ClientConfig, ServerConfig};
+use crate::gateway::{self, Gateway};
 use crate::pki::{self, CertSpec};
-use crate::server::{self, Gateway};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -100,7 +100,7 @@ allow = ["cn=admin"]
     let server_path = d.join("server.toml");
     std::fs::write(&server_path, server_toml)?;
     let scfg = ServerConfig::load(&server_path)?;
-    let listeners = server::bind_all(&scfg).await?;
+    let listeners = gateway::bind_all(&scfg).await?;
     let gw_addr = listeners[0].local_addr()?;
     let gateway = Gateway::new(scfg, Arc::new(crate::metrics::Metrics::new()))?;
     Ok((gateway, listeners, gw_addr))
@@ -130,8 +130,8 @@ backend = "admin-only"
     let client_path = d.join("client.toml");
     std::fs::write(&client_path, client_toml)?;
     let ccfg = ClientConfig::load(&client_path)?;
-    let clisteners = client::bind_all(&ccfg).await?;
-    let addrs = client::local_addrs(&clisteners);
+    let clisteners = agent::bind_all(&ccfg).await?;
+    let addrs = agent::local_addrs(&clisteners);
     let agent = ClientAgent::new(ccfg, Arc::new(crate::metrics::Metrics::new()))?;
     Ok((agent, clisteners, addrs))
 }

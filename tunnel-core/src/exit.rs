@@ -2,8 +2,8 @@
 //! starting ([`StartError`]), each mapped to its status in one place.
 
 use crate::config::ConfigError;
-use crate::crl_fetch::FetchError;
 use crate::pki::PkiError;
+use crate::revocation::crl_fetch::FetchError;
 use crate::service::BindError;
 use std::process::ExitCode;
 
@@ -19,7 +19,7 @@ pub const EXIT_IOERR: i32 = 74;
 /// Exit code after a panic: an internal error (BSD `EX_SOFTWARE`).
 pub const EXIT_PANIC: i32 = 70;
 /// Exit code when the admin socket refuses the caller (BSD `EX_NOPERM`).
-pub const EXIT_NOPERM: i32 = 77;
+pub(crate) const EXIT_NOPERM: i32 = 77;
 
 /// The exit status of a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

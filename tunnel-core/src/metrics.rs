@@ -208,14 +208,14 @@ impl Metrics {
             .get_or_create(&labels(&[("result", result)]))
             .inc();
         if ok {
-            self.last_reload.set(crate::time::unix_now() as f64);
+            self.last_reload.set(crate::util::time::unix_now() as f64);
         }
     }
 
     /// Sets the expiry times (unix seconds) reported as `certificate_expiry_seconds`; series
     /// no longer configured (a CRL removed) disappear.
     pub fn set_expiries(&self, items: Vec<(String, i64)>) {
-        let mut g = crate::sync::lock(&self.expiry_at);
+        let mut g = crate::util::sync::lock(&self.expiry_at);
         for (which, _) in g.iter() {
             if !items.iter().any(|(w, _)| w == which) {
                 self.expiry.remove(&labels(&[("which", which)]));
@@ -251,14 +251,14 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn render(&self) -> String {
-        let now = crate::time::unix_now();
-        for (which, at) in crate::sync::lock(&self.expiry_at).iter() {
+        let now = crate::util::time::unix_now();
+        for (which, at) in crate::util::sync::lock(&self.expiry_at).iter() {
             self.expiry
                 .get_or_create(&labels(&[("which", which)]))
                 .set(at - now);
         }
         let mut out = String::new();
-        let _ = encode(&mut out, &crate::sync::lock(&self.registry));
+        let _ = encode(&mut out, &crate::util::sync::lock(&self.registry));
         out
     }
 }
@@ -334,7 +334,7 @@ mod tests {
                 .contains("tunnel_active_connections{backend=\"db\"} 1"));
         }
         m.reload(true);
-        m.set_expiries(vec![("cert".into(), crate::time::unix_now() + 100)]);
+        m.set_expiries(vec![("cert".into(), crate::util::time::unix_now() + 100)]);
         let text = m.render();
         for want in [
             "tunnel_connections_total{backend=\"db\",result=\"ok\"} 2",

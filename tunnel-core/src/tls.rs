@@ -2,12 +2,12 @@
 //! `client_ca` and the CRLs, backend chosen by SNI) and the client agent's connector
 //! (gateway verified against `ca` and `server_name`, backend sent as SNI).
 
+use crate::authz::identity::{asn1_text, Identity};
+use crate::authz::policy::Policy;
 use crate::config::{ClientConfig, ConfigError, ServerConfig, TlsVersion};
-pub use crate::crl::{CrlCheck, CrlSet};
-use crate::identity::{asn1_text, Identity};
-use crate::policy::Policy;
-use crate::refused::Refused;
-use crate::time::unix_now;
+use crate::gateway::refused::Refused;
+pub use crate::revocation::crl::{CrlCheck, CrlSet};
+use crate::util::time::unix_now;
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
 use openssl::ssl::{
@@ -19,12 +19,12 @@ use openssl::x509::{X509Ref, X509StoreContext, X509};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub mod catalog_alpn;
+pub(crate) mod catalog_alpn;
 mod ffi;
 mod handshake;
-pub mod keys;
+pub(crate) mod keys;
 mod lean;
-pub mod policy;
+pub(crate) mod policy;
 mod reverified;
 mod sessions;
 mod staple;
@@ -46,12 +46,12 @@ pub struct HandshakeNotes {
 
 impl HandshakeNotes {
     fn set(&self, r: Refused, identity: Option<Identity>) {
-        crate::sync::lock(&self.refusal).get_or_insert((r, identity));
+        crate::util::sync::lock(&self.refusal).get_or_insert((r, identity));
     }
 
     /// The refusal recorded during the handshake, with the identity when it was known.
     pub fn take(&self) -> Option<(Refused, Option<Identity>)> {
-        crate::sync::lock(&self.refusal).take()
+        crate::util::sync::lock(&self.refusal).take()
     }
 }
 
@@ -89,9 +89,9 @@ fn proto(v: TlsVersion) -> SslVersion {
 }
 
 /// OpenSSL's record read buffer: what one gathered write of the peer sends (at most
-/// [`crate::proxy::COALESCE_LIMIT`], four full records), taken with one recv instead of four.
+/// [`crate::relay::COALESCE_LIMIT`], four full records), taken with one recv instead of four.
 /// Freed when empty (RELEASE_BUFFERS, tls::Lean), so idle connections hold none.
-const READ_BUFFER: usize = crate::proxy::COALESCE_LIMIT;
+const READ_BUFFER: usize = crate::relay::COALESCE_LIMIT;
 
 /// Sessions the gateway keeps for resumption (least recently used go first); each holds a
 /// reference to its client certificate, shared along a chain of resumptions.
@@ -182,7 +182,7 @@ impl ServerTls {
     pub fn new(
         cfg: &ServerConfig,
         policy: Arc<Policy>,
-        staple: Arc<crate::ocsp::Staple>,
+        staple: Arc<crate::revocation::ocsp::Staple>,
         previous_crls: Option<&CrlSet>,
     ) -> Result<ServerTls, ConfigError> {
         let file = cfg.file.as_path();
@@ -269,7 +269,7 @@ fn trust_client_cas(
     }
     b.set_verify_cert_store(store.build()).map_err(tls_err)?;
     b.set_client_ca_list(names);
-    let verify_store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
+    let verify_store = crate::revocation::ocsp::store_of(&cas).map_err(tls_err)?;
     Ok((cas, verify_store))
 }
 
@@ -358,7 +358,7 @@ impl ClientTls {
         let mut sessions = None;
         if cfg.require_staple {
             let staple_cas = cas.clone();
-            let store = crate::ocsp::store_of(&cas).map_err(tls_err)?;
+            let store = crate::revocation::ocsp::store_of(&cas).map_err(tls_err)?;
             b.set_status_callback(move |ssl| Ok(staple::staple_is_good(ssl, &staple_cas, &store)))
                 .map_err(tls_err)?;
         } else if cfg.tls.session_resumption {

@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 use tunnel_core::config::LogFormat;
-use tunnel_core::panic::EXIT_PANIC;
+use tunnel_core::service::panic::EXIT_PANIC;
 
 const CHILD: &str = "TUNNEL_PANIC_HOOK_CHILD";
 
@@ -58,8 +58,8 @@ fn a_panicking_task_is_logged_and_ends_the_process() {
 /// The child: JSON logs, the hook, a runtime whose task panics, then a line that must never be
 /// printed because the process is gone.
 fn child() -> ! {
-    tunnel_core::logging::init(LogFormat::Json, Some("info"));
-    tunnel_core::panic::install();
+    tunnel_core::service::logging::init(LogFormat::Json, Some("info"));
+    tunnel_core::service::panic::install();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use tunnel_core::admin::cli::{self, CliError, DEFAULT_SERVER_SOCKET};
 use tunnel_core::admin::Request;
+use tunnel_core::authz::policy::IdentitySelector;
 use tunnel_core::config::admin_socket_of;
-use tunnel_core::policy::IdentitySelector;
 use tunnel_server::cli::{DisconnectArgs, SessionsArgs, SocketArg};
 
 /// Checks `--identity` here too, so a mistyped selector is a usage error (64) before the

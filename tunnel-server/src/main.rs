@@ -9,11 +9,11 @@ use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tunnel_core::config::{LogFormat, ServerConfig};
-use tunnel_core::{logging, signals, start, Exit, StartError};
+use tunnel_core::{service::logging, service::signals, service::start, Exit, StartError};
 use tunnel_server::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    tunnel_core::panic::install();
+    tunnel_core::service::panic::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e).into(),
@@ -39,7 +39,10 @@ fn dispatch(cli: Cli) -> Result<Exit, StartError> {
             let path = cli.config.ok_or_else(|| {
                 StartError::Usage("tunnel-server check: --config FILE is required".into())
             })?;
-            print!("{}", tunnel_core::check::check(&path, explain.as_deref())?);
+            print!(
+                "{}",
+                tunnel_core::gateway::check::check(&path, explain.as_deref())?
+            );
             Ok(Exit::Success)
         }
         Some(Command::Demo { exit_after_checks }) => demo(exit_after_checks),
@@ -88,7 +91,7 @@ fn run_signer(path: Option<PathBuf>) -> Result<Exit, StartError> {
     let path = path.ok_or_else(|| {
         StartError::Usage("tunnel-server signer: --config signer.toml is required".into())
     })?;
-    let cfg = tunnel_core::signer::SignerConfig::load(&path)?;
+    let cfg = tunnel_core::signin::signer::SignerConfig::load(&path)?;
     logging::init(cfg.log_format, cfg.log_level.as_deref());
-    start::runtime()?.block_on(tunnel_core::signer::run_file(cfg))
+    start::runtime()?.block_on(tunnel_core::signin::signer::run_file(cfg))
 }

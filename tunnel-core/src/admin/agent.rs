@@ -3,7 +3,7 @@
 
 use super::protocol::{AgentStatus, Request, Response, TunnelStatus};
 use super::socket::{self, Access, Handler, Peer};
-use crate::client::ClientAgent;
+use crate::agent::ClientAgent;
 use std::path::Path;
 use std::sync::{Arc, Weak};
 
@@ -46,8 +46,8 @@ fn status(agent: &ClientAgent) -> Response {
     Response {
         agent: Some(AgentStatus {
             gateway: snap.cfg.server.clone(),
-            subject: crate::identity::one_line_name(cert.subject_name()),
-            not_after: crate::time::unix_time(cert.not_after()),
+            subject: crate::authz::identity::one_line_name(cert.subject_name()),
+            not_after: crate::util::time::unix_time(cert.not_after()),
             note: cert_note(&snap),
         }),
         tunnels: Some(tunnels),
@@ -57,9 +57,9 @@ fn status(agent: &ClientAgent) -> Response {
 
 /// What `status` says about the own certificate: nothing while it is far from its end; when
 /// it is within its warning window or expired, that, and for a sign-in certificate what to run.
-fn cert_note(snap: &crate::client::ClientSnapshot) -> Option<String> {
-    let end = crate::time::unix_time(snap.tls.cert.not_after())?;
-    let left = end - crate::time::unix_now();
+fn cert_note(snap: &crate::agent::ClientSnapshot) -> Option<String> {
+    let end = crate::util::time::unix_time(snap.tls.cert.not_after())?;
+    let left = end - crate::util::time::unix_now();
     let lead = i64::try_from(snap.cert_warning().as_secs()).unwrap_or(i64::MAX);
     let state = if left < 0 {
         "the certificate has expired".to_string()
@@ -79,7 +79,7 @@ fn cert_note(snap: &crate::client::ClientSnapshot) -> Option<String> {
 }
 
 /// Binds the agent's admin socket at `path` and serves `status` on it.
-pub fn serve(agent: &Arc<ClientAgent>, path: &Path) -> Result<(), String> {
+pub(crate) fn serve(agent: &Arc<ClientAgent>, path: &Path) -> Result<(), String> {
     let listener = socket::bind(path, None, None).map_err(|e| format!("admin_socket: {e}"))?;
     let handler = Arc::new(AgentAdmin {
         agent: Arc::downgrade(agent),

@@ -3,7 +3,7 @@
 use super::protocol::{selector, Request, Response};
 use super::sessions::Sessions;
 use super::socket::{Handler, Peer};
-use crate::policy::IdentitySelector;
+use crate::authz::policy::IdentitySelector;
 use tracing::warn;
 
 /// What `disconnect --block-for` tells the operator.

@@ -3,12 +3,12 @@
 //! ([`socket`]), the gateway's live-session registry ([`sessions`]) and request handler
 //! ([`gateway`]), the client agent's `status` ([`agent`]), and the command-line side ([`cli`]).
 
-pub mod agent;
+pub(crate) mod agent;
 pub mod cli;
 pub mod gateway;
 pub mod protocol;
-pub mod sessions;
-pub mod socket;
+pub(crate) mod sessions;
+pub(crate) mod socket;
 
 pub use protocol::{Request, Response};
 pub use sessions::{Cut, Limits, Refused, SessionGuard, SessionInfo, Sessions};

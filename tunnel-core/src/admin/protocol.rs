@@ -7,7 +7,7 @@
 //! `note`) or `agent` + `tunnels`; errors are `{"v":1,"ok":false,"error":"..."}`.
 //! `block_for_secs` is at most [`MAX_BLOCK_FOR`]; a longer one is refused when parsed.
 
-use crate::policy::IdentitySelector;
+use crate::authz::policy::IdentitySelector;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

@@ -3,9 +3,9 @@
 //! operator cuts and temporary blocks (kept in memory only); expiry cuts.
 
 use super::protocol::{BlockFor, BlockTooLong, Selector, SessionView};
-use crate::identity::Identity;
-use crate::policy::IdentitySelector;
-use crate::proxy::Counters;
+use crate::authz::identity::Identity;
+use crate::authz::policy::IdentitySelector;
+use crate::relay::Counters;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,11 +56,11 @@ pub enum Refused {
 
 impl Refused {
     /// The audit result: `denied` for a block, `overloaded` for a cap.
-    pub fn outcome(&self) -> crate::audit::Outcome {
+    pub fn outcome(&self) -> crate::gateway::audit::Outcome {
         match self {
-            Refused::Blocked { .. } => crate::audit::Outcome::Denied,
+            Refused::Blocked { .. } => crate::gateway::audit::Outcome::Denied,
             Refused::BackendFull(..) | Refused::IdentityFull(..) => {
-                crate::audit::Outcome::Overloaded
+                crate::gateway::audit::Outcome::Overloaded
             }
         }
     }
@@ -128,7 +128,7 @@ pub struct SessionGuard {
 
 impl Sessions {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        crate::sync::lock(&self.inner)
+        crate::util::sync::lock(&self.inner)
     }
 
     /// Admits a tunnel unless its identity is blocked or a cap of `limits` is reached.
@@ -209,7 +209,7 @@ impl Sessions {
             if !sel.matches(*id, &e.info) || e.token.is_cancelled() {
                 continue;
             }
-            *crate::sync::lock(&e.cut) = Some(Cut::Disconnected {
+            *crate::util::sync::lock(&e.cut) = Some(Cut::Disconnected {
                 by: by.to_string(),
                 reason: reason.to_string(),
             });
@@ -311,7 +311,7 @@ impl SessionGuard {
                 tokio::select! {
                     _ = self.token.cancelled() => {}
                     _ = tokio::time::sleep(d) => {
-                        crate::sync::lock(&self.cut).get_or_insert(Cut::Expired);
+                        crate::util::sync::lock(&self.cut).get_or_insert(Cut::Expired);
                     }
                 }
             }
@@ -321,13 +321,13 @@ impl SessionGuard {
 
     /// Why the tunnel was cut, if it was.
     pub fn why(&self) -> Option<Cut> {
-        crate::sync::lock(&self.cut).clone()
+        crate::util::sync::lock(&self.cut).clone()
     }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        crate::sync::lock(&self.inner).open.remove(&self.id);
+        crate::util::sync::lock(&self.inner).open.remove(&self.id);
     }
 }
 
@@ -360,7 +360,7 @@ fn identity_key(id: &Identity) -> String {
 }
 
 /// Upper-case hex without leading zeros or colons, so `0a:1b`, `A1B` and `0A1B` compare equal.
-pub fn normalize_serial(s: &str) -> String {
+pub(crate) fn normalize_serial(s: &str) -> String {
     let hex: String = s
         .chars()
         .filter(|c| *c != ':')
@@ -388,7 +388,7 @@ fn block_end(b: BlockFor) -> Result<(Instant, i64), BlockTooLong> {
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

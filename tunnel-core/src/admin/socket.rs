@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Mode of the socket file: owner and group may connect, others may not.
-pub const SOCKET_MODE: u32 = 0o660;
+pub(crate) const SOCKET_MODE: u32 = 0o660;
 
 /// Who asked, from SO_PEERCRED.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +91,7 @@ fn groups_of(uid: u32) -> Vec<u32> {
 }
 
 /// Looks up a group name.
-pub fn group_id(name: &str) -> Result<u32, String> {
+pub(crate) fn group_id(name: &str) -> Result<u32, String> {
     match Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
         Ok(None) => Err(format!(
@@ -103,7 +103,11 @@ pub fn group_id(name: &str) -> Result<u32, String> {
 
 /// Binds the socket at `path` (removing a stale one left by a crash, refusing one that still
 /// answers), sets mode 0660 and, when given, its owner and group.
-pub fn bind(path: &Path, owner: Option<u32>, group: Option<u32>) -> Result<UnixListener, String> {
+pub(crate) fn bind(
+    path: &Path,
+    owner: Option<u32>,
+    group: Option<u32>,
+) -> Result<UnixListener, String> {
     let shown = path.display();
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(format!(
@@ -137,7 +141,7 @@ pub fn bind(path: &Path, owner: Option<u32>, group: Option<u32>) -> Result<UnixL
 }
 
 /// Serves `listener` until `stop`; removes the socket file at the end.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: UnixListener,
     path: PathBuf,
     access: Access,

@@ -15,13 +15,13 @@ use std::time::Duration;
 pub const CLIENT_ENV_PREFIX: &str = "TUNNEL_CLIENT";
 
 /// Default time to connect to the gateway and finish the handshake.
-pub const DEFAULT_CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default idle timeout of a tunnelled connection.
-pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(super) const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default grace period for open connections at shutdown.
-pub const DEFAULT_CLIENT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_CLIENT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on concurrent local connections.
-pub const DEFAULT_CLIENT_MAX_CONNECTIONS: usize = 10_000;
+pub(super) const DEFAULT_CLIENT_MAX_CONNECTIONS: usize = 10_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +83,7 @@ pub struct ClientConfig {
     pub file: PathBuf,
     /// The first gateway `host:port` (as named in logs).
     pub server: String,
-    /// Every gateway `host:port`, tried in order (see [`crate::failover`]).
+    /// Every gateway `host:port`, tried in order (see [`crate::agent::failover`]).
     pub servers: Vec<String>,
     /// Bound on the time one connection spends trying gateways.
     pub failover_timeout: Duration,
@@ -105,7 +105,7 @@ pub struct ClientConfig {
     pub reload_interval: Duration,
     /// Warn this long before the own certificate or the CA expires; `None` (not configured):
     /// 14 days, and for the own certificate at most the last fifth of its lifetime (see
-    /// [`crate::time::default_expiry_warning`]).
+    /// [`crate::util::time::default_expiry_warning`]).
     pub expiry_warning: Option<Duration>,
     /// The signer `tunnel-client login` uses when `--signer` is not given (written by the
     /// first login into the per-user config); its presence marks the certificate as a
@@ -214,7 +214,7 @@ impl ClientConfig {
     }
 
     fn validate(file: &Path, raw: RawClient, stdio: bool) -> Result<Self, ConfigError> {
-        let servers = crate::failover::validate_servers(
+        let servers = crate::agent::failover::validate_servers(
             file,
             raw.server
                 .map(super::OneOrMany::into_vec)
@@ -223,7 +223,7 @@ impl ClientConfig {
         let server = servers[0].clone();
         let failover_timeout = duration_or(
             raw.failover_timeout,
-            crate::failover::DEFAULT_FAILOVER_TIMEOUT,
+            crate::agent::failover::DEFAULT_FAILOVER_TIMEOUT,
         );
         let server_name = server_name(file, raw.server_name, &server)?;
         let keys = crate::tls::keys::RawKeys {

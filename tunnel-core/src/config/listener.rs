@@ -9,7 +9,7 @@
 //! ```
 
 use super::ConfigError;
-use crate::cidr::Cidr;
+use crate::util::cidr::Cidr;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;

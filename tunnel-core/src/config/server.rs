@@ -8,8 +8,8 @@ use super::values::{
 use super::{
     check_readable, load_raw, load_raw_str, required_file, resolve_path, ConfigError, OneOrMany,
 };
-use crate::ocsp::OcspMode;
-use crate::policy::{Policy, RawRule};
+use crate::authz::policy::{Policy, RawRule};
+use crate::revocation::ocsp::OcspMode;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -27,23 +27,23 @@ use revocation::{crl_sources, ocsp_responders, staple_source};
 pub const SERVER_ENV_PREFIX: &str = "TUNNEL_SERVER";
 
 /// Default cap on concurrent connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default number of pending handshakes beyond which stalled ones are evicted.
-pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+pub(super) const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 /// Default time a client has to finish its TLS handshake.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time to establish the TCP connection to a backend.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a tunnel may carry no bytes in either direction before it is closed.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(super) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default grace period for open connections on SIGTERM.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default poll period for file changes (besides filesystem notifications).
-pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// Default lead time for certificate and CRL expiry warnings.
 pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 /// Default maximum certificate chain depth accepted from clients.
-pub const DEFAULT_VERIFY_DEPTH: u32 = 4;
+pub(super) const DEFAULT_VERIFY_DEPTH: u32 = 4;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,7 +131,7 @@ pub enum StapleSource {
 }
 
 /// Default deadline for one OCSP query.
-pub const DEFAULT_OCSP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const DEFAULT_OCSP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One backend the gateway forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +195,7 @@ pub struct ServerConfig {
     /// Metrics listener address.
     pub metrics: Option<SocketAddr>,
     /// Networks allowed to reach the metrics endpoint (empty: everyone who can connect).
-    pub metrics_allow: Vec<crate::cidr::Cidr>,
+    pub metrics_allow: Vec<crate::util::cidr::Cidr>,
     /// Cap on concurrent connections.
     pub max_connections: usize,
     /// Pending handshakes beyond which the oldest stalled one is closed for a new one.
@@ -327,7 +327,7 @@ struct Checked {
     ocsp_responder_allow: Vec<String>,
     ocsp_staple: Option<StapleSource>,
     session_ticket_keys: Option<PathBuf>,
-    metrics_allow: Vec<crate::cidr::Cidr>,
+    metrics_allow: Vec<crate::util::cidr::Cidr>,
     backends: Vec<BackendConfig>,
     policy: Policy,
     admin_socket: Option<PathBuf>,
@@ -417,8 +417,8 @@ fn metrics_allow(
     file: &Path,
     entries: Vec<String>,
     metrics: bool,
-) -> Result<Vec<crate::cidr::Cidr>, ConfigError> {
-    let allow = crate::cidr::parse_list(file, "metrics_allow", &entries)?;
+) -> Result<Vec<crate::util::cidr::Cidr>, ConfigError> {
+    let allow = crate::util::cidr::parse_list(file, "metrics_allow", &entries)?;
     if !allow.is_empty() && !metrics {
         return Err(ConfigError::new(
             file,

@@ -2,7 +2,7 @@
 //! see (`file: key: message` — serde's path gives the key): durations, bounded counts,
 //! addresses, log settings and every enumeration.
 
-use crate::ocsp::OcspMode;
+use crate::revocation::ocsp::OcspMode;
 use serde::de::{Deserialize, Deserializer, Error};
 use std::fmt;
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// A human duration that may be zero (`0` turns the behaviour off), e.g. `drain_delay`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationOrZero(pub Duration);
+pub(super) struct DurationOrZero(pub Duration);
 
 impl<'de> Deserialize<'de> for DurationOrZero {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -69,7 +69,7 @@ impl<'de, const MIN: i64, const MAX: i64> Deserialize<'de> for Bounded<MIN, MAX>
 }
 
 /// A connection cap (`max_connections`, `max_handshakes`).
-pub type ConnCount = Bounded<1, 1_000_000>;
+pub(super) type ConnCount = Bounded<1, 1_000_000>;
 
 /// The value of an optional count key, or `default`.
 pub(crate) fn count_or<const MIN: i64, const MAX: i64>(

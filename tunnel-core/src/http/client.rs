@@ -22,11 +22,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Largest response body accepted by default.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
 /// Largest response head accepted.
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Time allowed for one whole request by default.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a request may take and how large its answer may be.
 #[derive(Debug, Clone, Copy)]
@@ -320,7 +320,7 @@ mod tests {
         let base = format!("http://{}", l.local_addr().unwrap());
         let limits = Limits {
             max_body: 1024,
-            ..crate::signer::LIMITS
+            ..crate::signin::signer::LIMITS
         };
         let handler = move |req: Request| {
             let r = answer(&req);

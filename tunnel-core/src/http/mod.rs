@@ -3,9 +3,9 @@
 //! the one client ([`client`]: identity provider, signer, OCSP, CRL sources), and the one URL
 //! type ([`Url`]) with the checks every dialled URL passes.
 
-pub mod client;
+pub(crate) mod client;
 mod registry;
-pub mod serve;
+pub(crate) mod serve;
 mod url;
 
 pub use self::url::{Url, UrlError, MAX_URL};

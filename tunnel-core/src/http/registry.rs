@@ -36,14 +36,14 @@ pub(crate) struct Slot {
 impl Slot {
     /// Marks the connection as having sent a complete request: it is no longer closed for a
     /// newcomer.
-    pub fn requested(&self) {
+    pub(super) fn requested(&self) {
         self.requested.store(true, Ordering::Release);
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        crate::sync::lock(&self.map).remove(&self.id);
+        crate::util::sync::lock(&self.map).remove(&self.id);
     }
 }
 
@@ -60,7 +60,7 @@ impl Registry {
     /// Registers a connection from `ip`, first closing the oldest idle connection of that
     /// source (or overall) when a cap is reached. `None`: no room could be made.
     pub(crate) fn admit(&self, ip: IpAddr) -> Option<Slot> {
-        let mut m = crate::sync::lock(&self.map);
+        let mut m = crate::util::sync::lock(&self.map);
         if m.values().filter(|e| e.ip == ip).count() >= self.max_per_source
             && !evict_oldest_idle(&mut m, Some(ip))
         {
@@ -89,7 +89,7 @@ impl Registry {
 
     /// Closes every connection that has not sent a request (at shutdown).
     pub(crate) fn close_idle(&self) {
-        let mut m = crate::sync::lock(&self.map);
+        let mut m = crate::util::sync::lock(&self.map);
         while evict_oldest_idle(&mut m, None) {}
     }
 }

@@ -30,10 +30,10 @@ use tracing::debug;
 
 /// Where a server's TLS identity comes from for each new connection: the one in force,
 /// so a reload can replace the certificate without closing the listener.
-pub type TlsSource = Arc<dyn Fn() -> Arc<SslAcceptor> + Send + Sync>;
+pub(crate) type TlsSource = Arc<dyn Fn() -> Arc<SslAcceptor> + Send + Sync>;
 
 /// A response: status, headers and a body held in memory.
-pub type Reply = hyper::Response<Full<Bytes>>;
+pub(crate) type Reply = hyper::Response<Full<Bytes>>;
 
 /// What a server accepts, defined once per use.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +56,7 @@ pub struct Limits {
 
 /// A request as the handler sees it: the head, and the body read within the limits.
 #[derive(Debug)]
-pub struct Request {
+pub(crate) struct Request {
     /// Method, URI, headers.
     pub head: hyper::http::request::Parts,
     /// The body, or why it could not be read.
@@ -67,24 +67,24 @@ pub struct Request {
 
 impl Request {
     /// The path without the query.
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.head.uri.path()
     }
 
     /// The query string (empty when none).
-    pub fn query(&self) -> &str {
+    pub(crate) fn query(&self) -> &str {
         self.head.uri.query().unwrap_or("")
     }
 
     /// A request header as text (absent when missing or not visible ASCII).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
 /// Why a request body was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// Over [`Limits::max_body`].
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
@@ -94,7 +94,7 @@ pub enum BodyError {
 }
 
 /// Answers requests. Implemented for `Fn(Request) -> impl Future<Output = Reply>` closures.
-pub trait Handler: Send + Sync + 'static {
+pub(crate) trait Handler: Send + Sync + 'static {
     /// The response to `req`.
     fn call(&self, req: Request) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>>;
 }
@@ -111,7 +111,7 @@ where
 
 /// A response with `body`, `content_type` and `Cache-Control: no-store` (nothing we serve
 /// is cacheable: certificates, tokens' outcomes, sign-in pages).
-pub fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+pub(crate) fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
     let mut r = hyper::Response::new(Full::new(body.into()));
     *r.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
@@ -130,7 +130,7 @@ pub fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
 type Admit = Box<dyn Fn(SocketAddr) -> bool + Send + Sync>;
 
 /// A server: where it listens, its TLS identity (plain HTTP when `None`), its limits.
-pub struct Server {
+pub(crate) struct Server {
     listener: TcpListener,
     tls: Option<TlsSource>,
     limits: Limits,
@@ -139,7 +139,7 @@ pub struct Server {
 
 impl Server {
     /// A server on an already-bound `listener`.
-    pub fn new(listener: TcpListener, tls: Option<TlsSource>, limits: Limits) -> Server {
+    pub(crate) fn new(listener: TcpListener, tls: Option<TlsSource>, limits: Limits) -> Server {
         Server {
             listener,
             tls,
@@ -149,14 +149,17 @@ impl Server {
     }
 
     /// Closes at once the connections from peers `admit` refuses (an address allow-list).
-    pub fn admit(mut self, admit: impl Fn(SocketAddr) -> bool + Send + Sync + 'static) -> Server {
+    pub(crate) fn admit(
+        mut self,
+        admit: impl Fn(SocketAddr) -> bool + Send + Sync + 'static,
+    ) -> Server {
         self.admit = Some(Box::new(admit));
         self
     }
 
     /// Serves `handler` until `stop` is cancelled; then closes the connections that have
     /// not sent a request and waits up to `grace` for the requests in progress.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         handler: Arc<dyn Handler>,
         stop: CancellationToken,
@@ -170,7 +173,7 @@ impl Server {
             handler,
         });
         let admit = self.admit.take();
-        crate::listeners::accept_until(&self.listener, &stop, |sock, peer| {
+        crate::service::listeners::accept_until(&self.listener, &stop, |sock, peer| {
             if admit.as_ref().is_some_and(|a| !a(peer)) {
                 return;
             }

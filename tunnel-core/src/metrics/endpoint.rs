@@ -10,8 +10,8 @@
 //! is warned about at start.
 
 use super::{Health, Metrics};
-use crate::cidr::Cidr;
 use crate::http::serve::{reply, Limits, Reply, Request, Server};
+use crate::util::cidr::Cidr;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -82,7 +82,7 @@ pub async fn serve(ep: Endpoint, metrics: Arc<Metrics>) {
             return true;
         }
         // At most one line a second: refusals must not flood the log either.
-        let now = crate::time::unix_now();
+        let now = crate::util::time::unix_now();
         if last_refusal_log.swap(now, Ordering::Relaxed) != now {
             info!(%peer, "metrics connection refused: address not in metrics_allow (further refusals this second not logged)");
         }

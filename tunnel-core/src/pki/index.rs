@@ -48,7 +48,7 @@ pub struct Entry {
 impl Index {
     /// Reads `DIR/index.json`; a missing file is an empty index (a CA directory made by hand
     /// or by an older version has none yet).
-    pub fn load(dir: &Path) -> Result<Index, PkiError> {
+    pub(super) fn load(dir: &Path) -> Result<Index, PkiError> {
         let path = dir.join(INDEX_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -84,7 +84,7 @@ impl Index {
 
     /// Writes `DIR/index.json` atomically: a temporary file in the same directory, synced,
     /// then renamed over the old one, so a reader sees the old or the new index, never half.
-    pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
+    pub(super) fn save(&self, dir: &Path) -> Result<(), PkiError> {
         let mut json = serde_json::to_vec_pretty(self)
             .map_err(|e| PkiError::file(&dir.join(INDEX_FILE), format!("cannot encode: {e}")))?;
         json.push(b'\n');
@@ -92,12 +92,12 @@ impl Index {
     }
 
     /// The entry with this canonical serial.
-    pub fn find_mut(&mut self, serial: &str) -> Option<&mut Entry> {
+    pub(super) fn find_mut(&mut self, serial: &str) -> Option<&mut Entry> {
         self.certs.iter_mut().find(|e| e.serial == serial)
     }
 
     /// Whether a certificate with this canonical serial was issued.
-    pub fn contains(&self, serial: &str) -> bool {
+    pub(super) fn contains(&self, serial: &str) -> bool {
         self.certs.iter().any(|e| e.serial == serial)
     }
 }
@@ -155,7 +155,7 @@ pub(crate) struct DirLock {
 impl DirLock {
     /// Blocks until this process holds the directory's exclusive lock. `flock` locks belong
     /// to the open file, so this serializes threads of one process as well as processes.
-    pub fn exclusive(dir: &Path) -> Result<DirLock, PkiError> {
+    pub(super) fn exclusive(dir: &Path) -> Result<DirLock, PkiError> {
         let path = dir.join(LOCK_FILE);
         let mut file = std::fs::OpenOptions::new()
             .create(true)

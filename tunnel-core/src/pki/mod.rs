@@ -72,7 +72,7 @@ impl std::fmt::Debug for Issued {
         f.debug_struct("Issued")
             .field(
                 "subject",
-                &crate::identity::one_line_name(self.cert.subject_name()),
+                &crate::authz::identity::one_line_name(self.cert.subject_name()),
             )
             .finish_non_exhaustive()
     }
@@ -166,7 +166,7 @@ pub fn random_serial() -> Result<Asn1Integer, ErrorStack> {
     bn.to_asn1_integer()
 }
 
-pub use crate::time::{asn1_to_unix, unix_now};
+pub use crate::util::time::{asn1_to_unix, unix_now};
 
 fn days_from_now(days: i64) -> Result<Asn1Time, ErrorStack> {
     Asn1Time::from_unix(unix_now() + days * 86_400)

@@ -9,7 +9,7 @@ const MAX_ATTR_CHARS: usize = 64;
 /// Longest SAN value we accept.
 const MAX_SAN_CHARS: usize = 253;
 /// Most days a certificate, CA or CRL may be valid (100 years).
-pub const MAX_DAYS: u32 = 36_500;
+pub(super) const MAX_DAYS: u32 = 36_500;
 /// File stems that belong to the CA directory itself.
 const RESERVED_STEMS: &[&str] = &["ca", "crl", "index"];
 

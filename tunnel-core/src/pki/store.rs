@@ -450,7 +450,7 @@ impl Store {
         }
         Ok(Created {
             serial: serial_of(&issued.cert)?,
-            subject: crate::identity::one_line_name(issued.cert.subject_name()),
+            subject: crate::authz::identity::one_line_name(issued.cert.subject_name()),
             not_after: asn1_to_unix(issued.cert.not_after())
                 .map_err(PkiError::crypto("reading the end of validity"))?,
             cert: crt,
@@ -486,7 +486,7 @@ fn entry_for(cert: &X509, path: &Path, serial: &str) -> Result<Entry, PkiError> 
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        subject: crate::identity::one_line_name(cert.subject_name()),
+        subject: crate::authz::identity::one_line_name(cert.subject_name()),
         not_after: asn1_to_unix(cert.not_after())
             .map_err(PkiError::crypto("reading the end of validity"))?,
         revoked_at: None,

@@ -7,7 +7,7 @@
 //! header is refused within `handshake_timeout`. A `LOCAL` (v2) or `UNKNOWN` (v1) header,
 //! which balancers send for their own checks, keeps the balancer's address.
 
-use crate::cidr::Cidr;
+use crate::util::cidr::Cidr;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -22,7 +22,7 @@ const V2_MAX: usize = 1024;
 
 /// Why a connection on a PROXY listener was refused. `Display` is the audit reason; the
 /// audit result and the metric label are mapped with every other refusal, in
-/// [`crate::refused::Refused`].
+/// [`crate::gateway::refused::Refused`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyHeaderRefused {
     /// The peer is outside `proxy_protocol_from`, so it may not claim addresses.

@@ -4,4 +4,4 @@
 //! backend with `proxy_protocol = "v2"`.
 
 pub mod inbound;
-pub mod outbound;
+pub(crate) mod outbound;

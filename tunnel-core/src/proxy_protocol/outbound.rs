@@ -8,31 +8,31 @@
 //! cipher (0x23); and our own, in the range the specification leaves for applications:
 //! [`TLV_SUBJECT`], [`TLV_SANS`], [`TLV_SHA256`], [`TLV_SERIAL`].
 
-use crate::identity::{escape, Identity};
+use crate::authz::identity::{escape, Identity};
 use ppp::v2::{Builder, Command, Protocol, Type, Version};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 /// Custom TLV: the client certificate's full subject, UTF-8 (`CN=alice,OU=dba,O=Example`).
-pub const TLV_SUBJECT: u8 = 0xE0;
+pub(crate) const TLV_SUBJECT: u8 = 0xE0;
 /// Custom TLV: its SANs in one line (`DNS:a, URI:spiffe://x, email:b, IP:10.0.0.1`), each
 /// value escaped by [`escape::list_item`] (`\,`, `\\`, `\xNN`).
-pub const TLV_SANS: u8 = 0xE1;
+pub(crate) const TLV_SANS: u8 = 0xE1;
 /// Custom TLV: SHA-256 of the DER certificate, 64 lower-case hex characters.
-pub const TLV_SHA256: u8 = 0xE2;
+pub(crate) const TLV_SHA256: u8 = 0xE2;
 /// Custom TLV: the certificate serial number, upper-case hex.
-pub const TLV_SERIAL: u8 = 0xE3;
+pub(crate) const TLV_SERIAL: u8 = 0xE3;
 
 /// `PP2_CLIENT_SSL`: the client connected over TLS.
-pub const CLIENT_SSL: u8 = 0x01;
+pub(crate) const CLIENT_SSL: u8 = 0x01;
 /// `PP2_CLIENT_CERT_CONN`: it presented a certificate on this connection.
-pub const CLIENT_CERT_CONN: u8 = 0x02;
+pub(crate) const CLIENT_CERT_CONN: u8 = 0x02;
 /// `PP2_CLIENT_CERT_SESS`: it presented a certificate in this TLS session (resumed).
-pub const CLIENT_CERT_SESS: u8 = 0x04;
+pub(crate) const CLIENT_CERT_SESS: u8 = 0x04;
 
 /// What goes into one header.
 #[derive(Debug, Clone)]
-pub struct ProxyInfo<'a> {
+pub(crate) struct ProxyInfo<'a> {
     /// The client's address.
     pub source: SocketAddr,
     /// The gateway address the client connected to.
@@ -52,7 +52,7 @@ pub struct ProxyInfo<'a> {
 }
 
 /// The complete header for `info`.
-pub fn header(info: &ProxyInfo) -> io::Result<Vec<u8>> {
+pub(crate) fn header(info: &ProxyInfo) -> io::Result<Vec<u8>> {
     let id = info.identity;
     let (src, dst) = same_family(info.source, info.destination);
     let mut b =

@@ -6,10 +6,10 @@
 
 use super::reconcile::{reconcile, Plan};
 use super::{Current, Service};
-use crate::admission::Limit;
 use crate::config::ConfigError;
+use crate::gateway::admission::Limit;
 use crate::metrics::{Health, Metrics};
-use crate::reload::Control;
+use crate::service::reload::Control;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,7 +49,7 @@ pub trait Settings: Send + Sync + 'static {
 
     /// Logs a warning for whatever expires within `expiry_warning` (an error when expired).
     fn warn_expiry(&self) {
-        crate::time::warn_expiries(&self.expiries(), self.expiry_warning());
+        crate::util::time::warn_expiries(&self.expiries(), self.expiry_warning());
     }
 
     /// The warning lead for the item `which` of [`Settings::expiries`].
@@ -57,14 +57,14 @@ pub trait Settings: Send + Sync + 'static {
         self.expiry_warning()
     }
 
-    /// When to check expiry dates again ([`crate::time::next_expiry_check`]).
+    /// When to check expiry dates again ([`crate::util::time::next_expiry_check`]).
     fn next_expiry_check(&self) -> Duration {
         let items: Vec<(i64, Duration)> = self
             .expiries()
             .into_iter()
             .map(|(which, at)| (at, self.lead_for(&which)))
             .collect();
-        crate::time::next_expiry_check(&items, crate::time::unix_now())
+        crate::util::time::next_expiry_check(&items, crate::util::time::unix_now())
     }
 }
 
@@ -107,7 +107,7 @@ pub enum ReloadError {
     Bind(#[from] BindError),
     /// Something the configuration names cannot be fetched (a CRL URL with no copy kept).
     #[error(transparent)]
-    Fetch(#[from] crate::crl_fetch::FetchError),
+    Fetch(#[from] crate::revocation::crl_fetch::FetchError),
 }
 
 /// A listen address that cannot be bound.
@@ -173,9 +173,9 @@ impl<S: Settings> Lifecycle<S> {
 
     /// Each open listener's address and route.
     pub fn listeners(&self) -> Vec<(SocketAddr, S::Route)> {
-        crate::sync::lock(&self.listeners)
+        crate::util::sync::lock(&self.listeners)
             .iter()
-            .map(|l| (l.addr, crate::sync::read(&l.route).clone()))
+            .map(|l| (l.addr, crate::util::sync::read(&l.route).clone()))
             .collect()
     }
 
@@ -195,7 +195,7 @@ impl<S: Settings> Lifecycle<S> {
 
     /// Closes the listeners `plan` stops and re-points the ones it reroutes.
     fn apply(&self, plan: &Plan<S::Route>) {
-        let mut ls = crate::sync::lock(&self.listeners);
+        let mut ls = crate::util::sync::lock(&self.listeners);
         ls.retain(|l| {
             if !plan.to_stop.contains(&l.addr) {
                 return true;
@@ -207,13 +207,13 @@ impl<S: Settings> Lifecycle<S> {
         for (addr, route) in &plan.to_reroute {
             if let Some(l) = ls.iter().find(|l| l.addr == *addr) {
                 info!(listen = %addr, route = %route, "listener now reaches another backend");
-                *crate::sync::write(&l.route) = route.clone();
+                *crate::util::sync::write(&l.route) = route.clone();
             }
         }
     }
 
     fn stop_tokens(&self) -> Vec<CancellationToken> {
-        crate::sync::lock(&self.listeners)
+        crate::util::sync::lock(&self.listeners)
             .iter()
             .map(|l| l.stop.clone())
             .collect()
@@ -222,7 +222,7 @@ impl<S: Settings> Lifecycle<S> {
 
 /// Starts accepting on `listener`; each connection goes to [`Agent::connection`] with the
 /// listener's current route.
-pub fn add_listener<A: Agent>(
+pub(crate) fn add_listener<A: Agent>(
     agent: &Arc<A>,
     listener: TcpListener,
     route: <A::Settings as Settings>::Route,
@@ -233,18 +233,18 @@ pub fn add_listener<A: Agent>(
     let lc = agent.lifecycle();
     let stop = CancellationToken::new();
     let route = Arc::new(RwLock::new(route));
-    crate::sync::lock(&lc.listeners).push(Listener {
+    crate::util::sync::lock(&lc.listeners).push(Listener {
         addr,
         stop: stop.clone(),
         route: route.clone(),
     });
     let a = agent.clone();
-    tokio::spawn(crate::listeners::accept_loop(
+    tokio::spawn(crate::service::listeners::accept_loop(
         listener,
         lc.limit.clone(),
         stop,
         move |sock, peer, slot| {
-            let r = crate::sync::read(&route).clone();
+            let r = crate::util::sync::read(&route).clone();
             a.connection(sock, peer, addr, slot, r);
         },
     ));
@@ -260,19 +260,10 @@ async fn bind<S: Settings>(snap: &S, addr: SocketAddr) -> Result<TcpListener, Bi
     })
 }
 
-/// Binds every listen address of `snap`, in order, with its route.
-pub async fn bind_all<S: Settings>(snap: &S) -> Result<Vec<(TcpListener, S::Route)>, BindError> {
-    let mut out = Vec::new();
-    for (addr, route) in snap.listeners() {
-        out.push((bind(snap, addr).await?, route));
-    }
-    Ok(out)
-}
-
 /// Re-reads the configuration file and everything it points at. On success new connections
 /// use it (open ones keep theirs) and the listeners follow it; on failure the old
 /// configuration keeps serving and the error is returned (and logged).
-pub async fn reload<A: Agent>(agent: &Arc<A>) -> Result<(), ReloadError> {
+pub(crate) async fn reload<A: Agent>(agent: &Arc<A>) -> Result<(), ReloadError> {
     let lc = agent.lifecycle();
     let file = lc.snapshot().file().to_path_buf();
     lc.service.reload(&file, try_reload(agent, &file)).await
@@ -307,11 +298,11 @@ async fn try_reload<A: Agent>(agent: &Arc<A>, file: &Path) -> Result<(), ReloadE
 /// Runs until [`Control::Shutdown`]: reloads on [`Control::Reload`], re-checks expiry dates;
 /// then stops accepting, lets open connections finish for up to `shutdown_timeout`, and
 /// closes the rest.
-pub async fn run<A: Agent>(agent: Arc<A>, control: mpsc::Receiver<Control>) {
+pub(crate) async fn run<A: Agent>(agent: Arc<A>, control: mpsc::Receiver<Control>) {
     let lc = agent.lifecycle();
     lc.service.metrics.set_health(Health::Serving);
     agent.started();
-    crate::reload::control_loop(
+    crate::service::reload::control_loop(
         control,
         || async {
             let _ = reload(&agent).await;
@@ -320,14 +311,14 @@ pub async fn run<A: Agent>(agent: Arc<A>, control: mpsc::Receiver<Control>) {
         || lc.snapshot().next_expiry_check(),
     )
     .await;
-    crate::fleet::drain_delay(&lc.service.metrics, lc.snapshot().drain_delay()).await;
+    crate::gateway::fleet::drain_delay(&lc.service.metrics, lc.snapshot().drain_delay()).await;
     let grace = lc.snapshot().shutdown_timeout();
     lc.service.drain(lc.stop_tokens(), grace, A::NAME).await;
 }
 
 /// Serves `listeners` (each with its route) until `shutdown` completes, then drains (for
 /// embedding and tests).
-pub async fn serve<A, F>(
+pub(crate) async fn serve<A, F>(
     agent: Arc<A>,
     listeners: Vec<(TcpListener, <A::Settings as Settings>::Route)>,
     shutdown: F,

@@ -3,13 +3,21 @@
 //! shutdown ([`Service`]), and the one lifecycle built on them ([`lifecycle`]): listeners,
 //! bind-then-commit reloads ([`reconcile`]), the control loop.
 
-pub mod lifecycle;
-pub mod reconcile;
+pub(crate) mod lifecycle;
+pub(crate) mod listeners;
+pub mod logging;
+pub mod panic;
+pub(crate) mod privileges;
+pub(crate) mod reconcile;
+pub(crate) mod reload;
+pub mod signals;
+pub mod start;
+pub(crate) mod systemd;
 
 pub use lifecycle::{Agent, BindError, Lifecycle, ReloadError, Settings};
 
 use crate::metrics::{Health, Metrics};
-use crate::reload::WatchList;
+use crate::service::reload::WatchList;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,12 +39,12 @@ impl<T> Current<T> {
 
     /// The value in force.
     pub fn get(&self) -> Arc<T> {
-        crate::sync::read(&self.0).clone()
+        crate::util::sync::read(&self.0).clone()
     }
 
     /// Replaces the value for later readers; holders of the old one keep it.
     pub fn set(&self, value: Arc<T>) {
-        *crate::sync::write(&self.0) = value;
+        *crate::util::sync::write(&self.0) = value;
     }
 }
 
@@ -64,14 +72,14 @@ impl Service {
         }
     }
 
-    /// The files to watch for changes (for [`crate::reload::start_service`]).
+    /// The files to watch for changes (for [`crate::service::reload::start_service`]).
     pub fn watch_list(&self) -> WatchList {
         self.watch.clone()
     }
 
     /// Replaces the watched files after a reload.
     pub fn set_watched(&self, files: Vec<PathBuf>) {
-        *crate::sync::lock(&self.watch) = files;
+        *crate::util::sync::lock(&self.watch) = files;
     }
 
     /// Marks the listeners as passed by systemd: the addresses in the file are then not
@@ -91,18 +99,18 @@ impl Service {
         file: &Path,
         attempt: impl Future<Output = Result<(), ReloadError>>,
     ) -> Result<(), ReloadError> {
-        crate::systemd::reloading();
+        crate::service::systemd::reloading();
         let result = attempt.await;
         match &result {
             Ok(()) => {
                 self.metrics.reload(true);
                 info!(config = %file.display(), "configuration reloaded");
-                crate::systemd::ready("serving (configuration reloaded)");
+                crate::service::systemd::ready("serving (configuration reloaded)");
             }
             Err(e) => {
                 self.metrics.reload(false);
                 error!(config = %file.display(), error = %e, "reload refused; the previous configuration keeps serving");
-                crate::systemd::ready(&format!("serving; last reload failed: {e}"));
+                crate::service::systemd::ready(&format!("serving; last reload failed: {e}"));
             }
         }
         result
@@ -112,7 +120,7 @@ impl Service {
     /// cuts the rest.
     pub async fn drain(&self, stops: Vec<CancellationToken>, grace: Duration, what: &str) {
         self.metrics.set_health(Health::Draining);
-        crate::systemd::stopping("draining connections");
+        crate::service::systemd::stopping("draining connections");
         for stop in stops {
             stop.cancel();
         }

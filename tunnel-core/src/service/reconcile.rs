@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 /// What a reload changes in the listeners.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan<R> {
+pub(crate) struct Plan<R> {
     /// Addresses to bind (before the new configuration is committed), with their routes.
     pub to_bind: Vec<(SocketAddr, R)>,
     /// Open listeners to close.
@@ -33,7 +33,7 @@ impl<R> Default for Plan<R> {
 /// Plans the move from the `current` listeners (address actually bound, route) to the
 /// `wanted` ones (address as configured, route). Each current listener serves at most one
 /// wanted entry.
-pub fn reconcile<R: Clone + PartialEq>(
+pub(crate) fn reconcile<R: Clone + PartialEq>(
     current: &[(SocketAddr, R)],
     wanted: &[(SocketAddr, R)],
 ) -> Plan<R> {

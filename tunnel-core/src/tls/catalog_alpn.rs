@@ -1,5 +1,5 @@
 //! The catalog's side of the TLS handshake: its reserved server name and ALPN protocol, and
-//! the gateway's ALPN choice. What the catalog says is [`crate::catalog`]'s.
+//! the gateway's ALPN choice. What the catalog says is [`crate::gateway::catalog`]'s.
 
 use openssl::ssl::{AlpnError, NameType, SslRef};
 

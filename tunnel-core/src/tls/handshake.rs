@@ -3,10 +3,10 @@
 //! Their refusals are noted in the connection's [`super::HandshakeNotes`] for the audit.
 
 use super::{notes_index, CrlSet};
-use crate::identity::Identity;
-use crate::policy::{Decision, Policy};
-use crate::refused::{Alert, Refused};
-use crate::time::unix_now;
+use crate::authz::identity::Identity;
+use crate::authz::policy::{Decision, Policy};
+use crate::gateway::refused::{Alert, Refused};
+use crate::util::time::unix_now;
 use openssl::ssl::{NameType, SniError, SslAcceptorBuilder, SslAlert, SslRef};
 use openssl::x509::{X509StoreContext, X509StoreContextRef, X509VerifyResult, X509};
 use std::sync::Arc;
@@ -23,9 +23,9 @@ pub(super) fn route_by_sni(b: &mut SslAcceptorBuilder, policy: Arc<Policy>) {
         // characters and invalid UTF-8 out of logs and routing.
         let raw = ssl.servername_raw(NameType::HOST_NAME);
         let sni = match raw {
-            Some(r) if !crate::config::valid_backend_name_bytes(r) => {
-                Some(crate::identity::printable(&String::from_utf8_lossy(r)))
-            }
+            Some(r) if !crate::config::valid_backend_name_bytes(r) => Some(
+                crate::authz::identity::printable(&String::from_utf8_lossy(r)),
+            ),
             Some(r) => {
                 let name = String::from_utf8_lossy(r).to_string();
                 if sni_policy.target(Some(&name)).is_some() {

@@ -81,7 +81,7 @@ pub struct Credentials {
 mod pkcs11_uri;
 
 /// `pkcs11:` URI with the value of `pin-value` replaced, for messages and logs.
-pub use pkcs11_uri::redact as redact_uri;
+pub(crate) use pkcs11_uri::redact as redact_uri;
 
 impl RawKeys {
     /// Checks which source is configured and that its files are readable.
@@ -420,7 +420,7 @@ fn pkcs12_credentials(
 }
 
 /// Puts certificate, chain and key into a context, and checks that they match.
-pub fn install(
+pub(crate) fn install(
     b: &mut SslContextBuilder,
     file: &Path,
     src: &KeySource,

@@ -11,8 +11,8 @@
 //! a refusal is verified afresh every time. Authorization and OCSP are not cached here: they
 //! run for every connection as before.
 
-use crate::sync;
-use crate::time::unix_time;
+use crate::util::sync;
+use crate::util::time::unix_time;
 use openssl::hash::MessageDigest;
 use openssl::sha::Sha256;
 use openssl::x509::X509;
@@ -20,12 +20,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// Longest time one verification is reused, in seconds.
-pub const MAX_AGE: i64 = 60;
+pub(super) const MAX_AGE: i64 = 60;
 /// Most chains remembered; when full, expired entries go first, then everything.
-pub const MAX_ENTRIES: usize = 4096;
+pub(super) const MAX_ENTRIES: usize = 4096;
 
 /// The key of a chain: SHA-256 over the SHA-256 of each certificate, leaf first.
-pub type ChainKey = [u8; 32];
+pub(super) type ChainKey = [u8; 32];
 
 struct Entry {
     chain: Vec<X509>,
@@ -34,14 +34,14 @@ struct Entry {
 
 /// Verified chains by [`ChainKey`], each with the time it stops being usable.
 #[derive(Default)]
-pub struct Reverified {
+pub(super) struct Reverified {
     entries: Mutex<HashMap<ChainKey, Entry>>,
 }
 
 impl Reverified {
     /// The key of the chain `leaf` + `sent` (`None` when OpenSSL cannot hash a certificate:
     /// then nothing is cached).
-    pub fn key(leaf: &X509, sent: &[X509]) -> Option<ChainKey> {
+    pub(super) fn key(leaf: &X509, sent: &[X509]) -> Option<ChainKey> {
         let mut h = Sha256::new();
         for c in std::iter::once(leaf).chain(sent) {
             h.update(&c.digest(MessageDigest::sha256()).ok()?);
@@ -50,7 +50,7 @@ impl Reverified {
     }
 
     /// The chain verified for `key`, if that verification still holds at `now`.
-    pub fn get(&self, key: &ChainKey, now: i64) -> Option<Vec<X509>> {
+    pub(super) fn get(&self, key: &ChainKey, now: i64) -> Option<Vec<X509>> {
         let map = sync::lock(&self.entries);
         map.get(key)
             .filter(|e| now < e.valid_until)
@@ -59,7 +59,13 @@ impl Reverified {
 
     /// Remembers `chain`, verified at `now`, until the earliest of `now + MAX_AGE`, the
     /// chain's first `notAfter` and `crl_next_update`.
-    pub fn put(&self, key: ChainKey, chain: &[X509], now: i64, crl_next_update: Option<i64>) {
+    pub(super) fn put(
+        &self,
+        key: ChainKey,
+        chain: &[X509],
+        now: i64,
+        crl_next_update: Option<i64>,
+    ) {
         let mut valid_until = now + MAX_AGE;
         for c in chain {
             match unix_time(c.not_after()) {
@@ -92,13 +98,13 @@ impl Reverified {
 
     /// How many chains are remembered (for tests).
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         sync::lock(&self.entries).len()
     }
 
     /// Whether no chain is remembered.
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 pub const MAX_CHAIN_AGE: Duration = Duration::from_secs(600);
 
 /// Unused sessions kept per backend (the oldest go first).
-pub const POOL_SIZE: usize = 64;
+pub(super) const POOL_SIZE: usize = 64;
 
 struct Entry {
     session: SslSession,
@@ -55,7 +55,7 @@ fn offer_index() -> Index<Ssl, Offer> {
 
 /// Unused sessions per backend (newest last) for one client context.
 #[derive(Default)]
-pub struct SessionCache {
+pub(super) struct SessionCache {
     map: Mutex<HashMap<Arc<str>, Vec<Entry>>>,
 }
 
@@ -81,7 +81,7 @@ impl SessionCache {
             (true, Some(t)) => t,
             _ => Instant::now(),
         };
-        let mut m = crate::sync::lock(&self.map);
+        let mut m = crate::util::sync::lock(&self.map);
         let pool = m.entry(offer.backend.clone()).or_default();
         if pool.len() >= POOL_SIZE {
             pool.remove(0);
@@ -93,7 +93,7 @@ impl SessionCache {
     /// offers the newest unused session obtained for that backend, if young enough, and notes
     /// the backend so that the sessions this connection receives are filed under it.
     pub(super) fn prepare(&self, ssl: &mut SslRef, backend: &str) -> Result<(), ErrorStack> {
-        let cached = crate::sync::lock(&self.map)
+        let cached = crate::util::sync::lock(&self.map)
             .get_mut(backend)
             .and_then(|pool| {
                 // Sessions of one chain share `since`; older chains sit below newer ones.
@@ -120,11 +120,11 @@ impl SessionCache {
 
 #[cfg(test)]
 mod tests {
-    use crate::client::ClientAgent;
+    use crate::agent::ClientAgent;
     use crate::config::{ClientConfig, ServerConfig};
+    use crate::gateway::{self, Gateway};
     use crate::metrics::Metrics;
     use crate::pki::{self, CertSpec};
-    use crate::server::{self, Gateway};
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -156,7 +156,7 @@ mod tests {
         }
         std::fs::write(dir.join("server.toml"), toml).unwrap();
         let scfg = ServerConfig::load(&dir.join("server.toml")).unwrap();
-        let listeners = server::bind_all(&scfg).await.unwrap();
+        let listeners = gateway::bind_all(&scfg).await.unwrap();
         let gw_addr = listeners[0].local_addr().unwrap();
         let gw = Gateway::new(scfg, Arc::new(Metrics::new())).unwrap();
         tokio::spawn(gw.serve(listeners, std::future::pending()));

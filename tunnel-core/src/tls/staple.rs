@@ -14,7 +14,7 @@ pub(super) fn serve_staple(
     b: &mut SslAcceptorBuilder,
     cfg: &ServerConfig,
     own: &X509,
-    staple: Arc<crate::ocsp::Staple>,
+    staple: Arc<crate::revocation::ocsp::Staple>,
 ) -> Result<(), ConfigError> {
     let file = cfg.file.as_path();
     let tls_err = |e: ErrorStack| ConfigError::new(file, "", format!("OpenSSL: {e}"));
@@ -33,10 +33,10 @@ pub(super) fn serve_staple(
                 format!("{} is not a DER OCSP response: {e}", p.display()),
             )
         })?;
-        staple.set(crate::ocsp::cert_fingerprint(own), der);
+        staple.set(crate::revocation::ocsp::cert_fingerprint(own), der);
     }
     if cfg.ocsp_staple.is_some() {
-        let fp = crate::ocsp::cert_fingerprint(own);
+        let fp = crate::revocation::ocsp::cert_fingerprint(own);
         b.set_status_callback(move |ssl| match staple.get_for(&fp) {
             Some(der) => ssl.set_ocsp_status(&der).map(|_| true),
             None => Ok(false),
@@ -65,12 +65,13 @@ pub(super) fn staple_is_good(
         .peer_cert_chain()
         .map(|c| c.iter().map(|x| x.to_owned()).collect())
         .unwrap_or_default();
-    let Some(issuer) = crate::ocsp::find_issuer(&leaf, chain.iter().chain(cas.iter())) else {
+    let Some(issuer) = crate::revocation::ocsp::find_issuer(&leaf, chain.iter().chain(cas.iter()))
+    else {
         tracing::warn!("issuer of the gateway certificate not found for the OCSP staple");
         return false;
     };
-    match crate::ocsp::parse_response(der, &leaf, &issuer, store, &chain) {
-        Ok((crate::ocsp::Verdict::Good, _)) => true,
+    match crate::revocation::ocsp::parse_response(der, &leaf, &issuer, store, &chain) {
+        Ok((crate::revocation::ocsp::Verdict::Good, _)) => true,
         Ok((v, _)) => {
             tracing::warn!(status = ?v, "gateway's OCSP staple is not good");
             false

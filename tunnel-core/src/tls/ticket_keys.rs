@@ -29,7 +29,7 @@ const MAX_KEYS: usize = 16;
 
 /// One ticket key.
 #[derive(Clone, PartialEq, Eq)]
-pub struct TicketKey {
+pub(super) struct TicketKey {
     pub(crate) name: [u8; NAME_LEN],
     pub(crate) hmac: [u8; 32],
     pub(crate) aes: [u8; 32],

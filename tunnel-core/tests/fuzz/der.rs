@@ -8,7 +8,7 @@ use super::common::{config, edits, fixture, mutate};
 use openssl::x509::X509;
 use proptest::prelude::*;
 use std::net::IpAddr;
-use tunnel_core::identity::{printable, Identity};
+use tunnel_core::authz::identity::{printable, Identity};
 use tunnel_core::pki::{self, CertSpec};
 
 /// The test's own list of characters that must never reach a log raw (README "Audit log":
@@ -56,8 +56,8 @@ fn extract(cert: &X509) -> Result<(), TestCaseError> {
     // The fingerprint is of the certificate's own DER, as OpenSSL encodes it.
     prop_assert_eq!(&id.sha256, &sha256_hex(&cert.to_der().unwrap()));
     let _ = tunnel_core::tls::common_name(cert);
-    let _ = tunnel_core::ocsp::responder_of(cert);
-    let _ = tunnel_core::ocsp::cert_fingerprint(cert);
+    let _ = tunnel_core::revocation::ocsp::responder_of(cert);
+    let _ = tunnel_core::revocation::ocsp::cert_fingerprint(cert);
     Ok(())
 }
 

@@ -6,8 +6,8 @@ use super::common::config;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use tunnel_core::identity::Identity;
-use tunnel_core::policy::{glob, Decision, Policy, RawRule};
+use tunnel_core::authz::identity::Identity;
+use tunnel_core::authz::policy::{glob, Decision, Policy, RawRule};
 
 /// Reference glob: `*` matches any run of characters, by plain recursion (small inputs only).
 fn glob_ref(p: &[char], t: &[char]) -> bool {

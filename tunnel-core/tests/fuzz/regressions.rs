@@ -5,8 +5,8 @@
 //!   (from `policy::compile_and_authorize_never_panic_and_agree_with_explain`).
 
 use std::collections::BTreeMap;
-use tunnel_core::identity::Identity;
-use tunnel_core::policy::{Decision, Policy};
+use tunnel_core::authz::identity::Identity;
+use tunnel_core::authz::policy::{Decision, Policy};
 
 /// The public-API form of the policy finding: whatever `default_backend` a caller passes,
 /// a connection without SNI gets a decision, never a panic.

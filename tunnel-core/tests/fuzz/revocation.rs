@@ -10,9 +10,9 @@ use super::common::{config, edits, fixture, mutate};
 use openssl::x509::X509;
 use proptest::prelude::*;
 use tunnel_core::config::CrlCoverage;
-use tunnel_core::crl::{CrlCheck, CrlSet};
-use tunnel_core::ocsp::{parse_response, store_of, OcspError, Verdict};
 use tunnel_core::pki;
+use tunnel_core::revocation::crl::{CrlCheck, CrlSet};
+use tunnel_core::revocation::ocsp::{parse_response, store_of, OcspError, Verdict};
 
 /// What the model expects of a CRL file the gateway loaded, read with OpenSSL directly.
 struct CrlModel {
@@ -306,7 +306,7 @@ proptest! {
     /// what it accepts is safe to dial, to send as `Host:` and to log.
     #[test]
     fn responder_urls_never_panic_and_accepted_ones_are_clean(url in responder_url()) {
-        if let Ok(u) = tunnel_core::ocsp::url::parse(&url) {
+        if let Ok(u) = tunnel_core::revocation::ocsp::url::parse(&url) {
             let authority = u.authority();
             for part in [&u.host, &u.path, &authority] {
                 prop_assert!(!part.chars().any(|c| c.is_control() || c == ' '), "{:?} from {:?}", u, url);

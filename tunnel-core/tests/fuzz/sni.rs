@@ -11,12 +11,12 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tunnel_core::config::{valid_backend_name_bytes, ServerConfig};
-use tunnel_core::ocsp::Staple;
-use tunnel_core::refused::Refused;
+use tunnel_core::gateway::refused::Refused;
+use tunnel_core::revocation::ocsp::Staple;
 use tunnel_core::tls::ServerTls;
 
-fn gateway() -> &'static (ServerTls, tunnel_core::policy::Policy) {
-    static G: OnceLock<(ServerTls, tunnel_core::policy::Policy)> = OnceLock::new();
+fn gateway() -> &'static (ServerTls, tunnel_core::authz::policy::Policy) {
+    static G: OnceLock<(ServerTls, tunnel_core::authz::policy::Policy)> = OnceLock::new();
     G.get_or_init(|| {
         let f = fixture();
         let cfg =

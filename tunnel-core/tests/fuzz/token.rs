@@ -20,9 +20,9 @@ use openssl::sign::Signer;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::sync::OnceLock;
-use tunnel_core::oidc::b64url;
-use tunnel_core::oidc::jws::{Jws, JwsError};
-use tunnel_core::signer::replay::ReplayCache;
+use tunnel_core::signin::oidc::b64url;
+use tunnel_core::signin::oidc::jws::{Jws, JwsError};
+use tunnel_core::signin::signer::replay::ReplayCache;
 
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 

@@ -168,6 +168,6 @@ fn a_block_of_the_maximum_ends_366_days_from_now() {
     );
 }
 
-fn sel(s: &str) -> crate::policy::IdentitySelector {
-    crate::policy::IdentitySelector::parse(s).unwrap()
+fn sel(s: &str) -> crate::authz::policy::IdentitySelector {
+    crate::authz::policy::IdentitySelector::parse(s).unwrap()
 }

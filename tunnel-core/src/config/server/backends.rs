@@ -2,8 +2,8 @@
 //! from their rules.
 
 use super::{BackendConfig, RawBackend};
+use crate::authz::policy::Policy;
 use crate::config::{operator, ConfigError};
-use crate::policy::Policy;
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -17,14 +17,14 @@ pub(super) fn crl_sources(
     let mut crl_urls = Vec::new();
     for (i, c) in entries.into_iter().enumerate() {
         let key = format!("crl[{i}]");
-        if crate::crl_fetch::is_url(&c) {
+        if crate::revocation::crl_fetch::is_url(&c) {
             let url = c.trim().to_string();
-            crate::crl_fetch::check_url(&url)
+            crate::revocation::crl_fetch::check_url(&url)
                 .map_err(|e| ConfigError::new(file, &key, e.to_string()))?;
             let dir = state_dir.ok_or_else(|| {
                 ConfigError::new(file, &key, "a URL needs state_dir, the directory where the last good copy is kept (e.g. state_dir = \"/var/lib/tunnel\")")
             })?;
-            let copy = crate::crl_fetch::cache_path(dir, &url);
+            let copy = crate::revocation::crl_fetch::cache_path(dir, &url);
             crl.push(copy.clone());
             crl_urls.push((url, copy));
             continue;
@@ -67,7 +67,7 @@ pub(super) fn ocsp_responders(
                 format!("{u:?} must be an http:// URL"),
             ));
         }
-        crate::ocsp::url::parse(u).map_err(|e| err("ocsp_responder", e.to_string()))?;
+        crate::revocation::ocsp::url::parse(u).map_err(|e| err("ocsp_responder", e.to_string()))?;
     }
     let hosts: Vec<String> = allow
         .into_vec()
@@ -75,7 +75,7 @@ pub(super) fn ocsp_responders(
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
     for (i, h) in hosts.iter().enumerate() {
-        if crate::ocsp::url::parse(&format!("http://{h}/"))
+        if crate::revocation::ocsp::url::parse(&format!("http://{h}/"))
             .map(|u| u.host != *h)
             .unwrap_or(true)
         {

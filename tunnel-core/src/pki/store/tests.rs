@@ -59,14 +59,14 @@ fn issue_server_and_client_with_sans_and_ekus() {
     assert_eq!(mode(&gw.key), 0o600);
     let c = cert(&gw.cert);
     assert!(verifies(&ca, &c));
-    let id = crate::identity::Identity::from_cert(&c);
+    let id = crate::authz::identity::Identity::from_cert(&c);
     assert_eq!(id.dns, vec!["gw.example.com", "alt.example.com"]);
     assert_eq!(id.ip.len(), 1);
 
     let ip = store
         .issue(&IssueRequest::new(LeafKind::Server, "10.1.2.3"))
         .unwrap();
-    let id = crate::identity::Identity::from_cert(&cert(&ip.cert));
+    let id = crate::authz::identity::Identity::from_cert(&cert(&ip.cert));
     assert!(id.dns.is_empty());
     assert_eq!(id.ip.len(), 1);
 
@@ -79,7 +79,7 @@ fn issue_server_and_client_with_sans_and_ekus() {
     let alice = store.issue(&req).unwrap();
     let c = cert(&alice.cert);
     assert!(verifies(&ca, &c));
-    let id = crate::identity::Identity::from_cert(&c);
+    let id = crate::authz::identity::Identity::from_cert(&c);
     assert_eq!(id.cn, vec!["alice"]);
     assert_eq!(id.ou, vec!["dba"]);
     assert_eq!(id.uri, vec!["spiffe://example.org/alice"]);

@@ -35,7 +35,7 @@ pub(crate) fn set_session(
 
 /// Record read buffer of every connection of the context being built
 /// (`SSL_CTX_set_default_read_buffer_len`): with read-ahead, one `recv` fills it.
-pub fn set_read_buffer_len(b: &mut openssl::ssl::SslContextBuilder, len: usize) {
+pub(super) fn set_read_buffer_len(b: &mut openssl::ssl::SslContextBuilder, len: usize) {
     // SAFETY: `b` holds a live SSL_CTX, exclusively borrowed; the call stores a length.
     unsafe { SSL_CTX_set_default_read_buffer_len(b.as_ptr(), len) }
 }
@@ -44,7 +44,7 @@ pub fn set_read_buffer_len(b: &mut openssl::ssl::SslContextBuilder, len: usize) 
 /// processed or sent, in which case nothing happens. OpenSSL allocates them again when the
 /// connection next reads or writes. Call only with the connection exclusively held (the
 /// caller has its stream by `&mut`), between reads and writes.
-pub fn free_idle_buffers(ssl: &SslRef) {
+pub(super) fn free_idle_buffers(ssl: &SslRef) {
     use foreign_types::ForeignTypeRef;
     // SAFETY: `ssl` is a live SSL, not used elsewhere during this call (see above); OpenSSL
     // checks that no buffered data is pending before it frees anything.
@@ -86,7 +86,7 @@ pub fn negotiated_group(ssl: &SslRef) -> Option<String> {
 }
 
 #[cfg(not(feature = "vendored-openssl"))]
-pub use engine::pkcs11_private_key;
+pub(super) use engine::pkcs11_private_key;
 
 /// With the vendored (static) OpenSSL, the system's engines (built against the system's
 /// libcrypto) cannot be loaded.
@@ -188,7 +188,7 @@ mod engine {
 
     /// Loads the private key `uri` from its token; `pin` is the user PIN. `uri` must carry no
     /// `pin-value` (see `keys::pkcs11_uri`): the engine prints the URI when it finds no key.
-    pub fn pkcs11_private_key(
+    pub(crate) fn pkcs11_private_key(
         uri: &str,
         module: Option<&Path>,
         pin: Option<&[u8]>,

@@ -43,7 +43,7 @@ pub(crate) fn split_pin(uri: &str) -> Result<KeyUri, String> {
 }
 
 /// `uri` with the value of every `pin-value` replaced by `***`, for messages and logs.
-pub fn redact(uri: &str) -> String {
+pub(crate) fn redact(uri: &str) -> String {
     rewrite(uri, |attr| match value_of_pin(attr) {
         Some(_) => Some(format!(
             "{}=***",

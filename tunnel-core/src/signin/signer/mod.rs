@@ -1,0 +1,147 @@
+//! The signer (`tunnel-server signer --config signer.toml`): an HTTPS service that turns an
+//! OpenID Connect ID token plus a CSR into a short-lived client certificate from the user
+//! CA. It runs as its own process; the gateway only trusts the user CA through `client_ca`.
+//!
+//! [`config`] reads signer.toml; [`keys`] fetches and caches the provider's JWKS;
+//! [`claims`] checks the token's claims; [`replay`] makes each token single-use; [`issue`]
+//! checks the CSR and issues; [`record`] writes the pki index; [`api`] is the HTTP surface;
+//! [`refusal`] names every refusal; [`wire`] is the JSON contract with `login`; `service`
+//! runs it (signals, reloads, systemd).
+
+pub(crate) mod api;
+pub(crate) mod claims;
+pub(crate) mod config;
+pub(crate) mod issue;
+pub(crate) mod keys;
+pub(crate) mod record;
+pub(crate) mod refusal;
+pub mod replay;
+mod service;
+pub(crate) mod wire;
+
+pub use config::SignerConfig;
+pub use refusal::Refusal;
+pub use service::run_file;
+
+use crate::http::client::Client;
+use crate::http::serve::Limits;
+use crate::pki::store::Store;
+use crate::pki::Issued;
+use openssl::pkey::PKey;
+use openssl::ssl::{SslAcceptor, SslMethod, SslVersion};
+use openssl::x509::X509;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the signer's HTTPS API accepts. An unauthenticated client can open connections and
+/// send nothing: the handshake and the head have a few seconds each, one address holds at
+/// most half of the 512 places, and a newcomer closes the oldest connection that has not
+/// sent a complete request (`http::serve`), so idle sockets cannot starve a login. The cap
+/// per address is generous because a load balancer in front (HAProxy) is one address for
+/// every client: 200 sign-ins at once from one address are served (tests/signer_load.rs).
+pub const LIMITS: Limits = Limits {
+    max_open: 512,
+    max_per_source: 256,
+    handshake: Duration::from_secs(5),
+    head: Duration::from_secs(5),
+    total: Duration::from_secs(15),
+    max_head: 16 * 1024,
+    max_body: api::MAX_REQUEST_BODY,
+};
+/// How long requests in progress may finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A signer: configuration, user CA, provider keys, replay cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Signer {
+    cfg: Arc<SignerConfig>,
+    ca: Arc<Issued>,
+    ca_pem: Arc<str>,
+    gateway_ca_pem: Option<Arc<str>>,
+    recorder: Arc<record::Recorder>,
+    keys: Arc<keys::ProviderKeys>,
+    replay: Arc<replay::ReplayCache>,
+    acceptor: Arc<SslAcceptor>,
+}
+
+fn read(path: &std::path::Path, key: &str, cfg: &SignerConfig) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| {
+        format!(
+            "{}: {key}: cannot read {}: {e}",
+            cfg.file.display(),
+            path.display()
+        )
+    })
+}
+
+impl Signer {
+    /// Loads the user CA, the HTTPS identity and the provider's trust; `Err` is a config
+    /// problem (`file: key: problem`). `replay` is the record of used tokens to keep (at a
+    /// reload with the same `state_dir`: the file is locked by its holder); `None` opens
+    /// the one in `state_dir`.
+    pub fn new(
+        cfg: SignerConfig,
+        replay: Option<Arc<replay::ReplayCache>>,
+    ) -> Result<Signer, String> {
+        let f = cfg.file.display().to_string();
+        let ca_cert = X509::from_pem(&read(&cfg.ca_cert, "ca_cert", &cfg)?)
+            .map_err(|_| format!("{f}: ca_cert: not a PEM certificate"))?;
+        let ca_key = PKey::private_key_from_pem(&read(&cfg.ca_key, "ca_key", &cfg)?)
+            .map_err(|_| format!("{f}: ca_key: not an unencrypted PEM private key"))?;
+        if !ca_cert
+            .public_key()
+            .map(|p| p.public_eq(&ca_key))
+            .unwrap_or(false)
+        {
+            return Err(format!("{f}: ca_key: does not belong to ca_cert"));
+        }
+        let ca_pem: Arc<str> =
+            String::from_utf8_lossy(&ca_cert.to_pem().unwrap_or_default()).into();
+        let gateway_ca_pem = match &cfg.gateway_ca {
+            Some(p) => Some(String::from_utf8_lossy(&read(p, "gateway_ca", &cfg)?).into()),
+            None => None,
+        };
+        let http =
+            Client::new(cfg.issuer_ca.as_deref()).map_err(|e| format!("{f}: issuer_ca: {e}"))?;
+        let acceptor = acceptor(&cfg).map_err(|e| format!("{f}: cert/key: {e}"))?;
+        let store = Store::new(cfg.ca_cert.parent().unwrap_or(std::path::Path::new(".")));
+        Ok(Signer {
+            keys: Arc::new(keys::ProviderKeys::new(cfg.issuer.clone(), http)),
+            ca: Arc::new(Issued {
+                cert: ca_cert,
+                key: ca_key,
+            }),
+            ca_pem,
+            gateway_ca_pem,
+            recorder: Arc::new(record::Recorder::new(store)),
+            replay: match replay {
+                Some(r) => r,
+                None => Arc::new(
+                    replay::ReplayCache::open(&cfg.state_dir, crate::pki::unix_now())
+                        .map_err(|e| format!("{f}: state_dir: {e}"))?,
+                ),
+            },
+            acceptor: Arc::new(acceptor),
+            cfg: Arc::new(cfg),
+        })
+    }
+
+    /// The TLS identity it serves with.
+    pub(crate) fn acceptor(&self) -> Arc<SslAcceptor> {
+        self.acceptor.clone()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SignerConfig {
+        &self.cfg
+    }
+}
+
+fn acceptor(cfg: &SignerConfig) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_certificate_chain_file(&cfg.cert)?;
+    b.set_private_key_file(&cfg.key, openssl::ssl::SslFiletype::PEM)?;
+    b.check_private_key()?;
+    Ok(b.build())
+}
