@@ -166,7 +166,7 @@ pub fn client_valid(pki: &Pki, cn: &str, since: i64, secs: i64) -> Creds {
     b.set_subject_name(&name).expect("subject");
     b.set_issuer_name(ca.cert.subject_name()).expect("issuer");
     b.set_pubkey(&key).expect("pubkey");
-    let now = tunnel_core::pki::unix_now();
+    let now = tunnel_core::util::time::unix_now();
     b.set_not_before(&Asn1Time::from_unix(now - since).expect("time"))
         .expect("notBefore");
     b.set_not_after(&Asn1Time::from_unix(now + secs).expect("time"))

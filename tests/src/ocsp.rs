@@ -45,12 +45,12 @@ pub fn index_line(cert: &X509Ref, status: Status) -> String {
         .to_bn()
         .and_then(|b| b.to_hex_str().map(|s| s.to_string()))
         .expect("serial as hex");
-    let expiry = tunnel_core::pki::asn1_to_unix(cert.not_after()).expect("notAfter");
+    let expiry = tunnel_core::util::time::asn1_to_unix(cert.not_after()).expect("notAfter");
     let dn = openssl_dn(cert);
     match status {
         Status::Valid => format!("V\t{}\t\t{serial}\tunknown\t{dn}\n", utc_time(expiry)),
         Status::Revoked => {
-            let when = tunnel_core::pki::unix_now() - 60;
+            let when = tunnel_core::util::time::unix_now() - 60;
             format!(
                 "R\t{}\t{}\t{serial}\tunknown\t{dn}\n",
                 utc_time(expiry),

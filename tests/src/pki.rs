@@ -97,7 +97,7 @@ impl Pki {
                 ..CertSpec::client("Tunnel Intermediate CA")
             },
         );
-        let issued = pki::issue(&inter.issued, &CertSpec::client(cn)).expect("issue");
+        let issued = pki::new_leaf(&inter.issued, &CertSpec::client(cn)).expect("issue");
         let cert = self.unique_path(cn, "chain.pem");
         let key = self.unique_path(cn, "key");
         let mut pem = issued.cert.to_pem().expect("PEM");
@@ -135,7 +135,7 @@ impl Pki {
 }
 
 fn issue_into(dir: &Path, ca: &Issued, file: &str, spec: &CertSpec) -> Creds {
-    let issued = pki::issue(ca, spec).expect("issue certificate");
+    let issued = pki::new_leaf(ca, spec).expect("issue certificate");
     let cert = dir.join(format!("{file}.crt"));
     let key = dir.join(format!("{file}.key"));
     pki::write_issued(&issued, &cert, &key).expect("write certificate");

@@ -203,7 +203,7 @@ fn a_bare_tunnel_client_says_what_to_do_next() {
     // Signed in, but the certificate has expired since.
     let pki = Pki::new();
     let key = tunnel_core::pki::new_key(tunnel_core::pki::KeyType::EcP256).unwrap();
-    let now = tunnel_core::pki::unix_now();
+    let now = tunnel_core::util::time::unix_now();
     let cert = tunnel_core::pki::build(
         &key,
         &tunnel_core::pki::CertSpec::client("alice@example.com"),

@@ -30,7 +30,7 @@ fn multi_cn(pki: &Pki, file: &str, cns: &[&str]) -> Creds {
     b.set_subject_name(&subject).unwrap();
     b.set_issuer_name(ca.cert.subject_name()).unwrap();
     b.set_pubkey(&key).unwrap();
-    let now = pki::unix_now();
+    let now = tunnel_core::util::time::unix_now();
     b.set_not_before(&Asn1Time::from_unix(now - 86_400).unwrap())
         .unwrap();
     b.set_not_after(&Asn1Time::from_unix(now + 86_400).unwrap())

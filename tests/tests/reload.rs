@@ -118,7 +118,7 @@ fn reload_under_load_keeps_every_byte_and_applies_new_rules_to_new_connections_o
     // 3: the gateway's certificate replaced (same paths, new key and serial).
     let mut spec = CertSpec::server(pki::SERVER_NAME);
     spec.ip.push("127.0.0.1".parse().unwrap());
-    let fresh = tunnel_core::pki::issue(pki.ca(), &spec).unwrap();
+    let fresh = tunnel_core::pki::new_leaf(pki.ca(), &spec).unwrap();
     let tmp_crt = pki.unique_path("server-new", "crt");
     let tmp_key = pki.unique_path("server-new", "key");
     tunnel_core::pki::write_issued(&fresh, &tmp_crt, &tmp_key).unwrap();
@@ -294,7 +294,7 @@ fn client_agent_rotates_its_certificate_without_restart() {
     gw.wait_for_audit(PROMPT, |e| field(e, "subject") == "CN=alice");
 
     let before = reloads(&agent);
-    let next = tunnel_core::pki::issue(pki.ca(), &CertSpec::client("alice2")).unwrap();
+    let next = tunnel_core::pki::new_leaf(pki.ca(), &CertSpec::client("alice2")).unwrap();
     let tmp_crt = pki.unique_path("agent-next", "crt");
     let tmp_key = pki.unique_path("agent-next", "key");
     tunnel_core::pki::write_issued(&next, &tmp_crt, &tmp_key).unwrap();

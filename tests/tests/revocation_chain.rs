@@ -23,12 +23,12 @@ impl Intermediate {
             ..CertSpec::client(name)
         };
         Intermediate {
-            ca: pki::issue(pki.ca(), &spec).expect("intermediate"),
+            ca: pki::new_leaf(pki.ca(), &spec).expect("intermediate"),
         }
     }
 
     fn client(&self, pki: &Pki, cn: &str) -> Creds {
-        let issued = pki::issue(&self.ca, &CertSpec::client(cn)).expect("issue");
+        let issued = pki::new_leaf(&self.ca, &CertSpec::client(cn)).expect("issue");
         let cert = pki.unique_path(cn, "chain.pem");
         let key = pki.unique_path(cn, "key");
         let mut pem = issued.cert.to_pem().expect("PEM");

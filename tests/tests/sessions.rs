@@ -62,7 +62,7 @@ fn sessions_list_matches_open_tunnels() {
                 tunnel.verified
             );
         }
-        assert!(s["not_after"].as_i64().unwrap() > tunnel_core::pki::unix_now());
+        assert!(s["not_after"].as_i64().unwrap() > tunnel_core::util::time::unix_now());
         assert!(!field(s, "serial").is_empty());
     }
     assert_eq!(sessions(&sock, &["--backend", "db"]).len(), 2);
@@ -399,7 +399,7 @@ fn admin_socket_refuses_an_overlong_block_and_the_gateway_keeps_serving() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["disconnected"], 1, "{v}");
     let until = v["blocked_until"].as_i64().unwrap_or_default();
-    let want = tunnel_core::pki::unix_now() + MAX_BLOCK_SECS as i64;
+    let want = tunnel_core::util::time::unix_now() + MAX_BLOCK_SECS as i64;
     assert!(
         (want - PROMPT.as_secs() as i64..=want).contains(&until),
         "blocked_until {until}, expected about {want}"

@@ -6,8 +6,8 @@
 use openssl::x509::X509;
 use serde_json::Value;
 use std::path::PathBuf;
-use tunnel_core::pki::{asn1_to_unix, unix_now};
 use tunnel_core::signin::oidc::b64url;
+use tunnel_core::util::time::{asn1_to_unix, unix_now};
 use tunnel_tests::oidc::{csr_signed_by, key_and_csr, Provider, SignerProc};
 use tunnel_tests::pki::toml_str;
 use tunnel_tests::process::field;

@@ -159,14 +159,14 @@ fn an_expired_certificate_is_refused_by_the_gateway_and_explained_by_the_agent()
     });
     let cert_path = alice.path().join("tunnel").join("cert.pem");
     let cert = openssl::x509::X509::from_pem(&std::fs::read(&cert_path).unwrap()).unwrap();
-    let end = tunnel_core::pki::asn1_to_unix(cert.not_after()).unwrap();
+    let end = tunnel_core::util::time::asn1_to_unix(cert.not_after()).unwrap();
     // Before expiry the same certificate works: the refusal below is the expiry's doing.
     assert!(echoes(addrs[0]), "the tunnel works before expiry");
     assert!(
-        tunnel_core::pki::unix_now() < end,
+        tunnel_core::util::time::unix_now() < end,
         "setup outlasted the certificate: the check above proves nothing"
     );
-    while tunnel_core::pki::unix_now() <= end {
+    while tunnel_core::util::time::unix_now() <= end {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert!(!echoes(addrs[0]), "no tunnel after expiry");

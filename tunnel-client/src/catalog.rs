@@ -29,7 +29,7 @@ fn fetch(cfg: &ClientConfig) -> Result<catalog::Catalog, ExitCode> {
         ExitCode::from(EXIT_CONFIG as u8)
     })?;
     if let Some(end) = tunnel_core::util::time::unix_time(tls.cert.not_after())
-        .filter(|end| *end <= tunnel_core::pki::unix_now())
+        .filter(|end| *end <= tunnel_core::util::time::unix_now())
     {
         let at = tunnel_core::pki::store::format_time(end);
         return Err(fail(format!(

@@ -228,7 +228,7 @@ impl ClientAgent {
     pub async fn dial(&self, backend: &str) -> Result<GatewayStream, DialError> {
         let snap = self.snapshot();
         if let Some(end) = crate::util::time::unix_time(snap.tls.cert.not_after())
-            .filter(|end| *end <= crate::pki::unix_now())
+            .filter(|end| *end <= crate::util::time::unix_now())
         {
             return Err(DialError::CertificateExpired(
                 crate::pki::store::format_time(end),

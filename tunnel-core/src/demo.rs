@@ -198,10 +198,10 @@ fn write_pki(d: &Path) -> DemoResult<()> {
     pki::write_issued(&ca, &d.join("ca.crt"), &d.join("ca.key"))?;
     let mut s = CertSpec::server("localhost");
     s.ip.push("127.0.0.1".parse()?);
-    let server = pki::issue(&ca, &s)?;
+    let server = pki::new_leaf(&ca, &s)?;
     pki::write_issued(&server, &d.join("server.crt"), &d.join("server.key"))?;
     for cn in ["demo-client", "admin"] {
-        let c = pki::issue(&ca, &CertSpec::client(cn))?;
+        let c = pki::new_leaf(&ca, &CertSpec::client(cn))?;
         pki::write_issued(
             &c,
             &d.join(format!("{cn}.crt")),

@@ -11,5 +11,5 @@ pub(crate) mod sessions;
 pub(crate) mod socket;
 
 pub use protocol::{Request, Response};
-pub use sessions::{Cut, Limits, Refused, SessionGuard, SessionInfo, Sessions};
+pub use sessions::{Cut, Limits, NotAdmitted, SessionGuard, SessionInfo, Sessions};
 pub use socket::{Access, Handler, Peer};

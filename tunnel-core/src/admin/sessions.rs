@@ -6,6 +6,7 @@ use super::protocol::{BlockFor, BlockTooLong, Selector, SessionView};
 use crate::authz::identity::Identity;
 use crate::authz::policy::IdentitySelector;
 use crate::relay::Counters;
+use crate::util::time::unix_now;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,10 +37,10 @@ pub struct Limits {
     pub per_identity: Option<usize>,
 }
 
-/// Why a tunnel was not admitted. `Display` is the audit `reason`; [`Refused::outcome`] the
+/// Why a tunnel was not admitted. `Display` is the audit `reason`; [`NotAdmitted::outcome`] the
 /// audit `result`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub enum NotAdmitted {
     /// An operator blocked this identity (`disconnect --block-for`) until this Unix time.
     #[error("blocked by an operator (disconnect --block-for) until {}", super::cli::time_text(Some(*until)))]
     Blocked {
@@ -54,12 +55,12 @@ pub enum Refused {
     IdentityFull(String, usize),
 }
 
-impl Refused {
+impl NotAdmitted {
     /// The audit result: `denied` for a block, `overloaded` for a cap.
     pub fn outcome(&self) -> crate::gateway::audit::Outcome {
         match self {
-            Refused::Blocked { .. } => crate::gateway::audit::Outcome::Denied,
-            Refused::BackendFull(..) | Refused::IdentityFull(..) => {
+            NotAdmitted::Blocked { .. } => crate::gateway::audit::Outcome::Denied,
+            NotAdmitted::BackendFull(..) | NotAdmitted::IdentityFull(..) => {
                 crate::gateway::audit::Outcome::Overloaded
             }
         }
@@ -132,19 +133,19 @@ impl Sessions {
     }
 
     /// Admits a tunnel unless its identity is blocked or a cap of `limits` is reached.
-    pub fn admit(&self, info: SessionInfo, limits: Limits) -> Result<SessionGuard, Refused> {
+    pub fn admit(&self, info: SessionInfo, limits: Limits) -> Result<SessionGuard, NotAdmitted> {
         let mut g = self.lock();
         let now = Instant::now();
         g.blocks.retain(|b| b.until > now);
         if let Some(b) = g.blocks.iter().find(|b| b.key.matches(&info.identity)) {
-            return Err(Refused::Blocked {
+            return Err(NotAdmitted::Blocked {
                 until: b.until_unix,
             });
         }
         let same_backend = || g.open.values().filter(|e| e.info.backend == info.backend);
         if let Some(max) = limits.backend {
             if same_backend().count() >= max {
-                return Err(Refused::BackendFull(info.backend.clone(), max));
+                return Err(NotAdmitted::BackendFull(info.backend.clone(), max));
             }
         }
         if let Some(max) = limits.per_identity {
@@ -154,7 +155,7 @@ impl Sessions {
                 .count()
                 >= max
             {
-                return Err(Refused::IdentityFull(info.backend.clone(), max));
+                return Err(NotAdmitted::IdentityFull(info.backend.clone(), max));
             }
         }
         g.next += 1;
@@ -385,14 +386,6 @@ fn block_end(b: BlockFor) -> Result<(Instant, i64), BlockTooLong> {
         .and_then(|s| unix_now().checked_add(s))
         .ok_or_else(too_long)?;
     Ok((until, until_unix))
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Time left until Unix second `t` (zero when past).

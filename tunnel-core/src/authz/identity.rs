@@ -192,7 +192,7 @@ mod tests {
             ip: vec!["10.1.2.3".parse().unwrap(), "::1".parse().unwrap()],
             ..CertSpec::client("alice")
         };
-        let leaf = pki::issue(&ca, &spec).unwrap();
+        let leaf = pki::new_leaf(&ca, &spec).unwrap();
         let id = Identity::from_cert(&leaf.cert);
         let cases: Vec<(&str, Vec<String>, Vec<&str>)> = vec![
             ("cn", id.cn.clone(), vec!["alice"]),
@@ -230,7 +230,7 @@ mod tests {
         let ca = pki::new_ca("Test CA", 30).unwrap();
         let mut spec = CertSpec::client("evil\n2026-01-01 INFO audit: result=ok");
         spec.dns.push("a\rb".into());
-        let leaf = pki::issue(&ca, &spec).unwrap();
+        let leaf = pki::new_leaf(&ca, &spec).unwrap();
         let id = Identity::from_cert(&leaf.cert);
         assert_eq!(id.subject, "CN=evil\\x0a2026-01-01 INFO audit: result\\=ok");
         assert_eq!(id.sans(), "DNS:a\\x0db");
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn escapes_special_characters_in_subject() {
         let ca = pki::new_ca("Test CA", 30).unwrap();
-        let leaf = pki::issue(&ca, &CertSpec::client("a,b=c")).unwrap();
+        let leaf = pki::new_leaf(&ca, &CertSpec::client("a,b=c")).unwrap();
         let id = Identity::from_cert(&leaf.cert);
         assert_eq!(id.cn, vec!["a,b=c"]);
         assert_eq!(id.subject, "CN=a\\,b\\=c");

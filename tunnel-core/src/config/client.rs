@@ -36,7 +36,7 @@ struct RawClient {
     keystore_password_file: Option<String>,
     pkcs11_module: Option<String>,
     #[serde(default)]
-    tls: crate::tls::policy::RawTls,
+    tls: crate::config::tls::RawTls,
     ca: Option<String>,
     connect_timeout: Option<HumanDuration>,
     idle_timeout: Option<HumanDuration>,
@@ -90,9 +90,9 @@ pub struct ClientConfig {
     /// Name verified in the gateway's certificate.
     pub server_name: String,
     /// Client certificate chain and private key (PEM, PKCS#12 or PKCS#11).
-    pub keys: crate::tls::keys::KeySource,
+    pub keys: crate::config::keys::KeySource,
     /// TLS policy knobs (`[tls]`).
-    pub tls: crate::tls::policy::TlsPolicy,
+    pub tls: crate::config::tls::TlsPolicy,
     /// CA bundle that issued the gateway's certificate.
     pub ca: PathBuf,
     /// Deadline for TCP connect plus TLS handshake to the gateway.
@@ -226,7 +226,7 @@ impl ClientConfig {
             crate::agent::failover::DEFAULT_FAILOVER_TIMEOUT,
         );
         let server_name = server_name(file, raw.server_name, &server)?;
-        let keys = crate::tls::keys::RawKeys {
+        let keys = crate::config::keys::RawKeys {
             cert: raw.cert,
             key: raw.key,
             key_password_file: raw.key_password_file,

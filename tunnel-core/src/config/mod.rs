@@ -7,9 +7,11 @@
 //! Relative paths inside a file are resolved against the file's own directory.
 
 mod client;
+pub(crate) mod keys;
 mod listener;
 mod operator;
 mod server;
+pub(crate) mod tls;
 mod values;
 
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};

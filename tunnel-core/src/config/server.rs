@@ -56,7 +56,7 @@ struct RawServer {
     keystore_password_file: Option<String>,
     pkcs11_module: Option<String>,
     #[serde(default)]
-    tls: crate::tls::policy::RawTls,
+    tls: crate::config::tls::RawTls,
     client_ca: Option<String>,
     #[serde(default)]
     crl: OneOrMany,
@@ -160,9 +160,9 @@ pub struct ServerConfig {
     /// Listeners that expect a PROXY protocol header, and from whom.
     pub proxy_listeners: Vec<super::listener::ProxyListener>,
     /// The gateway's certificate chain and private key (PEM, PKCS#12 or PKCS#11).
-    pub keys: crate::tls::keys::KeySource,
+    pub keys: crate::config::keys::KeySource,
     /// TLS policy knobs (`[tls]`).
-    pub tls: crate::tls::policy::TlsPolicy,
+    pub tls: crate::config::tls::TlsPolicy,
     /// PEM bundle of CAs that issue client certificates.
     pub client_ca: PathBuf,
     /// PEM CRL files.
@@ -318,8 +318,8 @@ impl ServerConfig {
 struct Checked {
     listen: Vec<SocketAddr>,
     proxy_listeners: Vec<super::listener::ProxyListener>,
-    keys: crate::tls::keys::KeySource,
-    tls: crate::tls::policy::TlsPolicy,
+    keys: crate::config::keys::KeySource,
+    tls: crate::config::tls::TlsPolicy,
     client_ca: PathBuf,
     crl: Vec<PathBuf>,
     crl_urls: Vec<(String, PathBuf)>,
@@ -341,7 +341,7 @@ impl Checked {
         let listeners = std::mem::take(&mut raw.listener);
         let (listen_extra, proxy_listeners) = super::listener::validate(file, listeners)?;
         let listen = listen_addrs(file, raw.listen.take(), listen_extra)?;
-        let keys = crate::tls::keys::RawKeys {
+        let keys = crate::config::keys::RawKeys {
             cert: raw.cert.take(),
             key: raw.key.take(),
             key_password_file: raw.key_password_file.take(),

@@ -114,7 +114,7 @@ pub enum Refused {
     },
     /// The live-session registry refused the tunnel: an operator block or a per-backend cap.
     #[error(transparent)]
-    Admission(crate::admin::Refused),
+    Admission(crate::admin::NotAdmitted),
     /// A PROXY listener got no usable PROXY header (or one from a peer outside
     /// `proxy_protocol_from`).
     #[error(transparent)]
@@ -176,7 +176,7 @@ impl Refused {
                 "backend_unreachable"
             }
             Refused::Overloaded => "overloaded",
-            Refused::Admission(crate::admin::Refused::Blocked { .. }) => "denied",
+            Refused::Admission(crate::admin::NotAdmitted::Blocked { .. }) => "denied",
             Refused::Admission(_) => "overloaded",
             Refused::ProxyHeader(_) => "proxy_protocol",
             Refused::Setup(_)

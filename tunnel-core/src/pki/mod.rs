@@ -166,7 +166,7 @@ pub fn random_serial() -> Result<Asn1Integer, ErrorStack> {
     bn.to_asn1_integer()
 }
 
-pub use crate::util::time::{asn1_to_unix, unix_now};
+use crate::util::time::unix_now;
 
 fn days_from_now(days: i64) -> Result<Asn1Time, ErrorStack> {
     Asn1Time::from_unix(unix_now() + days * 86_400)
@@ -189,7 +189,7 @@ pub fn new_ca_with(name: &str, days: u32, kt: KeyType) -> Result<Issued, ErrorSt
 }
 
 /// Issues a certificate signed by `ca`, for a new key of `spec.key_type`.
-pub fn issue(ca: &Issued, spec: &CertSpec) -> Result<Issued, ErrorStack> {
+pub fn new_leaf(ca: &Issued, spec: &CertSpec) -> Result<Issued, ErrorStack> {
     let key = new_key(spec.key_type)?;
     let start = unix_now() + spec.start_days * 86_400;
     let validity = (start, start + i64::from(spec.days) * 86_400);

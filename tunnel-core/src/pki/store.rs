@@ -6,8 +6,9 @@
 
 use super::index::{write_atomic, DirLock, Index, INDEX_FILE};
 use super::names::{check_attr, check_days, serial_of};
-use super::{asn1_to_unix, issue, new_ca_with, unix_now, Entry, Issued, KeyType};
+use super::{new_ca_with, new_leaf, Entry, Issued, KeyType};
 use super::{normalize_serial, CertSpec, PkiError};
+use crate::util::time::{asn1_to_unix, unix_now};
 use openssl::pkey::PKey;
 use openssl::x509::X509;
 use std::path::{Path, PathBuf};
@@ -236,7 +237,7 @@ impl Store {
     ) -> Result<Issued, PkiError> {
         let mut tries = 0;
         loop {
-            let leaf = issue(ca, spec).map_err(PkiError::crypto(format!(
+            let leaf = new_leaf(ca, spec).map_err(PkiError::crypto(format!(
                 "issuing a certificate for {name:?}"
             )))?;
             if !index.contains(&serial_of(&leaf.cert)?) {

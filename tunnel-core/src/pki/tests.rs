@@ -19,7 +19,7 @@ fn issued_certs_verify_for_every_key_type() {
         let ca = new_ca_with("CA", 10, kt).unwrap();
         let mut spec = CertSpec::server("gw.example");
         spec.key_type = kt;
-        let leaf = issue(&ca, &spec).unwrap();
+        let leaf = new_leaf(&ca, &spec).unwrap();
         assert!(verifies(&ca, &leaf.cert), "{kt:?}");
         let other = new_ca("Other", 10).unwrap();
         assert!(
@@ -32,8 +32,8 @@ fn issued_certs_verify_for_every_key_type() {
 #[test]
 fn crl_lists_revoked_serial_only() {
     let ca = new_ca("CA", 10).unwrap();
-    let a = issue(&ca, &CertSpec::client("a")).unwrap();
-    let b = issue(&ca, &CertSpec::client("b")).unwrap();
+    let a = new_leaf(&ca, &CertSpec::client("a")).unwrap();
+    let b = new_leaf(&ca, &CertSpec::client("b")).unwrap();
     let crl = make_crl(&ca, &[&a.cert], 0, 7).unwrap();
     assert!(crl.verify(&ca.key).unwrap());
     assert!(matches!(

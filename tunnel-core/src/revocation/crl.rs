@@ -17,7 +17,7 @@ use crate::config::{ConfigError, CrlCoverage};
 use crate::util::time::unix_time;
 use openssl::error::ErrorStack;
 use openssl::x509::{CrlStatus, X509Crl, X509Ref, X509};
-use rollback::{Issue, Verdict};
+use rollback::{Position, Verdict};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -280,7 +280,7 @@ fn in_force(previous: Option<&CrlSet>, offered: Loaded, cas: &[X509], now: i64) 
     if validate::against_cas(&current.crl, cas).is_err() {
         return Arc::new(offered);
     }
-    let (cur, off) = (Issue::of(&current.crl), Issue::of(&offered.crl));
+    let (cur, off) = (Position::of(&current.crl), Position::of(&offered.crl));
     match rollback::judge(&cur, &off, now) {
         Verdict::Keep(why) => {
             let source = offered.source.display().to_string();

@@ -16,7 +16,7 @@
 use crate::config::{ConfigError, ServerConfig};
 use crate::http::client::{Client, ClientLimits, HttpError};
 use crate::http::{Url, UrlError};
-use crate::revocation::crl::rollback::{self, Issue, Verdict};
+use crate::revocation::crl::rollback::{self, Position, Verdict};
 use openssl::x509::{X509Crl, X509};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -193,7 +193,7 @@ fn keep_copy(
     if !same_signer(&current, offered, cas) {
         return None;
     }
-    let (cur, off) = (Issue::of(&current), Issue::of(offered));
+    let (cur, off) = (Position::of(&current), Position::of(offered));
     match rollback::judge(&cur, &off, now) {
         Verdict::Keep(why) => {
             rollback::warn_refused(url, &cur, &off, why);
@@ -391,7 +391,7 @@ mod tests {
         let older = crl();
         let mut newer = crl();
         while newer.to_der().unwrap()[..] == older.to_der().unwrap()[..]
-            || Issue::of(&newer).number == Issue::of(&older).number
+            || Position::of(&newer).number == Position::of(&older).number
         {
             newer = crl();
         }

@@ -134,9 +134,9 @@ mod tests {
     async fn setup(dir: &std::path::Path) -> Arc<ClientAgent> {
         let ca = pki::new_ca("Test CA", 1).unwrap();
         pki::write_issued(&ca, &dir.join("ca.crt"), &dir.join("ca.key")).unwrap();
-        let s = pki::issue(&ca, &CertSpec::server("localhost")).unwrap();
+        let s = pki::new_leaf(&ca, &CertSpec::server("localhost")).unwrap();
         pki::write_issued(&s, &dir.join("s.crt"), &dir.join("s.key")).unwrap();
-        let c = pki::issue(&ca, &CertSpec::client("c1")).unwrap();
+        let c = pki::new_leaf(&ca, &CertSpec::client("c1")).unwrap();
         pki::write_issued(&c, &dir.join("c1.crt"), &dir.join("c1.key")).unwrap();
         let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let echo_addr = echo.local_addr().unwrap();

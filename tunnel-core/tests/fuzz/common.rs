@@ -57,7 +57,7 @@ fn build() -> Fixture {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().to_path_buf();
     let ca = pki::new_ca("Fuzz CA", 30).expect("CA");
-    let server = pki::issue(&ca, &CertSpec::server("localhost")).expect("server cert");
+    let server = pki::new_leaf(&ca, &CertSpec::server("localhost")).expect("server cert");
     let mut clients = Vec::new();
     for cn in ["revoked", "alice", "bob"] {
         let mut spec = CertSpec::client(cn);
@@ -66,7 +66,7 @@ fn build() -> Fixture {
         spec.uri.push(format!("spiffe://example.org/sa/{cn}"));
         spec.email.push(format!("{cn}@example.org"));
         spec.ip.push("10.1.2.3".parse().unwrap());
-        clients.push(pki::issue(&ca, &spec).expect("client cert"));
+        clients.push(pki::new_leaf(&ca, &spec).expect("client cert"));
     }
     pki::write_issued(&server, &dir.join("server.crt"), &dir.join("server.key")).expect("write");
     write(&dir, "ca.crt", &ca.cert.to_pem().unwrap());

@@ -57,7 +57,7 @@ fn crl_model(pem: &[u8]) -> Result<CrlModel, TestCaseError> {
         .unwrap_or_default();
     let next = crl
         .next_update()
-        .and_then(|t| pki::asn1_to_unix(t).ok())
+        .and_then(|t| tunnel_core::util::time::asn1_to_unix(t).ok())
         .unwrap_or(i64::MAX);
     Ok(CrlModel { listed, next, ours })
 }
@@ -84,7 +84,7 @@ fn load_and_check(pem: &[u8], case: u64, what: &str) -> Result<(), TestCaseError
                 eprintln!("MEANINGFUL {what}");
             }
             let m = crl_model(pem)?;
-            let now = pki::unix_now();
+            let now = tunnel_core::util::time::unix_now();
             for (i, c) in f.clients.iter().enumerate() {
                 let serial = c.cert.serial_number().to_bn().unwrap();
                 // The fixture CA is "Fuzz CA" (common.rs); coverage `chain` requires its CRL.
@@ -353,7 +353,7 @@ fn a_crl_revokes_exactly_what_it_lists() {
             };
             let chain = [c.cert.clone(), f.ca.cert.clone()];
             assert_eq!(
-                set.check_chain(&chain, pki::unix_now()),
+                set.check_chain(&chain, tunnel_core::util::time::unix_now()),
                 want,
                 "mask {mask}, client {i}"
             );

@@ -27,14 +27,14 @@ fn caps_per_backend_and_per_identity() {
     let _a2 = s.admit(info("alice", "db", "1"), lim).unwrap();
     assert_eq!(
         s.admit(info("alice", "db", "1"), lim).err(),
-        Some(Refused::IdentityFull("db".into(), 2))
+        Some(NotAdmitted::IdentityFull("db".into(), 2))
     );
     // Another backend has its own count.
     let _other = s.admit(info("alice", "web", "1"), lim).unwrap();
     let _b = s.admit(info("bob", "db", "2"), lim).unwrap();
     assert_eq!(
         s.admit(info("carol", "db", "3"), lim).err(),
-        Some(Refused::BackendFull("db".into(), 3))
+        Some(NotAdmitted::BackendFull("db".into(), 3))
     );
     drop(a1);
     assert!(s.admit(info("carol", "db", "3"), lim).is_ok());
@@ -70,7 +70,7 @@ fn disconnect_cuts_only_matches_and_blocks() {
     assert_eq!((b.why(), c.why()), (None, None));
     assert!(matches!(
         s.admit(info("alice", "web", "a"), Limits::default()),
-        Err(Refused::Blocked { .. })
+        Err(NotAdmitted::Blocked { .. })
     ));
     assert_eq!(
         s.disconnect(&Selector::Backend("DB".into()), "x", "y", None)

@@ -11,7 +11,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let ca = pki::new_ca("CA", 10).unwrap();
         pki::write_issued(&ca, &dir.path().join("ca.crt"), &dir.path().join("ca.key")).unwrap();
-        let s = pki::issue(&ca, &CertSpec::server("gw")).unwrap();
+        let s = pki::new_leaf(&ca, &CertSpec::server("gw")).unwrap();
         pki::write_issued(&s, &dir.path().join("s.crt"), &dir.path().join("s.key")).unwrap();
         Fixture { dir }
     }

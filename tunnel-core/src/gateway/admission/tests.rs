@@ -107,8 +107,8 @@ async fn overload_refusals_are_audited_once_a_second() {
 fn revoked_chains_are_cut_once() {
     let ca = crate::pki::new_ca("CA", 1).unwrap();
     let spec = crate::pki::CertSpec::client("alice");
-    let alice = crate::pki::issue(&ca, &spec).unwrap();
-    let bob = crate::pki::issue(&ca, &crate::pki::CertSpec::client("bob")).unwrap();
+    let alice = crate::pki::new_leaf(&ca, &spec).unwrap();
+    let bob = crate::pki::new_leaf(&ca, &crate::pki::CertSpec::client("bob")).unwrap();
     let live = LiveConns::default();
     let a = live.register(vec![alice.cert.clone(), ca.cert.clone()]);
     let b = live.register(vec![bob.cert.clone(), ca.cert.clone()]);

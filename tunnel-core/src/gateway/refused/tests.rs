@@ -105,7 +105,7 @@ fn only_denials_name_a_backend() {
 #[tokio::test]
 async fn a_received_alert_is_recognised_by_type() {
     let ca = pki::new_ca("CA", 1).unwrap();
-    let server = pki::issue(&ca, &CertSpec::server("localhost")).unwrap();
+    let server = pki::new_leaf(&ca, &CertSpec::server("localhost")).unwrap();
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
     b.set_certificate(&server.cert).unwrap();
     b.set_private_key(&server.key).unwrap();

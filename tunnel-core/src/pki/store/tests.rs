@@ -347,7 +347,7 @@ fn an_expired_ca_issues_nothing() {
     spec.usage = crate::pki::Usage::Ca;
     spec.start_days = -10;
     spec.days = 9;
-    ca = crate::pki::issue(&ca, &spec).unwrap();
+    ca = crate::pki::new_leaf(&ca, &spec).unwrap();
     crate::pki::write_issued(&ca, &tmp.path().join(CA_CERT), &tmp.path().join(CA_KEY)).unwrap();
     let e = store
         .issue(&IssueRequest::new(LeafKind::Client, "a"))

@@ -106,7 +106,7 @@ fn sans_and_cn_with_separators_backslashes_and_nul_are_escaped() {
     spec.dns = vec!["a, URI:https://idp#admin".into(), "b\\, c".into()];
     spec.uri = vec!["https://x/\\x00".into()];
     spec.email = vec!["victim@corp.com\0@example.com".into()];
-    let leaf = pki::issue(&ca, &spec).unwrap();
+    let leaf = pki::new_leaf(&ca, &spec).unwrap();
     let id = Identity::from_cert(&leaf.cert);
     let info = ProxyInfo {
         source: "192.0.2.7:40000".parse().unwrap(),

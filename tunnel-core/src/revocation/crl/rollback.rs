@@ -15,7 +15,7 @@ use tracing::warn;
 
 /// Where a CRL stands in its issuer's sequence, and what is needed to compare two.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Issue {
+pub(crate) struct Position {
     /// The cRLNumber, unsigned big-endian without leading zeros; `None` when absent or
     /// malformed (negative, not an INTEGER).
     pub number: Option<Vec<u8>>,
@@ -35,12 +35,12 @@ pub(crate) enum Verdict {
     /// The very same list.
     Same,
     /// It must not replace the one in force.
-    Keep(Refusal),
+    Keep(CrlRefusal),
 }
 
 /// Why an offered CRL is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub(crate) enum CrlRefusal {
     /// Earlier in the sequence: a rollback.
     Older,
     /// Same number (or thisUpdate) but other content.
@@ -49,11 +49,11 @@ pub(crate) enum Refusal {
     Expired,
 }
 
-impl Issue {
+impl Position {
     /// The position of `crl` (its cRLNumber read from the DER; rust-openssl has no getter).
-    pub(crate) fn of(crl: &X509CrlRef) -> Issue {
+    pub(crate) fn of(crl: &X509CrlRef) -> Position {
         let der = crl.to_der().unwrap_or_default();
-        Issue {
+        Position {
             number: super::validate::number(&der).and_then(|v| unsigned(&v)),
             this_update: crate::util::time::unix_time(crl.last_update()),
             next_update: crl.next_update().and_then(crate::util::time::unix_time),
@@ -77,12 +77,12 @@ fn unsigned(value: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Whether `offered` may replace `current` at unix time `now`.
-pub(crate) fn judge(current: &Issue, offered: &Issue, now: i64) -> Verdict {
+pub(crate) fn judge(current: &Position, offered: &Position, now: i64) -> Verdict {
     if current.digest == offered.digest {
         return Verdict::Same;
     }
     if offered.expired(now) && !current.expired(now) {
-        return Verdict::Keep(Refusal::Expired);
+        return Verdict::Keep(CrlRefusal::Expired);
     }
     let order = match (&current.number, &offered.number) {
         // Magnitudes without leading zeros: the longer is larger, else compare bytes.
@@ -91,13 +91,13 @@ pub(crate) fn judge(current: &Issue, offered: &Issue, now: i64) -> Verdict {
     };
     match order {
         Ordering::Greater => Verdict::Replace,
-        Ordering::Equal => Verdict::Keep(Refusal::SamePosition),
-        Ordering::Less => Verdict::Keep(Refusal::Older),
+        Ordering::Equal => Verdict::Keep(CrlRefusal::SamePosition),
+        Ordering::Less => Verdict::Keep(CrlRefusal::Older),
     }
 }
 
 /// The positions of both lists as logged: CRL Numbers when both have one, else thisUpdates.
-pub(crate) fn positions(current: &Issue, offered: &Issue) -> (String, String) {
+pub(crate) fn positions(current: &Position, offered: &Position) -> (String, String) {
     match (&current.number, &offered.number) {
         (Some(c), Some(o)) => (number_text(c), number_text(o)),
         _ => (
@@ -125,17 +125,17 @@ fn time_text(t: Option<i64>) -> String {
 }
 
 /// Logs why the list offered by `source` was refused and the one in force kept.
-pub(crate) fn warn_refused(source: &str, current: &Issue, offered: &Issue, why: Refusal) {
+pub(crate) fn warn_refused(source: &str, current: &Position, offered: &Position, why: CrlRefusal) {
     let (current, offered) = positions(current, offered);
     let msg = match why {
-        Refusal::Older => {
+        CrlRefusal::Older => {
             "refused a CRL older than the one in force (rollback); keeping the newer one"
         }
-        Refusal::SamePosition => {
+        CrlRefusal::SamePosition => {
             "refused a CRL at the same position as the one in force but with other content \
              (a CA must not re-use CRL numbers); keeping the one in force"
         }
-        Refusal::Expired => {
+        CrlRefusal::Expired => {
             "refused an expired CRL in place of a current one; keeping the current one"
         }
     };

@@ -30,11 +30,11 @@ fn intermediate(root: &Issued, name: &str) -> Issued {
         usage: Usage::Ca,
         ..CertSpec::client(name)
     };
-    pki::issue(root, &spec).unwrap()
+    pki::new_leaf(root, &spec).unwrap()
 }
 
 fn client(ca: &Issued, cn: &str) -> X509 {
-    pki::issue(ca, &CertSpec::client(cn)).unwrap().cert
+    pki::new_leaf(ca, &CertSpec::client(cn)).unwrap().cert
 }
 
 fn crl(ca: &Issued, revoked: &[&X509]) -> X509Crl {
@@ -292,7 +292,7 @@ fn a_reload_keeps_the_newer_list_of_each_ca_from_the_same_file() {
     let older = crl(&root, &[]);
     let mut newer = crl(&root, &[&mallory]);
     // make_crl numbers its lists by the millisecond: issue until the number moves on.
-    while rollback::Issue::of(&newer).number == rollback::Issue::of(&older).number {
+    while rollback::Position::of(&newer).number == rollback::Position::of(&older).number {
         newer = crl(&root, &[&mallory]);
     }
     let dir = tempfile::tempdir().unwrap();

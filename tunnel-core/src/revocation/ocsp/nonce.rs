@@ -77,7 +77,7 @@ mod tests {
     #[test]
     fn request_with_nonce_is_a_valid_ocsp_request() {
         let ca = pki::new_ca("CA", 3).unwrap();
-        let leaf = pki::issue(&ca, &CertSpec::client("alice")).unwrap().cert;
+        let leaf = pki::new_leaf(&ca, &CertSpec::client("alice")).unwrap().cert;
         let plain = super::super::request_der(&leaf, &ca.cert).unwrap();
         let (der, nonce) = add(&plain).unwrap();
         assert_eq!(nonce.len(), 16);

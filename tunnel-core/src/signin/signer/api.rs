@@ -5,15 +5,15 @@
 //! replies carry a fixed description per reason, never request text.
 
 use super::claims;
-use super::issue::{csr_key, issue, Issuance};
+use super::mint::{csr_key, mint, Issuance};
 use super::refusal::Refusal;
 use super::wire::{CertificateRequest, CertificateResponse, ErrorBody, LoginConfig};
 use super::Signer;
 use crate::authz::identity::printable;
 use crate::http::serve::{reply, BodyError, Reply, Request};
-use crate::pki::unix_now;
 use crate::signin::oidc::jws::{Jws, ALLOWED_ALGS};
 use crate::signin::oidc::nonce_for_key;
+use crate::util::time::unix_now;
 use serde::Serialize;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -206,7 +206,7 @@ async fn certify(
     }
     let s = signer.clone();
     let issuance = tokio::task::spawn_blocking(move || {
-        issue(&s.ca, &s.recorder, &s.cfg.issuer, &person, &key, lifetime).map(|i| (i, person))
+        mint(&s.ca, &s.recorder, &s.cfg.issuer, &person, &key, lifetime).map(|i| (i, person))
     })
     .await
     .map_err(|e| Refusal::Internal(e.to_string()))??;

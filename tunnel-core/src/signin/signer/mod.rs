@@ -11,8 +11,8 @@
 pub(crate) mod api;
 pub(crate) mod claims;
 pub(crate) mod config;
-pub(crate) mod issue;
 pub(crate) mod keys;
+pub(crate) mod mint;
 pub(crate) mod record;
 pub(crate) mod refusal;
 pub mod replay;
@@ -117,7 +117,7 @@ impl Signer {
             replay: match replay {
                 Some(r) => r,
                 None => Arc::new(
-                    replay::ReplayCache::open(&cfg.state_dir, crate::pki::unix_now())
+                    replay::ReplayCache::open(&cfg.state_dir, crate::util::time::unix_now())
                         .map_err(|e| format!("{f}: state_dir: {e}"))?,
                 ),
             },

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::keys::RawKeys;
 use crate::pki::{self, CertSpec};
 use openssl::symm::Cipher;
 
@@ -11,7 +12,7 @@ struct Fx {
 impl Fx {
     fn new() -> Fx {
         let ca = pki::new_ca("CA", 10).unwrap();
-        let leaf = pki::issue(&ca, &CertSpec::server("gw")).unwrap();
+        let leaf = pki::new_leaf(&ca, &CertSpec::server("gw")).unwrap();
         Fx {
             dir: tempfile::tempdir().unwrap(),
             ca,

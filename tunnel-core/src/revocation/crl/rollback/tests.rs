@@ -8,8 +8,8 @@ use openssl::x509::{X509Crl, X509CrlBuilder, X509Extension};
 const NOW: i64 = 1_700_000_000;
 
 /// A position; `tag` stands for the content (two lists with the same tag are the same list).
-fn at(number: Option<&[u8]>, this_update: i64, next_update: Option<i64>, tag: u8) -> Issue {
-    Issue {
+fn at(number: Option<&[u8]>, this_update: i64, next_update: Option<i64>, tag: u8) -> Position {
+    Position {
         number: number.map(<[u8]>::to_vec),
         this_update: Some(this_update),
         next_update,
@@ -17,7 +17,7 @@ fn at(number: Option<&[u8]>, this_update: i64, next_update: Option<i64>, tag: u8
     }
 }
 
-type Case = (&'static str, Issue, Issue, Verdict);
+type Case = (&'static str, Position, Position, Verdict);
 
 fn check(cases: Vec<Case>) {
     for (what, current, offered, want) in cases {
@@ -30,7 +30,7 @@ fn numbers_decide_when_both_lists_have_one() {
     let (t1, t2) = (NOW - 7200, NOW - 3600);
     // Numbered, current until tomorrow.
     let n = |v: &[u8], t: i64, tag: u8| at(Some(v), t, Some(NOW + 86_400), tag);
-    use Refusal::*;
+    use CrlRefusal::*;
     use Verdict::*;
     check(vec![
         ("higher", n(&[5], t1, 1), n(&[6], t1, 2), Replace),
@@ -76,7 +76,7 @@ fn this_update_decides_when_a_list_has_no_number() {
     let day = Some(NOW + 86_400);
     let n = |v: &[u8], t: i64, tag: u8| at(Some(v), t, day, tag);
     let u = |t: i64, tag: u8| at(None, t, day, tag);
-    use Refusal::*;
+    use CrlRefusal::*;
     use Verdict::*;
     check(vec![
         (
@@ -112,7 +112,7 @@ fn an_expired_list_never_replaces_a_current_one() {
     let (t1, t2) = (NOW - 7200, NOW - 3600);
     let (day, past, long_past) = (Some(NOW + 86_400), Some(NOW - 1), Some(NOW - 60));
     let n = |v: &[u8], t: i64, next: Option<i64>, tag: u8| at(Some(v), t, next, tag);
-    use Refusal::*;
+    use CrlRefusal::*;
     use Verdict::*;
     check(vec![
         (
@@ -145,7 +145,7 @@ fn an_expired_list_never_replaces_a_current_one() {
 #[test]
 fn positions_are_logged_as_numbers_or_else_as_times() {
     // 2023-11-14T22:13:20Z is unix 1_700_000_000.
-    let cases: Vec<(Issue, Issue, (&str, &str))> = vec![
+    let cases: Vec<(Position, Position, (&str, &str))> = vec![
         (
             at(Some(&[1, 0]), NOW, None, 1),
             at(Some(&[0xff]), NOW, None, 2),
@@ -210,11 +210,11 @@ fn crl_numbered(number: &[u8]) -> X509Crl {
 #[test]
 fn the_position_of_a_real_crl() {
     // 300 (0x012c), and -1, which RFC 5280 does not allow: read as no number.
-    let numbered = Issue::of(&crl_numbered(&[0x02, 0x02, 0x01, 0x2c]));
+    let numbered = Position::of(&crl_numbered(&[0x02, 0x02, 0x01, 0x2c]));
     assert_eq!(numbered.number.as_deref(), Some(&[0x01, 0x2c][..]));
     assert_eq!(numbered.this_update, Some(NOW));
     assert_eq!(numbered.next_update, Some(NOW + 600));
-    let negative = Issue::of(&crl_numbered(&[0x02, 0x01, 0xff]));
+    let negative = Position::of(&crl_numbered(&[0x02, 0x01, 0xff]));
     assert_eq!(negative.number, None);
     assert_eq!(
         positions(&numbered, &negative),

@@ -1,14 +1,14 @@
-//! TLS policy knobs shared by both agents (the `[tls]` table): TLS 1.3 cipher suites, TLS 1.2
+//! The `[tls]` table of both agents: TLS 1.3 cipher suites, TLS 1.2
 //! ciphers, key exchange groups, signature algorithms and session resumption.
 //!
 //! Every name is tried on its own against the linked OpenSSL when the configuration is read,
 //! so that `check` (and a reload) names exactly the values this build does not support
 //! instead of OpenSSL's silent "ignore unknown names" or an unspecific "no cipher match".
 //! Unset knobs keep the defaults the agents had before (OpenSSL's and Mozilla's intermediate
-//! profile on the gateway).
+//! profile on the gateway). Applying them to a context is [`crate::tls::settings`].
 
-use crate::config::ConfigError;
-use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslSessionCacheMode};
+use super::ConfigError;
+use openssl::ssl::{SslContext, SslContextBuilder, SslMethod};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -184,36 +184,6 @@ fn quote_list(names: &[String]) -> String {
     }
 }
 
-impl TlsPolicy {
-    /// Applies the knobs that are set to a context (either side).
-    pub fn apply(&self, b: &mut SslContextBuilder) -> Result<(), openssl::error::ErrorStack> {
-        if !self.tls13_ciphersuites.is_empty() {
-            b.set_ciphersuites(&self.tls13_ciphersuites.join(":"))?;
-        }
-        if !self.tls12_ciphers.is_empty() {
-            b.set_cipher_list(&self.tls12_ciphers.join(":"))?;
-        }
-        if !self.groups.is_empty() {
-            b.set_groups_list(&self.groups.join(":"))?;
-        }
-        if !self.signature_algorithms.is_empty() {
-            b.set_sigalgs_list(&self.signature_algorithms.join(":"))?;
-        }
-        Ok(())
-    }
-
-    /// On the gateway, `session_resumption = false`: no session cache and no tickets.
-    pub fn apply_server_resumption(
-        &self,
-        b: &mut SslContextBuilder,
-    ) -> Result<(), openssl::error::ErrorStack> {
-        if !self.session_resumption {
-            b.set_session_cache_mode(SslSessionCacheMode::OFF);
-            b.set_num_tickets(0)?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
+#[path = "tls_tests.rs"]
 mod tests;

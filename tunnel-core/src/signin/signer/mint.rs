@@ -7,7 +7,8 @@
 use super::claims::Person;
 use super::record::Recorder;
 use super::refusal::Refusal;
-use crate::pki::{asn1_to_unix, unix_now, CertSpec, Issued, SignedBy};
+use crate::pki::{CertSpec, Issued, SignedBy};
+use crate::util::time::{asn1_to_unix, unix_now};
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Public};
 use openssl::x509::{X509Req, X509};
@@ -58,7 +59,7 @@ pub(crate) struct Issuance {
 
 /// Builds, signs and records a certificate for `person` on `key`, valid `lifetime_secs`
 /// from now (never past the CA's own end).
-pub(crate) fn issue(
+pub(crate) fn mint(
     ca: &Issued,
     recorder: &Recorder,
     issuer: &str,
