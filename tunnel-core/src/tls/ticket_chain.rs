@@ -12,8 +12,17 @@
 use openssl::ssl::{SslAcceptorBuilder, SslRef};
 use openssl::x509::X509;
 
-/// Length-prefixed DER of the certificates the client sent besides its own.
-/// The client's intermediates for the ticket being sealed (called by `tls::ffi`).
+/// What goes into a ticket: the client's intermediates.
+struct Chain;
+
+impl super::ffi::ticket_chain::AppData for Chain {
+    fn encode(ssl: &SslRef) -> Option<Vec<u8>> {
+        encode(ssl)
+    }
+}
+
+/// Length-prefixed DER of the certificates the client sent besides its own, for the
+/// ticket being sealed.
 pub(crate) fn encode(ssl: &SslRef) -> Option<Vec<u8>> {
     let leaf = ssl.peer_certificate()?.to_der().ok()?;
     let mut out = Vec::new();
@@ -43,7 +52,7 @@ fn decode(mut data: &[u8]) -> Vec<X509> {
 
 /// Makes the context being built put the client's intermediates into every ticket it seals.
 pub(super) fn install(b: &mut SslAcceptorBuilder) -> Result<(), openssl::error::ErrorStack> {
-    super::ffi::ticket_chain::install(b)
+    super::ffi::ticket_chain::install::<Chain>(b)
 }
 
 /// The intermediates a resumed session's ticket carried (empty for a full handshake or a

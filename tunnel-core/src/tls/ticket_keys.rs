@@ -15,6 +15,7 @@
 //! OpenSSL's ticket key callback has no wrapper in the `openssl` crate; this module holds the
 //! `unsafe` FFI for it and nothing else does. Its invariants are written beside each call.
 
+use super::ffi::ticket::{self, Action, TicketKey, NAME_LEN};
 use crate::config::ConfigError;
 use openssl::ssl::{SslAcceptorBuilder, SslContext, SslRef};
 use std::os::unix::fs::PermissionsExt;
@@ -23,17 +24,8 @@ use std::sync::OnceLock;
 
 /// Bytes in one key: name, HMAC key, AES key.
 const KEY_LEN: usize = 80;
-pub(crate) const NAME_LEN: usize = 16;
 /// Upper bound on keys in one file (rotation needs two or three).
 const MAX_KEYS: usize = 16;
-
-/// One ticket key.
-#[derive(Clone, PartialEq, Eq)]
-pub(super) struct TicketKey {
-    pub(crate) name: [u8; NAME_LEN],
-    pub(crate) hmac: [u8; 32],
-    pub(crate) aes: [u8; 32],
-}
 
 impl std::fmt::Debug for TicketKey {
     // Never print the secret halves.
@@ -154,7 +146,7 @@ impl TicketKeys {
     /// Makes the context being built seal and open session tickets with these keys.
     pub fn install(self, b: &mut SslAcceptorBuilder) -> Result<(), openssl::error::ErrorStack> {
         b.set_ex_data(keys_index()?, self);
-        super::ffi::ticket::set_callback(b)
+        ticket::set_callback::<Decider>(b)
     }
 }
 
@@ -168,16 +160,13 @@ fn keys_index(
     Ok(*IDX.get_or_init(|| i))
 }
 
-/// What the callback does for one ticket, decided in safe code.
-pub(crate) enum Action<'a> {
-    /// Seal a new ticket with this key and IV.
-    Seal(&'a TicketKey, [u8; 16]),
-    /// Open a ticket with this key; `renew` when it is not the newest.
-    Open(&'a TicketKey, bool),
-    /// Unknown key: full handshake.
-    Unknown,
-    /// No keys or no randomness: fail.
-    Fail,
+/// The ticket callback's decisions, made here in safe code.
+struct Decider;
+
+impl ticket::Decide for Decider {
+    fn decide<'a>(ssl: &'a SslRef, name: &[u8], seal: bool) -> Action<'a> {
+        decide(ssl, name, seal)
+    }
 }
 
 /// Decides, in safe code, what the ticket callback (`tls::ffi::ticket`) does.

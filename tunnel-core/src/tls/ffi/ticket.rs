@@ -1,12 +1,39 @@
 //! The session ticket key callback (`SSL_CTX_set_tlsext_ticket_key_cb`, which the openssl
 //! crate does not wrap): OpenSSL calls it to seal and open tickets; what it does is decided
-//! in safe code by [`crate::tls::ticket_keys::decide`].
+//! in safe code by the [`Decide`] given (`tls::ticket_keys`'s).
 
-use crate::tls::ticket_keys::{decide, Action, NAME_LEN};
 use foreign_types::ForeignTypeRef;
 use openssl::ssl::{SslAcceptorBuilder, SslRef};
 use openssl_sys as ffi;
 use std::ffi::{c_int, c_uchar};
+
+pub(crate) const NAME_LEN: usize = 16;
+
+/// One ticket key.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct TicketKey {
+    pub(crate) name: [u8; NAME_LEN],
+    pub(crate) hmac: [u8; 32],
+    pub(crate) aes: [u8; 32],
+}
+
+/// What the callback does for one ticket, decided in safe code.
+pub(crate) enum Action<'a> {
+    /// Seal a new ticket with this key and IV.
+    Seal(&'a TicketKey, [u8; 16]),
+    /// Open a ticket with this key; `renew` when it is not the newest.
+    Open(&'a TicketKey, bool),
+    /// Unknown key: full handshake.
+    Unknown,
+    /// No keys or no randomness: fail.
+    Fail,
+}
+
+/// Who decides what the callback does.
+pub(crate) trait Decide {
+    /// For a ticket to seal (`seal`) or to open (named `name`) on `ssl`.
+    fn decide<'a>(ssl: &'a SslRef, name: &[u8], seal: bool) -> Action<'a>;
+}
 
 /// `SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB` in `ssl.h` (not exported by openssl-sys).
 const SET_TICKET_KEY_CB: c_int = 72;
@@ -20,8 +47,10 @@ type TicketCb = unsafe extern "C" fn(
     c_int,
 ) -> c_int;
 
-pub(crate) fn set_callback(b: &mut SslAcceptorBuilder) -> Result<(), openssl::error::ErrorStack> {
-    let cb: TicketCb = ticket_cb;
+pub(crate) fn set_callback<D: Decide>(
+    b: &mut SslAcceptorBuilder,
+) -> Result<(), openssl::error::ErrorStack> {
+    let cb: TicketCb = ticket_cb::<D>;
     // SAFETY: OpenSSL stores the pointer and calls it with the six arguments of
     // `TicketCb` (SSL_CTX_set_tlsext_ticket_key_cb); transmuting between function
     // pointer types is how the C macro passes it through the untyped callback_ctrl.
@@ -42,7 +71,7 @@ pub(crate) fn set_callback(b: &mut SslAcceptorBuilder) -> Result<(), openssl::er
 /// OpenSSL's ticket key callback: `enc` 1 seals a new ticket (fill `name` and `iv`, set up
 /// both contexts), 0 opens one (`name` and `iv` read from the ticket). Returns 1 (done),
 /// 2 (done; issue a fresh ticket), 0 (unknown key: full handshake) or -1 (error).
-unsafe extern "C" fn ticket_cb(
+unsafe extern "C" fn ticket_cb<D: Decide>(
     ssl: *mut ffi::SSL,
     name: *mut c_uchar,
     iv: *mut c_uchar,
@@ -55,7 +84,7 @@ unsafe extern "C" fn ticket_cb(
     let ssl = SslRef::from_ptr(ssl);
     let name = std::slice::from_raw_parts_mut(name, NAME_LEN);
     let iv = std::slice::from_raw_parts_mut(iv, 16);
-    let (key, init_ok, ret) = match decide(ssl, name, enc == 1) {
+    let (key, init_ok, ret) = match D::decide(ssl, name, enc == 1) {
         Action::Fail => return -1,
         Action::Unknown => return 0,
         Action::Seal(k, fresh) => {

@@ -1,8 +1,7 @@
 //! The session ticket app-data calls (`SSL_CTX_set_session_ticket_cb`,
 //! `SSL_SESSION_{set1,get0}_ticket_appdata`) that carry a client's intermediates in its
-//! ticket; what goes in is [`crate::tls::ticket_chain`]'s.
+//! ticket; what goes in is the [`AppData`] given (`tls::ticket_chain`'s).
 
-use crate::tls::ticket_chain::encode;
 use foreign_types::ForeignTypeRef;
 use openssl::ssl::SslSessionRef;
 use openssl::ssl::{SslAcceptorBuilder, SslRef};
@@ -39,11 +38,19 @@ extern "C" {
     ) -> c_int;
 }
 
-pub(crate) fn install(b: &mut SslAcceptorBuilder) -> Result<(), openssl::error::ErrorStack> {
+/// What goes into a ticket's app data.
+pub(crate) trait AppData {
+    /// The bytes for the ticket being made on `ssl`, if any.
+    fn encode(ssl: &SslRef) -> Option<Vec<u8>>;
+}
+
+pub(crate) fn install<A: AppData>(
+    b: &mut SslAcceptorBuilder,
+) -> Result<(), openssl::error::ErrorStack> {
     // SAFETY: `b` owns a live SSL_CTX; a NULL decrypt callback keeps OpenSSL's own
     // handling of decrypted tickets; no argument pointer is used.
     let r = unsafe {
-        SSL_CTX_set_session_ticket_cb(b.as_ptr(), Some(gen_cb), None, std::ptr::null_mut())
+        SSL_CTX_set_session_ticket_cb(b.as_ptr(), Some(gen_cb::<A>), None, std::ptr::null_mut())
     };
     if r == 1 {
         Ok(())
@@ -54,10 +61,10 @@ pub(crate) fn install(b: &mut SslAcceptorBuilder) -> Result<(), openssl::error::
 
 /// Called before each ticket is sealed: attach the client's intermediates. A resumed
 /// session already carries them from its own ticket (OpenSSL copies the app data).
-unsafe extern "C" fn gen_cb(ssl: *mut ffi::SSL, _arg: *mut c_void) -> c_int {
+unsafe extern "C" fn gen_cb<A: AppData>(ssl: *mut ffi::SSL, _arg: *mut c_void) -> c_int {
     // SAFETY: OpenSSL passes the live SSL the ticket is made for.
     let ssl = SslRef::from_ptr(ssl);
-    let (Some(data), Some(sess)) = (encode(ssl), ssl.session()) else {
+    let (Some(data), Some(sess)) = (A::encode(ssl), ssl.session()) else {
         return 1;
     };
     // SAFETY: the session belongs to `ssl`; OpenSSL copies `data`.
