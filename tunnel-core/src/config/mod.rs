@@ -12,7 +12,7 @@ mod listener;
 mod operator;
 mod server;
 pub(crate) mod tls;
-mod values;
+pub(crate) mod values;
 
 pub use client::{ClientConfig, ClientFlags, TunnelConfig, CLIENT_ENV_PREFIX};
 pub use listener::ProxyListener;
@@ -125,40 +125,6 @@ pub(crate) fn load_raw_str<T: DeserializeOwned>(
 fn clean_serde_message(msg: &str) -> String {
     let msg = msg.split(" for key `").next().unwrap_or(msg);
     msg.trim().to_string()
-}
-
-/// Parses one value read as text with the serde type that owns its rules and message (for
-/// configurations whose raw structs keep strings, such as the signer's).
-fn parse_value<T: DeserializeOwned>(file: &Path, key: &str, text: &str) -> Result<T, ConfigError> {
-    use serde::de::IntoDeserializer;
-    let d: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
-        text.into_deserializer();
-    T::deserialize(d).map_err(|e| ConfigError::new(file, key, e.to_string()))
-}
-
-/// Parses a human duration such as `10s`, `500ms`, `1h 30m` (see [`HumanDuration`]).
-pub(crate) fn parse_duration(
-    file: &Path,
-    key: &str,
-    text: &str,
-) -> Result<std::time::Duration, ConfigError> {
-    parse_value::<HumanDuration>(file, key, text).map(|d| d.0)
-}
-
-/// Checks a `log_level` filter (see [`LogLevel`]).
-pub(crate) fn check_log_level(file: &Path, level: Option<&str>) -> Result<(), ConfigError> {
-    match level {
-        Some(l) => parse_value::<LogLevel>(file, "log_level", l).map(|_| ()),
-        None => Ok(()),
-    }
-}
-
-/// `log_format` (see [`LogFormat`]); the default when absent.
-pub(crate) fn server_log_format(file: &Path, v: Option<&str>) -> Result<LogFormat, ConfigError> {
-    match v {
-        Some(v) => parse_value(file, "log_format", v),
-        None => Ok(LogFormat::default()),
-    }
 }
 
 /// A required file key (`cert`, `key`, CA bundles): present, resolved against the directory

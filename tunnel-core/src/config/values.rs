@@ -29,7 +29,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// A human duration that may be zero (`0` turns the behaviour off), e.g. `drain_delay`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct DurationOrZero(pub Duration);
+pub(crate) struct DurationOrZero(pub Duration);
 
 impl<'de> Deserialize<'de> for DurationOrZero {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -1,8 +1,7 @@
 //! The signer's configuration file (`tunnel-server signer --config signer.toml`).
 
-use crate::config::{
-    check_log_level, check_readable, load_raw, parse_duration, resolve_path, ConfigError, LogFormat,
-};
+use crate::config::values::{duration_or, DurationOrZero, HumanDuration, LogLevel};
+use crate::config::{check_readable, load_raw, resolve_path, ConfigError, LogFormat};
 use crate::http::Url;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -49,15 +48,16 @@ struct RawSigner {
     group_map: BTreeMap<String, String>,
     #[serde(default)]
     required_groups: Vec<String>,
-    default_lifetime: Option<String>,
-    max_lifetime: Option<String>,
-    clock_skew: Option<String>,
-    max_token_age: Option<String>,
+    default_lifetime: Option<HumanDuration>,
+    max_lifetime: Option<HumanDuration>,
+    clock_skew: Option<DurationOrZero>,
+    max_token_age: Option<HumanDuration>,
     gateway: Option<String>,
     gateway_server_name: Option<String>,
     gateway_ca: Option<String>,
-    log_format: Option<String>,
-    log_level: Option<String>,
+    #[serde(default)]
+    log_format: LogFormat,
+    log_level: Option<LogLevel>,
 }
 
 /// A validated signer configuration.
@@ -140,15 +140,6 @@ fn file_key(file: &Path, key: &str, v: Option<String>, fix: &str) -> Result<Path
     Ok(p)
 }
 
-fn duration(
-    file: &Path,
-    key: &str,
-    v: Option<String>,
-    d: Duration,
-) -> Result<Duration, ConfigError> {
-    v.map(|t| parse_duration(file, key, &t)).unwrap_or(Ok(d))
-}
-
 fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
     let listen = listen_addr(f, raw.listen)?;
     let issuer = issuer_url(f, raw.issuer)?;
@@ -161,7 +152,6 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         "the gateway's host:port for clients",
     )?;
     let scopes = scopes(f, raw.scopes)?;
-    check_log_level(f, raw.log_level.as_deref())?;
     let opt_file = |key: &str, v: Option<String>| -> Result<Option<PathBuf>, ConfigError> {
         v.map(|v| file_key(f, key, Some(v), "")).transpose()
     };
@@ -196,13 +186,13 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         required_groups: raw.required_groups,
         default_lifetime,
         max_lifetime,
-        clock_skew: clock_skew(f, raw.clock_skew)?,
-        max_token_age: duration(f, "max_token_age", raw.max_token_age, DEFAULT_MAX_TOKEN_AGE)?,
+        clock_skew: raw.clock_skew.map_or(DEFAULT_CLOCK_SKEW, |d| d.0),
+        max_token_age: duration_or(raw.max_token_age, DEFAULT_MAX_TOKEN_AGE),
         gateway,
         gateway_server_name: raw.gateway_server_name,
         gateway_ca: opt_file("gateway_ca", raw.gateway_ca)?,
-        log_format: crate::config::server_log_format(f, raw.log_format.as_deref())?,
-        log_level: raw.log_level,
+        log_format: raw.log_format,
+        log_level: raw.log_level.map(|l| l.0),
     })
 }
 
@@ -324,28 +314,14 @@ fn email_domains(f: &Path, raw: &[String]) -> Result<Vec<String>, ConfigError> {
     Ok(domains)
 }
 
-/// `clock_skew`: a duration, zero allowed.
-fn clock_skew(f: &Path, raw: Option<String>) -> Result<Duration, ConfigError> {
-    let Some(t) = raw else {
-        return Ok(DEFAULT_CLOCK_SKEW);
-    };
-    humantime::parse_duration(t.trim()).map_err(|e| {
-        ConfigError::new(
-            f,
-            "clock_skew",
-            format!("not a duration ({e}); e.g. \"60s\""),
-        )
-    })
-}
-
 /// `default_lifetime` and `max_lifetime`, the first no longer than the second.
 fn lifetimes(
     f: &Path,
-    default: Option<String>,
-    max: Option<String>,
+    default: Option<HumanDuration>,
+    max: Option<HumanDuration>,
 ) -> Result<(Duration, Duration), ConfigError> {
-    let default_lifetime = duration(f, "default_lifetime", default, DEFAULT_LIFETIME)?;
-    let max_lifetime = duration(f, "max_lifetime", max, DEFAULT_MAX_LIFETIME)?;
+    let default_lifetime = duration_or(default, DEFAULT_LIFETIME);
+    let max_lifetime = duration_or(max, DEFAULT_MAX_LIFETIME);
     if max_lifetime > LONGEST_LIFETIME {
         return Err(ConfigError::new(
             f,
@@ -420,6 +396,26 @@ mod tests {
                 "max_lifetime = \"soon\"\n",
                 "",
                 "max_lifetime: \"soon\" is not a duration",
+            ),
+            (
+                "clock_skew = \"a bit\"\n",
+                "",
+                "clock_skew: \"a bit\" is not a duration",
+            ),
+            (
+                "max_token_age = \"0s\"\n",
+                "",
+                "max_token_age: must be greater than zero",
+            ),
+            (
+                "log_format = \"xml\"\n",
+                "",
+                "log_format: \"xml\" is not a log format",
+            ),
+            (
+                "log_level = \"loud\"\n",
+                "",
+                "log_level: \"loud\" is not a log filter",
             ),
             // Every file key is checked once the rest is valid.
             ("", "", "cert: is required"),
