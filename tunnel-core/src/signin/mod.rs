@@ -5,3 +5,4 @@
 pub mod login;
 pub mod oidc;
 pub mod signer;
+pub mod store;
