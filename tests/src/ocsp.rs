@@ -40,11 +40,7 @@ pub enum Status {
 /// One line of an OpenSSL CA index (`index.txt`) for `cert`. A certificate without a line
 /// gets the answer `unknown`.
 pub fn index_line(cert: &X509Ref, status: Status) -> String {
-    let serial = cert
-        .serial_number()
-        .to_bn()
-        .and_then(|b| b.to_hex_str().map(|s| s.to_string()))
-        .expect("serial as hex");
+    let serial = crate::pki::serial_hex(cert);
     let expiry = tunnel_core::util::time::asn1_to_unix(cert.not_after()).expect("notAfter");
     let dn = openssl_dn(cert);
     match status {

@@ -1,6 +1,7 @@
 //! A throwaway PKI in a temporary directory: one CA, a gateway certificate for `localhost` and
 //! 127.0.0.1, and client certificates on demand, all made with `tunnel_core::pki`.
 
+use openssl::x509::X509Ref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tempfile::TempDir;
@@ -152,4 +153,12 @@ impl Default for Pki {
 pub fn toml_str(path: &Path) -> String {
     let s = path.display().to_string();
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A certificate's serial number in upper-case hex, as OpenSSL prints it (no leading zeros).
+pub fn serial_hex(cert: &X509Ref) -> String {
+    cert.serial_number()
+        .to_bn()
+        .and_then(|b| b.to_hex_str().map(|s| s.to_string()))
+        .expect("serial as hex")
 }

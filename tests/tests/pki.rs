@@ -1,6 +1,6 @@
 //! Black-box tests of `tunnel-server pki`: every command of the real binary in a temporary
 //! directory, checked with the openssl CLI and by the gateway itself (`check --explain` and a
-//! live mTLS connection). Self-contained: it builds and locates the binary on its own.
+//! live mTLS connection).
 
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
 use std::io::{Read, Write};
@@ -8,45 +8,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use tunnel_tests::field;
-
-/// The `tunnel-server` binary, built once (`cargo build -p tunnel-server`) into the target
-/// directory this test runs from.
-fn server_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/pki-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable is not in target/<profile>/deps")
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "tunnel-server", "--manifest-path"])
-            .arg(&manifest);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        if let Some(target) = profile_dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target);
-        }
-        let status = cmd
-            .status()
-            .expect("cannot run cargo build -p tunnel-server");
-        assert!(status.success(), "cargo build -p tunnel-server failed");
-        let bin = profile_dir.join("tunnel-server");
-        assert!(bin.exists(), "{} was not built", bin.display());
-        bin
-    })
-}
 
 /// Runs `tunnel-server ARGS`, returning its output.
 fn server(args: &[&str]) -> Output {
-    let out = Command::new(server_bin())
+    let out = Command::new(tunnel_tests::bins::server())
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -327,7 +293,7 @@ fn concurrent_processes_get_unique_serials_and_no_lost_update() {
     let children: Vec<(String, Child)> = (0..8)
         .map(|i| {
             let name = format!("client{i}");
-            let child = Command::new(server_bin())
+            let child = Command::new(tunnel_tests::bins::server())
                 .args(["pki", "issue", "--client", &name, "--dir", s(&dir)])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())

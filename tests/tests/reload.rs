@@ -168,12 +168,7 @@ fn reload_under_load_keeps_every_byte_and_applies_new_rules_to_new_connections_o
 fn gw_cert_serial(client: &TlsClient, addr: SocketAddr) -> String {
     let s = client.connect(addr, Some("data")).expect("handshake");
     let cert = s.ssl().peer_certificate().expect("server certificate");
-    cert.serial_number()
-        .to_bn()
-        .unwrap()
-        .to_hex_str()
-        .unwrap()
-        .to_string()
+    tunnel_tests::pki::serial_hex(&cert)
 }
 
 #[test]

@@ -133,15 +133,7 @@ fn disconnect_by_each_selector_cuts_only_matches() {
             .expect("listed");
         number(s, "id").to_string()
     };
-    let bob_serial = bob
-        .issued
-        .cert
-        .serial_number()
-        .to_bn()
-        .unwrap()
-        .to_hex_str()
-        .unwrap()
-        .to_string();
+    let bob_serial = tunnel_tests::pki::serial_hex(&bob.issued.cert);
     let steps: Vec<(Vec<String>, &mut EchoTunnel)> = vec![
         (vec!["--id".into(), id_of(&by_id)], &mut by_id),
         (
