@@ -132,7 +132,9 @@ pub fn selector(
     let mut v = Vec::new();
     v.extend(id.map(Selector::Id));
     if let Some(i) = identity {
-        v.push(Selector::Identity(IdentitySelector::parse(&i)?));
+        v.push(Selector::Identity(
+            IdentitySelector::parse(&i).map_err(|e| e.to_string())?,
+        ));
     }
     v.extend(backend.map(Selector::Backend));
     v.extend(serial.map(Selector::Serial));

@@ -7,8 +7,10 @@
 
 mod compile;
 mod dns;
+mod error;
 mod selector;
 
+pub use error::RuleError;
 pub use selector::IdentitySelector;
 
 use crate::authz::identity::Identity;
@@ -87,10 +89,10 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    fn new(attr: Attr, pattern: &str) -> Result<Matcher, String> {
+    fn new(attr: Attr, pattern: &str) -> Result<Matcher, RuleError> {
         let pattern = pattern.trim();
         if pattern.is_empty() {
-            return Err(format!("{}= needs a value", attr.name()));
+            return Err(RuleError::NoValue(attr.name()));
         }
         let mut m = Matcher {
             attr,
@@ -107,20 +109,16 @@ impl Matcher {
                 let p: String = pattern.chars().filter(|c| *c != ':').collect();
                 let p = p.to_ascii_lowercase();
                 if p != "*" && (p.len() != 64 || !p.bytes().all(|c| c.is_ascii_hexdigit())) {
-                    return Err(format!(
-                        "sha256={pattern:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed); get one with `openssl x509 -noout -fingerprint -sha256 -in CERT`"
-                    ));
+                    return Err(RuleError::BadFingerprint(pattern.to_string()));
                 }
                 m.pattern = p;
             }
             Attr::Ip => {
                 if pattern.contains('/') {
-                    let net = pattern.parse::<Cidr>().map_err(|e| format!("ip={e}"))?;
+                    let net = pattern.parse::<Cidr>().map_err(RuleError::BadNetwork)?;
                     m.cidr = Some(net);
                 } else if !pattern.contains('*') && pattern.parse::<IpAddr>().is_err() {
-                    return Err(format!(
-                        "ip={pattern:?} is not an IP address, CIDR (10.0.0.0/8) or wildcard"
-                    ));
+                    return Err(RuleError::BadIp(pattern.to_string()));
                 }
             }
             _ => {}
@@ -263,12 +261,12 @@ pub struct Policy {
 
 impl Policy {
     /// Compiles groups and per-backend rules. `rules` holds (backend name, key for errors,
-    /// rules). Errors are (key, message).
+    /// rules). Errors are (key, why).
     pub fn compile(
         groups: &BTreeMap<String, Vec<String>>,
         rules: Vec<(String, String, Vec<RawRule>)>,
         default_backend: Option<String>,
-    ) -> Result<Policy, (String, String)> {
+    ) -> Result<Policy, (String, RuleError)> {
         let mut broad = Vec::new();
         let groups = compile::groups(groups, &mut broad)?;
         let mut backends = Vec::new();

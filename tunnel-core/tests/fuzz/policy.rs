@@ -84,7 +84,7 @@ fn compile(
     groups: &BTreeMap<String, Vec<String>>,
     backends: &Backends,
     default: Option<String>,
-) -> Result<Policy, (String, String)> {
+) -> Result<Policy, (String, tunnel_core::authz::policy::RuleError)> {
     let rules = backends
         .iter()
         .enumerate()
@@ -162,7 +162,7 @@ proptest! {
     fn compile_errors_name_a_key(g in groups(), b in backends()) {
         if let Err((key, msg)) = compile(&g, &b, None) {
             prop_assert!(key.starts_with("groups.") || key.starts_with("backend["), "key {key:?}: {msg}");
-            prop_assert!(!msg.is_empty());
+            prop_assert!(!msg.to_string().is_empty());
         }
     }
 

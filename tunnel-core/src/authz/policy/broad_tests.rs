@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn compile(groups: &[(&str, &[&str])], allow: &[&str]) -> Result<Policy, (String, String)> {
+fn compile(groups: &[(&str, &[&str])], allow: &[&str]) -> Result<Policy, (String, RuleError)> {
     let groups: BTreeMap<String, Vec<String>> = groups
         .iter()
         .map(|(n, m)| (n.to_string(), m.iter().map(|s| s.to_string()).collect()))
@@ -111,6 +111,6 @@ fn dns_patterns_follow_rfc_6125_at_compile_time() {
     ] {
         let (key, msg) = compile(&[], &[bad]).expect_err(bad);
         assert_eq!(key, "backend[0].allow[0]", "{bad}");
-        assert!(msg.contains("dns="), "{bad}: {msg}");
+        assert!(msg.to_string().contains("dns="), "{bad}: {msg}");
     }
 }

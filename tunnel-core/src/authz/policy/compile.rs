@@ -1,7 +1,7 @@
 //! Compiling the rules as written (`[groups]` and every backend's `allow`) into [`Rule`]s,
 //! noting the rules that match nearly every client.
 
-use super::{Attr, Matcher, RawRule, Rule};
+use super::{Attr, Matcher, RawRule, Rule, RuleError};
 use std::collections::{BTreeMap, HashMap};
 
 /// (key, rule) of rules that match nearly every client, in file order.
@@ -11,14 +11,11 @@ type Broad = Vec<(String, String)>;
 pub(super) fn groups(
     groups: &BTreeMap<String, Vec<String>>,
     broad: &mut Broad,
-) -> Result<HashMap<String, Vec<Rule>>, (String, String)> {
+) -> Result<HashMap<String, Vec<Rule>>, (String, RuleError)> {
     let mut compiled = HashMap::new();
     for (name, members) in groups {
         if members.is_empty() {
-            return Err((
-                format!("groups.{name}"),
-                "an empty group matches nobody".into(),
-            ));
+            return Err((format!("groups.{name}"), RuleError::EmptyGroup));
         }
         let mut rs = Vec::new();
         for (i, m) in members.iter().enumerate() {
@@ -40,7 +37,7 @@ pub(super) fn backend_rules(
     raws: &[RawRule],
     groups: &HashMap<String, Vec<Rule>>,
     broad: &mut Broad,
-) -> Result<Vec<Rule>, (String, String)> {
+) -> Result<Vec<Rule>, (String, RuleError)> {
     let mut rs = Vec::new();
     for (i, raw) in raws.iter().enumerate() {
         let r = parse_rule(raw, false).map_err(|e| (format!("{key}[{i}]"), e))?;
@@ -54,12 +51,12 @@ pub(super) fn backend_rules(
 }
 
 /// Every `group=` in `r` (alone or in a table) names a group of `[groups]`.
-fn check_groups_defined(r: &Rule, groups: &HashMap<String, Vec<Rule>>) -> Result<(), String> {
+fn check_groups_defined(r: &Rule, groups: &HashMap<String, Vec<Rule>>) -> Result<(), RuleError> {
     let check = |g: &str| {
         if groups.contains_key(g) {
             Ok(())
         } else {
-            Err(format!("group {g:?} is not defined under [groups]"))
+            Err(RuleError::UndefinedGroup(g.to_string()))
         }
     };
     match r {
@@ -77,43 +74,39 @@ fn check_groups_defined(r: &Rule, groups: &HashMap<String, Vec<Rule>>) -> Result
 }
 
 /// Parses one textual rule. `in_group` forbids `group=` (groups do not nest).
-pub(super) fn parse_text_rule(s: &str, in_group: bool) -> Result<Rule, String> {
+pub(super) fn parse_text_rule(s: &str, in_group: bool) -> Result<Rule, RuleError> {
     let s = s.trim();
     if s == "any" {
         return Ok(Rule::Any);
     }
-    let (k, v) = s.split_once('=').ok_or_else(|| {
-        format!("{s:?} is not a rule; write kind=value with kind one of cn, o, ou, dns, uri, email, ip, sha256, group, or \"any\"")
-    })?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| RuleError::NotARule(s.to_string()))?;
     let k = k.trim().to_ascii_lowercase();
     parse_pair(&k, v, in_group)
 }
 
-fn parse_pair(k: &str, v: &str, in_group: bool) -> Result<Rule, String> {
+fn parse_pair(k: &str, v: &str, in_group: bool) -> Result<Rule, RuleError> {
     if k == "group" {
         if in_group {
-            return Err("groups cannot contain group= rules".into());
+            return Err(RuleError::NestedGroup);
         }
         let v = v.trim();
         if v.is_empty() {
-            return Err("group= needs a group name".into());
+            return Err(RuleError::NoGroupName);
         }
         return Ok(Rule::Group(v.to_string()));
     }
-    let attr = Attr::parse(k).ok_or_else(|| {
-        format!("unknown attribute {k:?}; use one of cn, o, ou, dns, uri, email, ip, sha256, group")
-    })?;
+    let attr = Attr::parse(k).ok_or_else(|| RuleError::UnknownAttribute(k.to_string()))?;
     Ok(Rule::Attr(Matcher::new(attr, v)?))
 }
 
-pub(super) fn parse_rule(raw: &RawRule, in_group: bool) -> Result<Rule, String> {
+pub(super) fn parse_rule(raw: &RawRule, in_group: bool) -> Result<Rule, RuleError> {
     match raw {
         RawRule::Text(s) => parse_text_rule(s, in_group),
         RawRule::Table(t) => {
             if t.is_empty() {
-                return Err(
-                    "an empty table matches nothing; write \"any\" to allow every client".into(),
-                );
+                return Err(RuleError::EmptyTable);
             }
             let mut parts = Vec::new();
             for (k, v) in t {

@@ -4,21 +4,15 @@
 //! `example.org` nor `.example.org`. Comparison ignores ASCII case and one trailing dot.
 
 /// Checks a (lower-cased) `dns=` pattern; the error says what to write instead.
-pub(super) fn check_pattern(p: &str) -> Result<(), String> {
+pub(super) fn check_pattern(p: &str) -> Result<(), super::RuleError> {
     let rest = p.strip_prefix("*.").unwrap_or(p);
     if rest.contains('*') || rest.is_empty() {
-        return Err(format!(
-            "dns={p:?}: `*` may only be the whole left-most label of a name, as in \
-             dns=*.example.org (RFC 6125: one label); to allow every client write \"any\""
-        ));
+        return Err(super::RuleError::DnsWildcard(p.to_string()));
     }
     if labels_ok(rest.strip_suffix('.').unwrap_or(rest)) {
         Ok(())
     } else {
-        Err(format!(
-            "dns={p:?} has an empty label (a leading dot or \"..\"); write a name such as \
-             db.example.org or *.example.org"
-        ))
+        Err(super::RuleError::DnsEmptyLabel(p.to_string()))
     }
 }
 
@@ -91,7 +85,7 @@ mod tests {
             "*..example.org",
         ] {
             let e = check_pattern(p).expect_err(p);
-            assert!(e.contains("dns="), "{p}: {e}");
+            assert!(e.to_string().contains("dns="), "{p}: {e}");
         }
     }
 }

@@ -4,7 +4,7 @@
 //! glob over the subject line, CNs, SANs and fingerprint (the older form, kept because
 //! scripts use it).
 
-use super::{glob, Attr, Matcher};
+use super::{glob, Attr, Matcher, RuleError};
 use crate::authz::identity::Identity;
 use std::fmt;
 
@@ -21,10 +21,10 @@ impl IdentitySelector {
     /// Parses `s`. A rule kind in lower case before `=` makes it a rule (so a subject-line
     /// glob such as `CN=bob` stays a glob); a lower-case word before `=` that is no rule kind
     /// is refused rather than read as a glob that would silently match nothing.
-    pub fn parse(s: &str) -> Result<IdentitySelector, String> {
+    pub fn parse(s: &str) -> Result<IdentitySelector, RuleError> {
         let s = s.trim();
         if s.is_empty() {
-            return Err("an empty identity selector matches nothing".into());
+            return Err(RuleError::EmptySelector);
         }
         let Some((k, v)) = s.split_once('=') else {
             return Ok(IdentitySelector::Glob(s.to_string()));
@@ -37,12 +37,11 @@ impl IdentitySelector {
         }
         match Attr::parse(k) {
             Some(attr) => Ok(IdentitySelector::Rule(Matcher::new(attr, v)?)),
-            None if k == "group" => Err(
-                "group= is not a selector here (the admin socket does not read [groups]); name an attribute of its members such as ou=dba".into(),
-            ),
-            None => Err(format!(
-                "unknown attribute {k:?} in {s:?}; use one of cn, o, ou, dns, uri, email, ip, sha256, or a glob"
-            )),
+            None if k == "group" => Err(RuleError::GroupSelector),
+            None => Err(RuleError::UnknownSelectorAttribute {
+                attr: k.to_string(),
+                selector: s.to_string(),
+            }),
         }
     }
 

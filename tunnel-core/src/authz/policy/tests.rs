@@ -19,7 +19,7 @@ fn text(s: &str) -> RawRule {
     RawRule::Text(s.into())
 }
 
-fn policy(groups: &[(&str, &[&str])], allow: Vec<RawRule>) -> Result<Policy, (String, String)> {
+fn policy(groups: &[(&str, &[&str])], allow: Vec<RawRule>) -> Result<Policy, (String, RuleError)> {
     let groups: BTreeMap<String, Vec<String>> = groups
         .iter()
         .map(|(n, m)| (n.to_string(), m.iter().map(|s| s.to_string()).collect()))
@@ -207,7 +207,7 @@ fn bad_rules_are_refused_with_their_key() {
     for (rules, groups, key, msg) in cases {
         let e = policy(groups, rules.clone()).expect_err(&format!("{rules:?} should be refused"));
         assert_eq!(e.0, key, "{rules:?}");
-        assert!(e.1.contains(msg), "{rules:?}: {}", e.1);
+        assert!(e.1.to_string().contains(msg), "{rules:?}: {}", e.1);
     }
 }
 

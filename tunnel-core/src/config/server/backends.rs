@@ -64,8 +64,8 @@ pub(super) fn backends(
             Some(d)
         }
     };
-    let policy =
-        Policy::compile(groups, rules, default_backend).map_err(|(key, msg)| err(&key, msg))?;
+    let policy = Policy::compile(groups, rules, default_backend)
+        .map_err(|(key, msg)| err(&key, msg.to_string()))?;
     Ok((backends, policy))
 }
 

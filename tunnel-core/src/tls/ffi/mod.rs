@@ -88,19 +88,51 @@ pub fn negotiated_group(ssl: &SslRef) -> Option<String> {
 #[cfg(not(feature = "vendored-openssl"))]
 pub(super) use engine::pkcs11_private_key;
 
+/// Why a key in a PKCS#11 token cannot be used; each says what to do.
+#[derive(Debug, thiserror::Error)]
+#[allow(dead_code)] // each build constructs either Vendored or the others
+pub(crate) enum Pkcs11Error {
+    /// The vendored (static) OpenSSL cannot load the system's engines.
+    #[error("PKCS#11 keys need the default build (system OpenSSL with the libp11 engine); the vendored-openssl build cannot load engines")]
+    Vendored,
+    /// A string for the engine holds a NUL byte.
+    #[error("the {0} contains a NUL byte")]
+    NulByte(&'static str),
+    /// `pkcs11_module` differs from the one the engine was set up with.
+    #[error("pkcs11_module changed since the engine was loaded; restart the service to use another module")]
+    ModuleChanged,
+    /// OpenSSL has no pkcs11 engine.
+    #[error("OpenSSL has no \"pkcs11\" engine ({0}); install libengine-pkcs11-openssl")]
+    NoEngine(openssl::error::ErrorStack),
+    /// The engine refused the module path.
+    #[error("the pkcs11 engine refused MODULE_PATH {}", .0.display())]
+    ModulePath(std::path::PathBuf),
+    /// The engine or module did not initialize.
+    #[error("cannot initialize the pkcs11 engine and module: {0}")]
+    Init(openssl::error::ErrorStack),
+    /// The engine refused the PIN.
+    #[error("the pkcs11 engine refused the PIN")]
+    Pin,
+    /// No key was loaded.
+    #[error("no such key, token absent or PIN wrong ({0})")]
+    NoKey(openssl::error::ErrorStack),
+}
+
 /// With the vendored (static) OpenSSL, the system's engines (built against the system's
 /// libcrypto) cannot be loaded.
 #[cfg(feature = "vendored-openssl")]
-pub fn pkcs11_private_key(
+pub(super) fn pkcs11_private_key(
     _uri: &str,
     _module: Option<&std::path::Path>,
     _pin: Option<&[u8]>,
-) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, String> {
-    Err("PKCS#11 keys need the default build (system OpenSSL with the libp11 engine); the vendored-openssl build cannot load engines".into())
+) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, Pkcs11Error> {
+    Err(Pkcs11Error::Vendored)
 }
 
 #[cfg(not(feature = "vendored-openssl"))]
 mod engine {
+    use super::Pkcs11Error;
+    use crate::util::sync::lock;
     use foreign_types::ForeignType;
     use openssl::pkey::{PKey, Private};
     use std::ffi::{c_char, c_int, c_void, CString};
@@ -137,17 +169,15 @@ mod engine {
     /// by every module.
     static ENGINE: Mutex<Option<(usize, Option<std::path::PathBuf>)>> = Mutex::new(None);
 
-    fn cstring(what: &str, s: &[u8]) -> Result<CString, String> {
-        CString::new(s).map_err(|_| format!("the {what} contains a NUL byte"))
+    fn cstring(what: &'static str, s: &[u8]) -> Result<CString, Pkcs11Error> {
+        CString::new(s).map_err(|_| Pkcs11Error::NulByte(what))
     }
 
-    fn engine(module: Option<&Path>) -> Result<*mut Engine, String> {
-        let mut g = ENGINE
-            .lock()
-            .map_err(|_| "engine lock poisoned".to_string())?;
+    fn engine(module: Option<&Path>) -> Result<*mut Engine, Pkcs11Error> {
+        let mut g = lock(&ENGINE);
         if let Some((e, m)) = g.as_ref() {
             if m.as_deref() != module {
-                return Err("pkcs11_module changed since the engine was loaded; restart the service to use another module".into());
+                return Err(Pkcs11Error::ModuleChanged);
             }
             return Ok(*e as *mut Engine);
         }
@@ -155,10 +185,7 @@ mod engine {
         // SAFETY: id is a valid C string; the result is checked for NULL.
         let e = unsafe { ENGINE_by_id(id.as_ptr()) };
         if e.is_null() {
-            return Err(format!(
-                "OpenSSL has no \"pkcs11\" engine ({}); install libengine-pkcs11-openssl",
-                openssl::error::ErrorStack::get()
-            ));
+            return Err(Pkcs11Error::NoEngine(openssl::error::ErrorStack::get()));
         }
         if let Some(m) = module {
             let cmd = cstring("command", b"MODULE_PATH")?;
@@ -167,10 +194,7 @@ mod engine {
             if unsafe { ENGINE_ctrl_cmd_string(e, cmd.as_ptr(), arg.as_ptr(), 0) } != 1 {
                 // SAFETY: releases the structural reference taken above.
                 unsafe { ENGINE_free(e) };
-                return Err(format!(
-                    "the pkcs11 engine refused MODULE_PATH {}",
-                    m.display()
-                ));
+                return Err(Pkcs11Error::ModulePath(m.to_path_buf()));
             }
         }
         // SAFETY: e is a live structural reference; init takes a functional one, kept forever.
@@ -178,9 +202,7 @@ mod engine {
             let why = openssl::error::ErrorStack::get();
             // SAFETY: releases the structural reference.
             unsafe { ENGINE_free(e) };
-            return Err(format!(
-                "cannot initialize the pkcs11 engine and module: {why}"
-            ));
+            return Err(Pkcs11Error::Init(why));
         }
         *g = Some((e as usize, module.map(Path::to_path_buf)));
         Ok(e)
@@ -192,7 +214,7 @@ mod engine {
         uri: &str,
         module: Option<&Path>,
         pin: Option<&[u8]>,
-    ) -> Result<PKey<Private>, String> {
+    ) -> Result<PKey<Private>, Pkcs11Error> {
         let e = engine(module)?;
         let key_id = cstring("URI", uri.as_bytes())?;
         if let Some(pin) = pin {
@@ -201,18 +223,16 @@ mod engine {
             // SAFETY: e is the live, initialized engine; strings outlive the call (the engine
             // copies the PIN).
             if unsafe { ENGINE_ctrl_cmd_string(e, cmd.as_ptr(), arg.as_ptr(), 0) } != 1 {
-                return Err("the pkcs11 engine refused the PIN".into());
+                return Err(Pkcs11Error::Pin);
             }
         }
-        let _guard = ENGINE
-            .lock()
-            .map_err(|_| "engine lock poisoned".to_string())?;
+        let _guard = lock(&ENGINE);
         // SAFETY: e is live; UI_null() never prompts (no terminal interaction from a service).
         let pkey =
             unsafe { ENGINE_load_private_key(e, key_id.as_ptr(), UI_null(), std::ptr::null_mut()) };
         if pkey.is_null() {
             let why = openssl::error::ErrorStack::get();
-            return Err(format!("no such key, token absent or PIN wrong ({why})"));
+            return Err(Pkcs11Error::NoKey(why));
         }
         // SAFETY: a new EVP_PKEY owned by us from here on.
         Ok(unsafe { PKey::from_ptr(pkey) })
