@@ -63,6 +63,19 @@ pub(crate) struct Request {
     pub body: Result<Bytes, BodyError>,
     /// The connection's peer.
     pub peer: SocketAddr,
+    /// The client certificate the peer proved it holds (TLS servers that ask for one), and
+    /// whether its chain verified against the server's trust store. The handler decides what
+    /// an unverified or absent one means.
+    pub peer_cert: Option<PeerCert>,
+}
+
+/// A client certificate presented in the handshake.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerCert {
+    /// The leaf certificate.
+    pub cert: openssl::x509::X509,
+    /// OpenSSL's verdict on its chain (`X509VerifyResult::OK` when it verified).
+    pub verify: openssl::x509::X509VerifyResult,
 }
 
 impl Request {
@@ -206,9 +219,15 @@ impl Conn {
         let cut = slot.cut.clone();
         let work = async {
             match &self.tls {
-                None => self.http(sock, peer, &slot).await,
+                None => self.http(sock, peer, None, &slot).await,
                 Some(tls) => match self.handshake(&tls(), sock).await {
-                    Ok(tls) => self.http(tls, peer, &slot).await,
+                    Ok(tls) => {
+                        let cert = tls.ssl().peer_certificate().map(|cert| PeerCert {
+                            cert,
+                            verify: tls.ssl().verify_result(),
+                        });
+                        self.http(tls, peer, cert, &slot).await
+                    }
                     Err(why) => debug!(%peer, "HTTPS handshake failed: {why}"),
                 },
             }
@@ -235,18 +254,29 @@ impl Conn {
         }
     }
 
-    async fn http<S>(&self, io: S, peer: SocketAddr, slot: &Slot)
+    async fn http<S>(&self, io: S, peer: SocketAddr, peer_cert: Option<PeerCert>, slot: &Slot)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let limits = self.limits;
-        let service = hyper::service::service_fn(|req: hyper::Request<Incoming>| async move {
-            let (head, body) = req.into_parts();
-            let body = read_body(body, limits.max_body).await;
-            // A complete request: from now on this connection is never closed for a newcomer.
-            slot.requested();
-            let reply = self.handler.call(Request { head, body, peer }).await;
-            Ok::<_, std::convert::Infallible>(reply)
+        let service = hyper::service::service_fn(|req: hyper::Request<Incoming>| {
+            let peer_cert = peer_cert.clone();
+            async move {
+                let (head, body) = req.into_parts();
+                let body = read_body(body, limits.max_body).await;
+                // A complete request: from now on this connection is never closed for a newcomer.
+                slot.requested();
+                let reply = self
+                    .handler
+                    .call(Request {
+                        head,
+                        body,
+                        peer,
+                        peer_cert,
+                    })
+                    .await;
+                Ok::<_, std::convert::Infallible>(reply)
+            }
         });
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())

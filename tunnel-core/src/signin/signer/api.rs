@@ -27,6 +27,7 @@ pub(crate) async fn handle(signer: &Signer, req: Request) -> Reply {
     match (req.head.method.as_str(), req.path()) {
         ("GET", "/v1/login-config") => json_reply(200, &login_config(signer)),
         (_, "/v1/certificates") => certificates(signer, req).await,
+        (_, p) if p.starts_with("/v1/access/") => super::access::api::handle(signer, req).await,
         (_, "/v1/login-config") => json_reply(405, &error_body("method_not_allowed", "GET only")),
         _ => json_reply(
             404,

@@ -36,6 +36,9 @@ fn cfg() -> SignerConfig {
         gateway_ca: None,
         log_format: Default::default(),
         log_level: None,
+        roles: vec![],
+        role_warnings: vec![],
+        notify_url: None,
     }
 }
 

@@ -58,6 +58,9 @@ struct RawSigner {
     #[serde(default)]
     log_format: LogFormat,
     log_level: Option<LogLevel>,
+    #[serde(default)]
+    role: Vec<super::access::roles::RawRole>,
+    notify_url: Option<String>,
 }
 
 /// A validated signer configuration.
@@ -117,6 +120,12 @@ pub struct SignerConfig {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: Option<String>,
+    /// Just-in-time access: the `[[role]]` tables.
+    pub roles: Vec<super::access::roles::Role>,
+    /// What `[[role]]` names that no sign-in produces (logged at start).
+    pub role_warnings: Vec<String>,
+    /// Where to announce requests and decisions (a webhook).
+    pub notify_url: Option<String>,
 }
 
 impl SignerConfig {
@@ -159,6 +168,9 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
     let key = file_key(f, "key", raw.key, "the signer's HTTPS key (PEM)")?;
     let (ca_cert, ca_key) = ca_files(f, raw.ca_cert, raw.ca_key)?;
     let state_dir = state_dir(f, raw.state_dir, &ca_cert)?;
+    let (roles, role_warnings) =
+        super::access::roles::validate(f, raw.role, &raw.group_map, max_lifetime)?;
+    let notify_url = super::access::roles::notify_url(f, raw.notify_url)?;
     Ok(SignerConfig {
         file: f.to_path_buf(),
         listen,
@@ -193,6 +205,9 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         gateway_ca: opt_file("gateway_ca", raw.gateway_ca)?,
         log_format: raw.log_format,
         log_level: raw.log_level.map(|l| l.0),
+        roles,
+        role_warnings,
+        notify_url,
     })
 }
 

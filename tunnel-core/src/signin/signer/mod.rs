@@ -8,6 +8,7 @@
 //! [`refusal`] names every refusal; [`wire`] is the JSON contract with `login`; `service`
 //! runs it (signals, reloads, systemd).
 
+pub mod access;
 pub(crate) mod api;
 pub(crate) mod claims;
 pub(crate) mod config;
@@ -62,6 +63,7 @@ pub struct Signer {
     keys: Arc<keys::ProviderKeys>,
     replay: Arc<replay::ReplayCache>,
     acceptor: Arc<SslAcceptor>,
+    access: Arc<access::Access>,
 }
 
 fn read(path: &std::path::Path, key: &str, cfg: &SignerConfig) -> Result<Vec<u8>, String> {
@@ -105,6 +107,9 @@ impl Signer {
             Client::new(cfg.issuer_ca.as_deref()).map_err(|e| format!("{f}: issuer_ca: {e}"))?;
         let acceptor = acceptor(&cfg).map_err(|e| format!("{f}: cert/key: {e}"))?;
         let store = Store::new(cfg.ca_cert.parent().unwrap_or(std::path::Path::new(".")));
+        for w in &cfg.role_warnings {
+            tracing::warn!("{w}");
+        }
         Ok(Signer {
             keys: Arc::new(keys::ProviderKeys::new(cfg.issuer.clone(), http)),
             ca: Arc::new(Issued {
@@ -122,6 +127,7 @@ impl Signer {
                 ),
             },
             acceptor: Arc::new(acceptor),
+            access: Arc::new(access::Access::new(&cfg.state_dir, cfg.notify_url.clone())),
             cfg: Arc::new(cfg),
         })
     }
@@ -143,5 +149,6 @@ fn acceptor(cfg: &SignerConfig) -> Result<SslAcceptor, openssl::error::ErrorStac
     b.set_certificate_chain_file(&cfg.cert)?;
     b.set_private_key_file(&cfg.key, openssl::ssl::SslFiletype::PEM)?;
     b.check_private_key()?;
+    access::request_client_cert(&mut b, &cfg.ca_cert)?;
     Ok(b.build())
 }

@@ -25,6 +25,7 @@
 
 mod import;
 mod postgres;
+pub mod requests;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ use std::sync::Arc;
 /// The schema version this code writes and reads. Migrations go from each version to the
 /// next (`sqlite::MIGRATIONS`, `postgres::MIGRATIONS`); a store with a higher version is
 /// refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// The default SQLite file in the signer's `state_dir`.
 pub const DEFAULT_FILE: &str = "signer.db";
 /// First uses between two purges of forgettable token keys.

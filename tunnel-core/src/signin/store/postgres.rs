@@ -58,6 +58,34 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, value)
     );
     CREATE SEQUENCE crl_number START WITH 1 MINVALUE 1 NO CYCLE;",
+    // 2: just-in-time access: requests, the approvers' decisions, grants.
+    "CREATE TABLE access_requests (
+        id TEXT PRIMARY KEY,
+        requester TEXT NOT NULL,
+        role TEXT NOT NULL,
+        duration BIGINT NOT NULL CHECK (duration > 0),
+        reason TEXT NOT NULL,
+        key_sha256 TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired')),
+        decided_at BIGINT
+    );
+    CREATE INDEX access_requests_state ON access_requests (state);
+    CREATE TABLE access_decisions (
+        request_id TEXT NOT NULL REFERENCES access_requests (id),
+        approver TEXT NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('approve', 'deny')),
+        reason TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        PRIMARY KEY (request_id, approver)
+    );
+    CREATE TABLE access_grants (
+        request_id TEXT PRIMARY KEY REFERENCES access_requests (id),
+        starts_at BIGINT NOT NULL,
+        ends_at BIGINT NOT NULL,
+        serial TEXT,
+        ended BIGINT NOT NULL DEFAULT 0
+    );",
 ];
 
 /// The advisory lock that serializes migrations by concurrent signers ("tunnelsg").

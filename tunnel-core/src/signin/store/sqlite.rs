@@ -51,6 +51,34 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     ) STRICT;
     INSERT INTO counters (name, value) VALUES ('crl_number', 0);",
+    // 2: just-in-time access: requests, the approvers' decisions, grants.
+    "CREATE TABLE access_requests (
+        id TEXT PRIMARY KEY,
+        requester TEXT NOT NULL,
+        role TEXT NOT NULL,
+        duration INTEGER NOT NULL CHECK (duration > 0),
+        reason TEXT NOT NULL,
+        key_sha256 TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired')),
+        decided_at INTEGER
+    ) STRICT;
+    CREATE INDEX access_requests_state ON access_requests (state);
+    CREATE TABLE access_decisions (
+        request_id TEXT NOT NULL REFERENCES access_requests (id),
+        approver TEXT NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('approve', 'deny')),
+        reason TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (request_id, approver)
+    ) STRICT;
+    CREATE TABLE access_grants (
+        request_id TEXT PRIMARY KEY REFERENCES access_requests (id),
+        starts_at INTEGER NOT NULL,
+        ends_at INTEGER NOT NULL,
+        serial TEXT,
+        ended INTEGER NOT NULL DEFAULT 0
+    ) STRICT;",
 ];
 
 const COLS: &str = "serial, email, sub, groups, key_sha256, not_before, not_after, issued_by, \
@@ -254,6 +282,12 @@ fn insert(tx: &rusqlite::Transaction<'_>, r: &Issued) -> rusqlite::Result<bool> 
 }
 
 impl Conn<'_> {
+    /// The connection and the store's name, for the queries of other modules
+    /// ([`super::requests`]).
+    pub(super) fn raw(&mut self) -> (&mut Connection, &str) {
+        (self.c, self.name)
+    }
+
     fn immediate(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
         self.c
             .transaction_with_behavior(TransactionBehavior::Immediate)
