@@ -21,6 +21,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "tunnel-client exec db -- psql -h {host} -p {port} -U app",
     ),
     (
+        "Ask for the db-admin role for 2 hours; once a colleague approves, the running agent uses it",
+        "tunnel-client request db-admin --for 2h --reason INC-4711 --wait",
+    ),
+    (
         "SSH through the gateway's \"ssh\" backend (in ~/.ssh/config)",
         "ProxyCommand tunnel-client stdio --config ~/.config/tunnel/client.toml --backend ssh",
     ),
@@ -205,6 +209,27 @@ pub enum Command {
         )]
         command: Vec<String>,
     },
+    /// Ask for a role for a while (just-in-time access); approvers are told, and with
+    /// --wait the elevated certificate is installed once approved.
+    Request(RequestArgs),
+    /// List the pending access requests you may approve or deny.
+    Requests,
+    /// Approve an access request (by its id, as `tunnel-client requests` shows it).
+    Approve {
+        /// The request's id.
+        id: String,
+        /// Why (recorded with the decision).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Deny an access request.
+    Deny {
+        /// The request's id.
+        id: String,
+        /// Why (required; recorded with the decision).
+        #[arg(long, required = true)]
+        reason: String,
+    },
     /// Show the running agent's tunnels, gateway, certificate expiry and last errors.
     Status {
         /// Admin socket (default: admin_socket of --config, else /run/tunnel-client/admin.sock).
@@ -239,6 +264,32 @@ pub struct LoginArgs {
     /// first login remembered).
     #[arg(long)]
     pub ca: Option<String>,
+}
+
+/// Arguments of `tunnel-client request`.
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["role", "list", "fetch"])))]
+pub struct RequestArgs {
+    /// The role to ask for (as the signer's [[role]] names it).
+    pub role: Option<String>,
+    /// How long, e.g. 2h (at most the role's max_duration).
+    #[arg(long = "for", value_name = "DURATION", default_value = "1h")]
+    pub duration: String,
+    /// Why: a ticket or an incident (required by most roles).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Wait until the request is decided, then install the elevated certificate.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub timeout: String,
+    /// List your requests and their states instead.
+    #[arg(long)]
+    pub list: bool,
+    /// Install the elevated certificate of an approved request instead.
+    #[arg(long, value_name = "ID")]
+    pub fetch: Option<String>,
 }
 
 /// The clap `Command` of `tunnel-client` (for the man page and completions).

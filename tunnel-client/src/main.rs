@@ -5,6 +5,7 @@
 mod catalog;
 mod exec;
 mod login;
+mod request;
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -64,6 +65,14 @@ fn main() -> ExitCode {
             None
         }
         Some(Command::Ls) => return catalog::ls(cli.config.as_deref()),
+        Some(Command::Request(args)) => return request::request(args, cli.config.as_deref()),
+        Some(Command::Requests) => return request::pending(cli.config.as_deref()),
+        Some(Command::Approve { id, reason }) => {
+            return request::decide(cli.config.as_deref(), &id, true, &reason)
+        }
+        Some(Command::Deny { id, reason }) => {
+            return request::decide(cli.config.as_deref(), &id, false, &reason)
+        }
         Some(Command::Exec { name, command }) => {
             return exec::run(cli.config.as_deref(), &name, command)
         }

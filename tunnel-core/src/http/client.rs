@@ -106,6 +106,12 @@ pub struct Client {
     connector: SslConnector,
     plain_http_anywhere: bool,
     limits: ClientLimits,
+    identity: Option<
+        std::sync::Arc<(
+            openssl::x509::X509,
+            openssl::pkey::PKey<openssl::pkey::Private>,
+        )>,
+    >,
 }
 
 impl Client {
@@ -129,7 +135,24 @@ impl Client {
             connector: b.build(),
             plain_http_anywhere: false,
             limits: ClientLimits::default(),
+            identity: None,
         })
+    }
+
+    /// The same client, presenting the certificate `cert` (PEM, leaf first) with `key` to
+    /// servers that ask for one (the signer's access API).
+    pub fn with_identity(mut self, cert: &Path, key: &Path) -> Result<Client, HttpError> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| HttpError::Trust(format!("{}: {e}", p.display())))
+        };
+        let c = openssl::x509::X509::from_pem(&read(cert)?).map_err(|e| {
+            HttpError::Trust(format!("{}: not a PEM certificate ({e})", cert.display()))
+        })?;
+        let k = openssl::pkey::PKey::private_key_from_pem(&read(key)?).map_err(|e| {
+            HttpError::Trust(format!("{}: not a PEM private key ({e})", key.display()))
+        })?;
+        self.identity = Some(std::sync::Arc::new((c, k)));
+        Ok(self)
     }
 
     /// A client for OCSP responses and CRLs: plain `http://` to any host, `https://`
@@ -249,7 +272,13 @@ impl Client {
         let ssl = self
             .connector
             .configure()
-            .and_then(|c| c.into_ssl(&u.host))
+            .and_then(|mut c| {
+                if let Some(id) = &self.identity {
+                    c.set_certificate(&id.0)?;
+                    c.set_private_key(&id.1)?;
+                }
+                c.into_ssl(&u.host)
+            })
             .map_err(|e| e.to_string())?;
         let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
         Pin::new(&mut s)

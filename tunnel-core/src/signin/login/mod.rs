@@ -6,6 +6,7 @@
 mod error;
 pub mod files;
 pub(crate) mod flows;
+pub mod request;
 
 pub use error::LoginError;
 

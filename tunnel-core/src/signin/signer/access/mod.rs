@@ -13,7 +13,7 @@
 pub(crate) mod api;
 pub(crate) mod notify;
 pub mod roles;
-pub(crate) mod wire;
+pub mod wire;
 
 use super::Signer;
 use crate::authz::identity::Identity;

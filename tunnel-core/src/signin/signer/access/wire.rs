@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// `POST /v1/access/requests`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct NewAccessRequest {
+pub struct NewAccessRequest {
     /// The role's name.
     pub role: String,
     /// How long, as a duration (`"2h"`).
@@ -19,7 +19,7 @@ pub(crate) struct NewAccessRequest {
 /// `POST /v1/access/requests/ID/approve` and `/deny`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct DecisionBody {
+pub struct DecisionBody {
     /// Why.
     #[serde(default)]
     pub reason: String,
@@ -27,7 +27,7 @@ pub(crate) struct DecisionBody {
 
 /// One approver's decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct DecisionView {
+pub struct DecisionView {
     /// Their email.
     pub approver: String,
     /// `approve` or `deny`.
@@ -40,7 +40,7 @@ pub(crate) struct DecisionView {
 
 /// A request as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct RequestView {
+pub struct RequestView {
     /// Its id.
     pub id: String,
     /// The requester's email.
@@ -70,7 +70,7 @@ pub(crate) struct RequestView {
 
 /// A list of requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct RequestList {
+pub struct RequestList {
     /// Newest first (own requests) or oldest first (pending ones).
     pub requests: Vec<RequestView>,
 }
