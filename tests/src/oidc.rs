@@ -19,7 +19,8 @@ use tunnel_core::http::{form, query_value};
 use tunnel_core::signin::oidc::{pkce_challenge, random_token};
 
 /// The provider's test accounts: alice (dba), bob (dev), carol (unverified email), mallory
-/// (a domain not allowed), dave (no group), erin (ID tokens that expire after 1 s).
+/// (a domain not allowed), dave (no group), lena (dev, leads), erin (ID tokens that expire
+/// after 1 s).
 pub fn accounts() -> Value {
     let a = |email: &str, verified: bool, groups: &[&str]| json!({ "email": email, "email_verified": verified, "groups": groups });
     let mut erin = a("erin@example.com", true, &["dev"]);
@@ -30,6 +31,8 @@ pub fn accounts() -> Value {
         "carol": a("carol@example.com", false, &["dba"]),
         "mallory": a("mallory@evil.example", true, &["dba"]),
         "dave": a("dave@example.com", true, &[]),
+        // An approver for just-in-time access (tests/access.rs).
+        "lena": a("lena@example.com", true, &["dev", "leads"]),
         "erin": erin,
         // Emails a provider that lets users edit them could hand out, in an allowed domain:
         // as a certificate's CN/SAN a comma-splitting backend would see a fake URI SAN, and
@@ -223,7 +226,7 @@ impl SignerProc {
              allowed_email_domains = [\"example.com\"]\nrequired_groups = [\"dba\", \"dev\"]\n\
              gateway = \"{gateway}\"\ngateway_server_name = \"localhost\"\ngateway_ca = {}\n\
              {log}{extra}\n\
-             [group_map]\ndba = \"dba\"\ndev = \"dev\"\n",
+             [group_map]\ndba = \"dba\"\ndev = \"dev\"\nleads = \"leads\"\n",
             toml_str(&pki.server.cert),
             toml_str(&pki.server.key),
             toml_str(&users_ca),

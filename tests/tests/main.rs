@@ -3,6 +3,7 @@
 //! product per run instead of one per file). Run one area with
 //! `cargo test -p tunnel-tests --test main signer::`.
 
+mod access;
 mod agent_status;
 mod authz;
 mod backends;
