@@ -107,6 +107,10 @@ impl Signer {
             Client::new(cfg.issuer_ca.as_deref()).map_err(|e| format!("{f}: issuer_ca: {e}"))?;
         let acceptor = acceptor(&cfg).map_err(|e| format!("{f}: cert/key: {e}"))?;
         let store = Store::new(cfg.ca_cert.parent().unwrap_or(std::path::Path::new(".")));
+        let access = Arc::new(access::Access::new(&cfg.state_dir, cfg.notify_url.clone()));
+        if !cfg.roles.is_empty() {
+            access::Access::start_sweeper(&access);
+        }
         for w in &cfg.role_warnings {
             tracing::warn!("{w}");
         }
@@ -127,7 +131,7 @@ impl Signer {
                 ),
             },
             acceptor: Arc::new(acceptor),
-            access: Arc::new(access::Access::new(&cfg.state_dir, cfg.notify_url.clone())),
+            access,
             cfg: Arc::new(cfg),
         })
     }

@@ -23,7 +23,7 @@ const SERIAL_TRIES: usize = 8;
 /// Answers a request under `/v1/access/`.
 pub(crate) async fn handle(signer: &Signer, req: Request) -> Reply {
     let now = unix_now();
-    sweep(signer, now).await;
+    sweep(&signer.access, now).await;
     let mut who = String::new();
     match route(signer, &req, now, &mut who).await {
         Ok(r) => r,
@@ -339,8 +339,8 @@ async fn issue(
 
 /// Expires what is due at `now` (pending requests after [`PENDING_TTL_SECS`], ended
 /// grants), with one audit event each. A failure here is logged; the call goes on.
-pub(crate) async fn sweep(signer: &Signer, now: i64) {
-    let Ok(store) = signer.access.store().await else {
+pub(crate) async fn sweep(access: &super::Access, now: i64) {
+    let Ok(store) = access.store().await else {
         return;
     };
     match store.expire_access(now, PENDING_TTL_SECS).await {
@@ -351,7 +351,7 @@ pub(crate) async fn sweep(signer: &Signer, now: i64) {
                     requester = %printable(&r.requester), role = %r.role, what = "request",
                     reason = "not decided in time", "access request expired"
                 );
-                signer.access.notifier.expired(r, "request");
+                access.notifier.expired(r, "request");
             }
             for r in &e.grants {
                 tracing::info!(
@@ -359,7 +359,7 @@ pub(crate) async fn sweep(signer: &Signer, now: i64) {
                     requester = %printable(&r.requester), role = %r.role, what = "grant",
                     until = r.grant.as_ref().map_or(0, |g| g.ends_at), "access grant ended"
                 );
-                signer.access.notifier.expired(r, "grant");
+                access.notifier.expired(r, "grant");
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot expire access requests"),

@@ -28,6 +28,9 @@ use roles::Role;
 use std::path::Path;
 use std::sync::Arc;
 
+/// How often pending requests and grants are checked for expiry in the background.
+pub(crate) const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// OpenSSL's `X509_V_ERR_CERT_HAS_EXPIRED`.
 const CERT_HAS_EXPIRED: i32 = 10;
 
@@ -61,6 +64,26 @@ impl Access {
             store: tokio::sync::OnceCell::new(),
             notifier: notify::Notifier::new(notify_url),
         }
+    }
+
+    /// Expires what is due every [`SWEEP_EVERY`] while this `Access` is in force (a reload
+    /// makes a new one and the old task ends), so that pending requests and grants expire,
+    /// with their audit events and notices, even when nobody calls the API. Does nothing
+    /// outside a Tokio runtime (unit tests that build a signer).
+    pub(crate) fn start_sweeper(this: &Arc<Access>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(this);
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let Some(access) = weak.upgrade() else {
+                    return;
+                };
+                api::sweep(&access, crate::util::time::unix_now()).await;
+            }
+        });
     }
 
     async fn store(&self) -> Result<&Arc<Store>, StoreError> {
