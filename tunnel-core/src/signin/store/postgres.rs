@@ -315,7 +315,7 @@ impl Postgres {
         Ok(pg)
     }
 
-    async fn connect(&self) -> Result<Client, StoreError> {
+    pub(super) async fn connect(&self) -> Result<Client, StoreError> {
         let (client, conn) = self
             .config
             .connect(self.tls.clone())
@@ -335,7 +335,7 @@ impl Postgres {
     }
 
     /// The shared connection, (re)connected when needed.
-    async fn client(&self) -> Result<Arc<Client>, StoreError> {
+    pub(super) async fn client(&self) -> Result<Arc<Client>, StoreError> {
         let mut held = self.client.lock().await;
         if let Some(c) = &*held {
             if !c.is_closed() {

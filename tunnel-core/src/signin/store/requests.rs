@@ -4,7 +4,9 @@
 //! approver counts once (the decision's primary key), and the approval that reaches the
 //! count needed creates the grant in the same commit.
 //!
-//! Kept in SQLite stores; a PostgreSQL store answers [`StoreError::Unsupported`] for now.
+//! Both engines run the same statements; in PostgreSQL a decision locks its request's row
+//! (`SELECT … FOR UPDATE`) for the length of its transaction, as SQLite's `BEGIN IMMEDIATE`
+//! locks the file.
 
 use super::{Engine, Store, StoreError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
@@ -200,20 +202,12 @@ fn new_id() -> String {
 }
 
 impl Store {
-    fn sqlite_only(&self) -> Result<std::sync::Arc<super::sqlite::Sqlite>, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => Ok(db.clone()),
-            Engine::Postgres(_) => Err(StoreError::Unsupported {
-                store: self.name.clone(),
-                what: "just-in-time access",
-                fix: "keep the signer on an sqlite store to use [[role]]",
-            }),
-        }
-    }
-
     /// Records a new pending request; returns it with its id.
     pub async fn create_request(&self, new: &NewRequest) -> Result<AccessRequest, StoreError> {
-        let db = self.sqlite_only()?;
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db.clone(),
+            Engine::Postgres(pg) => return pg::create_request(pg, &self.name, new).await,
+        };
         let new = new.clone();
         super::blocking(&db, move |c| {
             let (c, name) = c.raw();
@@ -237,7 +231,10 @@ impl Store {
 
     /// One request, with its decisions and grant.
     pub async fn access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
-        let db = self.sqlite_only()?;
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db.clone(),
+            Engine::Postgres(pg) => return pg::access_request(pg, &self.name, id).await,
+        };
         let id = id.to_string();
         super::blocking(&db, move |c| {
             let (c, name) = c.raw();
@@ -248,7 +245,10 @@ impl Store {
 
     /// The requests `which` selects, newest first.
     pub async fn access_requests(&self, which: &Which) -> Result<Vec<AccessRequest>, StoreError> {
-        let db = self.sqlite_only()?;
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db.clone(),
+            Engine::Postgres(pg) => return pg::access_requests(pg, &self.name, which).await,
+        };
         let which = which.clone();
         super::blocking(&db, move |c| {
             let (c, name) = c.raw();
@@ -294,7 +294,12 @@ impl Store {
         needed: u32,
         now: i64,
     ) -> Result<Decided, StoreError> {
-        let db = self.sqlite_only()?;
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db.clone(),
+            Engine::Postgres(pg) => {
+                return pg::decide(pg, &self.name, id, approver, verdict, reason, needed, now).await
+            }
+        };
         let (id, approver, reason) = (
             id.to_string(),
             approver.to_ascii_lowercase(),
@@ -353,7 +358,12 @@ impl Store {
 
     /// Records `serial` as the elevated certificate issued for the grant of request `id`.
     pub async fn record_grant_issuance(&self, id: &str, serial: &str) -> Result<(), StoreError> {
-        let db = self.sqlite_only()?;
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db.clone(),
+            Engine::Postgres(pg) => {
+                return pg::record_grant_issuance(pg, &self.name, id, serial).await
+            }
+        };
         let (id, serial) = (id.to_string(), serial.to_string());
         super::blocking(&db, move |c| {
             let (c, name) = c.raw();
@@ -370,7 +380,12 @@ impl Store {
     /// Expires, at `now`, the requests pending for longer than `pending_ttl` seconds, and
     /// reports (once) the grants that have ended.
     pub async fn expire_access(&self, now: i64, pending_ttl: i64) -> Result<Expired, StoreError> {
-        let db = self.sqlite_only()?;
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db.clone(),
+            Engine::Postgres(pg) => {
+                return pg::expire_access(pg, &self.name, now, pending_ttl).await
+            }
+        };
         super::blocking(&db, move |c| {
             let (c, name) = c.raw();
             let q = query(name, "expire access requests");
@@ -475,15 +490,28 @@ fn load(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<AccessReq
     Ok(Some(req))
 }
 
+#[path = "requests_pg.rs"]
+mod pg;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signin::store::pg_cluster::Cluster;
     use crate::signin::store::Location;
 
     const NOW: i64 = 1_800_000_000;
 
     async fn store(dir: &tempfile::TempDir) -> Store {
         Store::open(&Location::default_in(dir.path()), None)
+            .await
+            .unwrap()
+    }
+
+    /// A store in a new database of `cluster`.
+    async fn pg_store(cluster: &Cluster, db: &str) -> Store {
+        cluster.create_db(db);
+        let loc = Location::parse(&cluster.url(db)).unwrap();
+        Store::open(&loc, Some(&cluster.password_file()))
             .await
             .unwrap()
     }
@@ -500,9 +528,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_approval_grants_from_the_decision_for_the_duration() {
+    async fn sqlite_one_approval_grants_from_the_decision_for_the_duration() {
         let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir).await;
+        one_approval_grants_from_the_decision_for_the_duration(store(&dir).await).await;
+    }
+
+    async fn one_approval_grants_from_the_decision_for_the_duration(s: Store) {
         let r = s.create_request(&new("bob@example.com")).await.unwrap();
         assert_eq!((r.state, r.id.len()), (RequestState::Pending, 12));
         let d = s
@@ -543,9 +574,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn distinct_approvers_are_counted_and_a_denial_is_final() {
+    async fn sqlite_distinct_approvers_are_counted_and_a_denial_is_final() {
         let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir).await;
+        distinct_approvers_are_counted_and_a_denial_is_final(store(&dir).await).await;
+    }
+
+    async fn distinct_approvers_are_counted_and_a_denial_is_final(s: Store) {
         let r = s.create_request(&new("bob@example.com")).await.unwrap();
         let d = s
             .decide(&r.id, "carol@example.com", Verdict::Approve, "", 2, NOW)
@@ -582,9 +616,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lists_mine_and_pending_by_role_and_expires_both() {
+    async fn sqlite_lists_mine_and_pending_by_role_and_expires_both() {
         let dir = tempfile::tempdir().unwrap();
+        lists_mine_and_pending_by_role_and_expires_both(store(&dir).await).await;
+        // Survives a reopen.
         let s = store(&dir).await;
+        let all = s
+            .access_requests(&Which::Mine("bob@example.com".into()))
+            .await
+            .unwrap();
+        assert_eq!(all[0].state, RequestState::Expired);
+    }
+
+    /// The same scenarios on a real PostgreSQL server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_access_requests_on_a_real_server() {
+        let cluster = Cluster::start();
+        one_approval_grants_from_the_decision_for_the_duration(pg_store(&cluster, "a1").await)
+            .await;
+        distinct_approvers_are_counted_and_a_denial_is_final(pg_store(&cluster, "a2").await).await;
+        lists_mine_and_pending_by_role_and_expires_both(pg_store(&cluster, "a3").await).await;
+    }
+
+    async fn lists_mine_and_pending_by_role_and_expires_both(s: Store) {
         let old = s.create_request(&new("bob@example.com")).await.unwrap();
         let mut other = new("erin@example.com");
         other.role = "ssh-root".into();
@@ -634,12 +688,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again, Expired::default(), "each is reported once");
-        // Survives a reopen.
-        drop(s);
-        let s = store(&dir).await;
-        assert_eq!(
-            s.access_request(&old.id).await.unwrap().unwrap().state,
-            RequestState::Expired
-        );
     }
 }
