@@ -124,14 +124,15 @@ fn client(home: &Path, args: &[&str]) -> (i32, String) {
 /// Signs `account` in under a new home.
 fn signed_in(w: &World, account: &str, lifetime: &str) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
-    let out = login(
+    // `login` asserts the exit status (its last stdout lines may still be in transit).
+    login(
         &w.pki,
         &w.signer,
         home.path(),
         account,
         &["--no-browser", "--lifetime", lifetime],
     );
-    assert!(out.contains("Signed in"), "{out}");
+    assert!(home.path().join("tunnel").join("cert.pem").is_file());
     home
 }
 
@@ -375,11 +376,17 @@ fn bob_reaches_db_while_lena_approved_grant_lasts() {
     );
     assert!(code == 0 && out.contains("Granted until"), "{out}");
     let status = waiting.wait_exit(PROMPT);
-    let out = String::from_utf8_lossy(&waiting.stdout()).into_owned();
-    assert!(
-        status.success() && out.contains("Approved: elevated certificate"),
-        "{out}"
-    );
+    assert!(status.success(), "{}", waiting.log_text());
+    // Its stdout is read by another thread: wait for the line rather than race it.
+    let deadline = Instant::now() + PROMPT;
+    while !String::from_utf8_lossy(&waiting.stdout()).contains("Approved: elevated certificate") {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&waiting.stdout())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The running agent picks the certificate up: bytes reach db through the tunnel.
     let deadline = Instant::now() + PROMPT;
