@@ -136,6 +136,8 @@ struct State {
     lines: Vec<String>,
     stdout: Vec<u8>,
     stderr_closed: bool,
+    /// Whether the stdout reader of [`Proc::spawn`] reached the end (true when not read).
+    stdout_done: bool,
 }
 
 #[derive(Default)]
@@ -166,6 +168,7 @@ impl Proc {
         let mut p = Proc::spawn_raw(name, cmd);
         let mut out = p.child.stdout.take().expect("stdout");
         let logs = p.logs.clone();
+        logs.lock().stdout_done = false;
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = out.read(&mut buf) {
@@ -174,6 +177,8 @@ impl Proc {
                 }
                 logs.lock().stdout.extend_from_slice(&buf[..n]);
             }
+            logs.lock().stdout_done = true;
+            logs.changed.notify_all();
         });
         p
     }
@@ -194,6 +199,8 @@ impl Proc {
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
         let err = child.stderr.take().expect("stderr");
         let logs = Arc::new(Logs::default());
+        // Only Proc::spawn reads stdout (and says so); otherwise there is nothing to wait for.
+        logs.lock().stdout_done = true;
         let logs2 = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
@@ -424,6 +431,19 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // Exited: its last output may still be in the readers' hands. Wait (briefly) until
+        // both pipes reached their end, so that callers read everything it wrote.
+        let drained = Instant::now() + Duration::from_secs(5);
+        let mut st = self.logs.lock();
+        while !(st.stderr_closed && st.stdout_done) && Instant::now() < drained {
+            st = self
+                .logs
+                .changed
+                .wait_timeout(st, Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        drop(st);
         self.status.expect("exited")
     }
 }
