@@ -165,7 +165,7 @@ pub struct SignerProc {
     pub url: String,
     /// The user CA's certificate (for the gateway's client_ca).
     pub users_ca: PathBuf,
-    /// The user CA's directory (index.json).
+    /// The user CA's directory (and, by default, the signer's state_dir: signer.db).
     pub users_dir: PathBuf,
     /// Its configuration file (rewrite it and send SIGHUP to reload).
     pub config: PathBuf,
@@ -319,6 +319,26 @@ impl SignerProc {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         (status, text)
+    }
+
+    /// `tunnel-server signer ARGS --config CONFIG`: its exit code, stdout and stderr.
+    pub fn command(&self, args: &[&str]) -> (i32, String, String) {
+        let mut full = vec!["signer"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--config", self.config.to_str().expect("utf8")]);
+        let out = crate::process::run_server(&full, READY);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Every certificate in the signer's store, expired or not (`signer list --all --json`).
+    pub fn recorded(&self) -> Vec<Value> {
+        let (code, out, err) = self.command(&["list", "--all", "--json"]);
+        assert_eq!(code, 0, "signer list: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("signer list --json: {e}: {out}"))
     }
 
     /// Waits for the audit event of a refusal with `reason`.
