@@ -462,6 +462,36 @@ pub fn drive_login(
     (status.success(), format!("{out}\n{}", proc.log_text()))
 }
 
+/// Starts the agent on the per-user config that login wrote in `home`, with one tunnel per
+/// backend; returns it and the tunnels' local addresses.
+pub fn agent(home: &Path, backends: &[&str]) -> (Proc, Vec<SocketAddr>) {
+    let config: PathBuf = home.join("tunnel").join("client.toml");
+    let mut text = std::fs::read_to_string(&config).expect("login wrote the per-user config");
+    text += "log_format = \"json\"\n";
+    for b in backends {
+        text += &format!("\n[[tunnel]]\nlisten = \"127.0.0.1:0\"\nbackend = \"{b}\"\n");
+    }
+    std::fs::write(&config, text).expect("write config");
+    let mut cmd = command(&bins::client());
+    cmd.arg("--config").arg(&config);
+    let proc = Proc::spawn("tunnel-client", cmd);
+    let addrs = proc.wait_until("tunnel listening", READY, |evs| {
+        let a: Vec<SocketAddr> = evs
+            .iter()
+            .filter(|e| field(e, "message") == "tunnel listening")
+            .filter_map(|e| field(e, "listen").parse().ok())
+            .collect();
+        (a.len() >= backends.len()).then_some(a)
+    });
+    (proc, addrs)
+}
+
+/// Whether a line sent through the tunnel at `addr` comes back from an echo backend.
+pub fn echoes(addr: SocketAddr) -> bool {
+    let mut s = crate::backend::connect(addr);
+    crate::backend::round_trip(&mut s, b"select 1;\n").0 == b"select 1;\n"
+}
+
 #[cfg(test)]
 mod tests {
     /// The same known answer as the product's unit test (key with private scalar 1).

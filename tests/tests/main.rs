@@ -36,6 +36,7 @@ mod service;
 mod sessions;
 mod signer;
 mod signer_load;
+mod signer_store;
 mod signin;
 mod sni;
 mod tls_audit;

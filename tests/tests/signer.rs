@@ -442,15 +442,25 @@ fn refuses_re_spellings_of_a_used_token() {
     fx.assert_refused(fx.post(&other, &token, None), 401, "token_replayed");
 }
 
-/// A used token stays used after the signer restarts within the token's lifetime; a fresh
-/// token still issues.
+/// A used token stays used, and its certificate recorded, after the signer restarts within
+/// the token's lifetime; a fresh token still issues.
 #[test]
 fn a_used_token_stays_used_across_a_restart() {
     let mut fx = fixture("require_nonce = false");
     let token = fx.provider.token("alice", "tunnel", "");
     let (_, csr, _) = key_and_csr();
-    assert_eq!(fx.post(&csr, &token, None).0, 200);
+    let (status, body) = fx.post(&csr, &token, None);
+    assert_eq!(status, 200, "{body}");
+    let serial = body["serial"].as_str().unwrap().to_string();
     fx.restart("require_nonce = false");
+    // The record is kept too (the store is SQLite in the default state_dir).
+    let records = fx.signer.recorded();
+    assert!(
+        records
+            .iter()
+            .any(|e| e["serial"].as_str() == Some(serial.as_str())),
+        "{records:?}"
+    );
     let (_, other, _) = key_and_csr();
     fx.assert_refused(fx.post(&other, &token, None), 401, "token_replayed");
     // Restarted twice: the record survives a second load (and its compaction) too.
