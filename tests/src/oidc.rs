@@ -300,6 +300,33 @@ impl SignerProc {
         )
     }
 
+    /// Like [`SignerProc::request`] through `addr` (a load balancer in front of signers);
+    /// `None` when no complete HTTP answer came (the signer died mid-request).
+    pub fn try_request_at(
+        &self,
+        addr: SocketAddr,
+        csr: &str,
+        token: &str,
+        lifetime: Option<&str>,
+    ) -> Option<(u16, Value)> {
+        let body = json!({ "csr": csr, "id_token": token, "lifetime": lifetime }).to_string();
+        let tcp = TcpStream::connect(addr).ok()?;
+        tcp.set_read_timeout(Some(crate::IO_TIMEOUT)).ok()?;
+        let mut tls = self.connector.connect("localhost", tcp).ok()?;
+        let req = format!(
+            "POST /v1/certificates HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(req.as_bytes()).ok()?;
+        let mut raw = Vec::new();
+        let _ = tls.read_to_end(&mut raw);
+        let resp = parse_response(&raw).ok()?;
+        Some((
+            resp.status,
+            serde_json::from_slice(&resp.body).unwrap_or_default(),
+        ))
+    }
+
     /// Sends `raw` bytes over HTTPS and returns the status and the whole response as text
     /// (status 0 when the signer answered no status line). The status is read here, not by
     /// the product's HTTP code.
@@ -363,6 +390,21 @@ pub fn nonce_of(key: &openssl::pkey::PKeyRef<openssl::pkey::Private>) -> String 
         }
     }
     out
+}
+
+/// The replay key of a token, computed here from its text (not with the product's code):
+/// SHA-256 over the header's length (8 bytes, big endian), the header and the payload;
+/// lower-case hex.
+pub fn replay_key_of(token: &str) -> String {
+    use sha2::Digest;
+    let p: Vec<&str> = token.split('.').collect();
+    let header = tunnel_core::signin::oidc::b64url_decode(p[0]).expect("header");
+    let payload = tunnel_core::signin::oidc::b64url_decode(p[1]).expect("payload");
+    let mut h = sha2::Sha256::new();
+    h.update((header.len() as u64).to_be_bytes());
+    h.update(&header);
+    h.update(&payload);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A new P-256 key, its CSR (PEM) and the nonce that binds a token to it.

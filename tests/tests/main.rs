@@ -35,6 +35,7 @@ mod revocation_chain;
 mod service;
 mod sessions;
 mod signer;
+mod signer_ha;
 mod signer_load;
 mod signer_store;
 mod signin;

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use tunnel_core::signin::oidc::b64url;
 use tunnel_core::util::time::{asn1_to_unix, unix_now};
-use tunnel_tests::oidc::{csr_signed_by, key_and_csr, Provider, SignerProc};
+use tunnel_tests::oidc::{csr_signed_by, key_and_csr, replay_key_of, Provider, SignerProc};
 use tunnel_tests::pki::toml_str;
 use tunnel_tests::process::field;
 use tunnel_tests::{run_server, Pki, PROMPT};
@@ -467,20 +467,6 @@ fn a_used_token_stays_used_across_a_restart() {
     fx.restart("require_nonce = false");
     let (_, other, _) = key_and_csr();
     fx.assert_refused(fx.post(&other, &token, None), 401, "token_replayed");
-}
-
-/// The replay key of a token, computed here from its text (not with the product's code):
-/// SHA-256 over the header's length (8 bytes, big endian), the header and the payload.
-fn replay_key_of(token: &str) -> String {
-    use sha2::Digest;
-    let p: Vec<&str> = token.split('.').collect();
-    let header = tunnel_core::signin::oidc::b64url_decode(p[0]).unwrap();
-    let payload = tunnel_core::signin::oidc::b64url_decode(p[1]).unwrap();
-    let mut h = sha2::Sha256::new();
-    h.update((header.len() as u64).to_be_bytes());
-    h.update(&header);
-    h.update(&payload);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A private state directory in `pki`'s.
