@@ -47,11 +47,7 @@ async fn crl(signer: &Signer, req: &Request) -> Reply {
     let pem = req
         .header("accept")
         .is_some_and(|a| a.to_ascii_lowercase().contains("pem"));
-    match signer
-        .crl
-        .current(&signer.minter.ca, signer.store(), signer.cfg.crl_lifetime)
-        .await
-    {
+    match super::crl::current(&signer.minter.ca, signer.store(), signer.cfg.crl_lifetime).await {
         Ok(c) if pem => reply(200, "application/x-pem-file", c.pem),
         Ok(c) => reply(200, "application/pkix-crl", c.der),
         Err(e) => {

@@ -1,7 +1,7 @@
 //! `tunnel-server signer list|revoke|unblock|backup --config signer.toml`: the operator's
 //! commands on the signer's store. They open the store the running signers use (SQLite's
-//! locking and PostgreSQL's transactions make that safe) and change it; the signers serve
-//! the new CRL at `/v1/crl` from the next request, since they build it from the store
+//! locking and PostgreSQL's transactions make that safe) and change it; `revoke` publishes
+//! the new CRL in the store, which every signer serves at `/v1/crl` from then on
 //! (`super::crl`).
 
 use super::SignerConfig;
@@ -87,7 +87,11 @@ impl Target {
 /// Opens the store of `config` for a command.
 async fn store(config: &Path) -> Result<Store, StartError> {
     let cfg = SignerConfig::load(config)?;
-    super::state::open_only(&cfg).await.map_err(|e| {
+    open(&cfg).await
+}
+
+async fn open(cfg: &SignerConfig) -> Result<Store, StartError> {
+    super::state::open_only(cfg).await.map_err(|e| {
         if e.is_config() {
             StartError::Usage(e.to_string())
         } else {
@@ -160,11 +164,17 @@ pub async fn revoke(
     block_for: Option<Duration>,
     json: bool,
 ) -> Result<Exit, StartError> {
-    let store = store(config).await?;
+    let cfg = SignerConfig::load(config)?;
+    // The CA is read first: a revocation is published with it.
+    let ca = super::user_ca(&cfg).map_err(StartError::Usage)?;
+    let store = open(&cfg).await?;
     let now = unix_now();
     let reason = reason.unwrap_or_else(|| "revoked by the operator".into());
     let revoked = store
         .revoke(&target.selector(), &reason, now)
+        .await
+        .map_err(|e| failed("revoke", e))?;
+    let crl = super::crl::publish(&ca, &store, cfg.crl_lifetime)
         .await
         .map_err(|e| failed("revoke", e))?;
     let mut notes = Vec::new();
@@ -209,8 +219,9 @@ pub async fn revoke(
         return Ok(Exit::Failure);
     }
     eprintln!(
-        "tunnel-server signer revoke: {} certificate(s) revoked; the signers serve them in /v1/crl from the next request",
-        rows.len()
+        "tunnel-server signer revoke: {} certificate(s) revoked; CRL number {} published, which the signers serve at /v1/crl",
+        rows.len(),
+        crl.number
     );
     Ok(Exit::Success)
 }

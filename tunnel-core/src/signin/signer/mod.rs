@@ -64,7 +64,6 @@ pub struct Signer {
     ca_pem: Arc<str>,
     gateway_ca_pem: Option<Arc<str>>,
     keys: Arc<keys::ProviderKeys>,
-    crl: Arc<crl::CrlCache>,
     acceptor: Arc<SslAcceptor>,
 }
 
@@ -82,25 +81,11 @@ impl Signer {
     /// Loads the user CA, the HTTPS identity and the provider's trust; `Err` is a config
     /// problem (`file: key: problem`). `store` is the open store ([`state::open`]), kept
     /// across reloads.
-    pub(crate) fn new(
-        cfg: SignerConfig,
-        store: Arc<Store>,
-        crl: Arc<crl::CrlCache>,
-    ) -> Result<Signer, String> {
+    pub(crate) fn new(cfg: SignerConfig, store: Arc<Store>) -> Result<Signer, String> {
         let f = cfg.file.display().to_string();
-        let ca_cert = X509::from_pem(&read(&cfg.ca_cert, "ca_cert", &cfg)?)
-            .map_err(|_| format!("{f}: ca_cert: not a PEM certificate"))?;
-        let ca_key = PKey::private_key_from_pem(&read(&cfg.ca_key, "ca_key", &cfg)?)
-            .map_err(|_| format!("{f}: ca_key: not an unencrypted PEM private key"))?;
-        if !ca_cert
-            .public_key()
-            .map(|p| p.public_eq(&ca_key))
-            .unwrap_or(false)
-        {
-            return Err(format!("{f}: ca_key: does not belong to ca_cert"));
-        }
+        let ca = user_ca(&cfg)?;
         let ca_pem: Arc<str> =
-            String::from_utf8_lossy(&ca_cert.to_pem().unwrap_or_default()).into();
+            String::from_utf8_lossy(&ca.cert.to_pem().unwrap_or_default()).into();
         let gateway_ca_pem = match &cfg.gateway_ca {
             Some(p) => Some(String::from_utf8_lossy(&read(p, "gateway_ca", &cfg)?).into()),
             None => None,
@@ -111,17 +96,13 @@ impl Signer {
         Ok(Signer {
             keys: Arc::new(keys::ProviderKeys::new(cfg.issuer.clone(), http)),
             minter: Arc::new(mint::Minter {
-                ca: Arc::new(Issued {
-                    cert: ca_cert,
-                    key: ca_key,
-                }),
+                ca: Arc::new(ca),
                 issuer: cfg.issuer.clone(),
                 store,
                 instance: instance_name(),
             }),
             ca_pem,
             gateway_ca_pem,
-            crl,
             acceptor: Arc::new(acceptor),
             cfg: Arc::new(cfg),
         })
@@ -141,6 +122,24 @@ impl Signer {
     pub(crate) fn store(&self) -> &Arc<Store> {
         &self.minter.store
     }
+}
+
+/// The user CA of `cfg`: its certificate and the key that belongs to it; `Err` is
+/// `file: key: problem`.
+pub(crate) fn user_ca(cfg: &SignerConfig) -> Result<Issued, String> {
+    let f = cfg.file.display();
+    let cert = X509::from_pem(&read(&cfg.ca_cert, "ca_cert", cfg)?)
+        .map_err(|_| format!("{f}: ca_cert: not a PEM certificate"))?;
+    let key = PKey::private_key_from_pem(&read(&cfg.ca_key, "ca_key", cfg)?)
+        .map_err(|_| format!("{f}: ca_key: not an unencrypted PEM private key"))?;
+    if !cert
+        .public_key()
+        .map(|p| p.public_eq(&key))
+        .unwrap_or(false)
+    {
+        return Err(format!("{f}: ca_key: does not belong to ca_cert"));
+    }
+    Ok(Issued { cert, key })
 }
 
 /// This signer's name in the records: `HOST:PID` (two signers on one host differ).

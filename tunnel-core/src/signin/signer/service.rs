@@ -27,7 +27,7 @@ pub async fn run_file(cfg: SignerConfig) -> Result<Exit, StartError> {
         }
     })?;
     info!(store = store.name(), "signer store open");
-    let signer = Signer::new(cfg, store, Default::default()).map_err(StartError::Usage)?;
+    let signer = Signer::new(cfg, store).map_err(StartError::Usage)?;
     let listener = TcpListener::bind(listen).await.map_err(|e| {
         StartError::Unavailable(format!(
             "{}: listen: cannot bind {listen}: {e}",
@@ -100,8 +100,7 @@ fn reload(current: &Current<Signer>, why: &str) {
             {
                 warn!(store = %cfg.store, "store changed: restart the signer to apply it");
             }
-            // A new crl_lifetime applies at the next rebuild (at most half the old one).
-            Signer::new(cfg, old.store().clone(), old.crl.clone())
+            Signer::new(cfg, old.store().clone())
         });
     match outcome {
         Ok(new) => {
