@@ -205,6 +205,19 @@ fn a_backup_taken_while_running_restores_and_issuing_goes_on() {
     let users = SignerProc::new_user_ca(&pki);
     let state = private_dir(&pki, "state");
     let extra = format!("require_nonce = false\nstate_dir = {}", toml_str(&state));
+    // A command does not create the store (run as root, the signer could not open it).
+    let config = SignerProc::write_config(&pki, &provider, "127.0.0.1:1", &extra, &users);
+    let out = tunnel_tests::run_server(
+        &["signer", "list", "--config", config.to_str().unwrap()],
+        PROMPT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("does not exist yet; start the signer once"),
+        "{err}"
+    );
+    assert!(!state.join("signer.db").exists());
     let mut signer = SignerProc::start_in(&pki, &provider, "127.0.0.1:1", &extra, users.clone());
     let before: HashSet<String> = (0..3).map(|_| issue(&signer, &provider, "bob")).collect();
     let used = provider.token("alice", "tunnel", "");

@@ -6,7 +6,7 @@
 
 use super::SignerConfig;
 use crate::exit::{Exit, StartError};
-use crate::signin::store::{Blocked, Issued, Selector, Store};
+use crate::signin::store::{Blocked, Issued, Location, Selector, Store};
 use crate::util::time::unix_now;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -91,6 +91,17 @@ async fn store(config: &Path) -> Result<Store, StartError> {
 }
 
 async fn open(cfg: &SignerConfig) -> Result<Store, StartError> {
+    // A command must not create the store: run as root, it would leave a file the signer's
+    // user cannot open.
+    if let Location::Sqlite(path) = &cfg.store {
+        if !path.exists() {
+            return Err(StartError::Usage(format!(
+                "{}: store: {} does not exist yet; start the signer once (it creates the store), then run the command",
+                cfg.file.display(),
+                path.display()
+            )));
+        }
+    }
     super::state::open_only(cfg).await.map_err(|e| {
         if e.is_config() {
             StartError::Usage(e.to_string())
