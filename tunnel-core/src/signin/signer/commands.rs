@@ -188,39 +188,14 @@ pub async fn revoke(
     let crl = super::crl::publish(&ca, &store, cfg.crl_lifetime)
         .await
         .map_err(|e| failed("revoke", e))?;
-    let mut notes = Vec::new();
-    if let Some(who) = target.identity() {
-        let until = block_for.map(|d| now.saturating_add(d.as_secs() as i64));
-        store
-            .block(&who, until, &reason, now)
-            .await
-            .map_err(|e| failed("revoke", e))?;
-        notes.push(match until {
-            Some(t) => format!("{} may not sign in until {}", shown(&who), when(t)),
-            None => format!(
-                "{} may not sign in until `tunnel-server signer unblock`",
-                shown(&who)
-            ),
-        });
-    }
+    let note = match target.identity() {
+        Some(who) => Some(block(&store, &who, block_for, &reason, now).await?),
+        None => None,
+    };
     let rows: Vec<ListedCert> = revoked.into_iter().map(ListedCert::from).collect();
     tracing::info!(target: "audit", result = "revoked", count = rows.len(), reason = %reason, "certificates revoked");
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).map_err(|e| failed("revoke", e))?
-        );
-    } else {
-        for r in &rows {
-            println!(
-                "revoked {} {} (valid until {})",
-                r.serial,
-                r.email,
-                when(r.not_after)
-            );
-        }
-    }
-    for n in &notes {
+    print_revoked(&rows, json)?;
+    if let Some(n) = note {
         eprintln!("tunnel-server signer revoke: {n}");
     }
     if rows.is_empty() {
@@ -235,6 +210,48 @@ pub async fn revoke(
         crl.number
     );
     Ok(Exit::Success)
+}
+
+/// Blocks `who` from signing in for `block_for` (none: until `unblock`); says so.
+async fn block(
+    store: &Store,
+    who: &Blocked,
+    block_for: Option<Duration>,
+    reason: &str,
+    now: i64,
+) -> Result<String, StartError> {
+    let until = block_for.map(|d| now.saturating_add(d.as_secs() as i64));
+    store
+        .block(who, until, reason, now)
+        .await
+        .map_err(|e| failed("revoke", e))?;
+    Ok(match until {
+        Some(t) => format!("{} may not sign in until {}", shown(who), when(t)),
+        None => format!(
+            "{} may not sign in until `tunnel-server signer unblock`",
+            shown(who)
+        ),
+    })
+}
+
+/// What `revoke` revoked: JSON, or a line per certificate.
+fn print_revoked(rows: &[ListedCert], json: bool) -> Result<(), StartError> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(rows).map_err(|e| failed("revoke", e))?
+        );
+    } else {
+        for r in rows {
+            println!(
+                "revoked {} {} (valid until {})",
+                r.serial,
+                r.email,
+                when(r.not_after)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Unix seconds as RFC 3339 (UTC).
