@@ -19,6 +19,7 @@ pub mod http;
 pub mod ocsp;
 pub mod oidc;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod tls;
 

@@ -168,7 +168,7 @@ pub struct SignerProc {
     pub url: String,
     /// The user CA's certificate (for the gateway's client_ca).
     pub users_ca: PathBuf,
-    /// The user CA's directory (index.json).
+    /// The user CA's directory (and, by default, the signer's state_dir: signer.db).
     pub users_dir: PathBuf,
     /// Its configuration file (rewrite it and send SIGHUP to reload).
     pub config: PathBuf,
@@ -303,6 +303,33 @@ impl SignerProc {
         )
     }
 
+    /// Like [`SignerProc::request`] through `addr` (a load balancer in front of signers);
+    /// `None` when no complete HTTP answer came (the signer died mid-request).
+    pub fn try_request_at(
+        &self,
+        addr: SocketAddr,
+        csr: &str,
+        token: &str,
+        lifetime: Option<&str>,
+    ) -> Option<(u16, Value)> {
+        let body = json!({ "csr": csr, "id_token": token, "lifetime": lifetime }).to_string();
+        let tcp = TcpStream::connect(addr).ok()?;
+        tcp.set_read_timeout(Some(crate::IO_TIMEOUT)).ok()?;
+        let mut tls = self.connector.connect("localhost", tcp).ok()?;
+        let req = format!(
+            "POST /v1/certificates HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(req.as_bytes()).ok()?;
+        let mut raw = Vec::new();
+        let _ = tls.read_to_end(&mut raw);
+        let resp = parse_response(&raw).ok()?;
+        Some((
+            resp.status,
+            serde_json::from_slice(&resp.body).unwrap_or_default(),
+        ))
+    }
+
     /// Sends `raw` bytes over HTTPS and returns the status and the whole response as text
     /// (status 0 when the signer answered no status line). The status is read here, not by
     /// the product's HTTP code.
@@ -322,6 +349,26 @@ impl SignerProc {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         (status, text)
+    }
+
+    /// `tunnel-server signer ARGS --config CONFIG`: its exit code, stdout and stderr.
+    pub fn command(&self, args: &[&str]) -> (i32, String, String) {
+        let mut full = vec!["signer"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--config", self.config.to_str().expect("utf8")]);
+        let out = crate::process::run_server(&full, READY);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Every certificate in the signer's store, expired or not (`signer list --all --json`).
+    pub fn recorded(&self) -> Vec<Value> {
+        let (code, out, err) = self.command(&["list", "--all", "--json"]);
+        assert_eq!(code, 0, "signer list: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("signer list --json: {e}: {out}"))
     }
 
     /// Waits for the audit event of a refusal with `reason`.
@@ -346,6 +393,21 @@ pub fn nonce_of(key: &openssl::pkey::PKeyRef<openssl::pkey::Private>) -> String 
         }
     }
     out
+}
+
+/// The replay key of a token, computed here from its text (not with the product's code):
+/// SHA-256 over the header's length (8 bytes, big endian), the header and the payload;
+/// lower-case hex.
+pub fn replay_key_of(token: &str) -> String {
+    use sha2::Digest;
+    let p: Vec<&str> = token.split('.').collect();
+    let header = tunnel_core::signin::oidc::b64url_decode(p[0]).expect("header");
+    let payload = tunnel_core::signin::oidc::b64url_decode(p[1]).expect("payload");
+    let mut h = sha2::Sha256::new();
+    h.update((header.len() as u64).to_be_bytes());
+    h.update(&header);
+    h.update(&payload);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A new P-256 key, its CSR (PEM) and the nonce that binds a token to it.
@@ -443,6 +505,36 @@ pub fn drive_login(
     let status = proc.wait_exit(Duration::from_secs(60));
     let out = String::from_utf8_lossy(&proc.stdout()).into_owned();
     (status.success(), format!("{out}\n{}", proc.log_text()))
+}
+
+/// Starts the agent on the per-user config that login wrote in `home`, with one tunnel per
+/// backend; returns it and the tunnels' local addresses.
+pub fn agent(home: &Path, backends: &[&str]) -> (Proc, Vec<SocketAddr>) {
+    let config: PathBuf = home.join("tunnel").join("client.toml");
+    let mut text = std::fs::read_to_string(&config).expect("login wrote the per-user config");
+    text += "log_format = \"json\"\n";
+    for b in backends {
+        text += &format!("\n[[tunnel]]\nlisten = \"127.0.0.1:0\"\nbackend = \"{b}\"\n");
+    }
+    std::fs::write(&config, text).expect("write config");
+    let mut cmd = command(&bins::client());
+    cmd.arg("--config").arg(&config);
+    let proc = Proc::spawn("tunnel-client", cmd);
+    let addrs = proc.wait_until("tunnel listening", READY, |evs| {
+        let a: Vec<SocketAddr> = evs
+            .iter()
+            .filter(|e| field(e, "message") == "tunnel listening")
+            .filter_map(|e| field(e, "listen").parse().ok())
+            .collect();
+        (a.len() >= backends.len()).then_some(a)
+    });
+    (proc, addrs)
+}
+
+/// Whether a line sent through the tunnel at `addr` comes back from an echo backend.
+pub fn echoes(addr: SocketAddr) -> bool {
+    let mut s = crate::backend::connect(addr);
+    crate::backend::round_trip(&mut s, b"select 1;\n").0 == b"select 1;\n"
 }
 
 #[cfg(test)]

@@ -237,15 +237,26 @@ fn refusals_each_with_its_reason_then_a_positive_control() {
     );
     // An approver whose certificate was revoked.
     let revoked = signed_in(&w, "lena", "1h");
-    let cert = revoked.path().join("tunnel").join("cert.pem");
+    let pem = std::fs::read(revoked.path().join("tunnel").join("cert.pem")).unwrap();
+    let serial = openssl::x509::X509::from_pem(&pem)
+        .unwrap()
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string();
+    let config = w.signer.config.to_str().unwrap();
     let out = tunnel_tests::process::run_server(
         &[
-            "pki",
+            "signer",
             "revoke",
-            "--dir",
-            w.signer.users_dir.to_str().unwrap(),
-            "--cert",
-            cert.to_str().unwrap(),
+            "--config",
+            config,
+            "--serial",
+            &serial,
+            "--reason",
+            "laptop lost",
         ],
         READY,
     );

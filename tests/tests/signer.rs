@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use tunnel_core::signin::oidc::b64url;
 use tunnel_core::util::time::{asn1_to_unix, unix_now};
-use tunnel_tests::oidc::{csr_signed_by, key_and_csr, Provider, SignerProc};
+use tunnel_tests::oidc::{csr_signed_by, key_and_csr, replay_key_of, Provider, SignerProc};
 use tunnel_tests::pki::toml_str;
 use tunnel_tests::process::field;
 use tunnel_tests::{run_server, Pki, PROMPT};
@@ -138,7 +138,7 @@ fn issues_a_certificate_with_names_from_the_token_and_records_it() {
     assert_eq!(field(&ev, "email"), "alice@example.com");
     assert_eq!(field(&ev, "groups"), "dba");
     // The certificate's own serial (read by OpenSSL, upper-case hex as `openssl x509
-    // -serial` prints it) is the one the audit names and the one the index records, once.
+    // -serial` prints it) is the one the audit names and the one the store records, once.
     let serial = cert
         .serial_number()
         .to_bn()
@@ -152,17 +152,25 @@ fn issues_a_certificate_with_names_from_the_token_and_records_it() {
         serial,
         "the audit names the certificate"
     );
-    let index: Value = serde_json::from_str(
-        &std::fs::read_to_string(fx.signer.users_dir.join("index.json")).unwrap(),
-    )
-    .expect("the index is JSON");
-    let entries: Vec<&Value> = index["certs"]
-        .as_array()
-        .expect("certs")
+    let recorded = fx.signer.recorded();
+    let entries: Vec<&Value> = recorded
         .iter()
         .filter(|e| e["serial"].as_str() == Some(serial.as_str()))
         .collect();
-    assert_eq!(entries.len(), 1, "one index entry for {serial}: {index}");
+    assert_eq!(entries.len(), 1, "one record for {serial}: {recorded:?}");
+    let e = entries[0];
+    assert_eq!(e["email"], "alice@example.com");
+    assert_eq!(e["sub"], "alice");
+    assert_eq!(e["groups"], serde_json::json!(["dba"]));
+    assert_eq!(e["not_after"].as_i64(), Some(na));
+    assert_eq!(e["revoked_at"], Value::Null);
+    // The key's fingerprint, computed here from the certificate.
+    let spki = cert.public_key().unwrap().public_key_to_der().unwrap();
+    let fp: String = openssl::sha::sha256(&spki)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(e["key_sha256"].as_str(), Some(fp.as_str()));
 }
 
 #[test]
@@ -434,15 +442,25 @@ fn refuses_re_spellings_of_a_used_token() {
     fx.assert_refused(fx.post(&other, &token, None), 401, "token_replayed");
 }
 
-/// A used token stays used after the signer restarts within the token's lifetime; a fresh
-/// token still issues.
+/// A used token stays used, and its certificate recorded, after the signer restarts within
+/// the token's lifetime; a fresh token still issues.
 #[test]
 fn a_used_token_stays_used_across_a_restart() {
     let mut fx = fixture("require_nonce = false");
     let token = fx.provider.token("alice", "tunnel", "");
     let (_, csr, _) = key_and_csr();
-    assert_eq!(fx.post(&csr, &token, None).0, 200);
+    let (status, body) = fx.post(&csr, &token, None);
+    assert_eq!(status, 200, "{body}");
+    let serial = body["serial"].as_str().unwrap().to_string();
     fx.restart("require_nonce = false");
+    // The record is kept too (the store is SQLite in the default state_dir).
+    let records = fx.signer.recorded();
+    assert!(
+        records
+            .iter()
+            .any(|e| e["serial"].as_str() == Some(serial.as_str())),
+        "{records:?}"
+    );
     let (_, other, _) = key_and_csr();
     fx.assert_refused(fx.post(&other, &token, None), 401, "token_replayed");
     // Restarted twice: the record survives a second load (and its compaction) too.
@@ -451,76 +469,159 @@ fn a_used_token_stays_used_across_a_restart() {
     fx.assert_refused(fx.post(&other, &token, None), 401, "token_replayed");
 }
 
-/// `state_dir` holds the record of used tokens: a signer on another user CA with the same
-/// `state_dir` still refuses a used token. Two signers cannot share it, and a damaged record
-/// stops the start (exit 64, naming `state_dir`) instead of forgetting used tokens.
+/// A private state directory in `pki`'s.
+fn state_dir(pki: &Pki, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let state = pki.dir().join(name);
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    state
+}
+
+/// `state_dir` holds the default store (`signer.db`, mode 0600): a signer on another user CA
+/// with the same `state_dir`, running at the same time, refuses a token used at the first.
 #[test]
-fn state_dir_keeps_the_record_and_a_damaged_one_refuses_the_start() {
+fn state_dir_holds_the_store_shared_by_signers_on_it() {
     use std::os::unix::fs::PermissionsExt;
     let pki = Pki::new();
     let provider = Provider::start(pki.dir());
-    let state = pki.dir().join("signer-state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let state = state_dir(&pki, "signer-state");
     let extra = format!("require_nonce = false\nstate_dir = {}", toml_str(&state));
-    let mut signer = SignerProc::start(&pki, &provider, "127.0.0.1:1", &extra);
+    let first = SignerProc::start(&pki, &provider, "127.0.0.1:1", &extra);
     let token = provider.token("alice", "tunnel", "");
     let (_, csr, _) = key_and_csr();
-    assert_eq!(signer.request(&csr, &token, None).0, 200);
-    let record = state.join("replay.log");
-    let meta = std::fs::metadata(&record).expect("the record is in state_dir");
+    assert_eq!(first.request(&csr, &token, None).0, 200);
+    let db = state.join("signer.db");
+    let meta = std::fs::metadata(&db).expect("the store is in state_dir");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::read_to_string(&record).unwrap().lines().count(), 1);
     assert!(
-        !signer.users_dir.join("replay.log").exists(),
+        !first.users_dir.join("signer.db").exists(),
         "not in the user CA's directory"
     );
-
-    let start_fails = |users: PathBuf, want: &str| {
-        let config = SignerProc::write_config(&pki, &provider, "127.0.0.1:1", &extra, &users);
-        let out = run_server(&["signer", "--config", config.to_str().unwrap()], PROMPT);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{err}");
-        let key = format!("{}: state_dir: ", config.display());
-        assert!(err.contains(&key) && err.contains(want), "{want}: {err}");
-    };
-    start_fails(
-        SignerProc::new_user_ca(&pki),
-        "in use by another running signer",
-    );
-
-    signer.proc.terminate();
-    signer.proc.wait_exit(std::time::Duration::from_secs(20));
-    let mut signer = SignerProc::start_in(
-        &pki,
-        &provider,
-        "127.0.0.1:1",
-        &extra,
-        SignerProc::new_user_ca(&pki),
-    );
+    let second = SignerProc::start(&pki, &provider, "127.0.0.1:1", &extra);
     let (_, other, _) = key_and_csr();
-    let (status, body) = signer.request(&other, &token, None);
+    let (status, body) = second.request(&other, &token, None);
     assert_eq!(
         (status, body["error"].as_str().unwrap_or("")),
         (401, "token_replayed"),
         "{body}"
     );
-    signer.refusal("token_replayed");
+    second.refusal("token_replayed");
     let (_, csr, nonce) = key_and_csr();
     let fresh = provider.token("bob", "tunnel", &nonce);
     assert_eq!(
-        signer.request(&csr, &fresh, None).0,
+        second.request(&csr, &fresh, None).0,
         200,
         "positive control"
     );
+}
 
-    signer.proc.terminate();
-    signer.proc.wait_exit(std::time::Duration::from_secs(20));
-    let mut text = std::fs::read_to_string(&record).unwrap();
-    text += "not a record\n";
+/// A signer upgraded from the `replay.log` record and the pki index: at its first start the
+/// used tokens listed in replay.log are imported into the store and stay refused (across a
+/// later restart too, the file being renamed `replay.log.imported`), and the user CA's
+/// issuances and revocations are imported once; a damaged record stops the start (exit 64, naming
+/// `state_dir`) instead of forgetting used tokens.
+#[test]
+fn tokens_used_before_the_store_stay_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let provider = Provider::start(pki.dir());
+    let state = state_dir(&pki, "old-state");
+    let token = provider.token("alice", "tunnel", "");
+    let record = state.join("replay.log");
+    let forget = unix_now() + 600;
+    std::fs::write(&record, format!("{} {forget}\n", replay_key_of(&token))).unwrap();
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let extra = format!("require_nonce = false\nstate_dir = {}", toml_str(&state));
+    let users = SignerProc::new_user_ca(&pki);
+    // A certificate the signer issued before the store (into the pki index), then revoked.
+    let dir = users.to_str().unwrap();
+    let issue = [
+        "pki",
+        "issue",
+        "--dir",
+        dir,
+        "--client",
+        "carol@example.com",
+    ];
+    let out = run_server(&issue, PROMPT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let old = X509::from_pem(&std::fs::read(users.join("carol@example.com.crt")).unwrap()).unwrap();
+    let old_serial = old
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string();
+    let revoke = [
+        "pki",
+        "revoke",
+        "--dir",
+        dir,
+        "--serial",
+        old_serial.as_str(),
+    ];
+    let out = run_server(&revoke, PROMPT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut signer = SignerProc::start_in(&pki, &provider, "127.0.0.1:1", &extra, users.clone());
+    for round in 0..2 {
+        let (_, csr, _) = key_and_csr();
+        let (status, body) = signer.request(&csr, &token, None);
+        assert_eq!(
+            (status, body["error"].as_str().unwrap_or("")),
+            (401, "token_replayed"),
+            "round {round}: {body}"
+        );
+        signer.refusal("token_replayed");
+        let (_, csr, nonce) = key_and_csr();
+        let fresh = provider.token("bob", "tunnel", &nonce);
+        assert_eq!(
+            signer.request(&csr, &fresh, None).0,
+            200,
+            "positive control"
+        );
+        assert!(!record.exists() && state.join("replay.log.imported").exists());
+        // The user CA's JSON pki index was imported once, with its revocation.
+        let imported: Vec<Value> = signer
+            .recorded()
+            .into_iter()
+            .filter(|e| e["issued_by"].as_str().unwrap_or("").starts_with("import:"))
+            .collect();
+        assert_eq!(imported.len(), 1, "{imported:?}");
+        assert_eq!(imported[0]["serial"].as_str(), Some(old_serial.as_str()));
+        assert_eq!(imported[0]["email"], "carol@example.com");
+        assert!(imported[0]["revoked_at"].is_i64(), "{imported:?}");
+        if round == 0 {
+            signer.proc.terminate();
+            signer.proc.wait_exit(std::time::Duration::from_secs(20));
+            signer = SignerProc::start_in(&pki, &provider, "127.0.0.1:1", &extra, users.clone());
+        }
+    }
+
+    let damaged = state_dir(&pki, "damaged-state");
+    let record = damaged.join("replay.log");
+    let text = format!("{} {forget}\nnot a record\n", replay_key_of(&token));
     std::fs::write(&record, &text).unwrap();
-    start_fails(SignerProc::new_user_ca(&pki), "replay.log: line 3 ");
-    start_fails(SignerProc::new_user_ca(&pki), "damaged");
+    let extra = format!("require_nonce = false\nstate_dir = {}", toml_str(&damaged));
+    let users = SignerProc::new_user_ca(&pki);
+    let config = SignerProc::write_config(&pki, &provider, "127.0.0.1:1", &extra, &users);
+    let out = run_server(&["signer", "--config", config.to_str().unwrap()], PROMPT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    let key = format!("{}: state_dir: ", config.display());
+    assert!(
+        err.contains(&key) && err.contains("replay.log: line 2 ") && err.contains("damaged"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read_to_string(&record).unwrap(),
         text,

@@ -3,9 +3,9 @@
 //! like a browser), then the agent with the new certificate through the gateway.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use tunnel_tests::backend::{connect, round_trip};
-use tunnel_tests::oidc::{login, Provider, SignerProc};
+use std::path::Path;
+use tunnel_tests::backend::connect;
+use tunnel_tests::oidc::{agent, echoes, login, Provider, SignerProc};
 use tunnel_tests::process::{command, field, Proc};
 use tunnel_tests::{backend_toml, bins, Backend, Gateway, Pki, PROMPT, READY};
 
@@ -44,34 +44,6 @@ fn world(signer_extra: &str) -> World {
         gateway,
         _echo: echo,
     }
-}
-
-/// Starts the agent on the per-user config that login wrote, with one tunnel per backend.
-fn agent(home: &Path, backends: &[&str]) -> (Proc, Vec<SocketAddr>) {
-    let config: PathBuf = home.join("tunnel").join("client.toml");
-    let mut text = std::fs::read_to_string(&config).expect("login wrote the per-user config");
-    text += "log_format = \"json\"\n";
-    for b in backends {
-        text += &format!("\n[[tunnel]]\nlisten = \"127.0.0.1:0\"\nbackend = \"{b}\"\n");
-    }
-    std::fs::write(&config, text).expect("write config");
-    let mut cmd = command(&bins::client());
-    cmd.arg("--config").arg(&config);
-    let proc = Proc::spawn("tunnel-client", cmd);
-    let addrs = proc.wait_until("tunnel listening", READY, |evs| {
-        let a: Vec<SocketAddr> = evs
-            .iter()
-            .filter(|e| field(e, "message") == "tunnel listening")
-            .filter_map(|e| field(e, "listen").parse().ok())
-            .collect();
-        (a.len() >= backends.len()).then_some(a)
-    });
-    (proc, addrs)
-}
-
-fn echoes(addr: SocketAddr) -> bool {
-    let mut s = connect(addr);
-    round_trip(&mut s, b"select 1;\n").0 == b"select 1;\n"
 }
 
 #[test]

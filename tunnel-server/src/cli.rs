@@ -114,8 +114,9 @@ pub enum Command {
     /// A small CA for bootstrapping: init, issue server/client certs, revoke, emit a CRL, list.
     Pki(PkiArgs),
     /// Run the sign-in signer: issues short-lived client certificates for OpenID Connect
-    /// ID tokens (HTTPS API; see the README, "Sign-in with your identity provider").
-    Signer,
+    /// ID tokens (HTTPS API; see the README, "Sign-in with your identity provider"); with a
+    /// command, work on its store (list, revoke, unblock, backup).
+    Signer(SignerArgs),
     /// List live tunnels (asks the running gateway through its admin socket).
     Sessions(SessionsArgs),
     /// Close matching live tunnels at once (both TCP sides), optionally blocking the identity.
@@ -183,6 +184,88 @@ Exit status: 0 tunnels were cut (or a --block-for block was set), 1 the selector
 live tunnel and nothing was done (so a mistyped selector is not taken for success; --json
 also reports \"disconnected\": 0 with a note), 64 bad usage or an unknown selector kind,
 69 the admin socket cannot be reached, 77 the socket refused the caller.";
+
+const SIGNER_AFTER_HELP: &str = "\
+Without a command, runs the signer. The commands open the store named by signer.toml's
+`store` (the one the running signers use) and change it; the signers serve the new CRL at
+/v1/crl from their next request.
+
+Exit status: 0 done, 1 nothing matched (revoke, unblock), 64 bad usage or configuration,
+69 the store cannot be opened or used.";
+
+/// Arguments of `tunnel-server signer`.
+#[derive(Args)]
+#[command(after_help = SIGNER_AFTER_HELP)]
+pub struct SignerArgs {
+    /// A command on the signer's store; without one, run the signer.
+    #[command(subcommand)]
+    pub command: Option<SignerCommand>,
+}
+
+/// Which person or certificate.
+#[derive(Args)]
+#[command(group(ArgGroup::new("who").required(true).args(["email", "sub", "serial"])))]
+pub struct SignerTarget {
+    /// Every certificate of this email (case ignored), and the person with it.
+    #[arg(long, value_name = "E")]
+    pub email: Option<String>,
+    /// Every certificate of this provider `sub`, and the person with it.
+    #[arg(long, value_name = "S")]
+    pub sub: Option<String>,
+    /// The certificate with this serial (hex, as `signer list` or `openssl x509 -serial`
+    /// prints it); blocks no one.
+    #[arg(long, value_name = "HEX")]
+    pub serial: Option<String>,
+}
+
+/// The subcommands of `tunnel-server signer`.
+#[derive(Subcommand)]
+pub enum SignerCommand {
+    /// List the certificates the signers issued (unexpired ones unless --all).
+    List {
+        /// Only this email (case ignored).
+        #[arg(long, value_name = "E")]
+        email: Option<String>,
+        /// Also expired certificates.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offboard: revoke every matching unexpired certificate (it appears in /v1/crl at once)
+    /// and, for --email or --sub, refuse that person new certificates until `unblock` (or
+    /// for --block-for). Prints what it revoked.
+    Revoke {
+        #[command(flatten)]
+        target: SignerTarget,
+        /// Why (recorded in the store).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Refuse new certificates for this long only (e.g. 30d) instead of until unblock.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        block_for: Option<std::time::Duration>,
+        /// Print the revoked certificates as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a blocked person sign in again.
+    #[command(group(ArgGroup::new("who").required(true).args(["email", "sub"])))]
+    Unblock {
+        /// The email.
+        #[arg(long, value_name = "E")]
+        email: Option<String>,
+        /// The provider `sub`.
+        #[arg(long, value_name = "S")]
+        sub: Option<String>,
+    },
+    /// Copy an SQLite store to FILE while the signers run (for PostgreSQL, use pg_dump).
+    Backup {
+        /// The new file.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+}
 
 const PKI_AFTER_HELP: &str = "\
 Files in DIR: ca.crt, ca.key (0600), NAME.crt and NAME.key (0600) per certificate,

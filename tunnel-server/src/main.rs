@@ -33,7 +33,10 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<Exit, StartError> {
     match cli.command {
         Some(Command::Pki(args)) => pki::run(args),
-        Some(Command::Signer) => run_signer(cli.config),
+        Some(Command::Signer(args)) => match args.command {
+            None => run_signer(cli.config),
+            Some(c) => signer_command(c, cli.config),
+        },
         Some(Command::Sessions(_)) | Some(Command::Disconnect(_)) => Ok(Exit::Usage),
         Some(Command::Check { explain }) => {
             let path = cli.config.ok_or_else(|| {
@@ -94,4 +97,46 @@ fn run_signer(path: Option<PathBuf>) -> Result<Exit, StartError> {
     let cfg = tunnel_core::signin::signer::SignerConfig::load(&path)?;
     logging::init(cfg.log_format, cfg.log_level.as_deref());
     start::runtime()?.block_on(tunnel_core::signin::signer::run_file(cfg))
+}
+
+fn signer_command(
+    c: tunnel_server::cli::SignerCommand,
+    path: Option<PathBuf>,
+) -> Result<Exit, StartError> {
+    use tunnel_core::signin::signer::commands::{self, Target};
+    use tunnel_server::cli::SignerCommand;
+    let path = path.ok_or_else(|| {
+        StartError::Usage("tunnel-server signer: --config signer.toml is required".into())
+    })?;
+    logging::init(LogFormat::Text, Some("warn"));
+    let rt = start::runtime()?;
+    match c {
+        SignerCommand::List { email, all, json } => {
+            rt.block_on(commands::list(&path, email, all, json))
+        }
+        SignerCommand::Revoke {
+            target,
+            reason,
+            block_for,
+            json,
+        } => {
+            let target = match (target.email, target.sub, target.serial) {
+                (Some(e), _, _) => Target::Email(e),
+                (_, Some(s), _) => Target::Sub(s),
+                (_, _, Some(h)) => Target::Serial(h),
+                // clap's required group rules this out.
+                _ => return Ok(Exit::Usage),
+            };
+            rt.block_on(commands::revoke(&path, target, reason, block_for, json))
+        }
+        SignerCommand::Unblock { email, sub } => {
+            let target = match (email, sub) {
+                (Some(e), _) => Target::Email(e),
+                (_, Some(s)) => Target::Sub(s),
+                _ => return Ok(Exit::Usage),
+            };
+            rt.block_on(commands::unblock(&path, target))
+        }
+        SignerCommand::Backup { to } => rt.block_on(commands::backup(&path, &to)),
+    }
 }

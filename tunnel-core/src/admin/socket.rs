@@ -151,21 +151,11 @@ pub(crate) async fn serve(
     info!(admin_socket = %path.display(), "admin socket listening");
     // Removes the socket file when serving ends, also when the runtime drops this task at exit.
     let _remove = RemoveOnDrop(path);
-    loop {
-        let sock = tokio::select! {
-            _ = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    warn!(error = %e, "admin socket: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    crate::service::listeners::accept_until(&listener, &stop, |sock, _| {
         let h = handler.clone();
         tokio::spawn(async move { session(sock, access, h).await });
-    }
+    })
+    .await;
 }
 
 struct RemoveOnDrop(PathBuf);

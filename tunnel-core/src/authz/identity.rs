@@ -225,6 +225,37 @@ mod tests {
             .contains("URI:spiffe://example.org/ns/prod/sa/alice"));
     }
 
+    /// Older CAs put the address in the subject (emailAddress, PKCS #9) rather than in a
+    /// SAN; `email=` rules must see it too, before the SAN ones.
+    #[test]
+    fn subject_email_address_counts_as_an_email() {
+        use openssl::x509::{X509Builder, X509NameBuilder};
+        let key = pki::new_key(pki::KeyType::default()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_nid(Nid::COMMONNAME, "bob").unwrap();
+        name.append_entry_by_nid(Nid::PKCS9_EMAILADDRESS, "bob@example.org")
+            .unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        let san = openssl::x509::extension::SubjectAlternativeName::new()
+            .email("bob@mail.example.org")
+            .build(&b.x509v3_context(None, None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let id = Identity::from_cert(&b.build());
+        assert_eq!(id.email, vec!["bob@example.org", "bob@mail.example.org"]);
+        assert_eq!(id.cn, vec!["bob"]);
+    }
+
     #[test]
     fn control_characters_cannot_forge_log_lines() {
         let ca = pki::new_ca("Test CA", 30).unwrap();

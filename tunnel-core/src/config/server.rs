@@ -64,6 +64,7 @@ struct RawServer {
     crl_expired: CrlExpired,
     #[serde(default)]
     crl_check: CrlCoverage,
+    crl_refresh: Option<HumanDuration>,
     state_dir: Option<String>,
     #[serde(default)]
     ocsp: OcspMode,
@@ -170,6 +171,10 @@ pub struct ServerConfig {
     /// `crl` entries that are URLs, each with the file in `state_dir` holding its last good
     /// copy (also listed in `crl`).
     pub crl_urls: Vec<(String, PathBuf)>,
+    /// Longest wait between two fetches of a CRL URL (`None`: halfway to its nextUpdate,
+    /// between a minute and six hours). Bounds how long a certificate revoked at the
+    /// signer keeps working.
+    pub crl_refresh: Option<Duration>,
     /// Where fetched CRLs are kept.
     pub state_dir: Option<PathBuf>,
     /// What to do when a CRL is past its nextUpdate.
@@ -272,6 +277,7 @@ impl ServerConfig {
             client_ca: c.client_ca,
             crl: c.crl,
             crl_urls: c.crl_urls,
+            crl_refresh: raw.crl_refresh.map(|d| d.0),
             state_dir: c.state_dir,
             crl_expired: raw.crl_expired,
             crl_check: raw.crl_check,

@@ -253,6 +253,22 @@ pub fn make_crl_with(
     crl_with_extensions(ca, &entries, start_days, days, extra)
 }
 
+/// A CRL signed by `ca` listing each serial with its revocation time, valid from
+/// `this_update` to `next_update` (Unix seconds), numbered `number` (the signer's CRL, whose
+/// numbers come from its store so that every signer sharing it counts up together).
+pub fn make_crl_numbered(
+    ca: &Issued,
+    revoked: &[(&Asn1IntegerRef, i64)],
+    (this_update, next_update): (i64, i64),
+    number: u64,
+) -> Result<X509Crl, ErrorStack> {
+    let times = (
+        Asn1Time::from_unix(this_update)?,
+        Asn1Time::from_unix(next_update)?,
+    );
+    crl_built(ca, revoked, times, crl_number_of(number)?, Vec::new())
+}
+
 fn crl_with_extensions(
     ca: &Issued,
     revoked: &[(&Asn1IntegerRef, i64)],
@@ -260,15 +276,25 @@ fn crl_with_extensions(
     days: u32,
     extra: Vec<openssl::x509::X509Extension>,
 ) -> Result<X509Crl, ErrorStack> {
-    let mut b = X509CrlBuilder::new()?;
-    b.set_issuer_name(ca.cert.subject_name())?;
     let last = days_from_now(start_days)?;
     let next = days_from_now(start_days + days as i64)?;
+    crl_built(ca, revoked, (last, next), crl_number_ext()?, extra)
+}
+
+fn crl_built(
+    ca: &Issued,
+    revoked: &[(&Asn1IntegerRef, i64)],
+    (last, next): (Asn1Time, Asn1Time),
+    number: openssl::x509::X509Extension,
+    extra: Vec<openssl::x509::X509Extension>,
+) -> Result<X509Crl, ErrorStack> {
+    let mut b = X509CrlBuilder::new()?;
+    b.set_issuer_name(ca.cert.subject_name())?;
     b.set_last_update(&last)?;
     b.set_next_update(&next)?;
     // RFC 5280 wants both extensions, and rust-openssl refuses a CRL without them.
     b.append_extension(crl_aki(ca)?)?;
-    b.append_extension(crl_number_ext()?)?;
+    b.append_extension(number)?;
     for e in extra {
         b.append_extension(e)?;
     }
@@ -303,7 +329,12 @@ fn crl_number_ext() -> Result<openssl::x509::X509Extension, ErrorStack> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
-    let mut bytes = ms.to_be_bytes().to_vec();
+    crl_number_of(ms)
+}
+
+/// CRL Number extension holding `n`.
+fn crl_number_of(n: u64) -> Result<openssl::x509::X509Extension, ErrorStack> {
+    let mut bytes = n.to_be_bytes().to_vec();
     while bytes.len() > 1 && bytes[0] == 0 && bytes[1] & 0x80 == 0 {
         bytes.remove(0);
     }

@@ -293,14 +293,18 @@ pub(crate) fn next_fetch(next: Option<Result<Option<i64>, ()>>, now: i64) -> Dur
 }
 
 /// Keeps every CRL URL of the configuration in force fresh: fetched again halfway to its
-/// nextUpdate (between a minute and six hours), every minute after a failure. A fetched copy
-/// that differs is written to `state_dir`, which the file watcher turns into a reload. Ends
-/// when `current` returns `None` (the gateway is gone).
+/// nextUpdate (between a minute and six hours), every minute after a failure, and at least
+/// every `crl_refresh` when set. A fetched copy that differs is written to `state_dir`,
+/// which the file watcher turns into a reload (and, with `revoke_established`, the reload
+/// closes open tunnels of certificates the new list revokes). Ends when `current` returns
+/// `None` (the gateway is gone).
 pub(crate) async fn keep_fresh<F>(current: F)
 where
     F: Fn() -> Option<std::sync::Arc<ServerConfig>>,
 {
-    let mut wait = RETRY;
+    let mut wait = current()
+        .and_then(|c| c.crl_refresh)
+        .map_or(RETRY, |r| r.min(RETRY));
     loop {
         tokio::time::sleep(wait).await;
         let Some(cfg) = current() else { return };
@@ -318,6 +322,9 @@ where
                 warn!(url = %url, error = %e, "cannot refresh the CRL; keeping the last good copy (crl_expired applies once it is stale)");
             }
             wait = wait.min(next_fetch(Some(r.map_err(|_| ())), now));
+        }
+        if let Some(most) = cfg.crl_refresh {
+            wait = wait.min(most);
         }
     }
 }

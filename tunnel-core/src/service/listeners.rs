@@ -27,26 +27,65 @@ pub(crate) async fn accept_loop<F>(
     .await
 }
 
-/// The one accept loop of the crate (gateway, agent, HTTP servers): accepts on `listener`
-/// until `stop` is cancelled, sets `TCP_NODELAY`, hands each connection to `on_conn`, and
-/// backs off on errors such as EMFILE instead of spinning.
-pub(crate) async fn accept_until<F>(
-    listener: &TcpListener,
-    stop: &CancellationToken,
-    mut on_conn: F,
-) where
-    F: FnMut(TcpStream, SocketAddr),
+/// A listener the one accept loop serves: TCP (gateway, agent, HTTP servers) or a Unix
+/// stream socket (the admin socket).
+pub(crate) trait Accept {
+    /// An accepted connection.
+    type Stream;
+    /// Its peer address.
+    type Peer;
+    /// `accept`, as a poll.
+    fn poll_accept(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<(Self::Stream, Self::Peer)>>;
+    /// Set-up of each accepted connection before it is handed over.
+    fn prepare(_stream: &Self::Stream) {}
+}
+
+impl Accept for TcpListener {
+    type Stream = TcpStream;
+    type Peer = SocketAddr;
+    fn poll_accept(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<(TcpStream, SocketAddr)>> {
+        TcpListener::poll_accept(self, cx)
+    }
+    fn prepare(stream: &TcpStream) {
+        let _ = stream.set_nodelay(true);
+    }
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    type Peer = tokio::net::unix::SocketAddr;
+    fn poll_accept(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<(Self::Stream, Self::Peer)>> {
+        tokio::net::UnixListener::poll_accept(self, cx)
+    }
+}
+
+/// The one accept loop of the crate (gateway, agent, HTTP servers, admin socket): accepts on
+/// `listener` until `stop` is cancelled, sets `TCP_NODELAY` on TCP, hands each connection to
+/// `on_conn`, and backs off on errors such as EMFILE instead of spinning.
+pub(crate) async fn accept_until<L, F>(listener: &L, stop: &CancellationToken, mut on_conn: F)
+where
+    L: Accept,
+    F: FnMut(L::Stream, L::Peer),
 {
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            r = std::future::poll_fn(|cx| listener.poll_accept(cx)) => r,
             _ = stop.cancelled() => return,
         };
         match accepted {
             Ok((sock, peer)) => {
                 backoff = Duration::from_millis(10);
-                let _ = sock.set_nodelay(true);
+                L::prepare(&sock);
                 on_conn(sock, peer);
             }
             Err(e) => {

@@ -83,6 +83,7 @@ allow = [{ ou = "web", o = "Example" }]
     assert_eq!(c.backends[0].name, "postgres");
     assert_eq!(c.handshake_timeout, Duration::from_secs(3));
     assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(c.crl_refresh, None, "default: halfway to nextUpdate");
     assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
     assert_eq!(c.log_format, LogFormat::Json);
     assert_eq!(c.tls_min_version, TlsVersion::Tls13);
@@ -128,6 +129,16 @@ fn errors_name_file_key_and_problem() {
             format!("{HEAD}idle_timeout = \"0s\"\n{BACKEND}"),
             "idle_timeout",
             "greater than zero",
+        ),
+        (
+            format!("{HEAD}crl_refresh = \"0s\"\n{BACKEND}"),
+            "crl_refresh",
+            "greater than zero",
+        ),
+        (
+            format!("{HEAD}crl_refresh = \"often\"\n{BACKEND}"),
+            "crl_refresh",
+            "not a duration",
         ),
         (
             format!("{HEAD}max_connections = 0\n{BACKEND}"),

@@ -1,5 +1,5 @@
 //! The signer's HTTP API: `GET /v1/login-config` and `POST /v1/certificates`, each request
-//! answered with JSON, every request to `/v1/certificates` (whatever its method, size or
+//! answered with JSON, and `GET /v1/crl` (the user CA's CRL, DER or PEM by `Accept`), every request to `/v1/certificates` (whatever its method, size or
 //! body) ending in one audit event. Peer-controlled text (the token's claims, serde's error
 //! text, which quotes field names) reaches the log only through [`printable`], and error
 //! replies carry a fixed description per reason, never request text.
@@ -27,15 +27,40 @@ pub(crate) async fn handle(signer: &Signer, req: Request) -> Reply {
     match (req.head.method.as_str(), req.path()) {
         ("GET", "/v1/login-config") => json_reply(200, &login_config(signer)),
         (_, "/v1/certificates") => certificates(signer, req).await,
+        ("GET", "/v1/crl") => crl(signer, &req).await,
         (_, p) if p.starts_with("/v1/access/") => super::access::api::handle(signer, req).await,
-        (_, "/v1/login-config") => json_reply(405, &error_body("method_not_allowed", "GET only")),
+        (_, "/v1/login-config" | "/v1/crl") => {
+            json_reply(405, &error_body("method_not_allowed", "GET only"))
+        }
         _ => json_reply(
             404,
             &error_body(
                 "not_found",
-                "the API is /v1/login-config and /v1/certificates",
+                "the API is /v1/login-config, /v1/certificates and /v1/crl",
             ),
         ),
+    }
+}
+
+/// The user CA's CRL: PEM when `Accept` names PEM (`application/x-pem-file`), else DER
+/// (`application/pkix-crl`, what CRL distribution points serve).
+async fn crl(signer: &Signer, req: &Request) -> Reply {
+    let pem = req
+        .header("accept")
+        .is_some_and(|a| a.to_ascii_lowercase().contains("pem"));
+    match super::crl::current(&signer.minter.ca, signer.store(), signer.cfg.crl_lifetime).await {
+        Ok(c) if pem => reply(200, "application/x-pem-file", c.pem),
+        Ok(c) => reply(200, "application/pkix-crl", c.der),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the CRL");
+            json_reply(
+                503,
+                &error_body(
+                    "crl_unavailable",
+                    "the CRL cannot be built now; see the signer's log",
+                ),
+            )
+        }
     }
 }
 
@@ -189,29 +214,32 @@ async fn certify(
     let nonce = nonce_for_key(&key).map_err(|e| Refusal::Internal(e.to_string()))?;
     let now = unix_now();
     let person = claims::check(&signer.cfg, &jws.payload, &nonce, now)?;
+    let store = signer.store();
+    if store
+        .is_blocked(&person.email, &person.sub, now)
+        .await
+        .map_err(|e| Refusal::Internal(e.to_string()))?
+    {
+        return Err(Refusal::Blocked(person.email));
+    }
     // Keyed on what the provider signed, not on the token's text (see jws::replay_key), and
-    // recorded durably (an fsync, hence off the async threads) before anything is issued.
+    // committed to the store (shared by every signer on it) before anything is issued.
     // Remembered until the token can no longer pass the checks: its exp, or max_token_age
     // after an iat that is at most clock_skew ahead of now, whichever comes first (a
     // far-future exp must not keep the record for ever).
     let skew = signer.cfg.clock_skew.as_secs() as i64;
     let by_age = now.saturating_add(signer.cfg.max_token_age.as_secs() as i64 + 2 * skew);
     let forget = person.exp.saturating_add(skew).min(by_age);
-    let (replay, replay_key) = (signer.replay.clone(), jws.replay_key());
-    let first = tokio::task::spawn_blocking(move || replay.first_use(&replay_key, forget, now))
+    let replay_key = jws.replay_key();
+    let first = store
+        .first_use(&replay_key, forget, now)
         .await
-        .map_err(|e| Refusal::Internal(e.to_string()))?
         .map_err(|e| Refusal::Internal(e.to_string()))?;
     if !first {
         return Err(Refusal::Replayed);
     }
-    let s = signer.clone();
-    let issuance = tokio::task::spawn_blocking(move || {
-        mint(&s.ca, &s.recorder, &s.cfg.issuer, &person, &key, lifetime).map(|i| (i, person))
-    })
-    .await
-    .map_err(|e| Refusal::Internal(e.to_string()))??;
-    Ok((issuance.0, issuance.1, clamped))
+    let issuance = mint(&signer.minter, &person, &key, replay_key, lifetime).await?;
+    Ok((issuance, person, clamped))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use crate::config::values::{duration_or, DurationOrZero, HumanDuration, LogLevel};
 use crate::config::{check_readable, load_raw, resolve_path, ConfigError, LogFormat};
 use crate::http::Url;
+use crate::signin::store::Location;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +26,11 @@ pub(crate) const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(600);
 pub(crate) const DEFAULT_SCOPES: &[&str] = &["openid", "email", "groups"];
 /// Default claim that lists the user's groups.
 pub(crate) const DEFAULT_GROUPS_CLAIM: &str = "groups";
+/// Default validity of the CRL served at `/v1/crl` (its nextUpdate is this far ahead).
+pub(crate) const DEFAULT_CRL_LIFETIME: Duration = Duration::from_secs(3600);
+/// Shortest `crl_lifetime` accepted: gateways refetch halfway, so shorter would have them
+/// fetch more often than every half minute.
+pub(crate) const SHORTEST_CRL_LIFETIME: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +41,9 @@ struct RawSigner {
     ca_cert: Option<String>,
     ca_key: Option<String>,
     state_dir: Option<String>,
+    store: Option<String>,
+    store_password_file: Option<String>,
+    crl_lifetime: Option<HumanDuration>,
     issuer: Option<String>,
     issuer_ca: Option<String>,
     client_id: Option<String>,
@@ -78,9 +87,16 @@ pub struct SignerConfig {
     pub ca_cert: PathBuf,
     /// The user CA's key.
     pub ca_key: PathBuf,
-    /// Where the signer keeps its state: the record of used tokens (`replay.log`), kept
-    /// across restarts. Default: the directory of `ca_cert`.
+    /// Where the signer keeps its state: the default SQLite store (`signer.db`). Default:
+    /// the directory of `ca_cert`.
     pub state_dir: PathBuf,
+    /// The store: issued certificates, used tokens, revocations, blocks, the CRL number.
+    /// Default `sqlite:STATE_DIR/signer.db`.
+    pub store: Location,
+    /// The file holding the PostgreSQL user's password (one line).
+    pub store_password_file: Option<PathBuf>,
+    /// How long each CRL served at `/v1/crl` is valid (nextUpdate - thisUpdate).
+    pub crl_lifetime: Duration,
     /// The OpenID provider's issuer URL, compared exactly with `iss`.
     pub issuer: String,
     /// CA bundle for the provider's HTTPS (system trust when absent).
@@ -168,6 +184,8 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
     let key = file_key(f, "key", raw.key, "the signer's HTTPS key (PEM)")?;
     let (ca_cert, ca_key) = ca_files(f, raw.ca_cert, raw.ca_key)?;
     let state_dir = state_dir(f, raw.state_dir, &ca_cert)?;
+    let (store, store_password_file) = store(f, raw.store, raw.store_password_file, &state_dir)?;
+    let crl_lifetime = crl_lifetime(f, raw.crl_lifetime)?;
     let (roles, role_warnings) =
         super::access::roles::validate(f, raw.role, &raw.group_map, max_lifetime)?;
     let notify_url = super::access::roles::notify_url(f, raw.notify_url)?;
@@ -179,6 +197,9 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         ca_cert,
         ca_key,
         state_dir,
+        store,
+        store_password_file,
+        crl_lifetime,
         issuer,
         issuer_ca: opt_file("issuer_ca", raw.issuer_ca)?,
         client_id: required(
@@ -311,6 +332,73 @@ fn state_dir(f: &Path, raw: Option<String>, ca_cert: &Path) -> Result<PathBuf, C
         ));
     }
     Ok(dir)
+}
+
+/// `store` (default `sqlite:STATE_DIR/signer.db`; a relative SQLite path is relative to
+/// the file) and `store_password_file` (PostgreSQL only, readable).
+fn store(
+    f: &Path,
+    raw: Option<String>,
+    password_file: Option<String>,
+    state_dir: &Path,
+) -> Result<(Location, Option<PathBuf>), ConfigError> {
+    let location = match raw.as_deref().map(str::trim) {
+        None => Location::default_in(state_dir),
+        Some(s) => match Location::parse(s) {
+            Ok(Location::Sqlite(p)) => Location::Sqlite(resolve_path(f, &p.to_string_lossy())),
+            Ok(pg) => pg,
+            Err(crate::signin::store::StoreError::Config { problem, .. }) => {
+                return Err(ConfigError::new(f, "store", problem))
+            }
+            Err(e) => return Err(ConfigError::new(f, "store", e.to_string())),
+        },
+    };
+    if let Location::Postgres(url) = &location {
+        if url::Url::parse(url).is_ok_and(|u| u.password().is_some()) {
+            return Err(ConfigError::new(
+                f,
+                "store",
+                "the URL holds a password; remove it from the URL and put it in store_password_file",
+            ));
+        }
+    }
+    let password_file = match (password_file, &location) {
+        (None, _) => None,
+        (Some(_), Location::Sqlite(_)) => {
+            return Err(ConfigError::new(
+                f,
+                "store_password_file",
+                "is for a postgresql:// store; remove it",
+            ))
+        }
+        (Some(p), Location::Postgres(_)) => Some(file_key(
+            f,
+            "store_password_file",
+            Some(p),
+            "a file holding the database password",
+        )?),
+    };
+    Ok((location, password_file))
+}
+
+/// `crl_lifetime` (default [`DEFAULT_CRL_LIFETIME`]), at least [`SHORTEST_CRL_LIFETIME`].
+fn crl_lifetime(f: &Path, raw: Option<HumanDuration>) -> Result<Duration, ConfigError> {
+    let d = duration_or(raw, DEFAULT_CRL_LIFETIME);
+    if d < SHORTEST_CRL_LIFETIME {
+        return Err(ConfigError::new(
+            f,
+            "crl_lifetime",
+            "is shorter than 1m; gateways refetch halfway to nextUpdate, so write at least \"1m\"",
+        ));
+    }
+    if d > LONGEST_LIFETIME {
+        return Err(ConfigError::new(
+            f,
+            "crl_lifetime",
+            "is longer than 366 days; a revocation would reach gateways only that late; write e.g. \"1h\"",
+        ));
+    }
+    Ok(d)
 }
 
 /// `allowed_email_domains`: lower case, without a leading `@`; at least one.
@@ -466,7 +554,17 @@ mod tests {
             std::fs::write(&path, format!("{BASE}{files}{extra}")).unwrap();
             SignerConfig::load(&path).map_err(|e| e.to_string())
         };
-        assert_eq!(load("").unwrap().state_dir, users);
+        let cfg = load("").unwrap();
+        assert_eq!(cfg.state_dir, users);
+        assert_eq!(cfg.store, Location::Sqlite(users.join("signer.db")));
+        assert_eq!(cfg.crl_lifetime, DEFAULT_CRL_LIFETIME);
+        let cfg = load("store = \"sqlite:db/s.db\"\ncrl_lifetime = \"5m\"\n").unwrap();
+        assert_eq!(cfg.store, Location::Sqlite(dir.path().join("db/s.db")));
+        assert_eq!(cfg.crl_lifetime, Duration::from_secs(300));
+        let pg = "store = \"postgresql://signer@db:5432/signer?sslmode=verify-full\"\n";
+        let cfg = load(&format!("{pg}store_password_file = \"key.pem\"\n")).unwrap();
+        assert!(matches!(cfg.store, Location::Postgres(_)));
+        assert_eq!(cfg.store_password_file, Some(dir.path().join("key.pem")));
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750)).unwrap();
@@ -481,7 +579,34 @@ mod tests {
                 "state_dir: is required; name a directory",
             ),
         ];
-        for (extra, want) in cases {
+        let store_cases = [
+            (
+                "store = \"mysql://db/x\"\n",
+                "store: not a store: write sqlite:PATH",
+            ),
+            ("store = \"sqlite:\"\n", "store: no file after `sqlite:`"),
+            (
+                "store = \"postgresql://u:pw@db/x\"\n",
+                "store: the URL holds a password; remove it",
+            ),
+            (
+                "store_password_file = \"key.pem\"\n",
+                "store_password_file: is for a postgresql:// store; remove it",
+            ),
+            (
+                "store = \"postgresql://u@db/x\"\nstore_password_file = \"nope\"\n",
+                "store_password_file: ",
+            ),
+            (
+                "crl_lifetime = \"10s\"\n",
+                "crl_lifetime: is shorter than 1m",
+            ),
+            (
+                "crl_lifetime = \"400d\"\n",
+                "crl_lifetime: is longer than 366 days",
+            ),
+        ];
+        for (extra, want) in cases.into_iter().chain(store_cases) {
             let e = load(extra).unwrap_err();
             assert!(
                 e.contains("signer.toml: ") && e.contains(want),

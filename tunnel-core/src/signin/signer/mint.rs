@@ -2,20 +2,21 @@
 //! extensions are ignored), then a certificate is built from the verified token alone:
 //! CN = email, SAN email, SAN URI = issuer + `#` + sub (stable even when the email changes),
 //! one OU per mapped group, EKU clientAuth, notBefore 5 minutes back, and recorded in the
-//! user CA's pki index.
+//! store (committed) before it is handed out.
 
 use super::claims::Person;
-use super::record::Recorder;
 use super::refusal::Refusal;
 use crate::pki::{CertSpec, Issued, SignedBy};
+use crate::signin::store::{key_sha256, NewIssuance, Recorded, ReplayKey, Store};
 use crate::util::time::{asn1_to_unix, unix_now};
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Public};
 use openssl::x509::{X509Req, X509};
+use std::sync::Arc;
 
 /// How far notBefore is set back, for clients whose clocks run slow.
 pub(crate) const BACKDATE_SECS: i64 = 300;
-/// How often to draw a new serial when one is already in the index.
+/// How often to draw a new serial when one is already in the store.
 const SERIAL_TRIES: usize = 8;
 
 /// Parses a PEM CSR, checks its self-signature and key, and returns its public key.
@@ -51,43 +52,79 @@ pub(crate) fn csr_key(pem: &str) -> Result<PKey<Public>, Refusal> {
 pub(crate) struct Issuance {
     /// The certificate.
     pub cert: X509,
-    /// Its serial, as the pki index writes it.
+    /// Its serial, upper-case hex (as the store and `openssl x509 -serial` write it).
     pub serial: String,
     /// End of validity, Unix seconds.
     pub not_after: i64,
 }
 
-/// Builds, signs and records a certificate for `person` on `key`, valid `lifetime_secs`
-/// from now (never past the CA's own end).
-pub(crate) fn mint(
-    ca: &Issued,
-    recorder: &Recorder,
-    issuer: &str,
+/// What [`mint`] issues with: the user CA, the issuer URL (for the subject URI), the store,
+/// and this signer's name in the records.
+pub(crate) struct Minter {
+    /// The user CA.
+    pub ca: Arc<Issued>,
+    /// The provider's issuer URL.
+    pub issuer: String,
+    /// Where issuances are recorded.
+    pub store: Arc<Store>,
+    /// Who issued, as recorded (`HOST:PID`).
+    pub instance: String,
+}
+
+/// Builds and signs a certificate for `person` on `key`, valid `lifetime_secs` from now
+/// (never past the CA's own end), for the token `token`, and records it in the store:
+/// a serial already taken (by any signer) is drawn again; a token that already bought a
+/// certificate is refused as a replay.
+pub(crate) async fn mint(
+    m: &Minter,
     person: &Person,
     key: &PKey<Public>,
+    token: ReplayKey,
     lifetime_secs: i64,
 ) -> Result<Issuance, Refusal> {
     let internal = |e: openssl::error::ErrorStack| Refusal::Internal(format!("signing: {e}"));
     let now = unix_now();
-    let ca_end = asn1_to_unix(ca.cert.not_after()).map_err(internal)?;
+    let ca_end = asn1_to_unix(m.ca.cert.not_after()).map_err(internal)?;
     let not_after = (now + lifetime_secs).min(ca_end);
+    let key_sha256 = key_sha256(key).map_err(internal)?;
     for _ in 0..SERIAL_TRIES {
-        let cert = build(ca, issuer, person, key, now, not_after).map_err(internal)?;
-        let recorded = recorder
-            .record(&cert, &person.email)
-            .map_err(|e| Refusal::Internal(format!("pki index: {e}")))?;
-        if recorded {
-            let bn = cert.serial_number().to_bn().map_err(internal)?;
-            let serial = bn.to_hex_str().map_err(internal)?.to_string();
-            return Ok(Issuance {
-                cert,
-                serial,
-                not_after,
-            });
+        let (ca, issuer, p, k) = (m.ca.clone(), m.issuer.clone(), person.clone(), key.clone());
+        let cert = tokio::task::spawn_blocking(move || build(&ca, &issuer, &p, &k, now, not_after))
+            .await
+            .map_err(|e| Refusal::Internal(e.to_string()))?
+            .map_err(internal)?;
+        let bn = cert.serial_number().to_bn().map_err(internal)?;
+        let serial = bn.to_hex_str().map_err(internal)?.to_string();
+        let new = NewIssuance {
+            serial: serial.clone(),
+            email: person.email.clone(),
+            sub: person.sub.clone(),
+            groups: person.ous.clone(),
+            key_sha256: key_sha256.clone(),
+            not_before: now - BACKDATE_SECS,
+            not_after,
+            issued_by: m.instance.clone(),
+            token,
+        };
+        let recorded = m
+            .store
+            .record_issuance(&new)
+            .await
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        match recorded {
+            Recorded::Stored => {
+                return Ok(Issuance {
+                    cert,
+                    serial,
+                    not_after,
+                })
+            }
+            Recorded::TokenUsed => return Err(Refusal::Replayed),
+            Recorded::SerialTaken => continue,
         }
     }
     Err(Refusal::Internal(
-        "every serial drawn is already in the index".into(),
+        "every serial drawn is already in the store".into(),
     ))
 }
 

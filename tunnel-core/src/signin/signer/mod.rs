@@ -3,21 +3,26 @@
 //! CA. It runs as its own process; the gateway only trusts the user CA through `client_ca`.
 //!
 //! [`config`] reads signer.toml; [`keys`] fetches and caches the provider's JWKS;
-//! [`claims`] checks the token's claims; [`replay`] makes each token single-use; [`issue`]
-//! checks the CSR and issues; [`record`] writes the pki index; [`api`] is the HTTP surface;
-//! [`refusal`] names every refusal; [`wire`] is the JSON contract with `login`; `service`
-//! runs it (signals, reloads, systemd).
+//! [`claims`] checks the token's claims; [`mint`] checks the CSR, issues, and records the
+//! certificate in the store ([`crate::signin::store`], which also makes each token
+//! single-use); [`state`] opens the store and imports what older signers kept ([`replay`],
+//! the pki index); [`crl`] serves the user CA's CRL from the store; [`commands`] are
+//! `signer list|revoke|unblock|backup`; [`api`] is the HTTP surface; [`refusal`] names every
+//! refusal; [`wire`] is the JSON contract with `login`; `service` runs it (signals, reloads,
+//! systemd).
 
 pub mod access;
 pub(crate) mod api;
 pub(crate) mod claims;
+pub mod commands;
 pub(crate) mod config;
+pub(crate) mod crl;
 pub(crate) mod keys;
 pub(crate) mod mint;
-pub(crate) mod record;
 pub(crate) mod refusal;
 pub mod replay;
 mod service;
+pub(crate) mod state;
 pub(crate) mod wire;
 
 pub use config::SignerConfig;
@@ -26,8 +31,8 @@ pub use service::run_file;
 
 use crate::http::client::Client;
 use crate::http::serve::Limits;
-use crate::pki::store::Store;
 use crate::pki::Issued;
+use crate::signin::store::Store;
 use openssl::pkey::PKey;
 use openssl::ssl::{SslAcceptor, SslMethod, SslVersion};
 use openssl::x509::X509;
@@ -52,16 +57,14 @@ pub const LIMITS: Limits = Limits {
 /// How long requests in progress may finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// A signer: configuration, user CA, provider keys, replay cache. Cheap to clone.
+/// A signer: configuration, user CA, provider keys, store. Cheap to clone.
 #[derive(Clone)]
 pub struct Signer {
     cfg: Arc<SignerConfig>,
-    ca: Arc<Issued>,
+    minter: Arc<mint::Minter>,
     ca_pem: Arc<str>,
     gateway_ca_pem: Option<Arc<str>>,
-    recorder: Arc<record::Recorder>,
     keys: Arc<keys::ProviderKeys>,
-    replay: Arc<replay::ReplayCache>,
     acceptor: Arc<SslAcceptor>,
     access: Arc<access::Access>,
 }
@@ -78,27 +81,13 @@ fn read(path: &std::path::Path, key: &str, cfg: &SignerConfig) -> Result<Vec<u8>
 
 impl Signer {
     /// Loads the user CA, the HTTPS identity and the provider's trust; `Err` is a config
-    /// problem (`file: key: problem`). `replay` is the record of used tokens to keep (at a
-    /// reload with the same `state_dir`: the file is locked by its holder); `None` opens
-    /// the one in `state_dir`.
-    pub fn new(
-        cfg: SignerConfig,
-        replay: Option<Arc<replay::ReplayCache>>,
-    ) -> Result<Signer, String> {
+    /// problem (`file: key: problem`). `store` is the open store ([`state::open`]), kept
+    /// across reloads.
+    pub(crate) fn new(cfg: SignerConfig, store: Arc<Store>) -> Result<Signer, String> {
         let f = cfg.file.display().to_string();
-        let ca_cert = X509::from_pem(&read(&cfg.ca_cert, "ca_cert", &cfg)?)
-            .map_err(|_| format!("{f}: ca_cert: not a PEM certificate"))?;
-        let ca_key = PKey::private_key_from_pem(&read(&cfg.ca_key, "ca_key", &cfg)?)
-            .map_err(|_| format!("{f}: ca_key: not an unencrypted PEM private key"))?;
-        if !ca_cert
-            .public_key()
-            .map(|p| p.public_eq(&ca_key))
-            .unwrap_or(false)
-        {
-            return Err(format!("{f}: ca_key: does not belong to ca_cert"));
-        }
+        let ca = user_ca(&cfg)?;
         let ca_pem: Arc<str> =
-            String::from_utf8_lossy(&ca_cert.to_pem().unwrap_or_default()).into();
+            String::from_utf8_lossy(&ca.cert.to_pem().unwrap_or_default()).into();
         let gateway_ca_pem = match &cfg.gateway_ca {
             Some(p) => Some(String::from_utf8_lossy(&read(p, "gateway_ca", &cfg)?).into()),
             None => None,
@@ -106,8 +95,7 @@ impl Signer {
         let http =
             Client::new(cfg.issuer_ca.as_deref()).map_err(|e| format!("{f}: issuer_ca: {e}"))?;
         let acceptor = acceptor(&cfg).map_err(|e| format!("{f}: cert/key: {e}"))?;
-        let store = Store::new(cfg.ca_cert.parent().unwrap_or(std::path::Path::new(".")));
-        let access = Arc::new(access::Access::new(&cfg.state_dir, cfg.notify_url.clone()));
+        let access = Arc::new(access::Access::new(store.clone(), cfg.notify_url.clone()));
         if !cfg.roles.is_empty() {
             access::Access::start_sweeper(&access);
         }
@@ -116,20 +104,14 @@ impl Signer {
         }
         Ok(Signer {
             keys: Arc::new(keys::ProviderKeys::new(cfg.issuer.clone(), http)),
-            ca: Arc::new(Issued {
-                cert: ca_cert,
-                key: ca_key,
+            minter: Arc::new(mint::Minter {
+                ca: Arc::new(ca),
+                issuer: cfg.issuer.clone(),
+                store,
+                instance: instance_name(),
             }),
             ca_pem,
             gateway_ca_pem,
-            recorder: Arc::new(record::Recorder::new(store)),
-            replay: match replay {
-                Some(r) => r,
-                None => Arc::new(
-                    replay::ReplayCache::open(&cfg.state_dir, crate::util::time::unix_now())
-                        .map_err(|e| format!("{f}: state_dir: {e}"))?,
-                ),
-            },
             acceptor: Arc::new(acceptor),
             access,
             cfg: Arc::new(cfg),
@@ -145,6 +127,37 @@ impl Signer {
     pub fn config(&self) -> &SignerConfig {
         &self.cfg
     }
+
+    /// The store it records in.
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.minter.store
+    }
+}
+
+/// The user CA of `cfg`: its certificate and the key that belongs to it; `Err` is
+/// `file: key: problem`.
+pub(crate) fn user_ca(cfg: &SignerConfig) -> Result<Issued, String> {
+    let f = cfg.file.display();
+    let cert = X509::from_pem(&read(&cfg.ca_cert, "ca_cert", cfg)?)
+        .map_err(|_| format!("{f}: ca_cert: not a PEM certificate"))?;
+    let key = PKey::private_key_from_pem(&read(&cfg.ca_key, "ca_key", cfg)?)
+        .map_err(|_| format!("{f}: ca_key: not an unencrypted PEM private key"))?;
+    if !cert
+        .public_key()
+        .map(|p| p.public_eq(&key))
+        .unwrap_or(false)
+    {
+        return Err(format!("{f}: ca_key: does not belong to ca_cert"));
+    }
+    Ok(Issued { cert, key })
+}
+
+/// This signer's name in the records: `HOST:PID` (two signers on one host differ).
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "signer".into());
+    format!("{host}:{}", std::process::id())
 }
 
 fn acceptor(cfg: &SignerConfig) -> Result<SslAcceptor, openssl::error::ErrorStack> {

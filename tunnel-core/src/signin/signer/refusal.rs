@@ -56,7 +56,11 @@ pub enum Refusal {
     /// The token was used before.
     #[error("token was already used")]
     Replayed,
-    /// The signer could not issue (CA or index problem).
+    /// The identity (email or sub) is blocked (`tunnel-server signer revoke --block-for`,
+    /// until `signer unblock`).
+    #[error("{0} is blocked from signing in")]
+    Blocked(String),
+    /// The signer could not issue (CA or store problem).
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -82,6 +86,7 @@ impl Refusal {
             Refusal::EmailDomain(_) => "email_domain",
             Refusal::MissingGroup(_) => "missing_group",
             Refusal::Replayed => "token_replayed",
+            Refusal::Blocked(_) => "blocked",
             Refusal::Internal(_) => "internal",
         }
     }
@@ -95,6 +100,7 @@ impl Refusal {
             Refusal::EmailDomain(_)
             | Refusal::BadEmail(_)
             | Refusal::MissingGroup(_)
+            | Refusal::Blocked(_)
             | Refusal::EmailUnverified(_) => 403,
             Refusal::ProviderUnavailable(_) => 503,
             Refusal::Internal(_) => 500,
@@ -128,6 +134,7 @@ impl Refusal {
             Refusal::BadEmail(_) => "the email is not a plain address (name@domain)",
             Refusal::MissingGroup(_) => "not a member of a group allowed to sign in",
             Refusal::Replayed => "the ID token was already used; sign in again",
+            Refusal::Blocked(_) => "this identity may not sign in now; ask an administrator",
             Refusal::Internal(_) => "the signer could not issue; see its log",
         }
     }

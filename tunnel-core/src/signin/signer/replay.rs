@@ -1,3 +1,8 @@
+//! The record of used tokens signers kept before the store ([`crate::signin::store`]): the
+//! signer now records each use with `Store::first_use`, and reads this file only once, at
+//! its first start with a store, to import the uses it lists (`super::state`). The type
+//! stays as the in-memory model the token fuzz test checks against.
+//!
 //! Each ID token buys one certificate: tokens already used are remembered until they expire
 //! (after which the expiry check refuses them anyway), across restarts.
 //!
@@ -208,6 +213,12 @@ impl ReplayCache {
     /// Tokens remembered (including forgettable ones not yet dropped).
     pub fn len(&self) -> usize {
         crate::util::sync::lock(&self.inner).seen.len()
+    }
+
+    /// Every use remembered, with its forget-after time (for the import into the store).
+    pub(crate) fn entries(&self) -> Vec<(ReplayKey, i64)> {
+        let inner = crate::util::sync::lock(&self.inner);
+        inner.seen.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// Whether no token is remembered.

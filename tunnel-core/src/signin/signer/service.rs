@@ -19,7 +19,15 @@ use tracing::{error, info, warn};
 pub async fn run_file(cfg: SignerConfig) -> Result<Exit, StartError> {
     let listen = cfg.listen;
     let file = cfg.file.clone();
-    let signer = Signer::new(cfg, None).map_err(StartError::Usage)?;
+    let store = super::state::open(&cfg).await.map_err(|e| {
+        if e.is_config() {
+            StartError::Usage(e.to_string())
+        } else {
+            StartError::Unavailable(e.to_string())
+        }
+    })?;
+    info!(store = store.name(), "signer store open");
+    let signer = Signer::new(cfg, store).map_err(StartError::Usage)?;
     let listener = TcpListener::bind(listen).await.map_err(|e| {
         StartError::Unavailable(format!(
             "{}: listen: cannot bind {listen}: {e}",
@@ -87,10 +95,12 @@ fn reload(current: &Current<Signer>, why: &str) {
             if cfg.listen != old.cfg.listen {
                 warn!(listen = %cfg.listen, "listen changed: restart the signer to apply it");
             }
-            // The record of used tokens stays with its file (locked by this process) when
-            // state_dir is unchanged; a new state_dir opens its own.
-            let keep = (cfg.state_dir == old.cfg.state_dir).then(|| old.replay.clone());
-            Signer::new(cfg, keep)
+            // The store stays open; pointing the signer at another one takes a restart.
+            if cfg.store != old.cfg.store || cfg.store_password_file != old.cfg.store_password_file
+            {
+                warn!(store = %cfg.store, "store changed: restart the signer to apply it");
+            }
+            Signer::new(cfg, old.store().clone())
         });
     match outcome {
         Ok(new) => {

@@ -1,5 +1,6 @@
 //! Everything the signer remembers, in a real database: the certificates it issued, the ID
-//! tokens already used, revocations and blocked identities, and the CRL number.
+//! tokens already used, revocations and blocked identities, the CRL number, and the CRL last
+//! published (schema version 2).
 //!
 //! Two engines behind one [`Store`]:
 //!
@@ -34,7 +35,7 @@ use std::sync::Arc;
 /// The schema version this code writes and reads. Migrations go from each version to the
 /// next (`sqlite::MIGRATIONS`, `postgres::MIGRATIONS`); a store with a higher version is
 /// refused.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// The default SQLite file in the signer's `state_dir`.
 pub const DEFAULT_FILE: &str = "signer.db";
 /// First uses between two purges of forgettable token keys.
@@ -312,6 +313,17 @@ pub struct Revoked {
     pub reason: Option<String>,
 }
 
+/// The user CA's CRL as published in the store, for every signer to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedCrl {
+    /// Its CRL Number (from [`Store::next_crl_number`]).
+    pub number: u64,
+    /// The CRL, DER.
+    pub der: Vec<u8>,
+    /// When it was built, Unix seconds.
+    pub built_at: i64,
+}
+
 /// What [`Store::import_json_index`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Imported {
@@ -518,6 +530,24 @@ impl Store {
         match &self.engine {
             Engine::Sqlite(db) => blocking(db, |c| c.next_crl_number()).await,
             Engine::Postgres(pg) => pg.next_crl_number().await,
+        }
+    }
+
+    /// The CRL last published, if any.
+    pub async fn published_crl(&self) -> Result<Option<PublishedCrl>, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(db) => blocking(db, |c| c.published_crl()).await,
+            Engine::Postgres(pg) => pg.published_crl().await,
+        }
+    }
+
+    /// Publishes `crl` in one statement, unless a CRL with a number at least as high is
+    /// published already (by another signer): the published number only goes up.
+    pub async fn publish_crl(&self, crl: &PublishedCrl) -> Result<(), StoreError> {
+        let crl = crl.clone();
+        match &self.engine {
+            Engine::Sqlite(db) => blocking(db, move |c| c.publish_crl(&crl)).await,
+            Engine::Postgres(pg) => pg.publish_crl(&crl).await,
         }
     }
 

@@ -142,7 +142,15 @@ impl Cluster {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // A listening port is not enough: until recovery ends the server answers "the
+            // database system is starting up". pg_isready exits 0 once it accepts sessions.
+            let ready = Command::new(bin_dir().join("pg_isready"))
+                .arg("-h")
+                .arg(self.dir.path())
+                .args(["-p", &self.port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {

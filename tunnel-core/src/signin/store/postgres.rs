@@ -11,7 +11,9 @@
 //! name). `prefer`, `allow` or no `sslmode` are refused: they fall back to plain text
 //! silently. The password is read from `password_file`; a URL holding one is refused.
 
-use super::{Imported, Issued, Recorded, Revoked, Selector, StoreError, SCHEMA_VERSION};
+use super::{
+    Imported, Issued, PublishedCrl, Recorded, Revoked, Selector, StoreError, SCHEMA_VERSION,
+};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
 use postgres_openssl::MakeTlsConnector;
 use std::path::{Path, PathBuf};
@@ -58,7 +60,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, value)
     );
     CREATE SEQUENCE crl_number START WITH 1 MINVALUE 1 NO CYCLE;",
-    // 2: just-in-time access: requests, the approvers' decisions, grants.
+    // 2: the CRL last published, one row, so every signer serves the same list.
+    "CREATE TABLE crl (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        number BIGINT NOT NULL,
+        der BYTEA NOT NULL,
+        built_at BIGINT NOT NULL
+    );",
+    // 3: just-in-time access: requests, the approvers' decisions, grants.
     "CREATE TABLE access_requests (
         id TEXT PRIMARY KEY,
         requester TEXT NOT NULL,
@@ -607,6 +616,32 @@ impl Postgres {
             .await
             .map_err(query(&self.name, "look up blocks"))?;
         Ok(row.get(0))
+    }
+
+    pub(super) async fn published_crl(&self) -> Result<Option<PublishedCrl>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt("SELECT number, der, built_at FROM crl WHERE id = 1", &[])
+            .await
+            .map_err(query(&self.name, "read the published CRL"))?;
+        Ok(row.map(|r| PublishedCrl {
+            number: r.get::<_, i64>(0) as u64,
+            der: r.get(1),
+            built_at: r.get(2),
+        }))
+    }
+
+    pub(super) async fn publish_crl(&self, crl: &PublishedCrl) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO crl (id, number, der, built_at) VALUES (1, $1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET number = excluded.number, der = excluded.der, \
+             built_at = excluded.built_at WHERE excluded.number > crl.number",
+            &[&(crl.number as i64), &crl.der, &crl.built_at],
+        )
+        .await
+        .map_err(query(&self.name, "publish the CRL"))?;
+        Ok(())
     }
 
     pub(super) async fn next_crl_number(&self) -> Result<u64, StoreError> {

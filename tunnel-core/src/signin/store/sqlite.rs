@@ -3,7 +3,9 @@
 //! [`super`]); writes that read first take the write lock at `BEGIN IMMEDIATE`, so that two
 //! processes on one file wait for each other (busy timeout) instead of failing.
 
-use super::{Imported, Issued, Recorded, Revoked, Selector, StoreError, SCHEMA_VERSION};
+use super::{
+    Imported, Issued, PublishedCrl, Recorded, Revoked, Selector, StoreError, SCHEMA_VERSION,
+};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
 use std::sync::Mutex;
@@ -51,7 +53,14 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     ) STRICT;
     INSERT INTO counters (name, value) VALUES ('crl_number', 0);",
-    // 2: just-in-time access: requests, the approvers' decisions, grants.
+    // 2: the CRL last published, one row, so every signer serves the same list.
+    "CREATE TABLE crl (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        number INTEGER NOT NULL,
+        der BLOB NOT NULL,
+        built_at INTEGER NOT NULL
+    ) STRICT;",
+    // 3: just-in-time access: requests, the approvers' decisions, grants.
     "CREATE TABLE access_requests (
         id TEXT PRIMARY KEY,
         requester TEXT NOT NULL,
@@ -480,6 +489,35 @@ impl Conn<'_> {
             )
             .map_err(query(self.name, "draw a CRL number"))?;
         Ok(n as u64)
+    }
+
+    pub(super) fn published_crl(&mut self) -> Result<Option<PublishedCrl>, StoreError> {
+        self.c
+            .query_row(
+                "SELECT number, der, built_at FROM crl WHERE id = 1",
+                [],
+                |r| {
+                    Ok(PublishedCrl {
+                        number: r.get::<_, i64>(0)? as u64,
+                        der: r.get(1)?,
+                        built_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(query(self.name, "read the published CRL"))
+    }
+
+    pub(super) fn publish_crl(&mut self, crl: &PublishedCrl) -> Result<(), StoreError> {
+        self.c
+            .execute(
+                "INSERT INTO crl (id, number, der, built_at) VALUES (1, ?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET number = excluded.number, der = excluded.der, \
+                 built_at = excluded.built_at WHERE excluded.number > crl.number",
+                params![crl.number as i64, crl.der, crl.built_at],
+            )
+            .map_err(query(self.name, "publish the CRL"))?;
+        Ok(())
     }
 
     /// `VACUUM INTO` a temporary file beside `path` (a consistent snapshot, taken in one

@@ -324,6 +324,25 @@ async fn crl_numbers_increase(db: &Db) {
     assert!(all.iter().all(|n| *n < last));
 }
 
+/// The published CRL is one per store, seen by every store opened on it, and only replaced
+/// by a higher number.
+async fn published_crl_only_moves_forward(db: &Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    assert_eq!(a.published_crl().await.unwrap(), None);
+    let crl = |number: u64, der: &[u8]| PublishedCrl {
+        number,
+        der: der.to_vec(),
+        built_at: NOW + number as i64,
+    };
+    a.publish_crl(&crl(5, b"five")).await.unwrap();
+    assert_eq!(b.published_crl().await.unwrap(), Some(crl(5, b"five")));
+    b.publish_crl(&crl(4, b"four")).await.unwrap();
+    b.publish_crl(&crl(5, b"other five")).await.unwrap();
+    assert_eq!(a.published_crl().await.unwrap(), Some(crl(5, b"five")));
+    b.publish_crl(&crl(6, b"six")).await.unwrap();
+    assert_eq!(a.published_crl().await.unwrap(), Some(crl(6, b"six")));
+}
+
 /// A pki index in its real format (the pki code's own `Entry`), with one entry whose
 /// serial is already in the store.
 fn index_fixture(dir: &Path) -> PathBuf {
@@ -480,6 +499,34 @@ async fn sqlite_crl_numbers_increase() {
     crl_numbers_increase(&Db::sqlite()).await;
 }
 
+/// A store of schema version 1 (before the published CRL) is migrated to the current one,
+/// its records kept.
+#[tokio::test]
+async fn sqlite_migrates_a_version_1_store() {
+    let db = Db::sqlite();
+    let s = db.open().await;
+    record(&s, &cert("0A", "a@example.com", "a", NOW + HOUR, 1)).await;
+    drop(s);
+    if let Db::Sqlite(dir) = &db {
+        let c = rusqlite::Connection::open(dir.path().join(DEFAULT_FILE)).unwrap();
+        // What a version 1 store is: without the tables of versions 2 (crl) and 3 (access).
+        c.execute_batch(
+            "DROP TABLE crl; DROP TABLE access_grants; DROP TABLE access_decisions;
+             DROP TABLE access_requests; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let s = db.open().await;
+    assert_eq!(s.schema_version().await.unwrap(), i64::from(SCHEMA_VERSION));
+    assert_eq!(s.published_crl().await.unwrap(), None);
+    assert_eq!(s.list(None, true, NOW).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_published_crl_only_moves_forward() {
+    published_crl_only_moves_forward(&Db::sqlite()).await;
+}
+
 #[tokio::test]
 async fn sqlite_imports_the_json_index_once() {
     imports_the_json_index_once(&Db::sqlite()).await;
@@ -605,6 +652,7 @@ async fn postgres_store_on_a_real_server() {
     revokes_by_identity(&Db::postgres(&cluster, "revoke")).await;
     blocks_expire_and_lift(&Db::postgres(&cluster, "blocks")).await;
     crl_numbers_increase(&Db::postgres(&cluster, "crl")).await;
+    published_crl_only_moves_forward(&Db::postgres(&cluster, "published")).await;
     imports_the_json_index_once(&Db::postgres(&cluster, "import")).await;
     // Backups are pg_dump's job.
     let s = Db::postgres(&cluster, "backup").open().await;

@@ -6,13 +6,14 @@
 
 use super::wire::{DecisionBody, DecisionView, NewAccessRequest, RequestList, RequestView};
 use super::{authenticate, check_decision, check_issue, check_request, AccessRefusal, Caller};
-use crate::authz::identity::printable;
+use crate::authz::identity::{printable, Identity};
 use crate::http::serve::{reply, Reply, Request};
 use crate::signin::signer::wire::{CertificateResponse, ErrorBody};
 use crate::signin::signer::Signer;
 use crate::signin::store::requests::{
     AccessRequest, Decided, NewRequest, Verdict, Which, PENDING_TTL_SECS,
 };
+use crate::signin::store::{NewIssuance, Recorded};
 use crate::util::time::unix_now;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -293,25 +294,7 @@ async fn issue(
         .find(|x| x.name == r.role)
         .ok_or_else(|| AccessRefusal::UnknownRole(r.role.clone()))?
         .clone();
-    let (s, c) = (signer.clone(), caller.clone());
-    let (cert, serial) = tokio::task::spawn_blocking(move || {
-        for _ in 0..SERIAL_TRIES {
-            let cert = super::build_elevated(&s, &c, &role, now, not_after).map_err(internal)?;
-            if s.recorder.record(&cert, &c.email).map_err(internal)? {
-                let serial = cert
-                    .serial_number()
-                    .to_bn()
-                    .and_then(|b| b.to_hex_str().map(|h| h.to_string()))
-                    .map_err(internal)?;
-                return Ok((cert, serial));
-            }
-        }
-        Err(AccessRefusal::Internal(
-            "every serial drawn is already in the index".into(),
-        ))
-    })
-    .await
-    .map_err(internal)??;
+    let (cert, serial) = record_elevated(signer, caller, &role, &r, now, not_after).await?;
     store(signer)
         .await?
         .record_grant_issuance(&r.id, &serial)
@@ -334,6 +317,56 @@ async fn issue(
             not_after,
             lifetime_clamped: r.grant.as_ref().is_some_and(|g| not_after < g.ends_at),
         },
+    ))
+}
+
+/// Builds the elevated certificate and records it in the store like a sign-in's (a serial
+/// already taken is drawn again).
+async fn record_elevated(
+    signer: &Signer,
+    caller: &Caller,
+    role: &super::roles::Role,
+    r: &AccessRequest,
+    now: i64,
+    not_after: i64,
+) -> Result<(openssl::x509::X509, String), AccessRefusal> {
+    for _ in 0..SERIAL_TRIES {
+        let (s, c, role) = (signer.clone(), caller.clone(), role.clone());
+        let cert = tokio::task::spawn_blocking(move || {
+            super::build_elevated(&s, &c, &role, now, not_after)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        let serial = cert
+            .serial_number()
+            .to_bn()
+            .and_then(|b| b.to_hex_str().map(|h| h.to_string()))
+            .map_err(internal)?;
+        let id = Identity::from_cert(&cert);
+        let new = NewIssuance {
+            serial: serial.clone(),
+            email: caller.email.clone(),
+            sub: super::sub_of(&caller.uris),
+            groups: id.ou,
+            key_sha256: caller.key_sha256.clone(),
+            not_before: now - crate::signin::signer::mint::BACKDATE_SECS,
+            not_after,
+            issued_by: format!("{} (access request {})", signer.minter.instance, r.id),
+            token: super::grant_token(&r.id, &serial),
+        };
+        match signer
+            .store()
+            .record_issuance(&new)
+            .await
+            .map_err(internal)?
+        {
+            Recorded::Stored => return Ok((cert, serial)),
+            Recorded::SerialTaken | Recorded::TokenUsed => continue,
+        }
+    }
+    Err(AccessRefusal::Internal(
+        "every serial drawn is already in the store".into(),
     ))
 }
 

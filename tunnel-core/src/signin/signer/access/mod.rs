@@ -19,7 +19,7 @@ use super::Signer;
 use crate::authz::identity::Identity;
 use crate::http::serve::PeerCert;
 use crate::signin::store::requests::{AccessRequest, RequestState};
-use crate::signin::store::{Location, Selector, Store, StoreError};
+use crate::signin::store::{Selector, Store, StoreError};
 use crate::util::time::asn1_to_unix;
 use openssl::pkey::{PKey, Public};
 use openssl::ssl::{SslAcceptorBuilder, SslVerifyMode};
@@ -33,6 +33,38 @@ pub(crate) const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_se
 
 /// OpenSSL's `X509_V_ERR_CERT_HAS_EXPIRED`.
 const CERT_HAS_EXPIRED: i32 = 10;
+
+/// The record of an elevated certificate stands in for the ID token a sign-in records
+/// (each issuance names one, uniquely): a hash of the request and the serial.
+pub(crate) fn grant_token(request_id: &str, serial: &str) -> crate::signin::store::ReplayKey {
+    openssl::sha::sha256(format!("tunnel access grant {request_id} {serial}").as_bytes())
+}
+
+/// The provider's `sub` from the stable subject URI (`ISSUER#SUB`, percent-encoded).
+pub(crate) fn sub_of(uris: &[String]) -> String {
+    let Some(enc) = uris.iter().find_map(|u| u.split_once('#').map(|(_, s)| s)) else {
+        return String::new();
+    };
+    let b = enc.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// Makes the signer's HTTPS ask for (never require) a client certificate from the user CA
 /// `ca`: OpenSSL checks the proof of the key and records its verdict on the chain, and the
@@ -49,19 +81,17 @@ pub(crate) fn request_client_cert(
     Ok(())
 }
 
-/// The signer's access state: the store (opened at first use) and the notifier.
+/// The signer's access state: its store and the notifier.
 pub(crate) struct Access {
-    location: Location,
-    store: tokio::sync::OnceCell<Arc<Store>>,
+    store: Arc<Store>,
     notifier: notify::Notifier,
 }
 
 impl Access {
-    /// For a signer keeping its state in `state_dir`, announcing at `notify_url`.
-    pub(crate) fn new(state_dir: &Path, notify_url: Option<String>) -> Access {
+    /// For a signer keeping its state in `store`, announcing at `notify_url`.
+    pub(crate) fn new(store: Arc<Store>, notify_url: Option<String>) -> Access {
         Access {
-            location: Location::default_in(state_dir),
-            store: tokio::sync::OnceCell::new(),
+            store,
             notifier: notify::Notifier::new(notify_url),
         }
     }
@@ -87,9 +117,7 @@ impl Access {
     }
 
     async fn store(&self) -> Result<&Arc<Store>, StoreError> {
-        self.store
-            .get_or_try_init(|| async { Store::open(&self.location, None).await.map(Arc::new) })
-            .await
+        Ok(&self.store)
     }
 }
 
@@ -272,39 +300,24 @@ pub(crate) fn caller_of(peer: Option<&PeerCert>, now: i64) -> Result<Caller, Acc
     })
 }
 
-/// [`caller_of`], then revocation: the user CA's pki index (`tunnel-server pki revoke`)
-/// and the signer's store.
+/// [`caller_of`], then revocation: the signer's store (`tunnel-server signer revoke`).
 pub(crate) async fn authenticate(
     signer: &Signer,
     peer: Option<&PeerCert>,
     now: i64,
 ) -> Result<Caller, AccessRefusal> {
     let caller = caller_of(peer, now)?;
-    let dir = signer
-        .cfg
-        .ca_cert
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let serial = caller.serial.clone();
-    let in_index = tokio::task::spawn_blocking(move || {
-        crate::pki::store::Store::new(dir).list().map(|all| {
-            all.iter().any(|l| {
-                l.entry.serial.eq_ignore_ascii_case(&serial) && l.entry.revoked_at.is_some()
-            })
-        })
-    })
-    .await
-    .map_err(|e| AccessRefusal::Internal(e.to_string()))?
-    .map_err(|e| AccessRefusal::Internal(e.to_string()))?;
-    let store = signer.access.store().await.map_err(internal_store)?;
-    let in_store = store
+    let revoked = signer
+        .access
+        .store()
+        .await
+        .map_err(internal_store)?
         .list(Some(&Selector::Serial(caller.serial.clone())), false, now)
         .await
         .map_err(internal_store)?
         .iter()
         .any(|i| i.revoked_at.is_some());
-    if in_index || in_store {
+    if revoked {
         return Err(AccessRefusal::CertificateRevoked(caller.serial));
     }
     Ok(caller)
@@ -417,7 +430,7 @@ pub(crate) fn build_elevated(
         &caller.key,
         &spec,
         (now - super::mint::BACKDATE_SECS, not_after),
-        crate::pki::SignedBy::Ca(&signer.ca),
+        crate::pki::SignedBy::Ca(&signer.minter.ca),
     )
 }
 
