@@ -73,85 +73,127 @@ pub(crate) fn validate(
 ) -> Result<(Vec<Role>, Vec<String>), ConfigError> {
     let mut roles: Vec<Role> = Vec::new();
     let mut warnings = Vec::new();
-    let known = |g: &String| group_map.values().any(|v| v == g);
     for (i, r) in raw.into_iter().enumerate() {
-        let key = |k: &str| format!("role[{i}].{k}");
-        let name = r.name.trim().to_string();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        let role = one_role(f, i, r, max_lifetime)?;
+        if roles.iter().any(|o| o.name == role.name) {
             return Err(ConfigError::new(
                 f,
-                key("name"),
-                format!("{name:?} is not a role name; use letters, digits, '-', '_' or '.'"),
-            ));
-        }
-        if roles.iter().any(|o| o.name == name) {
-            return Err(ConfigError::new(
-                f,
-                key("name"),
-                format!("role {name:?} is defined twice; give each [[role]] its own name"),
-            ));
-        }
-        if r.grants.is_empty() || r.grants.iter().any(|g| g.trim().is_empty()) {
-            return Err(ConfigError::new(
-                f,
-                key("grants"),
-                "must list the OUs the role adds, e.g. grants = [\"dba\"]",
-            ));
-        }
-        if r.approvers.is_empty() {
-            return Err(ConfigError::new(
-                f,
-                key("approvers"),
-                "must list the groups whose members may approve, e.g. approvers = [\"leads\"]",
-            ));
-        }
-        let approvals = r.approvals.unwrap_or(1);
-        if !(1..=i64::from(MAX_APPROVALS)).contains(&approvals) {
-            return Err(ConfigError::new(
-                f,
-                key("approvals"),
-                format!("{approvals} is out of range 1..={MAX_APPROVALS}; a request needs at least one approver"),
-            ));
-        }
-        let max_duration = r.max_duration.map_or(DEFAULT_MAX_DURATION, |d| d.0);
-        if max_duration > max_lifetime {
-            return Err(ConfigError::new(
-                f,
-                key("max_duration"),
+                format!("role[{i}].name"),
                 format!(
-                    "is longer than max_lifetime ({}): a grant never outlives the sign-in it elevates; shorten it",
-                    humantime::format_duration(max_lifetime)
+                    "role {:?} is defined twice; give each [[role]] its own name",
+                    role.name
                 ),
             ));
         }
-        for (k, list) in [
-            ("grants", &r.grants),
-            ("requesters", &r.requesters),
-            ("approvers", &r.approvers),
-        ] {
-            for g in list.iter().filter(|g| !known(g)) {
-                warnings.push(format!(
-                    "{}: {}: group {g:?} is no value of [group_map]; nobody signs in with it",
-                    f.display(),
-                    key(k)
+        warnings.extend(unknown_groups(f, i, &role, group_map));
+        roles.push(role);
+    }
+    no_grant_of_approval(f, &roles)?;
+    Ok((roles, warnings))
+}
+
+/// One `[[role]]` (the `i`-th), checked on its own.
+fn one_role(f: &Path, i: usize, r: RawRole, max_lifetime: Duration) -> Result<Role, ConfigError> {
+    let key = |k: &str| format!("role[{i}].{k}");
+    let name = r.name.trim().to_string();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(ConfigError::new(
+            f,
+            key("name"),
+            format!("{name:?} is not a role name; use letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    if r.grants.is_empty() || r.grants.iter().any(|g| g.trim().is_empty()) {
+        return Err(ConfigError::new(
+            f,
+            key("grants"),
+            "must list the OUs the role adds, e.g. grants = [\"dba\"]",
+        ));
+    }
+    if r.approvers.is_empty() {
+        return Err(ConfigError::new(
+            f,
+            key("approvers"),
+            "must list the groups whose members may approve, e.g. approvers = [\"leads\"]",
+        ));
+    }
+    let approvals = r.approvals.unwrap_or(1);
+    if !(1..=i64::from(MAX_APPROVALS)).contains(&approvals) {
+        return Err(ConfigError::new(
+            f,
+            key("approvals"),
+            format!("{approvals} is out of range 1..={MAX_APPROVALS}; a request needs at least one approver"),
+        ));
+    }
+    let max_duration = r.max_duration.map_or(DEFAULT_MAX_DURATION, |d| d.0);
+    if max_duration > max_lifetime {
+        return Err(ConfigError::new(
+            f,
+            key("max_duration"),
+            format!(
+                "is longer than max_lifetime ({}): a grant never outlives the sign-in it elevates; shorten it",
+                humantime::format_duration(max_lifetime)
+            ),
+        ));
+    }
+    Ok(Role {
+        name,
+        grants: r.grants,
+        requesters: r.requesters,
+        approvers: r.approvers,
+        approvals: approvals as u32,
+        max_duration,
+        require_reason: r.require_reason.unwrap_or(true),
+    })
+}
+
+/// Warnings for groups of `role` that no `[group_map]` value produces.
+fn unknown_groups(
+    f: &Path,
+    i: usize,
+    role: &Role,
+    group_map: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let known = |g: &String| group_map.values().any(|v| v == g);
+    let mut warnings = Vec::new();
+    for (k, list) in [
+        ("grants", &role.grants),
+        ("requesters", &role.requesters),
+        ("approvers", &role.approvers),
+    ] {
+        for g in list.iter().filter(|g| !known(g)) {
+            warnings.push(format!(
+                "{}: role[{i}].{k}: group {g:?} is no value of [group_map]; nobody signs in with it",
+                f.display()
+            ));
+        }
+    }
+    warnings
+}
+
+/// Approver groups are read from the caller's current certificate, elevated ones included:
+/// a role that grants an approver group would let whoever holds it approve requests (their
+/// own role's included, through a second person). Refused.
+fn no_grant_of_approval(f: &Path, roles: &[Role]) -> Result<(), ConfigError> {
+    for (i, r) in roles.iter().enumerate() {
+        for g in &r.grants {
+            if let Some(other) = roles.iter().find(|o| o.approvers.contains(g)) {
+                return Err(ConfigError::new(
+                    f,
+                    format!("role[{i}].grants"),
+                    format!(
+                        "grants {g:?}, an approver group of role {:?}: holding the grant would make one an approver; grant another OU",
+                        other.name
+                    ),
                 ));
             }
         }
-        roles.push(Role {
-            name,
-            grants: r.grants,
-            requesters: r.requesters,
-            approvers: r.approvers,
-            approvals: approvals as u32,
-            max_duration,
-            require_reason: r.require_reason.unwrap_or(true),
-        });
     }
-    Ok((roles, warnings))
+    Ok(())
 }
 
 /// `notify_url`: an https:// webhook (plain http only on loopback, for tests).
@@ -253,6 +295,23 @@ mod tests {
             e.contains("role[1].name: role \"db-admin\" is defined twice"),
             "{e}"
         );
+    }
+
+    /// Approver groups come from the caller's current certificate, grants included: a role
+    /// that grants an approver group would make its holders approvers.
+    #[test]
+    fn a_role_may_not_grant_an_approver_group() {
+        let escalating =
+            "[[role]]\nname = \"lead-for-a-day\"\ngrants = [\"leads\"]\napprovers = [\"leads\"]\n";
+        let e = check(&format!("[[role]]\n{GOOD}{escalating}")).unwrap_err();
+        assert!(
+            e.contains("role[1].grants: grants \"leads\", an approver group of role \"db-admin\""),
+            "{e}"
+        );
+        // Positive control: granting another OU is fine.
+        let fine = escalating.replace("grants = [\"leads\"]", "grants = [\"dev\"]");
+        let (roles, _) = check(&format!("[[role]]\n{GOOD}{fine}")).unwrap();
+        assert_eq!(roles.len(), 2);
     }
 
     #[test]
