@@ -79,43 +79,9 @@ async fn route(
     *who = caller.email.clone();
     match (method, parts.as_slice()) {
         ("POST", ["requests"]) => create(signer, req, &caller, now).await,
-        ("GET", ["requests"]) => {
-            let mine = store(signer)
-                .await?
-                .access_requests(&Which::Mine(caller.email.clone()))
-                .await
-                .map_err(internal)?;
-            Ok(json(200, &list(signer, &mine)))
-        }
-        ("GET", ["pending"]) => {
-            let roles: Vec<String> = signer
-                .cfg
-                .roles
-                .iter()
-                .filter(|r| r.may_approve(&caller.ous))
-                .map(|r| r.name.clone())
-                .collect();
-            let pending = store(signer)
-                .await?
-                .access_requests(&Which::Pending(roles))
-                .await
-                .map_err(internal)?;
-            let mine: Vec<AccessRequest> = pending
-                .into_iter()
-                .filter(|r| !r.requester.eq_ignore_ascii_case(&caller.email))
-                .collect();
-            Ok(json(200, &list(signer, &mine)))
-        }
-        ("GET", ["requests", id]) => {
-            let r = load(signer, id).await?;
-            let role = signer.cfg.roles.iter().find(|x| x.name == r.role);
-            if !r.requester.eq_ignore_ascii_case(&caller.email)
-                && !role.is_some_and(|x| x.may_approve(&caller.ous))
-            {
-                return Err(AccessRefusal::NotYours(r.id, caller.email.clone()));
-            }
-            Ok(json(200, &view(signer, &r)))
-        }
+        ("GET", ["requests"]) => mine(signer, &caller).await,
+        ("GET", ["pending"]) => pending(signer, &caller).await,
+        ("GET", ["requests", id]) => one(signer, &caller, id).await,
         ("POST", ["requests", id, "approve"]) => {
             decide(signer, req, &caller, id, Verdict::Approve, now).await
         }
@@ -131,6 +97,49 @@ async fn route(
                 .into(),
         )),
     }
+}
+
+/// `GET /v1/access/requests`: the caller's own requests.
+async fn mine(signer: &Signer, caller: &Caller) -> Result<Reply, AccessRefusal> {
+    let mine = store(signer)
+        .await?
+        .access_requests(&Which::Mine(caller.email.clone()))
+        .await
+        .map_err(internal)?;
+    Ok(json(200, &list(signer, &mine)))
+}
+
+/// `GET /v1/access/pending`: pending requests the caller may decide (never their own).
+async fn pending(signer: &Signer, caller: &Caller) -> Result<Reply, AccessRefusal> {
+    let roles: Vec<String> = signer
+        .cfg
+        .roles
+        .iter()
+        .filter(|r| r.may_approve(&caller.ous))
+        .map(|r| r.name.clone())
+        .collect();
+    let pending = store(signer)
+        .await?
+        .access_requests(&Which::Pending(roles))
+        .await
+        .map_err(internal)?;
+    let theirs: Vec<AccessRequest> = pending
+        .into_iter()
+        .filter(|r| !r.requester.eq_ignore_ascii_case(&caller.email))
+        .collect();
+    Ok(json(200, &list(signer, &theirs)))
+}
+
+/// `GET /v1/access/requests/ID`: for its requester and for those who may decide it.
+async fn one(signer: &Signer, caller: &Caller, id: &str) -> Result<Reply, AccessRefusal> {
+    let r = load(signer, id).await?;
+    let role = signer.cfg.roles.iter().find(|x| x.name == r.role);
+    if !r.requester.eq_ignore_ascii_case(&caller.email)
+        && !role.is_some_and(|x| x.may_approve(&caller.ous))
+    {
+        return Err(AccessRefusal::NotYours(r.id, caller.email.clone()));
+    }
+    Ok(json(200, &view(signer, &r)))
 }
 
 async fn store(
