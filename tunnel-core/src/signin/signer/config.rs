@@ -167,7 +167,7 @@ fn file_key(file: &Path, key: &str, v: Option<String>, fix: &str) -> Result<Path
 
 fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
     let listen = listen_addr(f, raw.listen)?;
-    let issuer = issuer_url(f, raw.issuer)?;
+    let (issuer, issuer_ca, client_id) = provider(f, raw.issuer, raw.issuer_ca, raw.client_id)?;
     let allowed_email_domains = email_domains(f, &raw.allowed_email_domains)?;
     let (default_lifetime, max_lifetime) = lifetimes(f, raw.default_lifetime, raw.max_lifetime)?;
     let gateway = required(
@@ -177,9 +177,6 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         "the gateway's host:port for clients",
     )?;
     let scopes = scopes(f, raw.scopes)?;
-    let opt_file = |key: &str, v: Option<String>| -> Result<Option<PathBuf>, ConfigError> {
-        v.map(|v| file_key(f, key, Some(v), "")).transpose()
-    };
     let cert = file_key(f, "cert", raw.cert, "the signer's HTTPS certificate (PEM)")?;
     let key = file_key(f, "key", raw.key, "the signer's HTTPS key (PEM)")?;
     let (ca_cert, ca_key) = ca_files(f, raw.ca_cert, raw.ca_key)?;
@@ -201,13 +198,8 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         store_password_file,
         crl_lifetime,
         issuer,
-        issuer_ca: opt_file("issuer_ca", raw.issuer_ca)?,
-        client_id: required(
-            f,
-            "client_id",
-            raw.client_id,
-            "the client id registered at the provider",
-        )?,
+        issuer_ca,
+        client_id,
         scopes,
         allowed_email_domains,
         require_email_verified: raw.require_email_verified.unwrap_or(true),
@@ -223,13 +215,37 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
         max_token_age: duration_or(raw.max_token_age, DEFAULT_MAX_TOKEN_AGE),
         gateway,
         gateway_server_name: raw.gateway_server_name,
-        gateway_ca: opt_file("gateway_ca", raw.gateway_ca)?,
+        gateway_ca: optional_file(f, "gateway_ca", raw.gateway_ca)?,
         log_format: raw.log_format,
         log_level: raw.log_level.map(|l| l.0),
         roles,
         role_warnings,
         notify_url,
     })
+}
+
+/// An optional file key, resolved against the directory of `f` and readable.
+fn optional_file(f: &Path, key: &str, v: Option<String>) -> Result<Option<PathBuf>, ConfigError> {
+    v.map(|v| file_key(f, key, Some(v), "")).transpose()
+}
+
+/// The provider: `issuer` (an https URL), `issuer_ca` (optional CA bundle) and `client_id`.
+fn provider(
+    f: &Path,
+    issuer: Option<String>,
+    issuer_ca: Option<String>,
+    client_id: Option<String>,
+) -> Result<(String, Option<PathBuf>, String), ConfigError> {
+    Ok((
+        issuer_url(f, issuer)?,
+        optional_file(f, "issuer_ca", issuer_ca)?,
+        required(
+            f,
+            "client_id",
+            client_id,
+            "the client id registered at the provider",
+        )?,
+    ))
 }
 
 /// `listen`: the signer's HTTPS address.
