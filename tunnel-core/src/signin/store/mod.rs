@@ -23,17 +23,32 @@
 //!
 //! The schema is versioned and migrated at open, in one transaction ([`SCHEMA_VERSION`]);
 //! a store written by a newer signer is refused rather than misread.
+//!
+//! The files: this one holds [`Store`] and its calls; the public values are in `types.rs` and
+//! [`StoreError`] in `error.rs` (both re-exported here); the engines are `sqlite.rs` and
+//! `postgres.rs`, with their schema migrations in `sqlite_migrations.rs` and
+//! `pg_migrations.rs`, and PostgreSQL's URL, TLS and password settings in `pg_settings.rs`.
 
+mod error;
 mod import;
+mod pg_migrations;
+mod pg_settings;
 mod postgres;
 pub mod requests;
 mod sqlite;
+mod sqlite_migrations;
+mod types;
 
-use std::path::{Path, PathBuf};
+pub use error::StoreError;
+pub use types::{
+    Blocked, Imported, Issued, Location, NewIssuance, PublishedCrl, Recorded, Revoked, Selector,
+};
+
+use std::path::Path;
 use std::sync::Arc;
 
 /// The schema version this code writes and reads. Migrations go from each version to the
-/// next (`sqlite::MIGRATIONS`, `postgres::MIGRATIONS`); a store with a higher version is
+/// next (`sqlite_migrations::MIGRATIONS`, `pg_migrations::MIGRATIONS`); a store with a higher version is
 /// refused.
 pub const SCHEMA_VERSION: u32 = 3;
 /// The default SQLite file in the signer's `state_dir`.
@@ -43,300 +58,6 @@ const PURGE_EVERY: u64 = 1024;
 
 /// What identifies a used ID token ([`crate::signin::oidc::jws::replay_key`]).
 pub type ReplayKey = [u8; 32];
-
-/// Why the store cannot do what was asked; each message names the store and what to do.
-/// Any of them refuses the request at hand: never a certificate without a record.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The `store` setting (or `password_file`) is not usable as written.
-    #[error("store {store}: {problem}")]
-    Config {
-        /// The setting as written (never with a password).
-        store: String,
-        /// What is wrong and how to write it.
-        problem: String,
-    },
-    /// The database cannot be opened or reached.
-    #[error("cannot open store {store}: {detail}; {fix}")]
-    Open {
-        /// The store.
-        store: String,
-        /// The engine's answer.
-        detail: String,
-        /// What to check.
-        fix: &'static str,
-    },
-    /// The store was written by a newer signer.
-    #[error("store {store} has schema version {found}, this signer knows up to {known}; upgrade the signer (every signer sharing a store must be at least as new as the newest one)")]
-    SchemaTooNew {
-        /// The store.
-        store: String,
-        /// Its version.
-        found: i64,
-        /// [`SCHEMA_VERSION`].
-        known: u32,
-    },
-    /// An SQLite file that holds tables but no signer schema.
-    #[error("{store} is an SQLite database of something else (it has tables but no signer schema); point `store` at a new file")]
-    NotAStore {
-        /// The store.
-        store: String,
-    },
-    /// A schema migration failed (rolled back: the store is as it was).
-    #[error("store {store}: cannot migrate the schema to version {version}: {detail}; the store was left unchanged; check that the signer's database user may create tables")]
-    Migrate {
-        /// The store.
-        store: String,
-        /// The version that failed.
-        version: u32,
-        /// The engine's answer.
-        detail: String,
-    },
-    /// A query or a commit failed.
-    #[error("store {store}: cannot {what}: {detail}; {fix}")]
-    Query {
-        /// The store.
-        store: String,
-        /// What was being done.
-        what: &'static str,
-        /// The engine's answer.
-        detail: String,
-        /// What to check.
-        fix: &'static str,
-    },
-    /// A serial number that is not hexadecimal.
-    #[error("{serial:?} is not a hexadecimal serial number (as `openssl x509 -noout -serial` prints it)")]
-    BadSerial {
-        /// As given.
-        serial: String,
-    },
-    /// The JSON pki index to import cannot be read.
-    #[error("cannot import {}: {problem}", .path.display())]
-    Import {
-        /// The index file.
-        path: PathBuf,
-        /// What is wrong.
-        problem: String,
-    },
-    /// The backup cannot be written.
-    #[error("store {store}: cannot back up to {}: {detail}", .path.display())]
-    Backup {
-        /// The store.
-        store: String,
-        /// The backup's path.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
-    /// The engine does not do this.
-    #[error("store {store}: {what} is not done by the signer for this engine; {fix}")]
-    Unsupported {
-        /// The store.
-        store: String,
-        /// What was asked.
-        what: &'static str,
-        /// What to use instead.
-        fix: &'static str,
-    },
-    /// The blocking thread running an SQLite call panicked.
-    #[error(
-        "store {store}: the database call panicked: {detail}; this is a bug, please report it"
-    )]
-    Panicked {
-        /// The store.
-        store: String,
-        /// The panic.
-        detail: String,
-    },
-}
-
-/// Where the store is: the `store` setting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// `sqlite:PATH`.
-    Sqlite(PathBuf),
-    /// `postgresql://…` (or `postgres://…`), as written.
-    Postgres(String),
-}
-
-impl Location {
-    /// Reads a `store` setting: `sqlite:PATH` or a `postgresql://` URL.
-    pub fn parse(s: &str) -> Result<Location, StoreError> {
-        if let Some(path) = s.strip_prefix("sqlite:") {
-            let path = path.strip_prefix("//").unwrap_or(path);
-            if path.is_empty() {
-                return Err(StoreError::Config {
-                    store: s.to_string(),
-                    problem:
-                        "no file after `sqlite:`; write sqlite:/var/lib/tunnel-signer/signer.db"
-                            .into(),
-                });
-            }
-            return Ok(Location::Sqlite(PathBuf::from(path)));
-        }
-        if s.starts_with("postgresql://") || s.starts_with("postgres://") {
-            return Ok(Location::Postgres(s.to_string()));
-        }
-        Err(StoreError::Config {
-            store: postgres::without_password(s),
-            problem: "not a store: write sqlite:PATH, or postgresql://USER@HOST:PORT/DB?sslmode=verify-full (the password in password_file)".into(),
-        })
-    }
-
-    /// The default: `STATE_DIR/signer.db`.
-    pub fn default_in(state_dir: &Path) -> Location {
-        Location::Sqlite(state_dir.join(DEFAULT_FILE))
-    }
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Location::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
-            Location::Postgres(url) => f.write_str(&postgres::without_password(url)),
-        }
-    }
-}
-
-/// A certificate to record, as the signer issues it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewIssuance {
-    /// Serial number, hex (any case, optional `0x` and colons; stored upper-case as the pki
-    /// index writes it).
-    pub serial: String,
-    /// The token's email (the certificate's CN and SAN).
-    pub email: String,
-    /// The provider's `sub`.
-    pub sub: String,
-    /// The groups written as OUs.
-    pub groups: Vec<String>,
-    /// SHA-256 of the certificate's SubjectPublicKeyInfo (DER), lower-case hex.
-    pub key_sha256: String,
-    /// Start of validity, Unix seconds.
-    pub not_before: i64,
-    /// End of validity, Unix seconds.
-    pub not_after: i64,
-    /// The signer instance that issued it (its name, or host name).
-    pub issued_by: String,
-    /// The replay key of the token it was issued for.
-    pub token: ReplayKey,
-}
-
-/// A recorded certificate. Fields that an import from the JSON pki index cannot know are
-/// `None` there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issued {
-    /// Serial number, upper-case hex.
-    pub serial: String,
-    /// Email (for an imported entry: its subject's CN, which is the email for the signer's
-    /// certificates).
-    pub email: String,
-    /// The provider's `sub`.
-    pub sub: Option<String>,
-    /// Groups (OUs).
-    pub groups: Vec<String>,
-    /// SHA-256 of the SubjectPublicKeyInfo, lower-case hex.
-    pub key_sha256: Option<String>,
-    /// Start of validity, Unix seconds.
-    pub not_before: Option<i64>,
-    /// End of validity, Unix seconds.
-    pub not_after: i64,
-    /// The signer instance that issued it, or `import:PATH`.
-    pub issued_by: String,
-    /// The replay key of the token it was issued for.
-    pub token: Option<ReplayKey>,
-    /// When it was revoked, Unix seconds.
-    pub revoked_at: Option<i64>,
-    /// Why it was revoked.
-    pub revocation_reason: Option<String>,
-}
-
-impl From<&NewIssuance> for Issued {
-    fn from(n: &NewIssuance) -> Issued {
-        Issued {
-            serial: n.serial.clone(),
-            email: n.email.clone(),
-            sub: Some(n.sub.clone()),
-            groups: n.groups.clone(),
-            key_sha256: Some(n.key_sha256.clone()),
-            not_before: Some(n.not_before),
-            not_after: n.not_after,
-            issued_by: n.issued_by.clone(),
-            token: Some(n.token),
-            revoked_at: None,
-            revocation_reason: None,
-        }
-    }
-}
-
-/// What [`Store::record_issuance`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    /// Recorded and committed: the certificate may be handed out.
-    Stored,
-    /// A certificate with this serial is already recorded (nothing was changed): draw a new
-    /// serial and try again.
-    SerialTaken,
-    /// A certificate was already recorded for this token (nothing was changed): refuse.
-    TokenUsed,
-}
-
-/// Which certificates: for [`Store::list`] and [`Store::revoke`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
-    /// By email, ASCII case ignored.
-    Email(String),
-    /// By the provider's `sub`.
-    Sub(String),
-    /// By serial (any case, optional `0x` and colons).
-    Serial(String),
-}
-
-/// Whom to block: an identity, not a certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Blocked {
-    /// An email, ASCII case ignored.
-    Email(String),
-    /// A provider `sub`.
-    Sub(String),
-}
-
-/// A revoked certificate not yet expired: one CRL entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revoked {
-    /// Serial number, upper-case hex.
-    pub serial: String,
-    /// When, Unix seconds.
-    pub revoked_at: i64,
-    /// Why, as given to [`Store::revoke`] (`None` for revocations imported from the pki
-    /// index).
-    pub reason: Option<String>,
-}
-
-/// The user CA's CRL as published in the store, for every signer to serve.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishedCrl {
-    /// Its CRL Number (from [`Store::next_crl_number`]).
-    pub number: u64,
-    /// The CRL, DER.
-    pub der: Vec<u8>,
-    /// When it was built, Unix seconds.
-    pub built_at: i64,
-}
-
-/// What [`Store::import_json_index`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Imported {
-    /// This index was imported before; nothing was done.
-    AlreadyDone,
-    /// Imported now.
-    Done {
-        /// Entries added.
-        added: usize,
-        /// Entries whose serial was already in the store (left as they were).
-        skipped: usize,
-    },
-}
 
 /// The store of one signer (or of several: PostgreSQL, or one SQLite file on one machine).
 /// Cheap to share: hold it in an `Arc`.

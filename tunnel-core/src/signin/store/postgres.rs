@@ -3,114 +3,25 @@
 //! One connection per signer, shared by its requests (tokio-postgres pipelines them); every
 //! call is a single statement, atomic on its own, so the shared connection never holds a
 //! transaction. The migration at open and an import use a connection of their own, in one
-//! transaction. A closed connection (the server restarted) is replaced at the next call.
+//! transaction (the migrations are in `pg_migrations.rs`). A closed connection (the server
+//! restarted) is replaced at the next call.
 //!
-//! TLS goes through OpenSSL. `sslmode` as libpq reads it: `disable`; `require` (encrypted;
+//! TLS goes through OpenSSL (the settings are read in `pg_settings.rs`). `sslmode` as libpq reads it: `disable`; `require` (encrypted;
 //! the server's chain is checked only when `sslrootcert` names a CA file); `verify-ca`
 //! (chain checked against `sslrootcert`, or the system's CAs); `verify-full` (and the host
 //! name). `prefer`, `allow` or no `sslmode` are refused: they fall back to plain text
 //! silently. The password is read from `password_file`; a URL holding one is refused.
 
-use super::{
-    Imported, Issued, PublishedCrl, Recorded, Revoked, Selector, StoreError, SCHEMA_VERSION,
-};
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use super::{Imported, Issued, PublishedCrl, Recorded, Revoked, Selector, StoreError};
 use postgres_openssl::MakeTlsConnector;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config};
 
-/// Migrations: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Add new ones at
-/// the end (and raise [`SCHEMA_VERSION`]); never edit one that was released.
-const MIGRATIONS: &[&str] = &[
-    // 1: issuances, used tokens, blocks, CRL number, meta.
-    "CREATE TABLE meta (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    CREATE TABLE issuances (
-        serial TEXT PRIMARY KEY,
-        email TEXT NOT NULL,
-        sub TEXT,
-        groups TEXT[] NOT NULL DEFAULT '{}',
-        key_sha256 TEXT,
-        not_before BIGINT,
-        not_after BIGINT NOT NULL,
-        issued_by TEXT NOT NULL,
-        token BYTEA CONSTRAINT issuances_token_key UNIQUE CHECK (length(token) = 32),
-        revoked_at BIGINT,
-        revocation_reason TEXT
-    );
-    CREATE INDEX issuances_email ON issuances (lower(email));
-    CREATE INDEX issuances_sub ON issuances (sub);
-    CREATE INDEX issuances_revoked ON issuances (revoked_at) WHERE revoked_at IS NOT NULL;
-    CREATE TABLE replay (
-        key BYTEA PRIMARY KEY CHECK (length(key) = 32),
-        forget_after BIGINT NOT NULL
-    );
-    CREATE INDEX replay_forget_after ON replay (forget_after);
-    CREATE TABLE blocks (
-        kind TEXT NOT NULL CHECK (kind IN ('email', 'sub')),
-        value TEXT NOT NULL,
-        until BIGINT,
-        reason TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        PRIMARY KEY (kind, value)
-    );
-    CREATE SEQUENCE crl_number START WITH 1 MINVALUE 1 NO CYCLE;",
-    // 2: the CRL last published, one row, so every signer serves the same list.
-    "CREATE TABLE crl (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        number BIGINT NOT NULL,
-        der BYTEA NOT NULL,
-        built_at BIGINT NOT NULL
-    );",
-    // 3: just-in-time access: requests, the approvers' decisions, grants.
-    "CREATE TABLE access_requests (
-        id TEXT PRIMARY KEY,
-        requester TEXT NOT NULL,
-        role TEXT NOT NULL,
-        duration BIGINT NOT NULL CHECK (duration > 0),
-        reason TEXT NOT NULL,
-        key_sha256 TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired')),
-        decided_at BIGINT
-    );
-    CREATE INDEX access_requests_state ON access_requests (state);
-    CREATE TABLE access_decisions (
-        request_id TEXT NOT NULL REFERENCES access_requests (id),
-        approver TEXT NOT NULL,
-        verdict TEXT NOT NULL CHECK (verdict IN ('approve', 'deny')),
-        reason TEXT NOT NULL,
-        at BIGINT NOT NULL,
-        PRIMARY KEY (request_id, approver)
-    );
-    CREATE TABLE access_grants (
-        request_id TEXT PRIMARY KEY REFERENCES access_requests (id),
-        starts_at BIGINT NOT NULL,
-        ends_at BIGINT NOT NULL,
-        serial TEXT,
-        ended BIGINT NOT NULL DEFAULT 0
-    );",
-];
-
-/// The advisory lock that serializes migrations by concurrent signers ("tunnelsg").
-const MIGRATION_LOCK: i64 = 0x7475_6e6e_656c_7367;
 const COLS: &str = "serial, email, sub, groups, key_sha256, not_before, not_after, issued_by, \
                     token, revoked_at, revocation_reason";
 const FIX: &str = "check that the database server is up and reachable";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How the server's certificate is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verify {
-    Nothing,
-    Chain,
-    ChainAndHost,
-}
 
 pub(super) struct Postgres {
     config: Config,
@@ -119,27 +30,8 @@ pub(super) struct Postgres {
     name: String,
 }
 
-/// `url` without a password (for messages); not a URL at all: a placeholder.
-pub(super) fn without_password(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_password(None);
-            if u.query_pairs().any(|(k, _)| k == "password") {
-                let kept: Vec<(String, String)> = u
-                    .query_pairs()
-                    .filter(|(k, _)| k != "password")
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect();
-                u.query_pairs_mut().clear().extend_pairs(kept);
-            }
-            u.to_string()
-        }
-        Err(_) => "(the `store` setting)".to_string(),
-    }
-}
-
 /// The engine's message, with its cause (tokio-postgres's own text is only the kind).
-fn detail(e: &tokio_postgres::Error) -> String {
+pub(super) fn detail(e: &tokio_postgres::Error) -> String {
     match std::error::Error::source(e) {
         Some(cause) => format!("{e}: {cause}"),
         None => e.to_string(),
@@ -156,123 +48,6 @@ fn query<'a>(
         detail: detail(&e),
         fix: FIX,
     }
-}
-
-/// The connection settings and TLS connector for `url`.
-fn settings(
-    url: &str,
-    password_file: Option<&Path>,
-    name: &str,
-) -> Result<(Config, MakeTlsConnector), StoreError> {
-    let bad = |problem: String| StoreError::Config {
-        store: name.to_string(),
-        problem,
-    };
-    let mut u = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
-    if u.password().is_some() || u.query_pairs().any(|(k, _)| k == "password") {
-        return Err(bad(
-            "the URL holds a password; remove it from the URL (it would show in process lists \
-             and logs) and put it in a file named by password_file (mode 0600)"
-                .into(),
-        ));
-    }
-    let (mut mode, mut root) = (None, None);
-    let mut kept = Vec::new();
-    for (k, v) in u.query_pairs() {
-        match &*k {
-            "sslmode" => mode = Some(v.into_owned()),
-            "sslrootcert" => root = Some(PathBuf::from(&*v)),
-            _ => kept.push((k.into_owned(), v.into_owned())),
-        }
-    }
-    if kept.is_empty() {
-        u.set_query(None);
-    } else {
-        u.query_pairs_mut().clear().extend_pairs(kept);
-    }
-    use tokio_postgres::config::SslMode;
-    let (ssl, verify) = match mode.as_deref() {
-        Some("disable") => (SslMode::Disable, Verify::Nothing),
-        Some("require") if root.is_some() => (SslMode::Require, Verify::Chain),
-        Some("require") => (SslMode::Require, Verify::Nothing),
-        Some("verify-ca") => (SslMode::Require, Verify::Chain),
-        Some("verify-full") => (SslMode::Require, Verify::ChainAndHost),
-        Some(m @ ("prefer" | "allow")) => {
-            return Err(bad(format!(
-                "sslmode={m} falls back to plain text without a word; write \
-                 sslmode=verify-full (or require, verify-ca; disable for a local socket)"
-            )))
-        }
-        Some(m) => {
-            return Err(bad(format!(
-                "sslmode={m:?} is unknown; write verify-full, verify-ca, require or disable"
-            )))
-        }
-        None => {
-            return Err(bad(
-                "the URL has no sslmode; add ?sslmode=verify-full (or require, verify-ca; \
-                 disable for a local socket)"
-                    .into(),
-            ))
-        }
-    };
-    let mut config: Config = u
-        .as_str()
-        .parse()
-        .map_err(|e: tokio_postgres::Error| bad(detail(&e)))?;
-    config.ssl_mode(ssl);
-    config.connect_timeout(CONNECT_TIMEOUT);
-    config.application_name("tunnel-signer");
-    if let Some(path) = password_file {
-        config.password(read_password(path).map_err(bad)?);
-    }
-    let tls = connector(verify, root.as_deref())
-        .map_err(|e| bad(format!("cannot set up TLS (sslrootcert): {e}")))?;
-    Ok((config, tls))
-}
-
-/// The password: the file's first line. Refused when others may read the file.
-fn read_password(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let fail = |e: std::io::Error| format!("password_file {}: {e}", path.display());
-    let meta = std::fs::metadata(path).map_err(fail)?;
-    if meta.permissions().mode() & 0o007 != 0 {
-        return Err(format!(
-            "password_file {}: readable or writable by every user; chmod o-rwx it",
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(fail)?;
-    let line = text.lines().next().unwrap_or("");
-    if line.is_empty() {
-        return Err(format!(
-            "password_file {}: empty; write the database user's password on its first line",
-            path.display()
-        ));
-    }
-    Ok(line.to_string())
-}
-
-fn connector(
-    verify: Verify,
-    root: Option<&Path>,
-) -> Result<MakeTlsConnector, openssl::error::ErrorStack> {
-    let mut b = SslConnector::builder(SslMethod::tls_client())?;
-    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-    if let Some(root) = root {
-        b.set_ca_file(root)?;
-    }
-    if verify == Verify::Nothing {
-        b.set_verify(SslVerifyMode::NONE);
-    }
-    let mut tls = MakeTlsConnector::new(b.build());
-    if verify != Verify::ChainAndHost {
-        tls.set_callback(|c, _| {
-            c.set_verify_hostname(false);
-            Ok(())
-        });
-    }
-    Ok(tls)
 }
 
 fn issued(r: &tokio_postgres::Row) -> Issued {
@@ -312,7 +87,7 @@ impl Postgres {
         password_file: Option<&Path>,
         name: String,
     ) -> Result<Postgres, StoreError> {
-        let (config, tls) = settings(url, password_file, &name)?;
+        let (config, tls) = super::pg_settings::settings(url, password_file, &name)?;
         let pg = Postgres {
             config,
             tls,
@@ -320,7 +95,7 @@ impl Postgres {
             name,
         };
         let mut own = pg.connect().await?;
-        pg.migrate(&mut own).await?;
+        super::pg_migrations::migrate(&mut own, &pg.name).await?;
         Ok(pg)
     }
 
@@ -354,73 +129,6 @@ impl Postgres {
         let c = Arc::new(self.connect().await?);
         *held = Some(c.clone());
         Ok(c)
-    }
-
-    async fn migrate(&self, client: &mut Client) -> Result<(), StoreError> {
-        let name = &self.name;
-        let open_err = |e: tokio_postgres::Error| StoreError::Open {
-            store: name.clone(),
-            detail: detail(&e),
-            fix: "check that the signer's database user may use the database",
-        };
-        let tx = client.transaction().await.map_err(open_err)?;
-        // Signers starting together take turns: the second sees the first one's tables.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await
-            .map_err(open_err)?;
-        // Created only when missing: a signer whose database user may not create tables
-        // can still open a store that is up to date.
-        let exists: bool = tx
-            .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
-            .await
-            .map_err(open_err)?
-            .get(0);
-        if !exists {
-            tx.batch_execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-                .await
-                .map_err(|e| StoreError::Migrate {
-                    store: name.clone(),
-                    version: 1,
-                    detail: detail(&e),
-                })?;
-        }
-        let found: i64 = tx
-            .query_one(
-                "SELECT COALESCE(max(version), 0)::BIGINT FROM schema_version",
-                &[],
-            )
-            .await
-            .map_err(open_err)?
-            .get(0);
-        if found > i64::from(SCHEMA_VERSION) {
-            return Err(StoreError::SchemaTooNew {
-                store: name.clone(),
-                found,
-                known: SCHEMA_VERSION,
-            });
-        }
-        if found == i64::from(SCHEMA_VERSION) {
-            return Ok(());
-        }
-        for (from, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let version = from as u32 + 1;
-            let fail = |e: tokio_postgres::Error| StoreError::Migrate {
-                store: name.clone(),
-                version,
-                detail: detail(&e),
-            };
-            tx.batch_execute(sql).await.map_err(fail)?;
-            tx.execute("DELETE FROM schema_version", &[])
-                .await
-                .map_err(fail)?;
-            tx.execute(
-                "INSERT INTO schema_version (version) VALUES ($1)",
-                &[&(version as i32)],
-            )
-            .await
-            .map_err(fail)?;
-        }
-        tx.commit().await.map_err(open_err)
     }
 
     pub(super) async fn schema_version(&self) -> Result<i64, StoreError> {

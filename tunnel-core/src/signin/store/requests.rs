@@ -6,7 +6,8 @@
 //!
 //! Both engines run the same statements; in PostgreSQL a decision locks its request's row
 //! (`SELECT … FOR UPDATE`) for the length of its transaction, as SQLite's `BEGIN IMMEDIATE`
-//! locks the file.
+//! locks the file. A decision's rules and its SQLite transaction are in `requests_decide.rs`;
+//! the PostgreSQL statements in `requests_pg.rs`.
 
 use super::{Engine, Store, StoreError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
@@ -307,51 +308,16 @@ impl Store {
         );
         super::blocking(&db, move |c| {
             let (c, name) = c.raw();
-            let q = query(name, "record the decision");
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(&q)?;
-            let Some(req) = load(&tx, &id).map_err(&q)? else {
-                return Ok(Decided::NotFound);
-            };
-            if req.state != RequestState::Pending {
-                return Ok(Decided::Final(req.state));
-            }
-            if req.decisions.iter().any(|d| d.approver.eq_ignore_ascii_case(&approver)) {
-                return Ok(Decided::AlreadyDecided);
-            }
-            tx.execute(
-                "INSERT INTO access_decisions (request_id, approver, verdict, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, approver, verdict.as_str(), reason, now],
+            decide::decide_sqlite(
+                c,
+                name,
+                &id,
+                &approver,
+                verdict,
+                reason.as_str(),
+                needed,
+                now,
             )
-            .map_err(&q)?;
-            let approvals = req.approvals() + usize::from(verdict == Verdict::Approve);
-            let state = match verdict {
-                Verdict::Deny => Some(RequestState::Denied),
-                Verdict::Approve if approvals >= needed as usize => Some(RequestState::Approved),
-                Verdict::Approve => None,
-            };
-            if let Some(state) = state {
-                tx.execute(
-                    "UPDATE access_requests SET state = ?2, decided_at = ?3 WHERE id = ?1",
-                    params![id, state.as_str(), now],
-                )
-                .map_err(&q)?;
-            }
-            if state == Some(RequestState::Approved) {
-                tx.execute(
-                    "INSERT INTO access_grants (request_id, starts_at, ends_at) VALUES (?1, ?2, ?3)",
-                    params![id, now, now.saturating_add(req.duration)],
-                )
-                .map_err(&q)?;
-            }
-            let after = load(&tx, &id).map_err(&q)?.unwrap_or(req);
-            tx.commit().map_err(&q)?;
-            Ok(match state {
-                Some(RequestState::Denied) => Decided::Denied(after),
-                Some(_) => Decided::Approved(after),
-                None => Decided::Recorded(after),
-            })
         })
         .await
     }
@@ -490,6 +456,8 @@ fn load(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<AccessReq
     Ok(Some(req))
 }
 
+#[path = "requests_decide.rs"]
+mod decide;
 #[path = "requests_pg.rs"]
 mod pg;
 

@@ -137,34 +137,39 @@ pub(super) async fn decide(
     .await
     .map_err(&q)?;
     let approvals = req.approvals() + usize::from(verdict == Verdict::Approve);
-    let state = match verdict {
-        Verdict::Deny => Some(RequestState::Denied),
-        Verdict::Approve if approvals >= needed as usize => Some(RequestState::Approved),
-        Verdict::Approve => None,
-    };
+    let state = super::decide::next_state(verdict, approvals, needed);
+    settle(&tx, id, state, now, req.duration)
+        .await
+        .map_err(&q)?;
+    let after = load(&tx, id).await.map_err(&q)?.unwrap_or(req);
+    tx.commit().await.map_err(&q)?;
+    Ok(super::decide::decided(state, after))
+}
+
+/// Writes the state a decision took request `id` to (none: still pending), and the grant of
+/// an approval, from `now` for `duration`.
+async fn settle(
+    tx: &impl GenericClient,
+    id: &str,
+    state: Option<RequestState>,
+    now: i64,
+    duration: i64,
+) -> Result<(), tokio_postgres::Error> {
     if let Some(state) = state {
         tx.execute(
             "UPDATE access_requests SET state = $2, decided_at = $3 WHERE id = $1",
             &[&id, &state.as_str(), &now],
         )
-        .await
-        .map_err(&q)?;
+        .await?;
     }
     if state == Some(RequestState::Approved) {
         tx.execute(
             "INSERT INTO access_grants (request_id, starts_at, ends_at) VALUES ($1, $2, $3)",
-            &[&id, &now, &now.saturating_add(req.duration)],
+            &[&id, &now, &now.saturating_add(duration)],
         )
-        .await
-        .map_err(&q)?;
+        .await?;
     }
-    let after = load(&tx, id).await.map_err(&q)?.unwrap_or(req);
-    tx.commit().await.map_err(&q)?;
-    Ok(match state {
-        Some(RequestState::Denied) => Decided::Denied(after),
-        Some(_) => Decided::Approved(after),
-        None => Decided::Recorded(after),
-    })
+    Ok(())
 }
 
 pub(super) async fn record_grant_issuance(

@@ -5,6 +5,7 @@
 use super::pg_cluster::Cluster;
 use super::*;
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Instant;
 
 const NOW: i64 = 1_800_000_000;
