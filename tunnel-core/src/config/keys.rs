@@ -2,7 +2,7 @@
 //! a PKI hands out:
 //! PEM certificate + PEM key (optionally encrypted, `key_password_file`), a PKCS#12 bundle
 //! (`keystore`, `keystore_password_file`), or a key in a PKCS#11 token
-//! (`key = "pkcs11:token=…;object=…"`, through OpenSSL's libp11 engine, see [`crate::tls::ffi`]).
+//! (`key = "pkcs11:token=…;object=…"`, through OpenSSL's libp11 engine, see `tls::ffi`).
 //! Loading them is [`crate::tls::keys`].
 
 use super::{check_readable, resolve_path, ConfigError};
