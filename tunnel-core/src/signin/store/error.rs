@@ -110,3 +110,11 @@ pub enum StoreError {
         detail: String,
     },
 }
+
+/// The engine's message, with its cause (tokio-postgres's own text is only the kind).
+pub(super) fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}

@@ -4,7 +4,7 @@
 //! created only when missing (a signer whose database user may not create tables can still
 //! open a store that is up to date); a store with a newer version is refused.
 
-use super::postgres::detail;
+use super::error::pg_detail as detail;
 use super::{StoreError, SCHEMA_VERSION};
 use tokio_postgres::{Client, Transaction};
 

@@ -5,7 +5,7 @@
 //! chain (against `sslrootcert`, or the system's CAs) and host name as `sslmode` asks.
 //! [`without_password`] gives the URL as messages show it.
 
-use super::postgres::detail;
+use super::error::pg_detail as detail;
 use super::StoreError;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
 use postgres_openssl::MakeTlsConnector;

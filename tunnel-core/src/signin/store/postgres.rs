@@ -12,6 +12,7 @@
 //! name). `prefer`, `allow` or no `sslmode` are refused: they fall back to plain text
 //! silently. The password is read from `password_file`; a URL holding one is refused.
 
+use super::error::pg_detail as detail;
 use super::{Imported, Issued, PublishedCrl, Recorded, Revoked, Selector, StoreError};
 use postgres_openssl::MakeTlsConnector;
 use std::path::Path;
@@ -28,14 +29,6 @@ pub(super) struct Postgres {
     tls: MakeTlsConnector,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     name: String,
-}
-
-/// The engine's message, with its cause (tokio-postgres's own text is only the kind).
-pub(super) fn detail(e: &tokio_postgres::Error) -> String {
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
-    }
 }
 
 fn query<'a>(
