@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) mod roles;
+
 /// Prefix of environment variables that override signer keys.
 pub(crate) const SIGNER_ENV_PREFIX: &str = "TUNNEL_SIGNER";
 /// Default certificate lifetime when the client asks for none.
@@ -68,7 +70,7 @@ struct RawSigner {
     log_format: LogFormat,
     log_level: Option<LogLevel>,
     #[serde(default)]
-    role: Vec<super::access::roles::RawRole>,
+    role: Vec<roles::RawRole>,
     notify_url: Option<String>,
 }
 
@@ -137,7 +139,7 @@ pub struct SignerConfig {
     /// Log filter.
     pub log_level: Option<String>,
     /// Just-in-time access: the `[[role]]` tables.
-    pub roles: Vec<super::access::roles::Role>,
+    pub roles: Vec<roles::Role>,
     /// What `[[role]]` names that no sign-in produces (logged at start).
     pub role_warnings: Vec<String>,
     /// Where to announce requests and decisions (a webhook).
@@ -183,9 +185,8 @@ fn validate(f: &Path, raw: RawSigner) -> Result<SignerConfig, ConfigError> {
     let state_dir = state_dir(f, raw.state_dir, &ca_cert)?;
     let (store, store_password_file) = store(f, raw.store, raw.store_password_file, &state_dir)?;
     let crl_lifetime = crl_lifetime(f, raw.crl_lifetime)?;
-    let (roles, role_warnings) =
-        super::access::roles::validate(f, raw.role, &raw.group_map, max_lifetime)?;
-    let notify_url = super::access::roles::notify_url(f, raw.notify_url)?;
+    let (roles, role_warnings) = roles::validate(f, raw.role, &raw.group_map, max_lifetime)?;
+    let notify_url = roles::notify_url(f, raw.notify_url)?;
     Ok(SignerConfig {
         file: f.to_path_buf(),
         listen,

@@ -334,7 +334,7 @@ async fn issue(
 async fn record_elevated(
     signer: &Signer,
     caller: &Caller,
-    role: &super::roles::Role,
+    role: &crate::signin::signer::config::roles::Role,
     r: &AccessRequest,
     now: i64,
     not_after: i64,

@@ -5,16 +5,16 @@
 //!
 //! Every call is authenticated by the caller's current certificate (mutual TLS against the
 //! user CA; the signer asks for one but does not require it, so sign-in keeps working
-//! without): the requester is its email, the groups are its OUs. [`roles`] reads the
+//! without): the requester is its email, the groups are its OUs. [`super::config::roles`] reads the
 //! `[[role]]` tables; [`api`] is the HTTP surface; [`notify`] the webhook; [`wire`] the JSON
 //! contract with `tunnel-client`; the state is in the signer's store
 //! ([`crate::signin::store::requests`]).
 
 pub(crate) mod api;
 pub(crate) mod notify;
-pub mod roles;
 pub mod wire;
 
+use super::config::roles::Role;
 use super::Signer;
 use crate::authz::identity::Identity;
 use crate::http::serve::PeerCert;
@@ -24,7 +24,6 @@ use crate::util::time::asn1_to_unix;
 use openssl::pkey::{PKey, Public};
 use openssl::ssl::{SslAcceptorBuilder, SslVerifyMode};
 use openssl::x509::{X509Name, X509VerifyResult, X509};
-use roles::Role;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -4,8 +4,8 @@
 //! [`ATTEMPTS`] times with doubling waits from [`FIRST_RETRY`]; failures are logged and
 //! counted ([`Notifier::failures`]).
 
-use super::roles::Role;
 use crate::http::client::Client;
+use crate::signin::signer::config::roles::Role;
 use crate::signin::store::requests::AccessRequest;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
