@@ -301,9 +301,12 @@ fn parse_crls(pem: &[u8]) -> Result<Vec<X509Crl>, ErrorStack> {
     while let Some(b) = rest.find(begin) {
         let after = &rest[b..];
         let Some(e) = after.find(end) else { break };
-        let block = &after[..e + end.len()];
+        // The whole END line goes to OpenSSL, which refuses anything but white space after
+        // the marker: cutting at the marker would accept a file OpenSSL does not.
+        let line_end = after[e..].find('\n').map_or(after.len(), |i| e + i + 1);
+        let block = &after[..line_end];
         out.push(X509Crl::from_pem(block.as_bytes())?);
-        rest = &after[e + end.len()..];
+        rest = &after[line_end..];
     }
     if out.is_empty() {
         // Give OpenSSL's own error for a file with no PEM block.

@@ -319,3 +319,36 @@ fn a_reload_keeps_the_newer_list_of_each_ca_from_the_same_file() {
     assert_eq!(set.len(), 1);
     assert_eq!(set.check_chain(&chain, now), CrlCheck::Good);
 }
+
+/// Found by the fuzz stage: a byte after the END marker, on its line. OpenSSL refuses such a
+/// block; the loader must not accept what OpenSSL does not read.
+#[test]
+fn garbage_on_the_end_line_is_refused_as_openssl_refuses_it() {
+    let ca = pki::new_ca("Test CA", 30).unwrap();
+    let pem = crl(&ca, &[]).to_pem().unwrap();
+    let body = pem
+        .strip_suffix(b"\n")
+        .expect("PEM ends with a newline")
+        .to_vec();
+    let parses = |bytes: &[u8]| super::parse_crls(bytes).is_ok();
+    let mut bad = body.clone();
+    bad.push(0x7f);
+    assert!(
+        X509Crl::from_pem(&bad).is_err(),
+        "OpenSSL itself refuses it"
+    );
+    assert!(!parses(&bad), "accepted a block OpenSSL refuses");
+    let mut bad_line = bad.clone();
+    bad_line.extend_from_slice(b"\n");
+    assert!(!parses(&bad_line));
+    // Positive controls: with or without the final newline, CRLF, and text after it.
+    assert!(parses(&pem));
+    assert!(parses(&body));
+    let crlf = String::from_utf8(pem.clone())
+        .unwrap()
+        .replace('\n', "\r\n");
+    assert!(parses(crlf.as_bytes()));
+    let mut trailing = pem.clone();
+    trailing.extend_from_slice(b"comment after the block\n");
+    assert!(parses(&trailing));
+}
