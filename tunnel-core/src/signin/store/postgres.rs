@@ -74,6 +74,26 @@ const INSERT: &str = "INSERT INTO issuances (serial, email, sub, groups, key_sha
      not_after, issued_by, token, revoked_at, revocation_reason) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
+/// The parameters of [`INSERT`] for `r` (`token`: its replay key as bytes).
+fn insert_params<'a>(
+    r: &'a Issued,
+    token: &'a Option<Vec<u8>>,
+) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 11] {
+    [
+        &r.serial,
+        &r.email,
+        &r.sub,
+        &r.groups,
+        &r.key_sha256,
+        &r.not_before,
+        &r.not_after,
+        &r.issued_by,
+        token,
+        &r.revoked_at,
+        &r.revocation_reason,
+    ]
+}
+
 impl Postgres {
     pub(super) async fn open(
         url: &str,
@@ -139,24 +159,7 @@ impl Postgres {
     pub(super) async fn record(&self, r: &Issued) -> Result<Recorded, StoreError> {
         let c = self.client().await?;
         let token = r.token.map(|t| t.to_vec());
-        let done = c
-            .execute(
-                INSERT,
-                &[
-                    &r.serial,
-                    &r.email,
-                    &r.sub,
-                    &r.groups,
-                    &r.key_sha256,
-                    &r.not_before,
-                    &r.not_after,
-                    &r.issued_by,
-                    &token,
-                    &r.revoked_at,
-                    &r.revocation_reason,
-                ],
-            )
-            .await;
+        let done = c.execute(INSERT, &insert_params(r, &token)).await;
         match done {
             Ok(_) => Ok(Recorded::Stored),
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
@@ -386,22 +389,7 @@ impl Postgres {
         for r in rows {
             let token = r.token.map(|t| t.to_vec());
             added += tx
-                .execute(
-                    &insert,
-                    &[
-                        &r.serial,
-                        &r.email,
-                        &r.sub,
-                        &r.groups,
-                        &r.key_sha256,
-                        &r.not_before,
-                        &r.not_after,
-                        &r.issued_by,
-                        &token,
-                        &r.revoked_at,
-                        &r.revocation_reason,
-                    ],
-                )
+                .execute(&insert, &insert_params(r, &token))
                 .await
                 .map_err(query(name, "import a certificate"))? as usize;
         }
